@@ -1,0 +1,57 @@
+"""Who thinks: agents, model deployments, transports, the call ledger, test doubles.
+
+Example:
+    >>> from concilium.agents import Agent, ModelSpec
+    >>> Agent("solver", ModelSpec("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")).name
+    'solver'
+"""
+
+from ._agent import Agent, AgentReply, parse_json_output
+from ._fake import FakeModel, FakeRequest
+from ._ledger import Budget, CallLedger, RetryPolicy, current_ledger, request_digest, reset_ledger, use_ledger
+from ._model import Capabilities, ModelPool, ModelSpec, Replica, pool_for
+from ._record import CallRecord, SqliteCallRecord
+from ._tracing import JsonLinesSpanExporter, configure_tracing
+from ._transport import DirectTransport, Transport, aclose, transport_for
+from ._types import Choice, Completion, Message, TokenLogprob, Usage, completion_from_openai
+
+__all__ = [
+    # agents
+    "Agent",
+    "AgentReply",
+    "parse_json_output",
+    # deployments and routing
+    "Capabilities",
+    "ModelSpec",
+    "ModelPool",
+    "Replica",
+    "pool_for",
+    # transport
+    "Transport",
+    "DirectTransport",
+    "transport_for",
+    "aclose",
+    # ledger, budget, record
+    "CallLedger",
+    "Budget",
+    "RetryPolicy",
+    "current_ledger",
+    "use_ledger",
+    "reset_ledger",
+    "request_digest",
+    "CallRecord",
+    "SqliteCallRecord",
+    # values
+    "Completion",
+    "Choice",
+    "TokenLogprob",
+    "Usage",
+    "Message",
+    "completion_from_openai",
+    # tracing
+    "configure_tracing",
+    "JsonLinesSpanExporter",
+    # test doubles
+    "FakeModel",
+    "FakeRequest",
+]

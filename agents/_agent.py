@@ -1,0 +1,259 @@
+"""``Agent``: a named model with a system prompt, sampling parameters and an
+optional output schema. Agents are cheap frozen values; a debate of five solvers is
+five agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+from pydantic import BaseModel, ValidationError
+
+from concilium._errors import OutputParseError
+
+from ._ledger import current_ledger
+from ._model import ModelSpec
+from ._tracing import agent_span
+from ._types import Completion, Message, TokenLogprob, Usage
+
+_anonymous_calls = itertools.count()
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    """What one ``Agent.run`` returned.
+
+    ``text``/``parsed``/``logprobs`` are the first choice's; ``texts``,
+    ``parsed_all`` and ``logprobs_all`` hold all ``n`` of them.
+    """
+
+    agent: str
+    texts: tuple[str, ...]
+    usage: Usage
+    latency_s: float
+    model: str
+    parsed_all: tuple[Any, ...] = ()
+    logprobs_all: tuple[tuple[TokenLogprob, ...] | None, ...] = ()
+    finish_reasons: tuple[str | None, ...] = ()
+    replayed: bool = False
+
+    @property
+    def text(self) -> str:
+        return self.texts[0] if self.texts else ""
+
+    @property
+    def parsed(self) -> Any:
+        return self.parsed_all[0] if self.parsed_all else None
+
+    @property
+    def logprobs(self) -> tuple[TokenLogprob, ...] | None:
+        return self.logprobs_all[0] if self.logprobs_all else None
+
+
+def _as_messages(messages: str | Sequence[Message]) -> list[dict[str, Any]]:
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    return [dict(m) for m in messages]
+
+
+def parse_json_output(text: str, schema: type[BaseModel]) -> BaseModel:
+    """The first JSON object in ``text`` that validates against ``schema``.
+
+    Raises ``ValueError`` with the reason when there is none.
+    """
+    decoder = json.JSONDecoder()
+    last_error = "no JSON object found"
+    start = text.find("{")
+    while start != -1:
+        try:
+            obj, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            pass
+        else:
+            try:
+                return schema.model_validate(obj)
+            except ValidationError as exc:
+                last_error = f"JSON does not match the schema: {exc.errors(include_url=False)}"
+        start = text.find("{", start + 1)
+    raise ValueError(last_error)
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A named model with a system prompt, sampling parameters and an output schema.
+
+    Args:
+        name: who this agent is in transcripts and traces.
+        model: the deployment to call.
+        system: system prompt text (rendered templates come from ``concilium.prompts``).
+        temperature, top_p, max_tokens, seed, stop: sampling parameters.
+        output: a pydantic model the reply must parse into (one repair turn).
+        logprobs: ask for token log-probabilities (``top_logprobs`` alternatives).
+        params: any other body fields the server accepts.
+
+    Example:
+        >>> spec = ModelSpec("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
+        >>> solver = Agent("solver", spec, system="Solve it.", temperature=0.7)
+        >>> solver.name
+        'solver'
+    """
+
+    name: str
+    model: ModelSpec
+    system: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    output: type[BaseModel] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def with_options(self, **changes: Any) -> Agent:
+        """A copy with some fields changed (agents are immutable)."""
+        return replace(self, **changes)
+
+    def _body(self, messages: list[dict[str, Any]], n: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        system = self.system
+        if self.output is not None:
+            schema = json.dumps(self.output.model_json_schema())
+            note = f"Reply with one JSON object that matches this JSON schema:\n{schema}"
+            system = f"{system}\n\n{note}" if system else note
+        if system and not (messages and messages[0].get("role") == "system"):
+            messages = [{"role": "system", "content": system}, *messages]
+        body: dict[str, Any] = {"messages": messages}
+        for name in ("temperature", "top_p", "max_tokens", "seed"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        if self.stop:
+            body["stop"] = list(self.stop)
+        if n != 1:
+            body["n"] = n
+        if self.logprobs:
+            body["logprobs"] = True
+            if self.top_logprobs:
+                body["top_logprobs"] = self.top_logprobs
+        if self.output is not None and self.model.capabilities.structured_output:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": self.output.__name__, "schema": self.output.model_json_schema()},
+            }
+        body.update(self.params)
+        body.update({k: v for k, v in overrides.items() if v is not None})
+        return body
+
+    async def run(
+        self,
+        messages: str | Sequence[Message],
+        *,
+        n: int = 1,
+        key: str | None = None,
+        **overrides: Any,
+    ) -> AgentReply:
+        """Call the model once (``n`` samples) and return the reply.
+
+        ``key`` names this call in the run's record so a resumed run replays it;
+        patterns pass stable keys, ad-hoc calls get a counter. When the model cannot
+        return ``n`` samples in one request, ``n`` concurrent requests are sent.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        key = key or f"{self.name}#{next(_anonymous_calls)}"
+        msgs = _as_messages(messages)
+        started = time.perf_counter()
+        with agent_span(self.name):
+            if n == 1 or self.model.capabilities.n:
+                completions = [await self._call(msgs, n, key, overrides)]
+            else:
+                completions = await asyncio.gather(
+                    *(
+                        self._call(msgs, 1, f"{key}#{i}", self._seeded(overrides, i))
+                        for i in range(n)
+                    )
+                )
+            reply = self._reply(completions, time.perf_counter() - started)
+            if self.output is not None:
+                reply = await self._parse(reply, msgs, key, overrides)
+        return reply
+
+    def _seeded(self, overrides: Mapping[str, Any], i: int) -> Mapping[str, Any]:
+        seed = overrides.get("seed", self.seed)
+        return overrides if seed is None else {**overrides, "seed": seed + i}
+
+    async def _call(
+        self, msgs: list[dict[str, Any]], n: int, key: str, overrides: Mapping[str, Any]
+    ) -> tuple[Completion, bool]:
+        body = self._body(msgs, n, overrides)
+        return await current_ledger().chat(self.model, body, agent=self.name, key=key)
+
+    def _reply(self, completions: Sequence[tuple[Completion, bool]], latency: float) -> AgentReply:
+        choices = [c for comp, _ in completions for c in comp.choices]
+        usage = Usage()
+        for comp, _ in completions:
+            usage = usage + comp.usage
+        return AgentReply(
+            agent=self.name,
+            texts=tuple(c.text for c in choices),
+            usage=usage,
+            latency_s=latency,
+            model=self.model.model,
+            logprobs_all=tuple(c.logprobs for c in choices),
+            finish_reasons=tuple(c.finish_reason for c in choices),
+            replayed=all(replayed for _, replayed in completions),
+        )
+
+    async def _parse(
+        self, reply: AgentReply, msgs: list[dict[str, Any]], key: str, overrides: Mapping[str, Any]
+    ) -> AgentReply:
+        assert self.output is not None
+        parsed: list[Any] = []
+        errors: list[str] = []
+        for text in reply.texts:
+            try:
+                parsed.append(parse_json_output(text, self.output))
+            except ValueError as exc:
+                parsed.append(None)
+                errors.append(str(exc))
+        if len(reply.texts) == 1 and parsed[0] is None:
+            # One repair turn: show the model its reply and what was wrong with it.
+            repair = [
+                *msgs,
+                {"role": "assistant", "content": reply.text},
+                {
+                    "role": "user",
+                    "content": f"That reply could not be used: {errors[0]}. "
+                    "Reply again with only the JSON object.",
+                },
+            ]
+            fixed, replayed = await self._call(repair, 1, f"{key}#repair", overrides)
+            text = fixed.choices[0].text if fixed.choices else ""
+            try:
+                parsed = [parse_json_output(text, self.output)]
+            except ValueError as exc:
+                raise OutputParseError(
+                    f"the reply does not match {self.output.__name__} after one repair turn: {exc}",
+                    agent=self.name,
+                    text=text,
+                ) from exc
+            reply = replace(
+                reply,
+                texts=(text,),
+                usage=reply.usage + fixed.usage,
+                logprobs_all=(fixed.choices[0].logprobs,),
+                replayed=reply.replayed and replayed,
+            )
+        elif all(p is None for p in parsed):
+            raise OutputParseError(
+                f"none of the {len(parsed)} samples matches {self.output.__name__}: {errors[0]}",
+                agent=self.name,
+                text=reply.text,
+            )
+        return replace(reply, parsed_all=tuple(parsed))

@@ -1,0 +1,218 @@
+"""The call ledger: the one place every model call goes through.
+
+For each call it checks the budget, looks the request up in the call record (resume),
+picks a replica from the pool, sends it through the transport with retries for
+retryable errors only, counts calls and tokens, records the response, emits the
+``chat {model}`` span and progress events. A run installs its ledger in a context
+variable; agents used outside a run share a default ledger without a budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from concilium._errors import BudgetExceeded, ModelCallError
+
+from ._model import ModelSpec, pool_for
+from ._record import CallRecord
+from ._tracing import chat_attributes, chat_span, record_error
+from ._transport import transport_for
+from ._types import Completion, Usage, completion_from_openai
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits for one run; exceeding one raises ``BudgetExceeded``."""
+
+    max_calls: int | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries for retryable errors: timeouts, 408/429/5xx, lost connections."""
+
+    attempts: int = 4
+    initial_wait: float = 0.25
+    max_wait: float = 8.0
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ModelCallError) and exc.retryable
+
+
+def request_digest(model: str, body: Mapping[str, Any], key: str) -> str:
+    """The record key of a call: model, body and the caller's call key."""
+    blob = json.dumps([model, key, body], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class CallLedger:
+    """Counts, limits, records and traces model calls.
+
+    Attributes:
+        calls: calls answered by a model (retries of one call count once).
+        attempts: HTTP requests sent, retries included.
+        replayed: calls answered from the record instead of a model.
+        usage: tokens of the calls answered by a model.
+    """
+
+    def __init__(
+        self,
+        *,
+        budget: Budget | None = None,
+        record: CallRecord | None = None,
+        on_event: EventSink | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        self.budget = budget or Budget()
+        self.record = record if record is not None else CallRecord()
+        self.on_event = on_event
+        self.retry = retry
+        self.calls = 0
+        self.attempts = 0
+        self.replayed = 0
+        self.in_flight = 0
+        self.usage = Usage()
+        self._reserved = 0
+
+    def _emit(self, event: Event) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def _check_budget(self) -> None:
+        b = self.budget
+        if b.max_calls is not None and self._reserved >= b.max_calls:
+            raise BudgetExceeded("calls", self._reserved, b.max_calls)
+        if b.max_tokens is not None and self.usage.total_tokens >= b.max_tokens:
+            raise BudgetExceeded("tokens", self.usage.total_tokens, b.max_tokens)
+
+    async def chat(
+        self, spec: ModelSpec, body: Mapping[str, Any], *, agent: str, key: str
+    ) -> tuple[Completion, bool]:
+        """Run one chat call; returns the completion and whether it was replayed."""
+        digest = request_digest(spec.model, body, key)
+        cached = self.record.get(digest)
+        if cached is not None:
+            self.replayed += 1
+            self._emit({"type": "call_replayed", "agent": agent, "key": key})
+            return completion_from_openai(cached), True
+
+        self._check_budget()
+        self._reserved += 1
+        self.in_flight += 1
+        self._emit({"type": "call_started", "agent": agent, "key": key, "model": spec.model})
+        started = time.perf_counter()
+        try:
+            with chat_span(spec.served_name, chat_attributes(spec.served_name, spec.provider, body, agent)) as span:
+                try:
+                    completion = await self._send_with_retries(spec, body, agent)
+                except BaseException as exc:
+                    record_error(span, exc)
+                    raise
+                if span.is_recording():
+                    span.set_attributes(
+                        {
+                            "gen_ai.usage.input_tokens": completion.usage.prompt_tokens,
+                            "gen_ai.usage.output_tokens": completion.usage.completion_tokens,
+                            "gen_ai.response.id": completion.id,
+                            "gen_ai.response.model": completion.model,
+                            "gen_ai.response.finish_reasons": [
+                                c.finish_reason or "" for c in completion.choices
+                            ],
+                            "server.address": completion.replica or "",
+                        }
+                    )
+        except BaseException as exc:
+            self._reserved -= 1
+            self._emit({"type": "call_failed", "agent": agent, "key": key, "error": str(exc)})
+            raise
+        finally:
+            self.in_flight -= 1
+
+        self.calls += 1
+        self.usage = self.usage + completion.usage
+        self.record.put(digest, completion.to_json())
+        self._emit(
+            {
+                "type": "call_finished",
+                "agent": agent,
+                "key": key,
+                "latency_s": time.perf_counter() - started,
+                "prompt_tokens": completion.usage.prompt_tokens,
+                "completion_tokens": completion.usage.completion_tokens,
+            }
+        )
+        return completion, False
+
+    async def _send(self, spec: ModelSpec, body: Mapping[str, Any], agent: str) -> Completion:
+        self.attempts += 1
+        transport = transport_for(spec)
+        async with pool_for(spec).slot() as replica:
+            return await transport.chat(
+                spec, replica.api_base, body, {"X-Concilium-Agent": agent}
+            )
+
+    async def _send_with_retries(
+        self, spec: ModelSpec, body: Mapping[str, Any], agent: str
+    ) -> Completion:
+        # Fast path: most calls succeed first time, and building a tenacity
+        # controller costs more than the rest of the ledger on a wide fan-out.
+        try:
+            return await self._send(spec, body, agent)
+        except ModelCallError as exc:
+            if not exc.retryable or self.retry.attempts <= 1:
+                raise
+            first_error = exc
+        self._emit({"type": "call_retry", "agent": agent, "error": str(first_error)})
+        await asyncio.sleep(self.retry.initial_wait * (0.5 + random.random()))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts - 1),
+            wait=wait_exponential_jitter(initial=self.retry.initial_wait, max=self.retry.max_wait),
+            retry=retry_if_exception(_retryable),
+            before_sleep=lambda state: self._on_retry(state, agent),
+            reraise=True,
+        )
+        return await retrying(self._send, spec, body, agent)
+
+    def _on_retry(self, state: RetryCallState, agent: str) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        self._emit({"type": "call_retry", "agent": agent, "error": str(exc)})
+
+
+_default_ledger = CallLedger()
+_current: contextvars.ContextVar[CallLedger | None] = contextvars.ContextVar(
+    "concilium_ledger", default=None
+)
+
+
+def current_ledger() -> CallLedger:
+    """The ledger of the run in progress, or the process-wide default one."""
+    return _current.get() or _default_ledger
+
+
+def use_ledger(ledger: CallLedger) -> contextvars.Token[CallLedger | None]:
+    """Make ``ledger`` current for this task and the tasks it starts."""
+    return _current.set(ledger)
+
+
+def reset_ledger(token: contextvars.Token[CallLedger | None]) -> None:
+    _current.reset(token)

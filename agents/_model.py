@@ -1,0 +1,179 @@
+"""Model deployments: ``ModelSpec`` (what to call) and ``ModelPool`` (which replica).
+
+A ``ModelSpec`` is a frozen value: a litellm model string, the replicas' ``api_base``
+URLs, what the server can do, and a per-replica concurrency limit. Pools hold the
+mutable part (in-flight counts, semaphores); they are bound to an event loop, so they
+live in a per-loop registry (``pool_for``) rather than on the spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ._transport import Transport
+
+TransportName = Literal["auto", "direct", "litellm"]
+
+# litellm provider prefixes whose servers speak the OpenAI wire format; with an
+# api_base these go over the direct aiohttp transport when transport="auto".
+OPENAI_COMPATIBLE_PREFIXES = ("hosted_vllm/", "openai/", "sglang/", "llamacpp/", "vllm/")
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a deployment supports. Patterns read these to pick a strategy."""
+
+    n: bool = True  # one request may ask for n>1 samples
+    logprobs: bool = True
+    tools: bool = False
+    structured_output: bool = False  # honours response_format json_schema
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model deployment.
+
+    Args:
+        model: litellm model string, e.g. ``"hosted_vllm/gemma-3-270m"``.
+        api_base: one URL or several (replicas of the same model), e.g.
+            ``"http://127.0.0.1:8000/v1"``.
+        api_key: sent as a bearer token when given.
+        capabilities: what the server supports (``n>1``, logprobs, ...).
+        max_concurrency: requests in flight per replica; more wait their turn.
+        transport: ``"auto"`` (direct for OpenAI-compatible URLs, else litellm),
+            ``"direct"``, ``"litellm"``, or a ``Transport`` object (test doubles).
+        timeout: seconds for one request.
+
+    Example:
+        >>> spec = ModelSpec("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
+        >>> spec.served_name
+        'gemma'
+    """
+
+    model: str
+    api_base: str | tuple[str, ...] | list[str] | None = None
+    api_key: str | None = field(default=None, repr=False)
+    capabilities: Capabilities = Capabilities()
+    max_concurrency: int = 256
+    transport: TransportName | Transport = "auto"
+    timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        bases = self.api_base
+        if bases is None:
+            bases = ()
+        elif isinstance(bases, str):
+            bases = (bases,)
+        object.__setattr__(self, "api_base", tuple(b.rstrip("/") for b in bases))
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        return self.api_base  # type: ignore[return-value]
+
+    @property
+    def served_name(self) -> str:
+        """The model name the server knows (the litellm provider prefix removed)."""
+        for prefix in OPENAI_COMPATIBLE_PREFIXES:
+            if self.model.startswith(prefix):
+                return self.model[len(prefix) :]
+        return self.model
+
+    @property
+    def provider(self) -> str:
+        """The provider half of the model string (``openai`` when there is none)."""
+        head, sep, _ = self.model.partition("/")
+        return head if sep else "openai"
+
+    def uses_direct_transport(self) -> bool:
+        if self.transport == "direct":
+            return True
+        if self.transport != "auto":
+            return False
+        return bool(self.replicas) and self.model.startswith(OPENAI_COMPATIBLE_PREFIXES)
+
+    def with_api_base(self, api_base: str | tuple[str, ...]) -> ModelSpec:
+        """The same deployment served elsewhere (the CLI's ``--backend URL``)."""
+        from dataclasses import replace
+
+        model = self.model if "/" in self.model else f"openai/{self.model}"
+        return replace(self, model=model, api_base=api_base)
+
+
+class Replica:
+    """One server of a pool: its URL, a concurrency gate and counters."""
+
+    __slots__ = ("api_base", "in_flight", "sent", "_gate")
+
+    def __init__(self, api_base: str | None, limit: int):
+        self.api_base = api_base
+        self.in_flight = 0  # holding or waiting for a slot
+        self.sent = 0
+        self._gate = asyncio.Semaphore(limit)
+
+
+class ModelPool:
+    """Routes each call of one ``ModelSpec`` to a replica (least in flight).
+
+    Use ``async with pool.slot() as replica:`` around a request; the slot both
+    limits concurrency per replica and counts load for routing.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        bases: tuple[str | None, ...] = spec.replicas or (None,)
+        self.replicas = [Replica(b, spec.max_concurrency) for b in bases]
+
+    def pick(self) -> Replica:
+        best = self.replicas[0]
+        for r in self.replicas[1:]:
+            if r.in_flight < best.in_flight:
+                best = r
+        return best
+
+    def slot(self) -> _Slot:
+        return _Slot(self.pick())
+
+
+class _Slot:
+    __slots__ = ("replica",)
+
+    def __init__(self, replica: Replica):
+        self.replica = replica
+
+    async def __aenter__(self) -> Replica:
+        r = self.replica
+        r.in_flight += 1
+        try:
+            await r._gate.acquire()
+        except BaseException:
+            r.in_flight -= 1
+            raise
+        r.sent += 1
+        return r
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.replica._gate.release()
+        self.replica.in_flight -= 1
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ModelSpec, ModelPool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def pool_for(spec: ModelSpec) -> ModelPool:
+    """The pool of ``spec`` on the running event loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    pools = _pools.get(loop)
+    if pools is None:
+        pools = _pools[loop] = {}
+    pool = pools.get(spec)
+    if pool is None:
+        pool = pools[spec] = ModelPool(spec)
+    return pool

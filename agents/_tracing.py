@@ -1,0 +1,137 @@
+"""OpenTelemetry spans with the GenAI semantic conventions.
+
+concilium emits ``invoke_workflow {name}``, ``invoke_agent {name}``, ``chat {model}``
+and ``execute_tool {name}`` spans through the global tracer provider; with none set,
+the spans are no-ops that cost a few microseconds. No exporter is forced:
+``configure_tracing(path)`` writes spans as JSON lines (the CLI's ``--trace FILE``),
+and OTLP works through the SDK's standard environment variables.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+tracer = trace.get_tracer("concilium")
+
+# Sampling parameters that map onto gen_ai.request.* attributes.
+_REQUEST_ATTRS = {
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "max_tokens": "gen_ai.request.max_tokens",
+    "seed": "gen_ai.request.seed",
+}
+
+
+def chat_attributes(
+    model: str, provider: str, body: Mapping[str, Any], agent: str
+) -> dict[str, Any]:
+    """Attributes of a ``chat {model}`` span before the call."""
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "vllm" if provider == "hosted_vllm" else provider,
+        "gen_ai.request.model": model,
+        "gen_ai.agent.name": agent,
+    }
+    for key, attr in _REQUEST_ATTRS.items():
+        value = body.get(key)
+        if value is not None:
+            attrs[attr] = value
+    n = body.get("n", 1)
+    if n != 1:
+        attrs["gen_ai.request.choice.count"] = n
+    return attrs
+
+
+def record_error(span: trace.Span, exc: BaseException) -> None:
+    if span.is_recording():
+        span.set_attribute("error.type", type(exc).__name__)
+        span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+
+
+def agent_span(name: str, **attrs: Any) -> Any:
+    """``invoke_agent {name}`` (INTERNAL: agents run in-process)."""
+    return tracer.start_as_current_span(
+        f"invoke_agent {name}",
+        kind=SpanKind.INTERNAL,
+        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name, **attrs},
+    )
+
+
+def workflow_span(name: str, **attrs: Any) -> Any:
+    """``invoke_workflow {name}`` around a whole run."""
+    return tracer.start_as_current_span(
+        f"invoke_workflow {name}",
+        kind=SpanKind.INTERNAL,
+        attributes={"gen_ai.operation.name": "invoke_workflow", "gen_ai.agent.name": name, **attrs},
+    )
+
+
+def chat_span(model: str, attrs: Mapping[str, Any]) -> Any:
+    return tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attrs)
+
+
+# --------------------------------------------------------------- JSON-lines export
+
+
+class JsonLinesSpanExporter:
+    """Writes each finished span as one JSON line (``span.to_json()``, compact)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        with self._lock:
+            for span in spans:
+                self._file.write(span.to_json(indent=None) + "\n")
+            self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def configure_tracing(path: str | Path | None = None) -> Any:
+    """Install an SDK tracer provider; with ``path``, spans go there as JSON lines.
+
+    Returns the provider (call ``.shutdown()`` to flush). Without ``path`` the OTLP
+    exporter is used when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+
+    Example:
+        >>> provider = configure_tracing("/tmp/concilium-trace.jsonl")  # doctest: +SKIP
+    """
+    import os
+
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "concilium"}))
+    if path is not None:
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
+    elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:
+            from concilium._errors import UserError
+
+            raise UserError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not installed; "
+                "pip install opentelemetry-exporter-otlp-proto-http"
+            ) from exc
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider

@@ -1,0 +1,114 @@
+"""The error hierarchy, split by who has to act on it.
+
+* ``UserError`` — the person writing a workflow or calling the API made a mistake
+  (bad YAML, unknown agent, graph without a reducer). Raised at load/build time, the
+  CLI prints it without a traceback and exits 2.
+* ``ModelError`` — something a model (or its server) did: a failed call, an output
+  that does not parse. Carries model, status and whether a retry could help.
+* ``RunError`` — the run itself stopped: the budget ran out, a server did not start.
+
+Every message says what happened, the bad value, and the fix.
+"""
+
+from __future__ import annotations
+
+
+class ConciliumError(Exception):
+    """Base class of every error concilium raises on purpose."""
+
+
+# ---------------------------------------------------------------------------- user
+
+
+class UserError(ConciliumError):
+    """A mistake in a workflow, a graph or an API call; fix the input and retry."""
+
+
+class WorkflowError(UserError):
+    """A workflow file is invalid. ``file`` and ``line`` say where."""
+
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None):
+        self.file = file
+        self.line = line
+        self.detail = message
+        where = file or "<workflow>"
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+class GraphError(UserError):
+    """A graph is wired wrongly (unknown node, missing reducer, no entry)."""
+
+
+class PromptError(UserError):
+    """A prompt template is missing or failed to render."""
+
+
+# --------------------------------------------------------------------------- model
+
+
+class ModelError(ConciliumError):
+    """Something went wrong on the model side of a call."""
+
+
+class ModelCallError(ModelError):
+    """A model call failed.
+
+    Attributes:
+        model: the model string of the call.
+        status: HTTP status when there was one (``None`` for connection errors).
+        retryable: whether retrying the same call could succeed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        status: int | None = None,
+        retryable: bool = False,
+        api_base: str | None = None,
+    ):
+        self.model = model
+        self.status = status
+        self.retryable = retryable
+        self.api_base = api_base
+        status_text = f"status {status}" if status is not None else "no response"
+        where = f" at {api_base}" if api_base else ""
+        kind = "retryable" if retryable else "not retryable"
+        super().__init__(f"model {model!r}{where}: {status_text} ({kind}): {message}")
+
+
+class OutputParseError(ModelError):
+    """A model's reply did not match the output schema, even after one repair turn."""
+
+    def __init__(self, message: str, *, agent: str, text: str):
+        self.agent = agent
+        self.text = text
+        shown = text if len(text) <= 300 else text[:300] + "..."
+        super().__init__(f"agent {agent!r}: {message}\nreply was: {shown!r}")
+
+
+# ----------------------------------------------------------------------------- run
+
+
+class RunError(ConciliumError):
+    """A run stopped before it finished."""
+
+
+class BudgetExceeded(RunError):
+    """The run's budget (calls or tokens) is used up."""
+
+    def __init__(self, what: str, used: int, limit: int):
+        self.what = what
+        self.used = used
+        self.limit = limit
+        super().__init__(
+            f"budget exceeded: {used} {what} used, the limit is {limit}; "
+            f"raise the budget (max_{what}) or make the workflow smaller"
+        )
+
+
+class ServerError(RunError):
+    """A server concilium started (simulated or real engine) failed or did not get ready."""

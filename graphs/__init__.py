@@ -1,0 +1,69 @@
+"""How agents are wired: graphs over a typed state, compiled to LangGraph; the
+runtime; aggregators; workflow files. Patterns live in ``concilium.graphs.patterns``.
+
+Example:
+    >>> from concilium.graphs import Graph, START, END, run_sync
+    >>> g = Graph("echo")
+    >>> async def echo(state):
+    ...     return {"answer": state["question"]}
+    >>> _ = g.add_node("echo", echo, writes=["answer"]).add_edge(START, "echo").add_edge("echo", END)
+    >>> run_sync(g, "hi").answer
+    'hi'
+"""
+
+from langgraph.graph import END, START
+
+from ._aggregators import (
+    EXTRACTORS,
+    AnswerFormat,
+    Vote,
+    answer_format,
+    extract_boxed,
+    extract_last_number,
+    extract_option,
+    extract_text,
+    field_extractor,
+    last_boxed,
+    majority_vote,
+    normalize_number,
+    regex_extractor,
+)
+from ._context import RunContext, current_run
+from ._graph import BASE_STATE, Branch, Graph, add, append, merge
+from ._runtime import GraphAgent, RunResult, as_agent, run, run_sync, split_input, stream
+
+__all__ = [
+    # building
+    "Graph",
+    "Branch",
+    "START",
+    "END",
+    "BASE_STATE",
+    "append",
+    "merge",
+    "add",
+    # running
+    "run",
+    "run_sync",
+    "stream",
+    "RunResult",
+    "RunContext",
+    "current_run",
+    "split_input",
+    "GraphAgent",
+    "as_agent",
+    # aggregation
+    "AnswerFormat",
+    "answer_format",
+    "EXTRACTORS",
+    "extract_boxed",
+    "extract_last_number",
+    "extract_option",
+    "extract_text",
+    "regex_extractor",
+    "field_extractor",
+    "last_boxed",
+    "normalize_number",
+    "majority_vote",
+    "Vote",
+]

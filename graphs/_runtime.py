@@ -1,0 +1,270 @@
+"""Running a graph: ``run`` / ``run_sync`` and the ``RunResult`` they return.
+
+A run installs a ``RunContext`` (ledger with budget and call record, event sink),
+invokes the compiled LangGraph graph, optionally checkpointed in SQLite, and reads
+the result from the final state. With a ``state_path`` the LangGraph checkpoints and
+the call record share one SQLite file, so ``resume=True`` continues where a failed
+run stopped and repeats no completed call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+
+from concilium.agents import (
+    AgentReply,
+    Budget,
+    CallLedger,
+    CallRecord,
+    Message,
+    SqliteCallRecord,
+    Usage,
+    aclose,
+    reset_ledger,
+    use_ledger,
+)
+from concilium.agents._tracing import workflow_span
+
+from ._context import Event, RunContext, current_run, node_scope, run_scope
+from ._graph import Graph
+
+RECURSION_LIMIT = 10_000  # rounds x 2 supersteps; LangGraph's default of 25 is too low
+
+
+@dataclass
+class RunResult:
+    """What a run produced.
+
+    Attributes:
+        answer: the final answer (``None`` if the workflow produced none).
+        transcript: one entry per agent turn, in order: who said what, in which
+            round, and which other answers it saw.
+        votes: the final vote (tally, winner, agreement) when there was one.
+        details: pattern-specific extras (rounds, samples, nested results).
+        calls: model calls answered by a model in this run (not replayed ones).
+        replayed: calls answered from the call record (resume).
+        usage: tokens of the calls answered by a model.
+        elapsed_s: wall time of the run.
+    """
+
+    answer: str | None
+    run_id: str
+    workflow: str
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    votes: dict[str, Any] | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    calls: int = 0
+    replayed: int = 0
+    usage: Usage = field(default_factory=Usage)
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "workflow": self.workflow,
+            "run_id": self.run_id,
+            "calls": self.calls,
+            "replayed": self.replayed,
+            "usage": {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+            },
+            "elapsed_s": round(self.elapsed_s, 4),
+            "votes": self.votes,
+            "details": self.details,
+            "transcript": self.transcript,
+        }
+
+
+def split_input(value: str | Sequence[Message]) -> dict[str, Any]:
+    """A question string or chat messages -> the graph's input state."""
+    if isinstance(value, str):
+        return {"question": value, "messages": [{"role": "user", "content": value}]}
+    messages = [dict(m) for m in value]
+    users = [m for m in messages if m.get("role") == "user"]
+    if not users:
+        from concilium._errors import UserError
+
+        raise UserError("the input messages have no user message; add {'role': 'user', ...}")
+    content = users[-1].get("content")
+    return {"question": content if isinstance(content, str) else str(content), "messages": messages}
+
+
+async def invoke_graph(graph: Graph, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Run ``graph`` inside the current run (a nested pattern), without its own
+    checkpoint: its calls are keyed under the caller's node path, so a resume of
+    the enclosing node replays them from the call record."""
+    compiled = graph.compile(None)
+    config = {"recursion_limit": RECURSION_LIMIT, "callbacks": None}
+    with node_scope(graph.name):
+        return await compiled.ainvoke(dict(given), config)
+
+
+async def run(
+    graph: Graph,
+    input: str | Sequence[Message],
+    *,
+    budget: Budget | None = None,
+    run_id: str | None = None,
+    state_path: str | Path | None = None,
+    resume: bool = False,
+    on_event: Callable[[Event], None] | None = None,
+    record: CallRecord | None = None,
+) -> RunResult:
+    """Run a graph on a question (or chat messages) and return its ``RunResult``.
+
+    Args:
+        graph: a pattern or a hand-built ``Graph``.
+        input: the question, or OpenAI-style chat messages.
+        budget: max calls / tokens; exceeding it raises ``BudgetExceeded``.
+        run_id: names the run; with ``state_path`` it is the checkpoint thread.
+        state_path: SQLite file for LangGraph checkpoints and the call record.
+        resume: continue run ``run_id`` from ``state_path`` instead of starting over.
+        on_event: called with each progress event (node, call, round, vote).
+        record: a call record to use (replay tests); default: fresh, or the file.
+
+    Example:
+        >>> from concilium.agents import Agent, FakeModel
+        >>> from concilium.graphs.patterns import self_consistency
+        >>> fake = FakeModel(fn=lambda agent, i, msgs: "so \\\\boxed{4}")
+        >>> sc = self_consistency(Agent("solver", fake.spec()), samples=3)
+        >>> result = run_sync(sc, "2+2?")
+        >>> result.answer, result.votes["counts"]
+        ('4', {'4': 3})
+    """
+    if resume and (state_path is None or run_id is None):
+        from concilium._errors import UserError
+
+        raise UserError("resume=True needs the state_path and run_id of the run to resume")
+    run_id = run_id or uuid.uuid4().hex[:12]
+    owns_record = record is None
+    if record is None:
+        record = SqliteCallRecord(state_path) if state_path else CallRecord()
+    ledger = CallLedger(budget=budget, record=record)
+    ctx = RunContext(run_id=run_id, workflow=graph.name, ledger=ledger, sink=on_event)
+    ledger.on_event = ctx.emit
+    started = time.perf_counter()
+    token = use_ledger(ledger)
+    try:
+        with run_scope(ctx), workflow_span(graph.name, **{"gen_ai.conversation.id": run_id}) as span:
+            final = await _invoke(graph, split_input(input), run_id, state_path, resume)
+            if span.is_recording() and final.get("votes"):
+                span.set_attribute("concilium.votes", str(final["votes"].get("counts")))
+    finally:
+        reset_ledger(token)
+        if owns_record:
+            record.close()
+    return RunResult(
+        answer=final.get("answer"),
+        run_id=run_id,
+        workflow=graph.name,
+        transcript=list(final.get("transcript") or ()),
+        votes=final.get("votes"),
+        details=dict(final.get("details") or {}),
+        calls=ledger.calls,
+        replayed=ledger.replayed,
+        usage=ledger.usage,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+async def _invoke(
+    graph: Graph, given: dict[str, Any], run_id: str, state_path: str | Path | None, resume: bool
+) -> dict[str, Any]:
+    config = {"recursion_limit": RECURSION_LIMIT, "configurable": {"thread_id": run_id}}
+    if state_path is None:
+        return await graph.compile(None).ainvoke(given, config)
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(state_path)) as saver:
+        compiled = graph.compile(saver)
+        if resume:
+            snapshot = await compiled.aget_state(config)
+            if snapshot.values:
+                if not snapshot.next:
+                    return dict(snapshot.values)  # it had finished: nothing to do
+                return await compiled.ainvoke(None, config)
+        return await compiled.ainvoke(given, config)
+
+
+def run_sync(graph: Graph, input: str | Sequence[Message], **options: Any) -> RunResult:
+    """``run`` for synchronous code: its own event loop, connections closed after.
+
+    Example:
+        >>> # result = run_sync(debate(agents, rounds=2), "What is 12 * 7?")
+    """
+
+    async def main() -> RunResult:
+        try:
+            return await run(graph, input, **options)
+        finally:
+            await aclose()
+
+    return asyncio.run(main())
+
+
+async def stream(
+    graph: Graph, input: str | Sequence[Message], **options: Any
+) -> AsyncIterator[Event]:
+    """Run and yield progress events as they happen; the last has type ``result``.
+
+    Example:
+        >>> # async for event in stream(workflow, "What is 12 * 7?"): print(event["type"])
+    """
+    queue: asyncio.Queue[Event] = asyncio.Queue()
+    task = asyncio.ensure_future(run(graph, input, on_event=queue.put_nowait, **options))
+    task.add_done_callback(lambda _: queue.put_nowait({"type": "_done"}))
+    try:
+        while True:
+            event = await queue.get()
+            if event["type"] == "_done":
+                break
+            yield event
+        yield {"type": "result", "result": task.result()}
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+@dataclass(frozen=True)
+class GraphAgent:
+    """A graph used where an agent is expected (a debater that is itself a
+    self-consistency ensemble). ``run`` answers with the graph's final answer."""
+
+    name: str
+    graph: Graph
+
+    async def run(
+        self, messages: str | Sequence[Message], *, n: int = 1, key: str | None = None, **_: Any
+    ) -> AgentReply:
+        ctx = current_run()
+        before = ctx.ledger.usage
+        started = time.perf_counter()
+        given = split_input(messages)
+        key = key or self.name
+
+        async def once(i: int) -> dict[str, Any]:
+            with node_scope(key if n == 1 else f"{key}#{i}"):
+                return await invoke_graph(self.graph, given)
+
+        results = await asyncio.gather(*(once(i) for i in range(n)))
+        return AgentReply(
+            agent=self.name,
+            texts=tuple(str(r.get("answer") or "") for r in results),
+            usage=ctx.ledger.usage + Usage(-before.prompt_tokens, -before.completion_tokens),
+            latency_s=time.perf_counter() - started,
+            model=f"graph:{self.graph.name}",
+            parsed_all=tuple(
+                {"votes": r.get("votes"), "transcript": r.get("transcript")} for r in results
+            ),
+        )
+
+
+def as_agent(graph: Graph, name: str | None = None) -> GraphAgent:
+    """Wrap a graph so a pattern can use it as one of its agents."""
+    return GraphAgent(name or graph.name, graph)

@@ -1,0 +1,158 @@
+"""Multi-agent debate (Du et al., 2023; ``METHODS.md`` section 1).
+
+N agents answer; for R rounds in all (the first included) each agent then sees
+exactly the other agents' answers from the previous round, keeps its own chat
+history, and answers again. The answer is the majority of the last round, ties to
+the first agent in order. N x R calls; every round's N calls run concurrently.
+With one agent the round prompt becomes the reflection ("double-check") prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from concilium._errors import GraphError
+from concilium.graphs import END, START, AnswerFormat, Branch, Graph, RunContext, answer_format, majority_vote
+from concilium.prompts import PromptLibrary
+
+from ._common import Respondent, library, turn
+
+
+def debate(
+    agents: Sequence[Respondent],
+    *,
+    rounds: int = 2,
+    answer: str | Mapping[str, str] | AnswerFormat = "boxed",
+    prompts: PromptLibrary | None = None,
+    initial_prompt: str = "debate/initial",
+    round_prompt: str = "debate/round",
+    reflect_prompt: str = "debate/reflect",
+    name: str = "debate",
+) -> Graph:
+    """A debate among ``agents`` for ``rounds`` rounds (counting the first answer).
+
+    Agents may use different models, and an agent slot may hold another pattern
+    (``as_agent(self_consistency(...))``).
+
+    Example:
+        >>> from concilium.agents import Agent, FakeModel
+        >>> from concilium.graphs import run_sync
+        >>> fake = FakeModel(fn=lambda agent, i, msgs: "\\\\boxed{84}")
+        >>> team = [Agent(f"a{i}", fake.spec()) for i in range(3)]
+        >>> result = run_sync(debate(team, rounds=2), "What is 12 * 7?")
+        >>> result.answer, result.calls
+        ('84', 6)
+    """
+    if not agents:
+        raise GraphError("debate needs at least one agent")
+    if rounds < 1:
+        raise GraphError(f"debate rounds must be >= 1 (the first answer counts), got {rounds}")
+    names = [a.name for a in agents]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise GraphError(f"debate agents need distinct names; repeated: {duplicates}")
+    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
+    lib = library(prompts)
+
+    def history(state: Mapping[str, Any], i: int, upto: int) -> tuple[list[dict[str, Any]], list[str]]:
+        """Agent i's messages for round ``upto`` (0-based) and whose answers it sees."""
+        question = state["question"]
+        messages = [
+            {
+                "role": "user",
+                "content": lib.render(initial_prompt, question=question, answer_format=fmt.instruction),
+            }
+        ]
+        by_round = _turns_by_round(state)
+        seen: list[str] = []
+        for r in range(upto):
+            said = by_round[r]
+            messages.append({"role": "assistant", "content": said[names[i]]["text"]})
+            others = [n for n in names if n != names[i]]
+            if others:
+                content = lib.render(
+                    round_prompt,
+                    question=question,
+                    others=[said[n]["text"] for n in others],
+                    answer_format=fmt.instruction,
+                )
+            else:
+                content = lib.render(reflect_prompt, question=question, answer_format=fmt.instruction)
+            messages.append({"role": "user", "content": content})
+            seen = others
+        return messages, seen
+
+    def speak_all(state: Mapping[str, Any]) -> list[Branch]:
+        r = state["round"]
+        out = []
+        for i in range(len(agents)):
+            messages, seen = history(state, i, r)
+            out.append(Branch("speak", {"i": i, "round": r, "messages": messages, "saw": seen}))
+        return out
+
+    async def start(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        ctx.emit({"type": "round_started", "round": 1, "agents": names})
+        return {"round": 0}
+
+    async def speak(payload: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        agent = agents[payload["i"]]
+        r = payload["round"]
+        reply = await agent.run(payload["messages"], key=ctx.key(agent.name, f"r{r}"))
+        entry = turn(
+            ctx,
+            reply,
+            text=reply.text,
+            answer=fmt.extract(reply.text),
+            prompt=payload["messages"][-1]["content"],
+            round=r + 1,
+            saw=list(payload["saw"]),
+        )
+        return {"transcript": [entry]}
+
+    async def next_round(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        r = state["round"] + 1
+        if r < rounds:
+            ctx.emit({"type": "round_started", "round": r + 1, "agents": names})
+        return {"round": r}
+
+    def route(state: Mapping[str, Any]) -> str | list[Branch]:
+        return speak_all(state) if state["round"] < rounds else "vote"
+
+    async def vote(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        by_round = _turns_by_round(state)
+        per_round = [
+            {
+                "round": r + 1,
+                "answers": {n: by_round[r][n]["answer"] for n in names},
+                "counts": majority_vote([by_round[r][n]["answer"] for n in names]).counts,
+            }
+            for r in range(rounds)
+        ]
+        tally = majority_vote([by_round[rounds - 1][n]["answer"] for n in names])
+        ctx.emit({"type": "vote", "counts": tally.counts, "winner": tally.winner})
+        return {
+            "answer": tally.winner,
+            "votes": tally.as_dict(),
+            "details": {"agents": names, "rounds": rounds, "per_round": per_round},
+        }
+
+    graph = Graph(name, state={"round": None})
+    graph.add_node("start", start, writes=["round"])
+    graph.add_node("speak", speak, writes=["transcript"], parallel=True)
+    graph.add_node("next_round", next_round, writes=["round"])
+    graph.add_node("vote", vote, writes=["answer", "votes", "details"])
+    graph.add_edge(START, "start")
+    graph.add_route("start", speak_all, ["speak"])
+    graph.add_edge("speak", "next_round")
+    graph.add_route("next_round", route, ["speak", "vote"])
+    graph.add_edge("vote", END)
+    return graph
+
+
+def _turns_by_round(state: Mapping[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
+    """Transcript entries of this debate's own speak node, by 0-based round, by agent."""
+    out: dict[int, dict[str, dict[str, Any]]] = {}
+    for entry in state.get("transcript") or ():
+        if "round" in entry:
+            out.setdefault(entry["round"] - 1, {})[entry["agent"]] = entry
+    return out

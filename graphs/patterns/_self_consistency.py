@@ -1,0 +1,88 @@
+"""Self-consistency (Wang et al., 2022): sample N reasoning paths, majority-vote the
+extracted answers (``METHODS.md`` section 6a).
+
+When the model can return ``n`` samples from one request, the N samples are one
+request (vLLM shares the prefill); otherwise N branches run concurrently, each its
+own LangGraph task.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from concilium.agents import Agent
+from concilium.graphs import END, START, AnswerFormat, Branch, Graph, RunContext, answer_format, majority_vote
+from concilium.prompts import PromptLibrary
+
+from ._common import Respondent, is_bare_question, library, turn
+
+
+def self_consistency(
+    agent: Respondent,
+    *,
+    samples: int = 5,
+    answer: str | Mapping[str, str] | AnswerFormat = "boxed",
+    prompt: str = "self_consistency/solve",
+    prompts: PromptLibrary | None = None,
+    name: str = "self_consistency",
+) -> Graph:
+    """N samples of one agent, majority vote.
+
+    Args:
+        agent: the sampler (an ``Agent``, or a graph via ``as_agent``).
+        samples: N.
+        answer: how to extract an answer (``"boxed"``, ``"last_number"``,
+            ``"option"``, ``{"regex": ...}``, ``{"field": ...}``).
+        prompt: template wrapping a bare question (a conversation is passed as is).
+
+    Example:
+        >>> from concilium.agents import FakeModel
+        >>> from concilium.graphs import run_sync
+        >>> fake = FakeModel({"s": ["\\\\boxed{7}", "\\\\boxed{8}", "\\\\boxed{7}"]})
+        >>> run_sync(self_consistency(Agent("s", fake.spec()), samples=3), "?").votes["counts"]
+        {'7': 2, '8': 1}
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
+    lib = library(prompts)
+    one_request = isinstance(agent, Agent) and agent.model.capabilities.n
+
+    def branches(state: Mapping[str, Any]) -> list[Branch]:
+        if is_bare_question(state):
+            text = lib.render(prompt, question=state["question"], answer_format=fmt.instruction)
+            messages = [{"role": "user", "content": text}]
+        else:
+            messages = list(state["messages"])
+        if one_request:
+            return [Branch("sample", {"messages": messages, "first": 0, "count": samples})]
+        return [Branch("sample", {"messages": messages, "first": i, "count": 1}) for i in range(samples)]
+
+    async def sample(payload: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        first, count = payload["first"], payload["count"]
+        reply = await agent.run(payload["messages"], n=count, key=ctx.key(agent.name, f"s{first}"))
+        prompt_text = payload["messages"][-1]["content"]
+        entries = [
+            turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=prompt_text, sample=first + j)
+            for j, text in enumerate(reply.texts)
+        ]
+        return {"transcript": entries}
+
+    async def vote(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        entries = sorted(state.get("transcript") or (), key=lambda e: e["sample"])
+        tally = majority_vote([e["answer"] for e in entries])
+        ctx.emit({"type": "vote", "counts": tally.counts, "winner": tally.winner})
+        return {
+            "answer": tally.winner,
+            "votes": tally.as_dict(),
+            "details": {"samples": len(entries), "requests": 1 if one_request else samples},
+        }
+
+    graph = Graph(name)
+    graph.add_node("sample", sample, writes=["transcript"], parallel=True)
+    graph.add_node("vote", vote, writes=["answer", "votes", "details"])
+    graph.add_route(START, branches, ["sample"])
+    graph.add_edge("sample", "vote")
+    graph.add_edge("vote", END)
+    return graph
+
