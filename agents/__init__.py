@@ -10,6 +10,7 @@ from ._agent import Agent, AgentReply, parse_json_output
 from ._fake import FakeModel, FakeRequest
 from ._ledger import Budget, CallLedger, RetryPolicy, current_ledger, request_digest, reset_ledger, use_ledger
 from ._model import Capabilities, ModelPool, ModelSpec, Replica, pool_for
+from ._schemas import OUTPUT_SCHEMAS, AnswerConfidence
 from ._record import CallRecord, SqliteCallRecord
 from ._tracing import JsonLinesSpanExporter, configure_tracing
 from ._transport import DirectTransport, Transport, aclose, transport_for
@@ -20,6 +21,8 @@ __all__ = [
     "Agent",
     "AgentReply",
     "parse_json_output",
+    "AnswerConfidence",
+    "OUTPUT_SCHEMAS",
     # deployments and routing
     "Capabilities",
     "ModelSpec",

@@ -30,6 +30,8 @@ from ._aggregators import (
 )
 from ._context import RunContext, current_run
 from ._graph import BASE_STATE, Branch, Graph, add, append, merge
+from ._spec import WorkflowSpec
+from ._workflow import Workflow, build_workflow, load_workflow, parse_workflow
 from ._runtime import GraphAgent, RunResult, as_agent, run, run_sync, split_input, stream
 
 __all__ = [
@@ -52,6 +54,12 @@ __all__ = [
     "split_input",
     "GraphAgent",
     "as_agent",
+    # workflow files
+    "Workflow",
+    "WorkflowSpec",
+    "load_workflow",
+    "parse_workflow",
+    "build_workflow",
     # aggregation
     "AnswerFormat",
     "answer_format",

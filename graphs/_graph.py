@@ -52,6 +52,7 @@ BASE_STATE: dict[str, Reducer | None] = {
     "question": None,
     "messages": None,
     "answer": None,
+    "text": None,  # a full reply that carries the answer (when the graph stands in for an agent)
     "votes": None,
     "transcript": append,
     "details": merge,
@@ -106,9 +107,9 @@ class Graph:
 
     name: str
     state: Mapping[str, Reducer | None] = field(default_factory=dict)
-    nodes: dict[str, _Node] = field(default_factory=dict, init=False)
-    edges: list[tuple[str, str]] = field(default_factory=list, init=False)
-    routes: list[_Route] = field(default_factory=list, init=False)
+    nodes: dict[str, _Node] = field(default_factory=dict, init=False, repr=False)
+    edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
+    routes: list[_Route] = field(default_factory=list, init=False, repr=False)
     _compiled: dict[int, Any] = field(default_factory=dict, init=False, repr=False)
 
     @property

@@ -255,7 +255,7 @@ class GraphAgent:
         results = await asyncio.gather(*(once(i) for i in range(n)))
         return AgentReply(
             agent=self.name,
-            texts=tuple(str(r.get("answer") or "") for r in results),
+            texts=tuple(str(r.get("text") or r.get("answer") or "") for r in results),
             usage=ctx.ledger.usage + Usage(-before.prompt_tokens, -before.completion_tokens),
             latency_s=time.perf_counter() - started,
             model=f"graph:{self.graph.name}",

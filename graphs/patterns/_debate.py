@@ -130,8 +130,11 @@ def debate(
         ]
         tally = majority_vote([by_round[rounds - 1][n]["answer"] for n in names])
         ctx.emit({"type": "vote", "counts": tally.counts, "winner": tally.winner})
+        last = by_round[rounds - 1]
+        carrier = next((last[n]["text"] for n in names if last[n]["answer"] == tally.winner), None)
         return {
             "answer": tally.winner,
+            "text": carrier,
             "votes": tally.as_dict(),
             "details": {"agents": names, "rounds": rounds, "per_round": per_round},
         }
@@ -140,7 +143,7 @@ def debate(
     graph.add_node("start", start, writes=["round"])
     graph.add_node("speak", speak, writes=["transcript"], parallel=True)
     graph.add_node("next_round", next_round, writes=["round"])
-    graph.add_node("vote", vote, writes=["answer", "votes", "details"])
+    graph.add_node("vote", vote, writes=["answer", "text", "votes", "details"])
     graph.add_edge(START, "start")
     graph.add_route("start", speak_all, ["speak"])
     graph.add_edge("speak", "next_round")

@@ -72,15 +72,17 @@ def self_consistency(
         entries = sorted(state.get("transcript") or (), key=lambda e: e["sample"])
         tally = majority_vote([e["answer"] for e in entries])
         ctx.emit({"type": "vote", "counts": tally.counts, "winner": tally.winner})
+        carrier = next((e["text"] for e in entries if e["answer"] == tally.winner), None)
         return {
             "answer": tally.winner,
+            "text": carrier,
             "votes": tally.as_dict(),
             "details": {"samples": len(entries), "requests": 1 if one_request else samples},
         }
 
     graph = Graph(name)
     graph.add_node("sample", sample, writes=["transcript"], parallel=True)
-    graph.add_node("vote", vote, writes=["answer", "votes", "details"])
+    graph.add_node("vote", vote, writes=["answer", "text", "votes", "details"])
     graph.add_route(START, branches, ["sample"])
     graph.add_edge("sample", "vote")
     graph.add_edge("vote", END)

@@ -1,0 +1,198 @@
+"""``concilium bench fanout``: what an N-way fan-out of agent calls costs.
+
+The simulated server runs in its own process with a fixed latency; every row of the
+table is measured in the same run, against the same server, N = 1 .. 256:
+
+* floor      -- ``asyncio.gather`` of raw aiohttp posts on one session
+* concilium  -- ``asyncio.gather`` of ``Agent.run`` (ledger, pool, spans, record)
+* graph      -- concilium's self-consistency graph, N branches as LangGraph ``Send`` tasks
+* litellm    -- ``asyncio.gather`` over ``litellm.acompletion``
+* langgraph  -- a hand-written LangGraph ``Send`` graph whose nodes call litellm
+* loop       -- the reference repos' sequential loop over litellm (N <= 64)
+
+``ratio`` is concilium's wall time over one call's; ``vs_floor`` over the floor's.
+A second part measures per-call client overhead on a zero-latency server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import operator
+import os
+import statistics
+import sys
+import time
+from typing import Annotated, Any, Awaitable, Callable, TypedDict
+
+import aiohttp
+
+from concilium.agents import Agent, CallLedger, Capabilities, ModelSpec, aclose, reset_ledger, use_ledger
+from concilium.graphs import run
+from concilium.graphs.patterns import self_consistency
+from concilium.serving import Latency, SimConfig, SimServer
+
+MESSAGES = [{"role": "user", "content": "What is 12 * 7? Answer with a number."}]
+LOOP_MAX = 64
+
+
+async def _median(repeats: int, fn: Callable[[], Awaitable[Any]]) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        await fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+class Contenders:
+    """The ways of making N calls, each as ``async fn(n)``."""
+
+    def __init__(self, url: str, model: str):
+        self.url = url
+        self.model = model
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        spec = ModelSpec(f"hosted_vllm/{model}", api_base=url, capabilities=Capabilities(n=False))
+        self.agent = Agent("bench", spec, max_tokens=16)
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        self.litellm = litellm
+        self._graphs: dict[int, Any] = {}
+
+    async def close(self) -> None:
+        await self.session.close()
+        await aclose()
+
+    async def floor(self, n: int) -> None:
+        body = json.dumps({"model": self.model, "messages": MESSAGES, "max_tokens": 16})
+
+        async def one() -> Any:
+            async with self.session.post(
+                f"{self.url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+            ) as resp:
+                return json.loads(await resp.read())
+
+        await asyncio.gather(*(one() for _ in range(n)))
+
+    async def concilium(self, n: int) -> None:
+        token = use_ledger(CallLedger())
+        try:
+            await asyncio.gather(*(self.agent.run(MESSAGES, key=f"b{i}") for i in range(n)))
+        finally:
+            reset_ledger(token)
+
+    async def graph(self, n: int) -> None:
+        graph = self._graphs.get(n)
+        if graph is None:
+            graph = self._graphs[n] = self_consistency(self.agent, samples=n)
+        await run(graph, MESSAGES[0]["content"])
+
+    async def _litellm_call(self) -> Any:
+        return await self.litellm.acompletion(
+            model=f"hosted_vllm/{self.model}", api_base=self.url, messages=MESSAGES, max_tokens=16
+        )
+
+    async def litellm_gather(self, n: int) -> None:
+        await asyncio.gather(*(self._litellm_call() for _ in range(n)))
+
+    async def langgraph(self, n: int) -> None:
+        from langgraph.graph import END, START, StateGraph
+        from langgraph.types import Send
+
+        class S(TypedDict, total=False):
+            n: int
+            out: Annotated[list[Any], operator.add]
+
+        async def call(_: Any) -> dict[str, Any]:
+            return {"out": [await self._litellm_call()]}
+
+        g = StateGraph(S)
+        g.add_node("call", call)
+        g.add_conditional_edges(START, lambda s: [Send("call", {}) for _ in range(s["n"])], ["call"])
+        g.add_edge("call", END)
+        await g.compile().ainvoke({"n": n})
+
+    async def loop(self, n: int) -> None:
+        for _ in range(n):
+            await self._litellm_call()
+
+
+async def measure(sizes: list[int], latency: float, repeats: int) -> dict[str, Any]:
+    rows = []
+    async with SimServer(SimConfig(latency=Latency(fixed=latency)), process=True) as sim:
+        c = Contenders(sim.url, sim.config.model)
+        try:
+            for fn in (c.floor, c.concilium, c.graph, c.litellm_gather, c.langgraph):
+                await fn(4)  # warm up connections and imports
+            one = await _median(repeats, lambda: c.concilium(1))
+            for n in sizes:
+                row: dict[str, Any] = {"n": n}
+                for name, fn in (
+                    ("floor_s", c.floor),
+                    ("concilium_s", c.concilium),
+                    ("graph_s", c.graph),
+                    ("litellm_s", c.litellm_gather),
+                    ("langgraph_s", c.langgraph),
+                ):
+                    row[name] = round(await _median(repeats, lambda fn=fn: fn(n)), 4)
+                row["loop_s"] = round(await _median(1, lambda: c.loop(n)), 4) if n <= LOOP_MAX else None
+                row["ratio"] = round(row["concilium_s"] / one, 3)
+                row["vs_floor"] = round(row["concilium_s"] / row["floor_s"], 3)
+                row["graph_vs_floor"] = round(row["graph_s"] / row["floor_s"], 3)
+                row["litellm_vs_floor"] = round(row["litellm_s"] / row["floor_s"], 3)
+                rows.append(row)
+                print(f"  measured n={n}", file=sys.stderr, flush=True)
+        finally:
+            await c.close()
+    overhead = await per_call_overhead(calls=300)
+    return {"latency_s": latency, "one_call_s": round(one, 4), "rows": rows, "per_call": overhead}
+
+
+async def per_call_overhead(calls: int) -> dict[str, Any]:
+    """Sequential calls against a zero-latency server: client CPU per call."""
+    async with SimServer(SimConfig(latency=Latency(fixed=0.0)), process=True) as sim:
+        c = Contenders(sim.url, sim.config.model)
+        try:
+            await c.floor(4), await c.concilium(4), await c.litellm_gather(4)
+            out = {}
+            for name, fn in (("floor", c.floor), ("concilium", c.concilium), ("litellm", c.litellm_gather)):
+                started = time.perf_counter()
+                for _ in range(calls):
+                    await fn(1)
+                out[f"{name}_ms"] = round((time.perf_counter() - started) / calls * 1000, 3)
+        finally:
+            await c.close()
+    out["concilium_vs_floor"] = round(out["concilium_ms"] / out["floor_ms"], 3)
+    out["concilium_vs_litellm"] = round(out["concilium_ms"] / out["litellm_ms"], 3)
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    head = ["n", "floor_s", "concilium_s", "graph_s", "litellm_s", "langgraph_s", "loop_s", "ratio", "vs_floor"]
+    lines = ["  ".join(f"{h:>11}" for h in head)]
+    for row in result["rows"]:
+        cells = [row[h] if row[h] is not None else "-" for h in head]
+        lines.append("  ".join(f"{c:>11}" for c in cells))
+    pc = result["per_call"]
+    lines.append(
+        f"per call, zero-latency server: floor {pc['floor_ms']} ms, concilium {pc['concilium_ms']} ms, "
+        f"litellm {pc['litellm_ms']} ms (concilium/floor {pc['concilium_vs_floor']}, "
+        f"concilium/litellm {pc['concilium_vs_litellm']})"
+    )
+    return "\n".join(lines)
+
+
+def main(sizes: list[int], *, latency: float = 0.2, repeats: int = 3, json_file: str | None = None) -> dict[str, Any]:
+    result = asyncio.run(measure(sizes, latency, repeats))
+    print(f"fan-out of agent calls, simulated server in its own process, {latency * 1000:.0f} ms per call")
+    print(table(result))
+    print(json.dumps(result))
+    if json_file:
+        with open(json_file, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main([1, 4, 16, 64, 256])

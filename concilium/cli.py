@@ -1,0 +1,289 @@
+"""The ``concilium`` command line. Imports are lazy so ``--help`` answers at once.
+
+Exit codes: 0 success, 1 the run failed, 2 invalid workflow or usage. A user mistake
+prints one clear message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guard(fn: F) -> F:
+    """Turn concilium errors into messages and exit codes (2: user, 1: run)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from concilium._errors import ConciliumError, UserError
+
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except ConciliumError as exc:
+            click.echo(f"run failed: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="concilium")
+def main() -> None:
+    """concilium: parallel reasoning with many agents (debate, self-consistency, ...)."""
+
+
+# ------------------------------------------------------------------------- run
+
+
+def _sim_config(workflow: Any) -> Any:
+    from pydantic import ValidationError
+
+    from concilium._errors import WorkflowError
+    from concilium.graphs._yaml import line_of
+    from concilium.serving import SimConfig
+
+    raw = workflow.sim or {}
+    try:
+        return SimConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = ("simulate", *err["loc"])
+        where = ".".join(str(p) for p in loc)
+        raise WorkflowError(
+            f"{where}: {err['msg']}; see concilium.serving.SimConfig for the fields",
+            file=workflow.file,
+            line=line_of({"simulate": raw}, workflow.lines, loc),
+        ) from None
+
+
+def _check_backend(backend: str | None) -> None:
+    if backend is None or backend in ("sim", "local"):
+        return
+    if not backend.startswith(("http://", "https://")):
+        raise click.BadParameter(
+            f"{backend!r} is not a backend; use 'sim', 'local' or a URL such as "
+            "http://127.0.0.1:8000/v1",
+            param_hint="--backend",
+        )
+
+
+async def _run_workflow(
+    path: str,
+    question: str,
+    backend: str | None,
+    options: dict[str, Any],
+    on_event: Callable[[dict[str, Any]], None] | None,
+) -> Any:
+    from concilium.agents import aclose
+    from concilium.graphs import load_workflow, run
+
+    workflow = load_workflow(path)
+    budget = options.pop("budget") or workflow.budget
+
+    async def go(api_base: str | None) -> Any:
+        wf = load_workflow(path, api_base=api_base) if api_base else workflow
+        try:
+            return await run(wf.graph, question, budget=budget, on_event=on_event, **options)
+        finally:
+            await aclose()
+
+    if backend == "sim":
+        from concilium.serving import SimServer
+
+        async with SimServer(_sim_config(workflow)) as sim:
+            return await go(sim.url)
+    if backend == "local":
+        from concilium.serving import local_engine
+
+        async with local_engine() as engine:
+            return await go(engine.url)
+    return await go(backend)
+
+
+@main.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.option("--input", "-i", "question", required=True, help="The question to answer.")
+@click.option("--backend", "-b", help="sim (simulated server), local (embedded engine), or a URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
+@click.option("--trace", type=click.Path(dir_okay=False), help="Write OpenTelemetry spans here (JSON lines).")
+@click.option("--state", type=click.Path(dir_okay=False), help="SQLite file for checkpoints and the call record.")
+@click.option("--run-id", help="Name of the run (the checkpoint thread with --state).")
+@click.option("--resume", is_flag=True, help="Continue --run-id from --state; completed calls are not repeated.")
+@click.option("--max-calls", type=click.IntRange(min=1), help="Budget: at most this many model calls.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Budget: at most this many tokens.")
+@_guard
+def run(
+    workflow: str,
+    question: str,
+    backend: str | None,
+    as_json: bool,
+    trace: str | None,
+    state: str | None,
+    run_id: str | None,
+    resume: bool,
+    max_calls: int | None,
+    max_tokens: int | None,
+) -> None:
+    """Run a WORKFLOW file on a question."""
+    from concilium.agents import Budget
+
+    _check_backend(backend)
+    if resume and not (state and run_id):
+        raise click.UsageError("--resume needs --state FILE and --run-id ID of the run to continue")
+    provider = None
+    if trace:
+        from concilium.agents import configure_tracing
+
+        provider = configure_tracing(trace)
+    budget = Budget(max_calls, max_tokens) if (max_calls or max_tokens) else None
+    options = {"budget": budget, "state_path": state, "run_id": run_id, "resume": resume}
+    from ._progress import Progress
+
+    progress = Progress.for_terminal(sys.stderr)
+    try:
+        result = asyncio.run(
+            _run_workflow(workflow, question, backend, options, progress.on_event if progress else None)
+        )
+    finally:
+        if progress:
+            progress.close()
+        if provider is not None:
+            provider.shutdown()
+    if as_json:
+        click.echo(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        from ._progress import render_result
+
+        click.echo(render_result(result, backend=backend))
+        if trace:
+            click.echo(f"trace: {trace}")
+
+
+# -------------------------------------------------------------------- validate
+
+
+@main.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@_guard
+def validate(workflow: str) -> None:
+    """Check a WORKFLOW file without running it."""
+    from concilium.graphs import load_workflow
+
+    wf = load_workflow(workflow)
+    _sim_config(wf)
+    wf.graph.check()
+    spec = wf.spec.workflow
+    click.echo(f"ok: {workflow}: workflow {wf.name!r} ({spec.kind}), agents {sorted(wf.agents)}")
+
+
+@main.command()
+@_guard
+def schema() -> None:
+    """Print the JSON Schema of workflow files."""
+    from concilium.graphs import WorkflowSpec
+
+    click.echo(json.dumps(WorkflowSpec.model_json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@_guard
+def graph(workflow: str) -> None:
+    """Print a WORKFLOW's graph as a Mermaid flowchart."""
+    from concilium.graphs import load_workflow
+
+    click.echo(load_workflow(workflow).graph.to_mermaid())
+
+
+# ----------------------------------------------------------------------- serve
+
+
+@main.group()
+def serve() -> None:
+    """Start servers: the simulated one, the embedded engine."""
+
+
+@serve.command("sim")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="SimConfig as YAML or JSON.")
+@click.option("--config-json", help="SimConfig as a JSON string.")
+@click.option("--latency", type=click.FloatRange(min=0), help="Fixed seconds per request.")
+@click.option("--accuracy", type=click.FloatRange(0, 1), help="Chance of a right answer.")
+@click.option("--seed", type=int, help="Seed of the simulated answers.")
+@_guard
+def serve_sim(
+    host: str,
+    port: int,
+    config_file: str | None,
+    config_json: str | None,
+    latency: float | None,
+    accuracy: float | None,
+    seed: int | None,
+) -> None:
+    """Run the simulated OpenAI/vLLM server (a test double, not a model)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from concilium._errors import UserError
+    from concilium.serving import SimConfig, serve_forever
+
+    raw: dict[str, Any] = {}
+    try:
+        if config_file:
+            raw = yaml.safe_load(Path(config_file).read_text()) or {}
+        elif config_json:
+            raw = json.loads(config_json)
+        config = SimConfig.model_validate(raw)
+    except (ValidationError, ValueError, yaml.YAMLError) as exc:
+        raise UserError(f"invalid simulated-server config: {exc}") from None
+    if latency is not None:
+        config.latency.fixed = latency
+    if accuracy is not None:
+        config.statistical.accuracy = accuracy
+    if seed is not None:
+        config.seed = seed
+    asyncio.run(serve_forever(config, host, port))
+
+
+# ----------------------------------------------------------------------- bench
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print ratios measured side by side in one run."""
+
+
+@bench.command("fanout")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+@click.option("--sizes", default="1,4,16,64,256", show_default=True, help="Fan-out widths.")
+@click.option("--latency", default=0.2, show_default=True, type=float, help="Server latency (s).")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Median of this many.")
+@_guard
+def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int) -> None:
+    """Wall time of N concurrent agent calls: concilium vs raw aiohttp, litellm, LangGraph, a loop."""
+    from concilium.bench import fanout
+
+    try:
+        widths = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{sizes!r} is not a comma-separated list of integers", param_hint="--sizes")
+    fanout.main(widths, latency=latency, repeats=repeats, json_file=json_file)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,312 @@
+"""Workflow files: load, check and build them into a ``Graph``.
+
+Every mistake becomes a ``WorkflowError`` naming the file, the line and the fix, with
+"did you mean" for misspelt fields, kinds, agents, models, prompts and answer
+formats. Names resolve through registries (patterns, output schemas, prompt
+templates), never through ``importlib``; no value from the file reaches ``eval``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from pydantic import ValidationError
+
+from concilium._errors import PromptError, WorkflowError
+from concilium.agents import OUTPUT_SCHEMAS, Agent, Budget, Capabilities, ModelSpec
+from concilium.prompts import PromptLibrary
+
+from ._aggregators import answer_format
+from ._graph import Graph
+from ._runtime import as_agent
+from ._spec import (
+    PATTERN_KINDS,
+    AgentEntry,
+    DebateSpec,
+    ModelEntry,
+    SelfConsistencySpec,
+    WorkflowSpec,
+    all_field_names,
+)
+from ._yaml import line_of, load_yaml
+
+Loc = tuple[Any, ...]
+
+
+def _suggest(value: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _format_error(err: Mapping[str, Any]) -> str:
+    kind = err["type"]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p in PATTERN_KINDS)]
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if kind == "extra_forbidden":
+        bad = str(loc[-1]) if loc else "?"
+        return f"unknown field {bad!r}.{_suggest(bad, all_field_names())} Remove it or fix its spelling."
+    if kind == "missing":
+        return f"{where}: this field is required; add it."
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = (err.get("ctx") or {}).get("tag", "")
+        if kind == "union_tag_not_found":
+            return f"{where}: a pattern needs 'kind:', one of {list(PATTERN_KINDS)}."
+        return f"{where}: unknown kind {tag!r}.{_suggest(tag, PATTERN_KINDS)} Known kinds: {list(PATTERN_KINDS)}."
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return f"{where}: {err['msg']} (got {shown})."
+
+
+@dataclass
+class Workflow:
+    """A loaded workflow: its spec, deployments, agents, and the built graph."""
+
+    spec: WorkflowSpec
+    graph: Graph
+    models: dict[str, ModelSpec]
+    agents: dict[str, Agent]
+    file: str = "<workflow>"
+    budget: Budget | None = None
+    sim: dict[str, Any] | None = field(default=None, repr=False)
+    lines: dict[Any, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, Any, dict[Any, int]]:
+    """YAML text -> validated ``WorkflowSpec`` (plus the raw data and line map)."""
+    data, lines = load_yaml(text, file)
+    if not isinstance(data, dict):
+        raise WorkflowError(
+            "a workflow file must be a mapping with name, models, agents and workflow",
+            file=file,
+            line=1,
+        )
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        # Report the first error by position in the file; union members often
+        # produce several errors for one mistake, the first line is the real one.
+        first = min(errors, key=lambda e: line_of(data, lines, e["loc"]) or 0)
+        raise WorkflowError(
+            _format_error(first), file=file, line=line_of(data, lines, first["loc"])
+        ) from None
+    return spec, data, lines
+
+
+def load_workflow(path: str | Path, *, api_base: str | None = None) -> Workflow:
+    """Read, validate and build a workflow file.
+
+    Args:
+        path: the YAML file.
+        api_base: serve every model from this OpenAI-compatible URL instead
+            (the CLI's ``--backend URL`` and ``--backend sim``).
+
+    Example:
+        >>> # wf = load_workflow("examples/debate.yaml"); run_sync(wf.graph, "What is 12 * 7?")
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError("no such file; check the path", file=file) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowError(f"cannot read it: {exc}", file=file) from None
+    spec, data, lines = parse_workflow(text, file)
+    return build_workflow(spec, file=file, lines=lines, data=data, api_base=api_base)
+
+
+def build_workflow(
+    spec: WorkflowSpec,
+    *,
+    file: str = "<workflow>",
+    lines: dict[Any, int] | None = None,
+    data: Any = None,
+    api_base: str | None = None,
+    base_dir: Path | None = None,
+) -> Workflow:
+    """Resolve names and build the graph of a validated spec."""
+    lines = lines or {}
+
+    def fail(message: str, loc: Loc) -> WorkflowError:
+        return WorkflowError(message, file=file, line=line_of(data, lines, loc) if data else None)
+
+    base = base_dir or (Path(file).parent if file != "<workflow>" else Path("."))
+    prompts = PromptLibrary([base / spec.prompts_dir] if spec.prompts_dir else [])
+    if spec.prompts_dir and not (base / spec.prompts_dir).is_dir():
+        raise fail(f"prompts_dir {spec.prompts_dir!r} is not a folder next to the file", ("prompts_dir",))
+
+    models = {name: _model(name, entry, api_base, fail) for name, entry in spec.models.items()}
+    agents = {
+        name: _agent(name, entry, models, prompts, fail) for name, entry in spec.agents.items()
+    }
+    builder = _Builder(agents, prompts, fail)
+    graph = builder.pattern(spec.workflow, ("workflow",), spec.name)
+    budget = Budget(spec.budget.max_calls, spec.budget.max_tokens) if spec.budget else None
+    return Workflow(spec, graph, models, agents, file, budget, spec.simulate, lines)
+
+
+def _model(
+    name: str, entry: ModelEntry, api_base: str | None, fail: Callable[[str, Loc], WorkflowError]
+) -> ModelSpec:
+    api_key = None
+    if entry.api_key_env:
+        api_key = os.environ.get(entry.api_key_env)
+        if api_key is None:
+            raise fail(
+                f"model {name!r} reads its API key from ${entry.api_key_env}, which is not set; "
+                f"export {entry.api_key_env}=...",
+                ("models", name, "api_key_env"),
+            )
+    spec = ModelSpec(
+        entry.model,
+        api_base=entry.api_base,
+        api_key=api_key,
+        capabilities=Capabilities(**entry.capabilities.model_dump()),
+        max_concurrency=entry.max_concurrency,
+        transport=entry.transport,
+        timeout=entry.timeout,
+    )
+    if api_base is not None:
+        spec = spec.with_api_base(api_base)
+    return spec
+
+
+def _agent(
+    name: str,
+    entry: AgentEntry,
+    models: Mapping[str, ModelSpec],
+    prompts: PromptLibrary,
+    fail: Callable[[str, Loc], WorkflowError],
+) -> Agent:
+    if entry.model not in models:
+        raise fail(
+            f"agent {name!r} uses model {entry.model!r}, which is not under models:."
+            f"{_suggest(entry.model, models)} Known models: {sorted(models)}.",
+            ("agents", name, "model"),
+        )
+    if entry.system and entry.system_prompt:
+        raise fail(f"agent {name!r}: give system or system_prompt, not both", ("agents", name))
+    try:
+        if entry.system_prompt:
+            system = prompts.render(entry.system_prompt, agent=name)
+        elif entry.system:
+            system = prompts.render_string(entry.system, agent=name)
+        else:
+            system = None
+    except PromptError as exc:
+        raise fail(str(exc), ("agents", name)) from None
+    output = None
+    if entry.output is not None:
+        output = OUTPUT_SCHEMAS.get(entry.output)
+        if output is None:
+            raise fail(
+                f"unknown output schema {entry.output!r}.{_suggest(entry.output, OUTPUT_SCHEMAS)} "
+                f"Known: {sorted(OUTPUT_SCHEMAS)}.",
+                ("agents", name, "output"),
+            )
+    return Agent(
+        name,
+        models[entry.model],
+        system=system,
+        temperature=entry.temperature,
+        top_p=entry.top_p,
+        max_tokens=entry.max_tokens,
+        seed=entry.seed,
+        output=output,
+        logprobs=entry.logprobs,
+        top_logprobs=entry.top_logprobs,
+    )
+
+
+class _Builder:
+    """Turns pattern specs into graphs, resolving agent slots (names or nested patterns)."""
+
+    def __init__(
+        self,
+        agents: Mapping[str, Agent],
+        prompts: PromptLibrary,
+        fail: Callable[[str, Loc], WorkflowError],
+    ):
+        self.agents = agents
+        self.prompts = prompts
+        self.fail = fail
+        self.builders: dict[str, Callable[[Any, Loc, str], Graph]] = {
+            "self_consistency": self.self_consistency,
+            "debate": self.debate,
+        }
+
+    def pattern(self, spec: Any, loc: Loc, default_name: str) -> Graph:
+        return self.builders[spec.kind](spec, loc, spec.name or default_name)
+
+    def slot(self, value: Any, loc: Loc) -> Any:
+        if isinstance(value, str):
+            agent = self.agents.get(value)
+            if agent is None:
+                raise self.fail(
+                    f"no agent named {value!r} under agents:.{_suggest(value, self.agents)} "
+                    f"Known agents: {sorted(self.agents)}.",
+                    loc,
+                )
+            return agent
+        inner = self.pattern(value, loc, f"{value.kind}_{loc[-1]}")
+        return as_agent(inner)
+
+    def answer(self, value: Any, loc: Loc) -> Any:
+        try:
+            return answer_format(value)
+        except ValueError as exc:
+            raise self.fail(str(exc), (*loc, "answer")) from None
+
+    def template(self, name: str, loc: Loc) -> str:
+        if name not in self.prompts.names():
+            raise self.fail(
+                f"no prompt template {name!r}.{_suggest(name, self.prompts.names())} "
+                f"Templates: {self.prompts.names()}.",
+                loc,
+            )
+        return name
+
+    def self_consistency(self, spec: SelfConsistencySpec, loc: Loc, name: str) -> Graph:
+        from .patterns import self_consistency
+
+        return self_consistency(
+            self.slot(spec.agent, (*loc, "agent")),
+            samples=spec.samples,
+            answer=self.answer(spec.answer, loc),
+            prompt=self.template(spec.prompt, (*loc, "prompt")),
+            prompts=self.prompts,
+            name=name,
+        )
+
+    def debate(self, spec: DebateSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import debate
+
+        slots = [self.slot(a, (*loc, "agents", i)) for i, a in enumerate(spec.agents)]
+        names = [s.name for s in slots]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise self.fail(
+                    f"agent {n!r} appears twice in this debate; each debater needs its own "
+                    "agent (copy it under agents: with another name)",
+                    (*loc, "agents", i),
+                )
+        p = spec.prompts
+        return debate(
+            slots,
+            rounds=spec.rounds,
+            answer=self.answer(spec.answer, loc),
+            prompts=self.prompts,
+            initial_prompt=self.template(p.initial, (*loc, "prompts", "initial")),
+            round_prompt=self.template(p.round, (*loc, "prompts", "round")),
+            reflect_prompt=self.template(p.reflect, (*loc, "prompts", "reflect")),
+            name=name,
+        )
+

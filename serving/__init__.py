@@ -1,0 +1,30 @@
+"""Where models run and graphs are served: the simulated server (a test double),
+server subprocess management; the embedded engine, the vLLM cluster launcher and the
+OpenAI-compatible API for graphs come with their own issues.
+
+Example:
+    >>> from concilium.serving import SimConfig, SimServer
+    >>> SimConfig().model
+    'concilium-sim'
+"""
+
+from ._process import ManagedProcess
+from ._sim import SimApp, SimulatedModel
+from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
+from ._sim_server import SimServer, serve_forever, start_app
+
+__all__ = [
+    # simulated server (test double)
+    "SimServer",
+    "SimConfig",
+    "Latency",
+    "Rule",
+    "Statistical",
+    "Faults",
+    "SimApp",
+    "SimulatedModel",
+    "serve_forever",
+    "start_app",
+    # processes
+    "ManagedProcess",
+]

@@ -1,0 +1,168 @@
+"""A server subprocess with a readiness deadline: start, wait until ready, stop.
+
+Readiness is a line on its output (the URL it bound) and then ``/health`` answering
+200, polled until a deadline. If the process exits or the deadline passes, the error
+carries the last lines it printed, so a failed start says why instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import re
+import signal
+import time
+from typing import Mapping, Sequence
+
+import aiohttp
+
+from concilium._errors import ServerError
+
+
+class ManagedProcess:
+    """One server process.
+
+    Args:
+        name: what to call it in messages ("simulated server", "vLLM replica 0").
+        argv: the command.
+        env: extra environment variables.
+        ready_pattern: regex a line must match before polling health; its group
+            ``url`` (if any) becomes ``self.url``.
+        health_url: polled until it answers 200 (may use ``{url}``).
+        deadline: seconds to become ready.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        ready_pattern: str | None = None,
+        health_url: str | None = None,
+        deadline: float = 60.0,
+        keep_lines: int = 40,
+    ):
+        self.name = name
+        self.argv = list(argv)
+        self.env = {**os.environ, **(env or {})}
+        self.ready_pattern = re.compile(ready_pattern) if ready_pattern else None
+        self.health_url = health_url
+        self.deadline = deadline
+        self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
+        self.url: str | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self._ready_line = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc else None
+
+    def last_output(self) -> str:
+        return "\n".join(f"    {line}" for line in self.lines) or "    (it printed nothing)"
+
+    def _failure(self, what: str, fix: str) -> ServerError:
+        return ServerError(
+            f"{self.name} {what}. Its last output lines:\n{self.last_output()}\n{fix}"
+        )
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            if self.ready_pattern and not self._ready_line.is_set():
+                match = self.ready_pattern.search(line)
+                if match:
+                    self.url = match.groupdict().get("url", self.url)
+                    self._ready_line.set()
+
+    async def start(self) -> ManagedProcess:
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,  # signals to the group reach its children
+            )
+        except OSError as exc:
+            raise ServerError(f"{self.name} could not start ({self.argv[0]}): {exc}") from exc
+        self._reader = asyncio.create_task(self._read())
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _wait_ready(self) -> None:
+        assert self.proc is not None
+        stop_at = time.monotonic() + self.deadline
+        fix = "Check the command and the messages above; the deadline is deadline=... seconds."
+        if self.ready_pattern is not None:
+            waiter = asyncio.ensure_future(self._ready_line.wait())
+            exited = asyncio.ensure_future(self.proc.wait())
+            done, _ = await asyncio.wait(
+                {waiter, exited}, timeout=self.deadline, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiter.cancel()
+            if waiter not in done:
+                exited.cancel()
+                if self.proc.returncode is not None:
+                    await asyncio.sleep(0)  # let the reader take the last lines
+                    raise self._failure(f"exited with code {self.proc.returncode} before it was ready", fix)
+                raise self._failure(f"printed no ready line within {self.deadline:g} s", fix)
+            exited.cancel()
+        if self.health_url is None:
+            return
+        url = self.health_url.format(url=(self.url or "").removesuffix("/v1"))
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if self.proc.returncode is not None:
+                    raise self._failure(f"exited with code {self.proc.returncode} while starting", fix)
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200:
+                            return
+                if time.monotonic() > stop_at:
+                    raise self._failure(f"did not answer {url} within {self.deadline:g} s", fix)
+                await asyncio.sleep(0.1)  # poll interval, bounded by the deadline above
+
+    def kill(self) -> None:
+        """Kill the process at once (tests use this to simulate a crash)."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), grace)
+            except asyncio.TimeoutError:
+                self.kill()
+                await proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def __aenter__(self) -> ManagedProcess:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

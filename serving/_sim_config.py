@@ -1,0 +1,77 @@
+"""Configuration of the simulated server (a test double; it is not a model)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Latency(_Strict):
+    """How long a request takes.
+
+    ``fixed`` seconds per request when set; otherwise ``ttft + per_token x tokens``,
+    with the per-token time growing by ``load_slope`` x (requests in flight - 1), which
+    is how a batched engine's decode step slows as its batch grows.
+    """
+
+    fixed: float | None = Field(default=None, ge=0)
+    ttft: float = Field(default=0.02, ge=0)
+    per_token: float = Field(default=0.001, ge=0)
+    load_slope: float = Field(default=0.0, ge=0)
+
+
+class Rule(_Strict):
+    """A scripted reply. ``agent`` matches the ``X-Concilium-Agent`` header, ``match``
+    is a regex searched in the user messages; both must match when both are given.
+    ``replies`` are used one per matching call (per agent), the last one repeating."""
+
+    agent: str | None = None
+    match: str | None = None
+    replies: list[str] = Field(min_length=1)
+
+
+class Statistical(_Strict):
+    """Answers right with probability ``accuracy``, otherwise wrong.
+
+    The right answer comes from ``answers`` (regex on the first user message ->
+    answer) or, with ``arithmetic``, from evaluating a plain arithmetic question such
+    as "What is 12 * 7?" with a safe parser. ``conformity`` is the chance that an
+    agent shown other agents' boxed answers adopts their most common one (what makes
+    simulated debates converge).
+    """
+
+    accuracy: float = Field(default=0.7, ge=0, le=1)
+    answers: dict[str, str] = Field(default_factory=dict)
+    arithmetic: bool = True
+    wrong: list[str] = Field(default_factory=list)
+    conformity: float = Field(default=0.5, ge=0, le=1)
+    template: str = "[simulated reply] Working through it step by step, the answer is \\boxed{{{answer}}}."
+
+
+class Faults(_Strict):
+    """Injected failures: the first ``first_errors`` requests fail, then each request
+    fails with ``error_rate``, hangs with ``hang_rate`` or has its connection dropped
+    with ``drop_rate`` (seeded)."""
+
+    first_errors: int = Field(default=0, ge=0)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_status: int = 503
+    hang_rate: float = Field(default=0.0, ge=0, le=1)
+    drop_rate: float = Field(default=0.0, ge=0, le=1)
+
+
+class SimConfig(_Strict):
+    """Everything the simulated server does. Rules are tried first, then the
+    statistical answerer."""
+
+    model: str = "concilium-sim"
+    seed: int = 0
+    latency: Latency = Field(default_factory=Latency)
+    rules: list[Rule] = Field(default_factory=list)
+    statistical: Statistical = Field(default_factory=Statistical)
+    faults: Faults = Field(default_factory=Faults)
+    max_tokens: int = Field(default=256, ge=1)
+    prefix_block: int = Field(default=16, ge=1)
