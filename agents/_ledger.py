@@ -29,7 +29,7 @@ from tenacity import (
 from concilium._errors import BudgetExceeded, ModelCallError
 
 from ._model import ModelSpec, pool_for
-from ._record import CallRecord
+from ._record import CallRecord, NoRecord
 from ._tracing import chat_attributes, chat_span, record_error
 from ._transport import transport_for
 from ._types import Completion, Usage, completion_from_openai
@@ -186,7 +186,7 @@ class CallLedger:
         await asyncio.sleep(self.retry.initial_wait * (0.5 + random.random()))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts - 1),
-            wait=wait_exponential_jitter(initial=self.retry.initial_wait, max=self.retry.max_wait),
+            wait=wait_exponential_jitter(multiplier=self.retry.initial_wait, max=self.retry.max_wait),
             retry=retry_if_exception(_retryable),
             before_sleep=lambda state: self._on_retry(state, agent),
             reraise=True,
@@ -198,7 +198,7 @@ class CallLedger:
         self._emit({"type": "call_retry", "agent": agent, "error": str(exc)})
 
 
-_default_ledger = CallLedger()
+_default_ledger = CallLedger(record=NoRecord())
 _current: contextvars.ContextVar[CallLedger | None] = contextvars.ContextVar(
     "concilium_ledger", default=None
 )

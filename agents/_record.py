@@ -35,6 +35,13 @@ class CallRecord:
         """Release resources (nothing to do in memory)."""
 
 
+class NoRecord(CallRecord):
+    """Keeps nothing: calls made outside a run are neither recorded nor replayed."""
+
+    def put(self, digest: str, response: dict[str, Any]) -> None:
+        pass
+
+
 class SqliteCallRecord(CallRecord):
     """A record persisted in a SQLite file; safe to reopen after a crash.
 

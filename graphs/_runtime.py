@@ -2,9 +2,10 @@
 
 A run installs a ``RunContext`` (ledger with budget and call record, event sink),
 invokes the compiled LangGraph graph, optionally checkpointed in SQLite, and reads
-the result from the final state. With a ``state_path`` the LangGraph checkpoints and
-the call record share one SQLite file, so ``resume=True`` continues where a failed
-run stopped and repeats no completed call.
+the result from the final state. With a ``state_path`` the LangGraph checkpoints go
+to that SQLite file and the call record to a sibling file (``run.calls.db`` beside
+``run.db``: two connections writing one file from one event loop would deadlock), so
+``resume=True`` continues where a failed run stopped and repeats no completed call.
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def split_input(value: str | Sequence[Message]) -> dict[str, Any]:
     return {"question": content if isinstance(content, str) else str(content), "messages": messages}
 
 
+def calls_path(state_path: str | Path) -> Path:
+    """Where the call record of a checkpoint file lives (``x.db`` -> ``x.calls.db``)."""
+    path = Path(state_path)
+    return path.with_name(f"{path.stem}.calls{path.suffix or '.db'}")
+
+
 async def invoke_graph(graph: Graph, given: Mapping[str, Any]) -> dict[str, Any]:
     """Run ``graph`` inside the current run (a nested pattern), without its own
     checkpoint: its calls are keyed under the caller's node path, so a resume of
@@ -123,7 +130,8 @@ async def run(
         input: the question, or OpenAI-style chat messages.
         budget: max calls / tokens; exceeding it raises ``BudgetExceeded``.
         run_id: names the run; with ``state_path`` it is the checkpoint thread.
-        state_path: SQLite file for LangGraph checkpoints and the call record.
+        state_path: SQLite file for LangGraph checkpoints (the call record goes
+            beside it, see ``calls_path``).
         resume: continue run ``run_id`` from ``state_path`` instead of starting over.
         on_event: called with each progress event (node, call, round, vote).
         record: a call record to use (replay tests); default: fresh, or the file.
@@ -144,7 +152,7 @@ async def run(
     run_id = run_id or uuid.uuid4().hex[:12]
     owns_record = record is None
     if record is None:
-        record = SqliteCallRecord(state_path) if state_path else CallRecord()
+        record = SqliteCallRecord(calls_path(state_path)) if state_path else CallRecord()
     ledger = CallLedger(budget=budget, record=record)
     ctx = RunContext(run_id=run_id, workflow=graph.name, ledger=ledger, sink=on_event)
     ledger.on_event = ctx.emit

@@ -120,20 +120,23 @@ WorkflowSpec.model_rebuild()
 PATTERN_KINDS = ("self_consistency", "debate")
 
 
-def all_field_names() -> set[str]:
-    """Every field name of every spec model (for "did you mean" suggestions)."""
-    names: set[str] = set()
+def spec_models() -> list[type[BaseModel]]:
+    """Every pydantic model a workflow file is made of."""
     stack: list[type[BaseModel]] = [WorkflowSpec]
-    seen: set[type[BaseModel]] = set()
+    seen: list[type[BaseModel]] = []
     while stack:
         model = stack.pop()
         if model in seen:
             continue
-        seen.add(model)
-        names.update(model.model_fields)
+        seen.append(model)
         for f in model.model_fields.values():
             stack.extend(_models_in(f.annotation))
-    return names
+    return seen
+
+
+def all_field_names() -> set[str]:
+    """Every field name of every spec model (for "did you mean" suggestions)."""
+    return {name for model in spec_models() for name in model.model_fields}
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

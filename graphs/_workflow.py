@@ -31,6 +31,7 @@ from ._spec import (
     SelfConsistencySpec,
     WorkflowSpec,
     all_field_names,
+    spec_models,
 )
 from ._yaml import line_of, load_yaml
 
@@ -42,13 +43,22 @@ def _suggest(value: str, choices: Iterable[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def _format_error(err: Mapping[str, Any]) -> str:
+def _fields_for(siblings: Iterable[str]) -> set[str]:
+    """The fields of the spec model that best explains the keys next to a typo."""
+    keys = set(siblings)
+    best = max(spec_models(), key=lambda m: len(keys & set(m.model_fields)))
+    return set(best.model_fields) if keys & set(best.model_fields) else all_field_names()
+
+
+def _format_error(err: Mapping[str, Any], data: Any) -> str:
     kind = err["type"]
     loc = [p for p in err["loc"] if not (isinstance(p, str) and p in PATTERN_KINDS)]
     where = ".".join(str(p) for p in loc) or "(top level)"
     if kind == "extra_forbidden":
         bad = str(loc[-1]) if loc else "?"
-        return f"unknown field {bad!r}.{_suggest(bad, all_field_names())} Remove it or fix its spelling."
+        parent = _at(data, loc[:-1])
+        siblings = [k for k in parent if k != bad] if isinstance(parent, dict) else []
+        return f"unknown field {bad!r}.{_suggest(bad, _fields_for(siblings))} Remove it or fix its spelling."
     if kind == "missing":
         return f"{where}: this field is required; add it."
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -59,6 +69,15 @@ def _format_error(err: Mapping[str, Any]) -> str:
     value = err.get("input")
     shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
     return f"{where}: {err['msg']} (got {shown})."
+
+
+def _at(data: Any, loc: Iterable[Any]) -> Any:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+    return data
 
 
 @dataclass
@@ -95,9 +114,10 @@ def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, A
         # Report the first error by position in the file; union members often
         # produce several errors for one mistake, the first line is the real one.
         first = min(errors, key=lambda e: line_of(data, lines, e["loc"]) or 0)
-        raise WorkflowError(
-            _format_error(first), file=file, line=line_of(data, lines, first["loc"])
-        ) from None
+        loc = first["loc"]
+        if first["type"] == "union_tag_invalid":
+            loc = (*loc, "kind")  # point at the kind: line, not the mapping
+        raise WorkflowError(_format_error(first, data), file=file, line=line_of(data, lines, loc)) from None
     return spec, data, lines
 
 

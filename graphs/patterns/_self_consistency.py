@@ -60,7 +60,12 @@ def self_consistency(
 
     async def sample(payload: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         first, count = payload["first"], payload["count"]
-        reply = await agent.run(payload["messages"], n=count, key=ctx.key(agent.name, f"s{first}"))
+        # Separate requests of a seeded agent get seeds seed, seed+1, ... so the
+        # samples differ (and stay reproducible).
+        seeded = {"seed": agent.seed + first} if isinstance(agent, Agent) and agent.seed is not None else {}
+        reply = await agent.run(
+            payload["messages"], n=count, key=ctx.key(agent.name, f"s{first}"), **seeded
+        )
         prompt_text = payload["messages"][-1]["content"]
         entries = [
             turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=prompt_text, sample=first + j)

@@ -1,0 +1,93 @@
+"""The command line, run as a user runs it (a subprocess), exit codes included."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "concilium", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+@pytest.mark.parametrize("example", ["debate", "self_consistency"])
+def test_run_example_on_the_simulated_server_prints_json(example: str) -> None:
+    out = cli("run", f"examples/{example}.yaml", "--backend", "sim", "--input", "What is 12 * 7?", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {"answer", "calls", "usage", "elapsed_s", "transcript"} <= set(result)
+    assert set(result["usage"]) == {"prompt_tokens", "completion_tokens"}
+    assert result["calls"] == (6 if example == "debate" else 1)
+    assert result["answer"] is not None
+    assert all("[simulated reply]" in t["text"] for t in result["transcript"])
+
+
+def test_run_prints_a_readable_transcript_and_writes_a_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    out = cli("run", "examples/debate.yaml", "-b", "sim", "-i", "What is 2 + 3?", "--trace", str(trace))
+    assert out.returncode == 0, out.stderr
+    assert "== round 1" in out.stdout and "== round 2" in out.stdout and "answer:" in out.stdout
+    assert "simulated server" in out.stdout
+    names = [json.loads(line)["name"] for line in trace.read_text().splitlines()]
+    assert names.count("chat gemma-3-270m") == 6
+    assert names.count("invoke_agent alice") == 2 and "invoke_workflow debate" in names
+
+
+def test_validate_typo_gives_file_line_suggestion_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "examples/debate.yaml").read_text().replace("rounds: 2", "roundz: 2"))
+    out = cli("validate", str(bad))
+    assert out.returncode == 2
+    assert f"{bad}:" in out.stderr and "Did you mean 'rounds'?" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_validate_ok() -> None:
+    out = cli("validate", "examples/debate.yaml")
+    assert out.returncode == 0 and out.stdout.startswith("ok:")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "examples/debate.yaml", "-i", "q", "--backend", "nope"], "is not a backend"),
+        (["run", "missing.yaml", "-i", "q", "-b", "sim"], "no such file"),
+        (["run", "examples/debate.yaml", "-i", "q", "--resume"], "--resume needs"),
+        (["run", "examples/debate.yaml"], "Missing option"),
+    ],
+)
+def test_user_mistakes_exit_2_without_traceback(args: list[str], message: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_run_failure_exits_1(tmp_path: Path) -> None:
+    out = cli("run", "examples/debate.yaml", "-b", "sim", "-i", "q", "--max-calls", "2")
+    assert out.returncode == 1
+    assert "budget exceeded" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_resume_from_state_file_replays_everything(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    args = ["run", "examples/debate.yaml", "-b", "sim", "-i", "What is 5 * 5?", "--json",
+            "--state", str(state), "--run-id", "r"]  # fmt: skip
+    first = json.loads(cli(*args).stdout)
+    again = json.loads(cli(*args, "--resume").stdout)
+    assert first["calls"] == 6
+    assert again["answer"] == first["answer"] and again["transcript"] == first["transcript"]
+
+
+def test_schema_and_graph() -> None:
+    schema = json.loads(cli("schema").stdout)
+    assert "workflow" in schema["properties"]
+    mermaid = cli("graph", "examples/debate.yaml").stdout
+    assert "speak" in mermaid and "vote" in mermaid
