@@ -1,0 +1,22 @@
+"""The README's Python example is examples/quickstart.py, and prints what the README says."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_quickstart_is_the_example_file_and_its_output_is_true() -> None:
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"<!-- quickstart: examples/quickstart.py -->\n```python\n(.*?)```", readme, re.S).group(1)
+    assert code == (ROOT / "examples" / "quickstart.py").read_text()
+    shown = re.search(r"<!-- quickstart-output -->\n```text\n(.*?)```", readme, re.S).group(1)
+    out = subprocess.run([sys.executable, "-P", "examples/quickstart.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout == shown
+
+
+def test_readme_gives_the_two_setup_commands() -> None:
+    first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:15])
+    assert "make demo" in first_screen and "make test" in first_screen
