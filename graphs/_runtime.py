@@ -250,8 +250,6 @@ class GraphAgent:
     async def run(
         self, messages: str | Sequence[Message], *, n: int = 1, key: str | None = None, **_: Any
     ) -> AgentReply:
-        ctx = current_run()
-        before = ctx.ledger.usage
         started = time.perf_counter()
         given = split_input(messages)
         key = key or self.name
@@ -264,7 +262,11 @@ class GraphAgent:
         return AgentReply(
             agent=self.name,
             texts=tuple(str(r.get("text") or r.get("answer") or "") for r in results),
-            usage=ctx.ledger.usage + Usage(-before.prompt_tokens, -before.completion_tokens),
+            # From the nested transcripts: a ledger delta would count siblings' calls too.
+            usage=Usage(
+                sum(e.get("prompt_tokens", 0) for r in results for e in r.get("transcript") or ()),
+                sum(e.get("completion_tokens", 0) for r in results for e in r.get("transcript") or ()),
+            ),
             latency_s=time.perf_counter() - started,
             model=f"graph:{self.graph.name}",
             parsed_all=tuple(

@@ -71,6 +71,8 @@ def self_consistency(
             turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=prompt_text, sample=first + j)
             for j, text in enumerate(reply.texts)
         ]
+        for entry in entries[1:]:  # one request's tokens are counted once, on its first sample
+            entry["prompt_tokens"] = entry["completion_tokens"] = 0
         return {"transcript": entries}
 
     async def vote(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:

@@ -75,6 +75,8 @@ async def test_a_debater_can_be_a_self_consistency_ensemble() -> None:
     crowd = as_agent(self_consistency(Agent("crowd", fake.spec()), samples=5), "crowd_vote")
     result = await run(debate([Agent("solo", fake.spec()), crowd], rounds=2), "q")
     assert result.details["per_round"][1]["answers"] == {"solo": "9", "crowd_vote": "7"}
+    crowd_turns = [e for e in result.transcript if e["agent"] == "crowd_vote"]
+    assert [t["completion_tokens"] for t in crowd_turns] == [5, 5]  # its 5 one-word samples, not the others'
     crowd_requests = fake.requests_of("crowd")
     assert len(crowd_requests) == 2 and all(r.body["n"] == 5 for r in crowd_requests)
     # in round 2 the ensemble is given the debate conversation, not a fresh prompt
