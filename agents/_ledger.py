@@ -90,7 +90,6 @@ class CallLedger:
         self.calls = 0
         self.attempts = 0
         self.replayed = 0
-        self.in_flight = 0
         self.usage = Usage()
         self._reserved = 0
 
@@ -118,7 +117,6 @@ class CallLedger:
 
         self._check_budget()
         self._reserved += 1
-        self.in_flight += 1
         self._emit({"type": "call_started", "agent": agent, "key": key, "model": spec.model})
         started = time.perf_counter()
         try:
@@ -145,8 +143,6 @@ class CallLedger:
             self._reserved -= 1
             self._emit({"type": "call_failed", "agent": agent, "key": key, "error": str(exc)})
             raise
-        finally:
-            self.in_flight -= 1
 
         self.calls += 1
         self.usage = self.usage + completion.usage

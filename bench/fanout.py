@@ -135,8 +135,8 @@ async def measure(sizes: list[int], latency: float, repeats: int) -> dict[str, A
                     ("litellm_s", c.litellm_gather),
                     ("langgraph_s", c.langgraph),
                 ):
-                    row[name] = round(await _median(repeats, lambda fn=fn: fn(n)), 4)
-                row["loop_s"] = round(await _median(1, lambda: c.loop(n)), 4) if n <= LOOP_MAX else None
+                    row[name] = round(await _median(repeats, lambda fn=fn, n=n: fn(n)), 4)
+                row["loop_s"] = round(await _median(1, lambda n=n: c.loop(n)), 4) if n <= LOOP_MAX else None
                 row["ratio"] = round(row["concilium_s"] / one, 3)
                 row["vs_floor"] = round(row["concilium_s"] / row["floor_s"], 3)
                 row["graph_vs_floor"] = round(row["graph_s"] / row["floor_s"], 3)

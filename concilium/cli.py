@@ -285,7 +285,9 @@ def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int
     try:
         widths = [int(s) for s in sizes.split(",") if s.strip()]
     except ValueError:
-        raise click.BadParameter(f"{sizes!r} is not a comma-separated list of integers", param_hint="--sizes")
+        raise click.BadParameter(
+            f"{sizes!r} is not a comma-separated list of integers", param_hint="--sizes"
+        ) from None
     fanout.main(widths, latency=latency, repeats=repeats, json_file=json_file)
 
 

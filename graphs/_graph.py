@@ -77,7 +77,6 @@ class _Node:
     writes: frozenset[str]
     wants_ctx: bool
     parallel: bool = False
-    graph: Graph | None = None
 
 
 @dataclass
@@ -147,7 +146,6 @@ class Graph:
                 frozenset({output, "transcript", "details"}),
                 wants_ctx=False,
                 parallel=parallel,
-                graph=action,
             )
             return self
         if not inspect.iscoroutinefunction(action):

@@ -31,7 +31,7 @@ from concilium.agents import (
 )
 from concilium.agents._tracing import workflow_span
 
-from ._context import Event, RunContext, current_run, node_scope, run_scope
+from ._context import Event, RunContext, node_scope, run_scope
 from ._graph import Graph
 
 RECURSION_LIMIT = 10_000  # rounds x 2 supersteps; LangGraph's default of 25 is too low

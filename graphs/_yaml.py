@@ -81,14 +81,3 @@ def line_of(data: Any, lines: dict[Path, int], loc: tuple[Any, ...]) -> int | No
             path = (*path, part)
     return lines.get(path)
 
-
-def path_exists(data: Any, loc: tuple[Any, ...]) -> bool:
-    current = data
-    for part in loc:
-        if isinstance(current, dict) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            current = current[part]
-        else:
-            return False
-    return True

@@ -102,7 +102,7 @@ class SimServer:
                     "--host", self.host, "--port", str(self.port),
                     "--config-json", self.config.model_dump_json(),
                 ],  # fmt: skip
-                ready_pattern=rf"listening on (?P<url>http://\S+)",
+                ready_pattern=r"listening on (?P<url>http://\S+)",
                 health_url="{url}/health",
                 deadline=self.deadline,
             )

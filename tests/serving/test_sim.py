@@ -98,7 +98,7 @@ async def test_metrics_use_vllm_names_and_count_prefix_hits(sim, client) -> None
     assert 'vllm:num_requests_running{model_name="concilium-sim"} 0' in text
     stats = await sim.stats()
     assert stats["prefix_cache_queries"] == 128 and stats["prefix_cache_hits"] == 64
-    assert f'vllm:prefix_cache_hits_total{{model_name="concilium-sim"}} 64' in text
+    assert 'vllm:prefix_cache_hits_total{model_name="concilium-sim"} 64' in text
 
 
 async def test_fault_injection_status_and_dropped_connection() -> None:
