@@ -28,6 +28,15 @@ from ._aggregators import (
     normalize_number,
     regex_extractor,
 )
+from ._confidence import (
+    WeightedVote,
+    group_confidences,
+    keep_top_percent,
+    soft_score,
+    token_confidences,
+    trace_confidence,
+    weighted_vote,
+)
 from ._context import RunContext, current_run
 from ._graph import BASE_STATE, Branch, Graph, add, append, merge
 from ._spec import WorkflowSpec
@@ -74,4 +83,12 @@ __all__ = [
     "normalize_number",
     "majority_vote",
     "Vote",
+    # confidence (DeepConf, soft self-consistency)
+    "token_confidences",
+    "group_confidences",
+    "trace_confidence",
+    "soft_score",
+    "keep_top_percent",
+    "weighted_vote",
+    "WeightedVote",
 ]
