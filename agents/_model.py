@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Sequence
 
 if TYPE_CHECKING:
     from ._transport import Transport
@@ -97,7 +97,7 @@ class ModelSpec:
             return False
         return bool(self.replicas) and self.model.startswith(OPENAI_COMPATIBLE_PREFIXES)
 
-    def with_api_base(self, api_base: str | tuple[str, ...]) -> ModelSpec:
+    def with_api_base(self, api_base: str | Sequence[str]) -> ModelSpec:
         """The same deployment served elsewhere (the CLI's ``--backend URL``)."""
         from dataclasses import replace
 

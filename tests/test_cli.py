@@ -62,7 +62,6 @@ def test_validate_ok() -> None:
         (["run", "missing.yaml", "-i", "q", "-b", "sim"], "no such file"),
         (["run", "examples/debate.yaml", "-i", "q", "--resume"], "--resume needs"),
         (["run", "examples/debate.yaml"], "Missing option"),
-        (["run", "examples/debate.yaml", "-i", "q", "-b", "local"], "not available in this version yet"),
     ],
 )
 def test_user_mistakes_exit_2_without_traceback(args: list[str], message: str) -> None:
