@@ -1,11 +1,13 @@
-# make demo : create the environment and run the debate example on the embedded default
-# make test : create the environment and run the test suite (what CI runs)
+# make demo : create the environment, install the embedded engine, run the debate example on it
+# make test : create the environment, install the engine, run the test suite (what CI runs)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# re-link so files added since the install are importable (strict mode links files)
+RELINK := $(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=strict
 
-.PHONY: demo test bench env clean
+.PHONY: demo demo-sim test engine bench env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,17 +18,26 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
-test: $(STAMP)
-	# re-link so files added since the install are importable (strict mode links files)
-	$(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=strict
-	$(VENV)/bin/pytest -q
+# vLLM's CPU build and Gemma 3 270M, in their own environment under ~/.cache/concilium
+# (about 3 minutes and 5 GB the first time; a no-op afterwards)
+engine: $(STAMP)
+	@$(RELINK) > $(VENV)/relink.log 2>&1 || (cat $(VENV)/relink.log; exit 1)
+	$(VENV)/bin/concilium engine install
 
-demo: $(STAMP)
-	$(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=strict
-	@echo "== concilium demo: a 3-agent, 2-round debate on the simulated server (a test double, not a model)"
-	$(VENV)/bin/concilium run examples/debate.yaml --backend sim --input "What is 12 * 7?" --trace .demo-trace.jsonl
+test: engine
+	CONCILIUM_REQUIRE_ENGINE=1 $(VENV)/bin/pytest -q
+
+demo: engine
+	@echo "== concilium demo: a 3-agent, 2-round debate on the embedded engine (Gemma 3 270M base: real tokens, weak answers)"
+	$(VENV)/bin/concilium run examples/debate.yaml --backend local --input "What is 12 * 7?" --trace .demo-trace.jsonl
+
+demo-sim: $(STAMP)
+	@$(RELINK) > $(VENV)/relink.log 2>&1 || (cat $(VENV)/relink.log; exit 1)
+	@echo "== the same debate on the simulated server (a test double, not a model)"
+	$(VENV)/bin/concilium run examples/debate.yaml --backend sim --input "What is 12 * 7?"
 
 bench: $(STAMP)
+	@$(RELINK) > $(VENV)/relink.log 2>&1 || (cat $(VENV)/relink.log; exit 1)
 	$(VENV)/bin/concilium bench fanout --json .bench/fanout.json
 
 clean:

@@ -1,0 +1,51 @@
+"""The embedded engine for end-to-end tests: one server, started once per session.
+
+These tests need `concilium engine install` (``make test`` runs it). Where the engine
+is not installed they are skipped, unless CONCILIUM_REQUIRE_ENGINE=1 (set by
+``make test``, so CI cannot pass by skipping them).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from concilium._errors import UserError
+from concilium.serving import EngineHome, local_engine
+
+
+def _installed() -> bool:
+    try:
+        EngineHome().require()
+    except UserError:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    ours = [item for item in items if str(item.fspath).startswith(here)]
+    for item in ours:
+        item.add_marker(pytest.mark.engine)
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.add_marker(pytest.mark.asyncio(loop_scope="session"))  # the engine fixture's loop
+    if ours and not _installed():
+        if os.environ.get("CONCILIUM_REQUIRE_ENGINE") == "1":
+            raise pytest.UsageError("CONCILIUM_REQUIRE_ENGINE=1 but the engine is not installed; run `concilium engine install`")
+        skip = pytest.mark.skip(reason="the embedded engine is not installed (concilium engine install)")
+        for item in ours:
+            item.add_marker(skip)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def engine() -> AsyncIterator[Any]:
+    """One replica of vLLM's CPU build serving Gemma 3 270M base on both cores."""
+    from concilium.agents import aclose
+
+    async with local_engine(1) as running:
+        yield running
+        await aclose()

@@ -1,0 +1,136 @@
+"""End to end on the real engine: vLLM's CPU build serving Gemma 3 270M base.
+
+A 270M base model's answers are noise, so these assert protocol and orchestration
+(samples per request, concurrency, logprobs, schema-constrained output, failures),
+never answer quality.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from concilium._errors import ModelCallError
+from concilium.agents import AnswerConfidence, Agent, aclose
+from concilium.graphs import run, trace_confidence, weighted_vote
+from concilium.graphs.patterns import debate, self_consistency
+from concilium.serving import local_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _recorder() -> tuple[list[tuple[float, dict[str, Any]]], Any]:
+    events: list[tuple[float, dict[str, Any]]] = []
+    return events, lambda e: events.append((time.monotonic(), e))
+
+
+async def test_self_consistency_gets_n_distinct_samples_from_one_request(engine) -> None:
+    agent = Agent("sampler", engine.spec(), temperature=1.0, max_tokens=24)
+    events, on_event = _recorder()
+    result = await run(self_consistency(agent, samples=4), "What is 17 + 25?", on_event=on_event)
+    started = [e for _, e in events if e["type"] == "call_started"]
+    assert len(started) == 1 and result.calls == 1
+    texts = [entry["text"] for entry in result.transcript]
+    assert len(texts) == 4 and len(set(texts)) == 4  # four different samples
+    assert result.usage.completion_tokens > 4  # real tokens were generated
+
+
+async def test_debate_runs_each_rounds_calls_concurrently(engine) -> None:
+    agents = [Agent(name, engine.spec(), temperature=0.8, max_tokens=24) for name in ("alice", "bob", "carol")]
+    events, on_event = _recorder()
+    result = await run(debate(agents, rounds=2), "What is 6 * 7?", on_event=on_event)
+    calls = [(t, e) for t, e in events if e["type"] in ("call_started", "call_finished")]
+    assert result.calls == 6 and len(result.transcript) == 6
+    # round 1: all three calls start before any of them finishes; same for round 2
+    for first, last in ((0, 6), (6, 12)):
+        window = [e["type"] for _, e in calls[first:last]]
+        assert window == ["call_started"] * 3 + ["call_finished"] * 3, window
+    # round 2 prompts hold the other agents' round 1 answers
+    assert all(len(entry["saw"]) == 2 for entry in result.transcript if entry["round"] == 2)
+
+
+async def test_logprobs_reach_the_confidence_code(engine) -> None:
+    agent = Agent("judge", engine.spec(), temperature=1.0, max_tokens=16, logprobs=True, top_logprobs=5)
+    reply = await agent.run("Name a prime number.", n=3)
+    confidences = []
+    for logprobs in reply.logprobs_all:
+        assert logprobs and all(len(token.top) == 5 for token in logprobs)
+        confidences.append(trace_confidence(logprobs, "lowest_group", window=4))
+    # C_t = -mean(top-5 logprobs) > 0 whenever the top candidates are not all certain
+    assert all(math.isfinite(c) and c > 0 for c in confidences)
+    vote = weighted_vote(["a", "b", "a"], confidences)
+    assert vote.weights["a"] == pytest.approx(confidences[0] + confidences[2])
+
+
+async def test_json_schema_output_parses(engine) -> None:
+    agent = Agent("structured", engine.spec(), temperature=0.0, max_tokens=96, output=AnswerConfidence)
+    reply = await agent.run("What is 2 + 2? Give your answer and confidence.")
+    parsed = reply.parsed
+    assert isinstance(parsed, AnswerConfidence) and 0.0 <= parsed.confidence <= 1.0
+
+
+async def test_the_tokenizer_adds_bos_and_the_chat_template_renders_every_message(engine) -> None:
+    base = engine.urls[0].removesuffix("/v1")
+    async with aiohttp.ClientSession() as session:
+        body = {"model": "gemma-3-270m", "prompt": "Hello"}
+        async with session.post(f"{base}/tokenize", json=body) as resp:
+            tokens = (await resp.json())["tokens"]
+        assert tokens[0] == 2  # <bos>
+        messages = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "first question"}]},
+            {"role": "assistant", "content": "an answer"},
+            {"role": "user", "content": "second question"},
+        ]
+        async with session.post(f"{base}/tokenize", json={"model": "gemma-3-270m", "messages": messages,
+                                                         "add_generation_prompt": True}) as resp:  # fmt: skip
+            count = (await resp.json())["count"]
+        async with session.post(f"{base}/tokenize", json={"model": "gemma-3-270m", "messages": messages[:1],
+                                                         "add_generation_prompt": True}) as resp:  # fmt: skip
+            system_only = (await resp.json())["count"]
+    assert count > system_only + 10  # the list-of-parts message and both turns were rendered
+
+
+async def test_a_replica_killed_mid_run_is_a_clear_error() -> None:
+    async with local_engine(1, kv_cache_gb=1) as doomed:
+        agent = Agent("victim", doomed.spec(timeout=60), temperature=1.0, max_tokens=256)
+        call = asyncio.ensure_future(agent.run("Write a long story about a lighthouse."))
+        await asyncio.sleep(1.0)  # the request is being decoded
+        doomed.processes[0].kill()
+        with pytest.raises(ModelCallError) as info:
+            await call
+        await aclose()
+    message = str(info.value)
+    assert doomed.urls[0] in message and "gemma-3-270m" in message
+    assert "is the server running?" in message
+
+
+def _skeleton(text: str) -> list[str]:
+    """Each line up to its first colon: who spoke in which round, what was printed."""
+    return [line.split(":")[0] for line in text.strip().splitlines() if not line.startswith("engine ready")]
+
+
+def test_make_demo_command_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "concilium", "run", "examples/debate.yaml", "--backend", "local",
+         "--input", "What is 12 * 7?", "--trace", str(trace)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"<!-- demo-output -->\n```text\n(.*?)```", readme, re.S).group(1)
+    printed = (out.stderr + out.stdout).replace(str(trace), ".demo-trace.jsonl")
+    assert _skeleton(printed) == _skeleton(shown)
+    spans = [json.loads(line)["name"] for line in trace.read_text().splitlines()]
+    assert spans.count("chat gemma-3-270m") == 6
