@@ -29,6 +29,8 @@ from ._aggregators import (
     regex_extractor,
 )
 from ._confidence import (
+    DEEPCONF_TOP_K,
+    DEEPCONF_WINDOW,
     WeightedVote,
     group_confidences,
     keep_top_percent,
@@ -84,6 +86,8 @@ __all__ = [
     "majority_vote",
     "Vote",
     # confidence (DeepConf, soft self-consistency)
+    "DEEPCONF_TOP_K",
+    "DEEPCONF_WINDOW",
     "token_confidences",
     "group_confidences",
     "trace_confidence",

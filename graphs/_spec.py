@@ -85,7 +85,161 @@ class DebateSpec(Strict):
     prompts: DebatePrompts = Field(default_factory=DebatePrompts)
 
 
-PatternSpec = Annotated[Union[SelfConsistencySpec, DebateSpec], Field(discriminator="kind")]
+class RoundTableSpec(Strict):
+    """ReConcile: agents answer with confidence, see the grouped answers, weighted vote."""
+
+    kind: Literal["round_table"]
+    name: str | None = None
+    agents: list[AgentSlot] = Field(min_length=2)
+    rounds: int = Field(default=3, ge=1, le=20)
+    examples: dict[str, list[str]] = Field(default_factory=dict, description="convincing examples per agent name")
+    answer: AnswerSpec = "text"
+
+
+class MixtureOfAgentsSpec(Strict):
+    """Layers of proposers, then an aggregator; a judge makes it Sparse MoA."""
+
+    kind: Literal["mixture_of_agents"]
+    name: str | None = None
+    proposers: list[AgentSlot] | list[list[AgentSlot]] = Field(min_length=1)
+    aggregator: AgentSlot
+    layers: int = Field(default=3, ge=1, le=20)
+    judge: AgentSlot | None = None
+    k: int = Field(default=2, ge=1)
+    early_stop: bool = True
+    answer: AnswerSpec = "text"
+
+
+class ManagerWorkerSpec(Strict):
+    """A manager plans sub-tasks, workers run them concurrently, the manager combines."""
+
+    kind: Literal["manager_worker"]
+    name: str | None = None
+    manager: str = Field(description="an agent name (it plans with structured output)")
+    workers: list[AgentSlot] = Field(min_length=1)
+    max_subtasks: int = Field(default=5, ge=1, le=64)
+    answer: AnswerSpec = "text"
+
+
+class ChainOfAgentsSpec(Strict):
+    """Workers read a long input chunk by chunk passing a summary on; the manager answers."""
+
+    kind: Literal["chain_of_agents"]
+    name: str | None = None
+    worker: AgentSlot
+    manager: AgentSlot
+    chunk_words: int = Field(default=1500, ge=1)
+    query: str | None = None
+    answer: AnswerSpec = "text"
+
+
+class BestOfNSpec(Strict):
+    """N candidates, each scored by a judge (score 1-10, or a Yes/No verifier)."""
+
+    kind: Literal["best_of_n"]
+    name: str | None = None
+    generator: AgentSlot
+    judge: AgentSlot
+    n: int = Field(default=4, ge=1, le=256)
+    mode: Literal["score", "verifier"] = "score"
+    weighted: bool = False
+    answer: AnswerSpec = "boxed"
+
+
+class KnockoutSpec(Strict):
+    """N candidates in a single-elimination bracket under a pairwise judge."""
+
+    kind: Literal["knockout"]
+    name: str | None = None
+    generator: AgentSlot
+    judge: AgentSlot
+    n: int = Field(default=8, ge=1, le=256)
+    seed: int = 0
+    answer: AnswerSpec = "boxed"
+
+
+class UniversalSelfConsistencySpec(Strict):
+    """N responses; a selector names the most consistent one."""
+
+    kind: Literal["universal_self_consistency"]
+    name: str | None = None
+    generator: AgentSlot
+    selector: AgentSlot
+    n: int = Field(default=8, ge=1, le=64)
+    answer: AnswerSpec = "text"
+
+
+class AdaptiveConsistencySpec(Strict):
+    """Samples until a stopping rule says the majority is settled."""
+
+    kind: Literal["adaptive_consistency"]
+    name: str | None = None
+    agent: AgentSlot
+    max_samples: int = Field(default=40, ge=1, le=4096)
+    parallel: int = Field(default=4, ge=1, le=256)
+    rule: Literal["beta", "majority", "entropy"] = "beta"
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    answer: AnswerSpec = "boxed"
+
+
+class ConfidenceConsistencySpec(Strict):
+    """N samples weighted by their token-logprob confidence (DeepConf), or the best one (soft SC)."""
+
+    kind: Literal["confidence_consistency"]
+    name: str | None = None
+    agent: str = Field(description="an agent name (its logprobs are read)")
+    samples: int = Field(default=8, ge=1, le=4096)
+    method: Literal["deepconf", "soft"] = "deepconf"
+    score: Literal["lowest_group", "bottom_10", "tail", "mean", "min", "prod"] = "lowest_group"
+    window: int = Field(default=2048, ge=1)
+    keep_percent: float | None = Field(default=None, gt=0, le=100)
+    top_logprobs: int = Field(default=20, ge=1, le=20)
+    answer: AnswerSpec = "boxed"
+
+
+class SynthesisSpec(Strict):
+    """Explorers draw N attempts; a synthesizer reads them all and writes the answer."""
+
+    kind: Literal["synthesis"]
+    name: str | None = None
+    explorer: AgentSlot
+    synthesizer: AgentSlot
+    samples: int = Field(default=4, ge=1, le=256)
+    answer: AnswerSpec = "boxed"
+
+
+class SkeletonOfThoughtSpec(Strict):
+    """An outline, then every point expanded concurrently, joined in order."""
+
+    kind: Literal["skeleton_of_thought"]
+    name: str | None = None
+    agent: AgentSlot
+    expander: AgentSlot | None = None
+    max_points: int = Field(default=10, ge=1, le=50)
+
+
+class TreeOfThoughtsSpec(Strict):
+    """Breadth-first search over reasoning steps: propose, value, keep the best."""
+
+    kind: Literal["tree_of_thoughts"]
+    name: str | None = None
+    proposer: AgentSlot
+    evaluator: AgentSlot
+    depth: int = Field(default=3, ge=1, le=20)
+    breadth: int = Field(default=5, ge=1, le=50)
+    keep: int = Field(default=5, ge=1, le=50)
+    n_evaluate: int = Field(default=3, ge=1, le=20)
+
+
+PatternSpec = Annotated[
+    Union[
+        SelfConsistencySpec, DebateSpec, RoundTableSpec, MixtureOfAgentsSpec, ManagerWorkerSpec,
+        ChainOfAgentsSpec, BestOfNSpec, KnockoutSpec, UniversalSelfConsistencySpec,
+        AdaptiveConsistencySpec, ConfidenceConsistencySpec, SynthesisSpec, SkeletonOfThoughtSpec,
+        TreeOfThoughtsSpec,
+    ],
+    Field(discriminator="kind"),
+]  # fmt: skip
 AgentSlot = Union[str, PatternSpec]
 
 
@@ -113,11 +267,16 @@ class WorkflowSpec(Strict):
     )
 
 
-SelfConsistencySpec.model_rebuild()
-DebateSpec.model_rebuild()
+PATTERN_SPECS: tuple[type[BaseModel], ...] = (
+    SelfConsistencySpec, DebateSpec, RoundTableSpec, MixtureOfAgentsSpec, ManagerWorkerSpec,
+    ChainOfAgentsSpec, BestOfNSpec, KnockoutSpec, UniversalSelfConsistencySpec, AdaptiveConsistencySpec,
+    ConfidenceConsistencySpec, SynthesisSpec, SkeletonOfThoughtSpec, TreeOfThoughtsSpec,
+)  # fmt: skip
+for _spec in PATTERN_SPECS:
+    _spec.model_rebuild()
 WorkflowSpec.model_rebuild()
 
-PATTERN_KINDS = ("self_consistency", "debate")
+PATTERN_KINDS = tuple(s.model_fields["kind"].annotation.__args__[0] for s in PATTERN_SPECS)
 
 
 def spec_models() -> list[type[BaseModel]]:

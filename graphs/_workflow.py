@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pydantic import ValidationError
 
-from concilium._errors import PromptError, WorkflowError
+from concilium._errors import GraphError, PromptError, WorkflowError
 from concilium.agents import OUTPUT_SCHEMAS, Agent, Budget, Capabilities, ModelSpec
 from concilium.prompts import PromptLibrary
 
@@ -25,10 +25,22 @@ from ._graph import Graph
 from ._runtime import as_agent
 from ._spec import (
     PATTERN_KINDS,
+    AdaptiveConsistencySpec,
     AgentEntry,
+    BestOfNSpec,
+    ChainOfAgentsSpec,
+    ConfidenceConsistencySpec,
     DebateSpec,
+    KnockoutSpec,
+    ManagerWorkerSpec,
+    MixtureOfAgentsSpec,
     ModelEntry,
+    RoundTableSpec,
     SelfConsistencySpec,
+    SkeletonOfThoughtSpec,
+    SynthesisSpec,
+    TreeOfThoughtsSpec,
+    UniversalSelfConsistencySpec,
     WorkflowSpec,
     all_field_names,
     spec_models,
@@ -259,12 +271,23 @@ class _Builder:
         self.prompts = prompts
         self.fail = fail
         self.builders: dict[str, Callable[[Any, Loc, str], Graph]] = {
-            "self_consistency": self.self_consistency,
-            "debate": self.debate,
+            kind: getattr(self, kind) for kind in PATTERN_KINDS
         }
 
     def pattern(self, spec: Any, loc: Loc, default_name: str) -> Graph:
-        return self.builders[spec.kind](spec, loc, spec.name or default_name)
+        try:
+            return self.builders[spec.kind](spec, loc, spec.name or default_name)
+        except GraphError as exc:  # a pattern's own check (repeated names, sizes)
+            raise self.fail(str(exc), loc) from None
+
+    def plain_agent(self, value: str, loc: Loc, why: str) -> Agent:
+        agent = self.slot(value, loc)
+        if not isinstance(agent, Agent):
+            raise self.fail(f"this slot needs an agent name, not a pattern: {why}", loc)
+        return agent
+
+    def optional(self, value: Any, loc: Loc) -> Any:
+        return None if value is None else self.slot(value, loc)
 
     def slot(self, value: Any, loc: Loc) -> Any:
         if isinstance(value, str):
@@ -330,3 +353,117 @@ class _Builder:
             name=name,
         )
 
+    def round_table(self, spec: RoundTableSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import round_table
+
+        slots = [self.slot(a, (*loc, "agents", i)) for i, a in enumerate(spec.agents)]
+        return round_table(slots, rounds=spec.rounds, examples=spec.examples,
+                           answer=self.answer(spec.answer, loc), prompts=self.prompts, name=name)  # fmt: skip
+
+    def mixture_of_agents(self, spec: MixtureOfAgentsSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import mixture_of_agents
+
+        proposers: Any
+        if spec.proposers and isinstance(spec.proposers[0], list):
+            proposers = [[self.slot(a, (*loc, "proposers", i, j)) for j, a in enumerate(layer)]
+                         for i, layer in enumerate(spec.proposers)]  # fmt: skip
+        else:
+            proposers = [self.slot(a, (*loc, "proposers", i)) for i, a in enumerate(spec.proposers)]
+        return mixture_of_agents(
+            proposers, self.slot(spec.aggregator, (*loc, "aggregator")), layers=spec.layers,
+            judge=self.optional(spec.judge, (*loc, "judge")), k=spec.k, early_stop=spec.early_stop,
+            answer=self.answer(spec.answer, loc), prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def manager_worker(self, spec: ManagerWorkerSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import manager_worker
+
+        manager = self.plain_agent(spec.manager, (*loc, "manager"), "the manager plans with structured output")
+        workers = [self.slot(a, (*loc, "workers", i)) for i, a in enumerate(spec.workers)]
+        return manager_worker(manager, workers, max_subtasks=spec.max_subtasks,
+                              answer=self.answer(spec.answer, loc), prompts=self.prompts, name=name)  # fmt: skip
+
+    def chain_of_agents(self, spec: ChainOfAgentsSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import chain_of_agents
+
+        return chain_of_agents(
+            self.slot(spec.worker, (*loc, "worker")), self.slot(spec.manager, (*loc, "manager")),
+            chunk_words=spec.chunk_words, query=spec.query, answer=self.answer(spec.answer, loc),
+            prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def best_of_n(self, spec: BestOfNSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import best_of_n
+
+        return best_of_n(
+            self.slot(spec.generator, (*loc, "generator")), self.slot(spec.judge, (*loc, "judge")),
+            n=spec.n, mode=spec.mode, weighted=spec.weighted, answer=self.answer(spec.answer, loc),
+            prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def knockout(self, spec: KnockoutSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import knockout
+
+        return knockout(
+            self.slot(spec.generator, (*loc, "generator")), self.slot(spec.judge, (*loc, "judge")),
+            n=spec.n, seed=spec.seed, answer=self.answer(spec.answer, loc), prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def universal_self_consistency(self, spec: UniversalSelfConsistencySpec, loc: Loc, name: str) -> Graph:
+        from .patterns import universal_self_consistency
+
+        return universal_self_consistency(
+            self.slot(spec.generator, (*loc, "generator")), self.slot(spec.selector, (*loc, "selector")),
+            n=spec.n, answer=self.answer(spec.answer, loc), prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def adaptive_consistency(self, spec: AdaptiveConsistencySpec, loc: Loc, name: str) -> Graph:
+        from .patterns import adaptive_consistency
+
+        return adaptive_consistency(
+            self.slot(spec.agent, (*loc, "agent")), max_samples=spec.max_samples, parallel=spec.parallel,
+            rule=spec.rule, threshold=spec.threshold, answer=self.answer(spec.answer, loc),
+            prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def confidence_consistency(self, spec: ConfidenceConsistencySpec, loc: Loc, name: str) -> Graph:
+        from .patterns import confidence_consistency
+
+        allowed = ("mean", "min", "prod") if spec.method == "soft" else ("lowest_group", "bottom_10", "tail", "mean")
+        if spec.score not in allowed:
+            raise self.fail(
+                f"score {spec.score!r} does not go with method {spec.method!r}: deepconf takes "
+                "lowest_group, bottom_10, tail or mean; soft takes mean, min or prod",
+                (*loc, "score"),
+            )
+        agent = self.plain_agent(spec.agent, (*loc, "agent"), "its token logprobs are read")
+        return confidence_consistency(
+            agent, samples=spec.samples, method=spec.method, score=spec.score, window=spec.window,
+            keep_percent=spec.keep_percent, top_logprobs=spec.top_logprobs,
+            answer=self.answer(spec.answer, loc), prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def synthesis(self, spec: SynthesisSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import synthesis
+
+        return synthesis(
+            self.slot(spec.explorer, (*loc, "explorer")), self.slot(spec.synthesizer, (*loc, "synthesizer")),
+            samples=spec.samples, answer=self.answer(spec.answer, loc), prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def skeleton_of_thought(self, spec: SkeletonOfThoughtSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import skeleton_of_thought
+
+        return skeleton_of_thought(
+            self.slot(spec.agent, (*loc, "agent")), expander=self.optional(spec.expander, (*loc, "expander")),
+            max_points=spec.max_points, prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def tree_of_thoughts(self, spec: TreeOfThoughtsSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import tree_of_thoughts
+
+        return tree_of_thoughts(
+            self.slot(spec.proposer, (*loc, "proposer")), self.slot(spec.evaluator, (*loc, "evaluator")),
+            depth=spec.depth, breadth=spec.breadth, keep=spec.keep, n_evaluate=spec.n_evaluate,
+            prompts=self.prompts, name=name,
+        )  # fmt: skip

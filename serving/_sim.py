@@ -31,6 +31,8 @@ from ._sim_config import SimConfig
 
 SIMULATED = "concilium-simulated"
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+# "... think the answer is 84." (ReConcile's grouped answers), not "the answer is \boxed{..}"
+_ANSWER_IS = re.compile(r"answer is (?!\\)([^\s.,;\\]+)")
 
 
 def _words(text: str) -> list[str]:
@@ -122,23 +124,27 @@ class SimulatedModel:
                     return None
         return None
 
-    def _statistical(self, rng: random.Random, question: str, last_user: str) -> str:
+    def _statistical_answer(self, rng: random.Random, question: str, last_user: str) -> str:
         stat = self.config.statistical
         # Other agents' answers in the prompt ("\boxed{answer}" is the format instruction).
-        shown = [a for a in _BOXED.findall(last_user) if a.strip() and a.strip() != "answer"]
+        shown = [a for a in _BOXED.findall(last_user) + _ANSWER_IS.findall(last_user) if a.strip() and a.strip() != "answer"]
         if shown and rng.random() < stat.conformity:
-            answer = Counter(shown).most_common(1)[0][0]
-        else:
-            right = self._right_answer(question)
-            if right is not None and rng.random() < stat.accuracy:
-                answer = right
-            elif stat.wrong:
-                answer = rng.choice(stat.wrong)
-            elif right is not None and re.fullmatch(r"-?\d+", right):
-                answer = str(int(right) + rng.choice([-1, 1]) * rng.randint(1, 10))
-            else:
-                answer = "unknown"
-        return stat.template.format(answer=answer)
+            return Counter(shown).most_common(1)[0][0]
+        right = self._right_answer(question)
+        if right is not None and rng.random() < stat.accuracy:
+            return right
+        if stat.wrong:
+            return rng.choice(stat.wrong)
+        if right is not None and re.fullmatch(r"-?\d+", right):
+            return str(int(right) + rng.choice([-1, 1]) * rng.randint(1, 10))
+        return "unknown"
+
+    def _statistical(self, rng: random.Random, question: str, last_user: str, body: dict[str, Any]) -> str:
+        answer = self._statistical_answer(rng, question, last_user)
+        schema = _json_schema(body)
+        if schema is not None:  # structured output: a JSON object of that schema
+            return json.dumps(_fill(schema, schema.get("$defs", {}), rng, answer, ""))
+        return self.config.statistical.template.format(answer=answer)
 
     def replies(self, body: dict[str, Any], agent: str, prompt_texts: list[str], n: int) -> list[str]:
         """The ``n`` reply texts of one request."""
@@ -153,7 +159,7 @@ class SimulatedModel:
                 out.append(scripted)
                 continue
             rng = self._rng(agent, call, choice, seed)
-            out.append(self._statistical(rng, user_texts[0], user_texts[-1]))
+            out.append(self._statistical(rng, user_texts[0], user_texts[-1], body))
         return out
 
     # ------------------------------------------------------------------ timing
@@ -207,6 +213,38 @@ class SimulatedModel:
                 alternatives.append({"token": f"{word}~{k}", "logprob": lp - 1.0 - k - rng.random()})
             content.append({"token": word, "logprob": lp, "top_logprobs": alternatives[: max(top, 0)]})
         return {"content": content}
+
+
+def _json_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else None
+    return None
+
+
+def _fill(schema: dict[str, Any], defs: dict[str, Any], rng: random.Random, answer: str, key: str) -> Any:
+    """A value of ``schema``: fields named ``answer`` get the statistical answer,
+    numbers a seeded value within their bounds, strings a ``[simulated ...]`` text."""
+    if "$ref" in schema:
+        schema = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
+    for union in ("anyOf", "oneOf", "allOf"):
+        if union in schema:
+            return _fill(schema[union][0], defs, rng, answer, key)
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if kind == "object":
+        return {k: _fill(v, defs, rng, answer, k) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        count = max(int(schema.get("minItems", 2)), min(3, int(schema.get("maxItems", 3))))
+        return [_fill(schema.get("items") or {}, defs, rng, answer, f"{key} {i + 1}") for i in range(count)]
+    if kind in ("number", "integer"):
+        low, high = schema.get("minimum", 0), schema.get("maximum", 1 if kind == "number" else 10)
+        return rng.randint(int(low), int(high)) if kind == "integer" else round(rng.uniform(max(low, high - 0.5), high), 2)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    return answer if key == "answer" else f"[simulated {key or 'text'}]"
 
 
 def _prompt_texts(body: dict[str, Any]) -> tuple[list[str], list[str]]:

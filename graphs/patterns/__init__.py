@@ -7,8 +7,61 @@ Example:
     True
 """
 
+from ._adaptive import adaptive_consistency, beta_confidence, should_stop
+from ._best_of_n import (
+    best_of_n,
+    knockout,
+    parse_consistent_index,
+    parse_score,
+    parse_winner,
+    universal_self_consistency,
+    yes_probability,
+)
 from ._common import Respondent
 from ._debate import debate
+from ._manager_worker import Plan, Subtask, chain_of_agents, chunk_sentences, manager_worker, split_query
+from ._mixture import mixture_of_agents, parse_selection
+from ._round_table import recalibrate, round_table, top_groups
 from ._self_consistency import self_consistency
+from ._skeleton import outline_points, skeleton_of_thought
+from ._synthesis import synthesis
+from ._tree_of_thoughts import judgement_value, tree_of_thoughts
+from ._weighted import confidence_consistency
 
-__all__ = ["Respondent", "debate", "self_consistency"]
+__all__ = [
+    "Respondent",
+    # deliberation
+    "debate",
+    "round_table",
+    "recalibrate",
+    "top_groups",
+    # sampling and voting
+    "self_consistency",
+    "adaptive_consistency",
+    "beta_confidence",
+    "should_stop",
+    "confidence_consistency",
+    # judges
+    "best_of_n",
+    "knockout",
+    "universal_self_consistency",
+    "parse_score",
+    "parse_winner",
+    "parse_consistent_index",
+    "yes_probability",
+    # layered and divided work
+    "mixture_of_agents",
+    "parse_selection",
+    "manager_worker",
+    "Plan",
+    "Subtask",
+    "chain_of_agents",
+    "chunk_sentences",
+    "split_query",
+    "synthesis",
+    # structured generation and search
+    "skeleton_of_thought",
+    "outline_points",
+    "tree_of_thoughts",
+    "judgement_value",
+]

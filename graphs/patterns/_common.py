@@ -16,7 +16,7 @@ class Respondent(Protocol):
     def name(self) -> str: ...
 
     async def run(
-        self, messages: str | Sequence[Message], *, n: int = 1, key: str | None = None
+        self, messages: str | Sequence[Message], *, n: int = 1, key: str | None = None, **options: Any
     ) -> AgentReply: ...
 
 
@@ -57,3 +57,37 @@ def turn(
         "prompt_tokens": reply.usage.prompt_tokens,
         "completion_tokens": reply.usage.completion_tokens,
     }
+
+
+async def ask(
+    ctx: RunContext,
+    agent: Respondent,
+    messages: str | Sequence[Message],
+    tag: str,
+    *,
+    n: int = 1,
+    **options: Any,
+) -> AgentReply:
+    """One call of ``agent`` under a key unique in the run (``<path>/<agent>/<tag>``),
+    so a resumed run replays it."""
+    return await agent.run(messages, n=n, key=ctx.key(agent.name, tag), **options)
+
+
+def user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def numbered(texts: Sequence[str], start: int = 1, label: str = "") -> str:
+    """``1. first\\n2. second`` (``label`` goes before each number)."""
+    return "\n".join(f"{label}{i}. {t}" if not label else f"{label} {i}: {t}" for i, t in enumerate(texts, start))
+
+
+def distinct_names(agents: Sequence[Respondent], pattern: str) -> list[str]:
+    """The agents' names, refusing repeats (each agent's calls are keyed by its name)."""
+    from concilium._errors import GraphError
+
+    names = [a.name for a in agents]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise GraphError(f"{pattern} agents need distinct names; repeated: {repeated} (copy the agent with another name)")
+    return names

@@ -1,0 +1,191 @@
+"""Mixture-of-Agents (Wang et al., 2024) and Sparse MoA (Li et al., 2024);
+``METHODS.md`` section 3.
+
+MoA: ``layers - 1`` layers of proposers, then an aggregator. From the second layer
+on, every call carries the previous layer's responses, numbered from 1, in the
+aggregate-and-synthesize system prompt (appended to the caller's system message if
+there is one, as in the reference). Each layer's calls run concurrently, so the wall
+time is about one slowest call per layer plus the aggregator. A proposer whose call
+fails is dropped from the references, as in the reference, but reported in
+``details.dropped`` instead of silently.
+
+Sparse MoA: after each layer a judge picks the ``k`` best responses (JSON
+``{"chosen": [...], "end": bool}``) and may end the discussion early. An unusable
+verdict keeps the first ``k`` (the reference picks at random) and is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any, Mapping, Sequence
+
+from concilium._errors import GraphError, ModelError
+from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format
+from concilium.prompts import PromptLibrary
+
+from ._common import Respondent, ask, distinct_names, library, turn
+
+
+def mixture_of_agents(
+    proposers: Sequence[Respondent] | Sequence[Sequence[Respondent]],
+    aggregator: Respondent,
+    *,
+    layers: int = 3,
+    judge: Respondent | None = None,
+    k: int = 2,
+    early_stop: bool = True,
+    answer: str | Mapping[str, str] | AnswerFormat = "text",
+    prompts: PromptLibrary | None = None,
+    aggregate_prompt: str = "mixture/aggregate",
+    select_prompt: str = "mixture/select",
+    name: str = "mixture_of_agents",
+) -> Graph:
+    """Layers of proposers and a final aggregator.
+
+    Args:
+        proposers: the proposers of every layer, or one list per proposer layer.
+        aggregator: writes the final answer from the last layer's responses.
+        layers: proposer layers + 1 (the reference MoA has 3, MoA-Lite 2).
+        judge: makes it Sparse MoA: keeps the ``k`` best responses per layer and
+            may stop early (``early_stop``).
+        answer: how to read the answer from the aggregator's reply (default: the text).
+
+    Example:
+        >>> from concilium.agents import Agent, FakeModel
+        >>> from concilium.graphs import run_sync
+        >>> fake = FakeModel(fn=lambda agent, i, msgs: f"{agent} says 4")
+        >>> moa = mixture_of_agents([Agent("p1", fake.spec()), Agent("p2", fake.spec())],
+        ...                         Agent("agg", fake.spec()), layers=2)
+        >>> run_sync(moa, "2 + 2?").calls
+        3
+    """
+    if layers < 1:
+        raise GraphError(f"mixture_of_agents needs layers >= 1 (the aggregator is the last), got {layers}")
+    per_layer = _layers(proposers, layers - 1)
+    for i, layer in enumerate(per_layer):
+        distinct_names(layer, f"mixture_of_agents layer {i + 1}")
+    if judge is not None and k < 1:
+        raise GraphError(f"sparse mixture_of_agents needs k >= 1, got {k}")
+    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
+    lib = library(prompts)
+
+    def with_references(messages: Sequence[Mapping[str, Any]], refs: Sequence[str]) -> list[dict[str, Any]]:
+        out = [dict(m) for m in messages]
+        if not refs:
+            return out
+        system = lib.render(aggregate_prompt, responses=list(refs))
+        if out and out[0].get("role") == "system":
+            out[0]["content"] = f"{out[0]['content']}\n\n{system}"
+        else:
+            out.insert(0, {"role": "system", "content": system})
+        return out
+
+    async def propose(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        refs: list[str] = []
+        entries: list[dict[str, Any]] = []
+        layer_log: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
+        for index, layer in enumerate(per_layer, start=1):
+            ctx.emit({"type": "round_started", "round": index, "agents": [p.name for p in layer]})
+            messages = with_references(state["messages"], refs)
+            replies = await asyncio.gather(
+                *(ask(ctx, p, messages, f"L{index}") for p in layer), return_exceptions=True
+            )
+            responses, who = [], []
+            for p, reply in zip(layer, replies):
+                if isinstance(reply, BaseException):
+                    if not isinstance(reply, ModelError):
+                        raise reply
+                    dropped.append({"layer": index, "agent": p.name, "error": str(reply)})
+                    continue
+                responses.append(reply.text)
+                who.append(p.name)
+                entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=state["question"],
+                                    round=index, saw=len(refs)))  # fmt: skip
+            if not responses:
+                raise ModelError(f"every proposer of layer {index} failed: {dropped[-len(layer):]}")
+            record: dict[str, Any] = {"layer": index, "proposers": who}
+            if judge is not None:
+                keep, stop, verdict = await _select(ctx, judge, lib, select_prompt, state["question"], responses, k, index)
+                record.update(kept=[who[i] for i in keep], verdict=verdict, end=stop)
+                responses = [responses[i] for i in keep]
+                layer_log.append(record)
+                refs = responses
+                if stop and early_stop:
+                    break
+            else:
+                layer_log.append(record)
+                refs = responses
+        return {"transcript": entries, "references": refs,
+                "details": {"layers": layer_log, "dropped": dropped}}  # fmt: skip
+
+    async def aggregate(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        refs = state.get("references") or []
+        reply = await ask(ctx, aggregator, with_references(state["messages"], refs), "final")
+        value = fmt.extract(reply.text)
+        entry = turn(ctx, reply, text=reply.text, answer=value, prompt=state["question"],
+                     round=len(state["details"]["layers"]) + 1, saw=len(refs))  # fmt: skip
+        return {"answer": value, "text": reply.text, "transcript": [entry],
+                "details": {"aggregator": aggregator.name, "references": len(refs)}}  # fmt: skip
+
+    graph = Graph(name, state={"references": None})
+    graph.add_node("propose", propose, writes=["transcript", "references", "details"])
+    graph.add_node("aggregate", aggregate, writes=["answer", "text", "transcript", "details"])
+    graph.add_edge(START, "propose")
+    graph.add_edge("propose", "aggregate")
+    graph.add_edge("aggregate", END)
+    return graph
+
+
+def _layers(proposers: Sequence[Any], count: int) -> list[list[Respondent]]:
+    if not proposers:
+        raise GraphError("mixture_of_agents needs at least one proposer")
+    if isinstance(proposers[0], (list, tuple)):
+        if len(proposers) != count:
+            raise GraphError(f"{len(proposers)} proposer layers given for layers={count + 1}; give {count}")
+        return [list(layer) for layer in proposers]
+    return [list(proposers) for _ in range(count)]
+
+
+_JSON = re.compile(r"\{.*\}", re.S)
+
+
+def parse_selection(text: str, count: int, k: int) -> tuple[list[int], bool] | None:
+    """A judge's ``{"chosen": [...], "end": bool}`` -> (indices, end), or ``None``
+    when it names no valid index.
+
+    Example:
+        >>> parse_selection('{"chosen": [2, 0, 2, 9], "end": true}', count=3, k=2)
+        ([2, 0], True)
+    """
+    match = _JSON.search(text)
+    if not match:
+        return None
+    try:
+        data = json.loads(match.group(0))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("chosen"), list):
+        return None
+    keep: list[int] = []
+    for i in data["chosen"]:
+        if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < count and i not in keep:
+            keep.append(i)
+    return (keep[:k], bool(data.get("end", False))) if keep else None
+
+
+async def _select(
+    ctx: RunContext, judge: Respondent, lib: PromptLibrary, template: str,
+    question: str, responses: list[str], k: int, layer: int,
+) -> tuple[list[int], bool, str]:  # fmt: skip
+    if len(responses) <= k:
+        return list(range(len(responses))), False, "kept all (no more than k)"
+    prompt = lib.render(template, question=question, responses=responses, k=k)
+    reply = await ask(ctx, judge, prompt, f"L{layer}/select")
+    parsed = parse_selection(reply.text, len(responses), k)
+    if parsed is None:
+        return list(range(k)), False, f"unusable verdict, kept the first {k}: {reply.text[:200]!r}"
+    keep, end = parsed
+    return keep, end, reply.text

@@ -1,0 +1,74 @@
+"""Generative synthesis (A2R-style explore-then-synthesize; the survey's synthesis family).
+
+Explorers (often a small model) draw N attempts, in one request when the server
+returns ``n`` samples; a synthesizer (often a bigger model) reads all of them and
+writes the answer itself, rather than voting. The explorers' own majority is kept
+in ``details`` for comparison.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from concilium._errors import GraphError
+from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, majority_vote
+from concilium.prompts import PromptLibrary
+
+from ._common import Respondent, ask, is_bare_question, library, turn, user
+
+
+def synthesis(
+    explorer: Respondent,
+    synthesizer: Respondent,
+    *,
+    samples: int = 4,
+    answer: str | Mapping[str, str] | AnswerFormat = "boxed",
+    prompts: PromptLibrary | None = None,
+    prompt: str = "self_consistency/solve",
+    name: str = "synthesis",
+) -> Graph:
+    """N explorations, one synthesis.
+
+    Example:
+        >>> from concilium.agents import Agent, FakeModel
+        >>> from concilium.graphs import run_sync
+        >>> fake = FakeModel({"small": ["\\\\boxed{5}", "\\\\boxed{6}", "\\\\boxed{6}"], "big": ["so \\\\boxed{6}"]})
+        >>> result = run_sync(synthesis(Agent("small", fake.spec()), Agent("big", fake.spec()), samples=3), "?")
+        >>> result.answer, result.details["explorer_votes"]["counts"]
+        ('6', {'5': 1, '6': 2})
+    """
+    if samples < 1:
+        raise GraphError(f"synthesis needs samples >= 1, got {samples}")
+    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
+    lib = library(prompts)
+
+    async def explore(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        if is_bare_question(state):
+            messages = user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
+        else:
+            messages = list(state["messages"])
+        reply = await ask(ctx, explorer, messages, "explore", n=samples)
+        entries = [turn(ctx, reply, text=t, answer=fmt.extract(t), prompt=state["question"], sample=i)
+                   for i, t in enumerate(reply.texts)]  # fmt: skip
+        for entry in entries[1:]:
+            entry["prompt_tokens"] = entry["completion_tokens"] = 0
+        return {"transcript": entries}
+
+    async def synthesize(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        attempts = sorted((e for e in state["transcript"] if "sample" in e), key=lambda e: e["sample"])
+        text = lib.render("synthesis/synthesize", question=state["question"], answer_format=fmt.instruction,
+                          attempts=[e["text"] for e in attempts])  # fmt: skip
+        reply = await ask(ctx, synthesizer, user(text), "synthesize")
+        value = fmt.extract(reply.text)
+        entry = turn(ctx, reply, text=reply.text, answer=value, prompt=text, step="synthesize")
+        return {"answer": value, "text": reply.text, "transcript": [entry],
+                "details": {"samples": len(attempts),
+                            "explorer_votes": majority_vote([e["answer"] for e in attempts]).as_dict()}}  # fmt: skip
+
+    graph = Graph(name)
+    graph.add_node("explore", explore, writes=["transcript"])
+    graph.add_node("synthesize", synthesize, writes=["answer", "text", "transcript", "details"])
+    graph.add_edge(START, "explore")
+    graph.add_edge("explore", "synthesize")
+    graph.add_edge("synthesize", END)
+    return graph

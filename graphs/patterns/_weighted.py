@@ -1,0 +1,109 @@
+"""Confidence-weighted consistency from token logprobs (``METHODS.md`` 6d and 6e).
+
+``method="deepconf"`` (offline DeepConf, Fu et al., 2025): N samples in one request
+with ``top_logprobs``; each trace gets a confidence (``score``: ``lowest_group``,
+``bottom_10``, ``tail`` or ``mean`` over windows of ``window`` tokens); optionally only
+the top ``keep_percent`` percent by confidence are kept; then the answers are voted,
+each weighted by its trace's confidence.
+
+``method="soft"`` (soft self-consistency, Wang et al., 2024): each sample is scored by
+the mean (or ``min``, or ``prod`` = mean logprob) of its chosen tokens'
+probabilities, and the single best-scored sample is the answer; no vote.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from concilium._errors import GraphError
+from concilium.agents import Agent
+from concilium.graphs import (
+    DEEPCONF_TOP_K,
+    DEEPCONF_WINDOW,
+    END,
+    START,
+    AnswerFormat,
+    Graph,
+    RunContext,
+    answer_format,
+    keep_top_percent,
+    majority_vote,
+    soft_score,
+    trace_confidence,
+    weighted_vote,
+)
+from concilium.prompts import PromptLibrary
+
+from ._common import ask, is_bare_question, library, turn, user
+
+
+def confidence_consistency(
+    agent: Agent,
+    *,
+    samples: int = 8,
+    method: str = "deepconf",
+    score: str = "lowest_group",
+    window: int = DEEPCONF_WINDOW,
+    keep_percent: float | None = None,
+    top_logprobs: int = DEEPCONF_TOP_K,
+    answer: str | Mapping[str, str] | AnswerFormat = "boxed",
+    prompts: PromptLibrary | None = None,
+    prompt: str = "self_consistency/solve",
+    name: str = "confidence_consistency",
+) -> Graph:
+    """N samples with logprobs, combined by their confidence.
+
+    Args:
+        method: ``"deepconf"`` (confidence-weighted vote) or ``"soft"`` (best sample).
+        score: DeepConf's trace score, or for ``soft`` one of ``mean``, ``min``, ``prod``.
+        keep_percent: DeepConf's filter: keep traces at or above the
+            ``100 - keep_percent`` percentile of confidence (10 keeps the top 10%).
+    """
+    if not isinstance(agent, Agent):
+        raise GraphError("confidence_consistency needs an Agent (it reads token logprobs), not a nested pattern")
+    if method not in ("deepconf", "soft"):
+        raise GraphError(f"confidence_consistency method {method!r} is not 'deepconf' or 'soft'")
+    if samples < 1:
+        raise GraphError(f"confidence_consistency needs samples >= 1, got {samples}")
+    sampler = agent.with_options(logprobs=True, top_logprobs=top_logprobs if method == "deepconf" else None)
+    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
+    lib = library(prompts)
+
+    async def sample(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        if is_bare_question(state):
+            messages = user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
+        else:
+            messages = list(state["messages"])
+        reply = await ask(ctx, sampler, messages, "samples", n=samples)
+        entries = []
+        for i, (text, logprobs) in enumerate(zip(reply.texts, reply.logprobs_all)):
+            if not logprobs:
+                raise GraphError(f"sample {i} came back without logprobs; confidence_consistency needs a "
+                                 "server that returns them (capabilities: {logprobs: true})")  # fmt: skip
+            conf = (trace_confidence(logprobs, score, window) if method == "deepconf"  # type: ignore[arg-type]
+                    else soft_score(logprobs, score))  # type: ignore[arg-type]  # fmt: skip
+            entry = turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=state["question"], sample=i)
+            entry.update(confidence=conf, prompt_tokens=0 if i else entry["prompt_tokens"],
+                         completion_tokens=0 if i else entry["completion_tokens"])  # fmt: skip
+            entries.append(entry)
+        confs = [e["confidence"] for e in entries]
+        if method == "soft":
+            best = entries[max(range(len(entries)), key=lambda i: confs[i])]
+            return {"answer": best["answer"], "text": best["text"], "transcript": entries,
+                    "votes": majority_vote([e["answer"] for e in entries]).as_dict(),
+                    "details": {"method": "soft", "score": score, "chosen": best["sample"], "confidences": confs}}  # fmt: skip
+        kept = keep_top_percent(confs, keep_percent) if keep_percent else [True] * len(entries)
+        for entry, keep in zip(entries, kept):
+            entry["kept"] = keep
+        tally = weighted_vote([e["answer"] for e, k in zip(entries, kept) if k], [c for c, k in zip(confs, kept) if k])
+        carrier = next((e["text"] for e in entries if e["answer"] == tally.winner), None)
+        return {"answer": tally.winner, "text": carrier, "transcript": entries, "votes": tally.as_dict(),
+                "details": {"method": "deepconf", "score": score, "window": window, "keep_percent": keep_percent,
+                            "kept": sum(kept), "confidences": confs,
+                            "unweighted": majority_vote([e["answer"] for e in entries]).as_dict()}}  # fmt: skip
+
+    graph = Graph(name)
+    graph.add_node("sample", sample, writes=["answer", "text", "transcript", "votes", "details"])
+    graph.add_edge(START, "sample")
+    graph.add_edge("sample", END)
+    return graph
