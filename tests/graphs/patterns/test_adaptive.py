@@ -1,0 +1,65 @@
+"""Adaptive-Consistency's stopping rules (hand-checked against METHODS.md) and the
+pattern over real HTTP: samples used, and cancellation of the ones in flight."""
+
+from __future__ import annotations
+
+import pytest
+
+from concilium.agents import Agent, Capabilities
+from concilium.graphs import run
+from concilium.graphs.patterns import adaptive_consistency, beta_confidence, should_stop
+from concilium.serving import Latency, Rule, SimConfig, SimServer
+
+
+def stop_point(stream: str, rule: str = "beta") -> int | None:
+    for k in range(1, len(stream) + 1):
+        if should_stop(list(stream[:k]), rule):
+            return k
+    return None
+
+
+def test_beta_needs_these_majorities_for_each_runner_up_count() -> None:
+    needed = [min(a for a in range(1, 40) if beta_confidence(a, b) >= 0.95) for b in range(6)]
+    assert needed == [4, 6, 8, 9, 11, 12]
+    assert beta_confidence(3, 3) == pytest.approx(0.5)
+    assert beta_confidence(9, 3) == pytest.approx(0.9539, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "stream, rule, stops_at",
+    [("AAAA", "beta", 4), ("ABAAAAA", "beta", 7), ("ABCAAAAA", "beta", 8), ("ABABAAAAAA", "beta", 10),
+     ("ABAAA", "majority", 5), ("ABAAA", "entropy", 5), ("A", "beta", None)],
+)  # fmt: skip
+def test_reference_streams_stop_where_the_reference_stops(stream: str, rule: str, stops_at: int | None) -> None:
+    assert stop_point(stream, rule) == stops_at
+
+
+async def test_one_at_a_time_it_uses_exactly_the_samples_the_rule_needs() -> None:
+    replies = [f"\\boxed{{{c}}}" for c in "ABAAAAAAAA"]
+    async with SimServer(SimConfig(rules=[Rule(agent="s", replies=replies)], latency=Latency(fixed=0))) as sim:
+        spec = sim.spec(capabilities=Capabilities(n=False))
+        result = await run(adaptive_consistency(Agent("s", spec), parallel=1), "q")
+        assert len(await sim.requests()) == 7
+    assert result.answer == "A" and result.details["samples_used"] == 7 and result.details["stopped_by_rule"]
+    assert result.votes["counts"] == {"A": 6, "B": 1}
+
+
+async def test_samples_still_in_flight_are_cancelled_when_the_rule_stops() -> None:
+    short, long = "\\boxed{7}", "think " * 300 + "\\boxed{7}"
+    rules = [Rule(agent="s", replies=[short, short, short, short, long, long, long, long])]
+    config = SimConfig(rules=rules, latency=Latency(ttft=0.05, per_token=0.01))
+    async with SimServer(config, process=True) as sim:
+        spec = sim.spec(capabilities=Capabilities(n=False))
+        result = await run(adaptive_consistency(Agent("s", spec, seed=0), parallel=8, max_samples=40), "q")
+        stats = await sim.stats()
+    assert result.details["samples_used"] == 4  # four quick sevens settle it (P = 0.969)
+    # 8 in flight, topped up as the quick ones return; every one still running at the stop is cancelled
+    assert stats["requests"] >= 8 and stats["completed"] == 4
+    assert stats["cancelled"] == stats["requests"] - 4 and stats["in_flight"] == 0
+
+
+async def test_the_budget_caps_an_unsettled_question() -> None:
+    replies = [f"\\boxed{{{c}}}" for c in "ABCDEF"]
+    async with SimServer(SimConfig(rules=[Rule(agent="s", replies=replies)], latency=Latency(fixed=0))) as sim:
+        result = await run(adaptive_consistency(Agent("s", sim.spec()), parallel=2, max_samples=6), "q")
+    assert result.details["samples_used"] == 6 and not result.details["stopped_by_rule"]

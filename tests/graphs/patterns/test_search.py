@@ -1,0 +1,75 @@
+"""Skeleton-of-Thought, Tree-of-Thoughts and confidence-weighted consistency over real HTTP."""
+
+from __future__ import annotations
+
+from concilium.agents import Agent
+from concilium.graphs import run
+from concilium.graphs.patterns import confidence_consistency, judgement_value, skeleton_of_thought, tree_of_thoughts
+from concilium.serving import Latency, Rule, SimConfig, SimServer
+
+
+async def test_skeleton_points_expand_concurrently_and_join_in_outline_order() -> None:
+    rules = [Rule(agent="w", replies=["1. Cost\n2. Speed\n3. Comfort"]),
+             Rule(agent="x", match="only.*\\n*.*Begin with \"2", replies=["2. Fast."]),
+             Rule(agent="x", match="Begin with \"1", replies=["1. Cheap."]),
+             Rule(agent="x", replies=["3. Roomy."])]  # fmt: skip
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0.1)), process=True) as sim:
+        graph = skeleton_of_thought(Agent("w", sim.spec()), expander=Agent("x", sim.spec()))
+        result = await run(graph, "Why take the train?")
+        stats = await sim.stats()
+    assert stats["max_in_flight"] == 3 and result.calls == 4
+    assert result.answer == "1. Cheap.\n2. Fast.\n3. Roomy." and result.details["points"] == ["Cost", "Speed", "Comfort"]
+
+
+async def test_skeleton_without_points_falls_back_to_a_direct_answer() -> None:
+    rules = [Rule(agent="w", replies=["no list here", "a direct answer"])]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        result = await run(skeleton_of_thought(Agent("w", sim.spec())), "q")
+    assert result.details["fallback"] and result.answer == "a direct answer"
+
+
+def test_judgement_values_use_the_reference_mapping() -> None:
+    assert judgement_value(["sure", "sure", "likely"]) == 41.0
+    assert judgement_value(["impossible", "maybe?"]) == 0.001
+
+
+async def test_tree_search_keeps_the_best_states_and_values_duplicates_zero() -> None:
+    rules = [Rule(agent="p", match="Steps so far", replies=["Answer: 24"]),
+             Rule(agent="p", replies=["good step\nbad step\ngood step"]),
+             Rule(agent="v", match="good step", replies=["sure"]),
+             Rule(agent="v", replies=["impossible"])]  # fmt: skip
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        graph = tree_of_thoughts(Agent("p", sim.spec()), Agent("v", sim.spec()), depth=2, keep=1, n_evaluate=3)
+        result = await run(graph, "Make 24 from 4 4 6 6.")
+        received = await sim.requests()
+    first = result.details["steps"][0]
+    assert first["values"] == [60.0, 0.003, 0.0]  # 3 x sure; 3 x impossible; the repeat counts 0
+    assert first["kept"] == ["good step"] and result.answer == "24"
+    valued = [r for r in received if r["agent"] == "v"]
+    assert all(r["body"]["n"] == 3 for r in valued) and len(valued) == 3  # 2 distinct states, then 1
+
+
+async def test_deepconf_weights_samples_by_their_logprob_confidence() -> None:
+    rules = [Rule(agent="s", replies=["\\boxed{1}", "\\boxed{2}", "\\boxed{2}", "\\boxed{1}"])]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        graph = confidence_consistency(Agent("s", sim.spec()), samples=4, keep_percent=50, score="mean")
+        result = await run(graph, "q")
+        body = (await sim.requests())[0]["body"]
+    assert body["n"] == 4 and body["logprobs"] and body["top_logprobs"] == 20
+    confs = result.details["confidences"]
+    assert len(confs) == 4 and result.details["kept"] == 2
+    kept = [e for e in result.transcript if e["kept"]]
+    assert sorted(e["confidence"] for e in kept) == sorted(confs)[2:]
+    expected = {}
+    for e in kept:
+        expected[e["answer"]] = expected.get(e["answer"], 0) + e["confidence"]
+    assert result.votes["weights"] == {a: round(w, 6) for a, w in expected.items()}
+
+
+async def test_soft_self_consistency_picks_the_single_most_probable_sample() -> None:
+    rules = [Rule(agent="s", replies=["\\boxed{1}", "\\boxed{2}", "\\boxed{3}"])]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        result = await run(confidence_consistency(Agent("s", sim.spec()), samples=3, method="soft", score="mean"), "q")
+    confs = result.details["confidences"]
+    assert result.details["chosen"] == confs.index(max(confs))
+    assert result.answer == str(confs.index(max(confs)) + 1)
