@@ -32,7 +32,7 @@ from ._sim_config import SimConfig
 SIMULATED = "concilium-simulated"
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 # "... think the answer is 84." (ReConcile's grouped answers), not "the answer is \boxed{..}"
-_ANSWER_IS = re.compile(r"answer is (?!\\)([^\s.,;\\]+)")
+_ANSWER_IS = re.compile(r"think the answer is (?!\\)([^\s.,;\\]+)")
 
 
 def _words(text: str) -> list[str]:
