@@ -349,5 +349,18 @@ def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int
     fanout.main(widths, latency=latency, repeats=repeats, json_file=json_file)
 
 
+@bench.command("patterns")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+@click.option("--latency", default=0.2, show_default=True, type=float, help="Server latency (s) for the MoA run.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Median of this many.")
+@click.option("--fixed-n", default=40, show_default=True, type=click.IntRange(min=1), help="Self-consistency's N.")
+@_guard
+def bench_patterns(json_file: str | None, latency: float, repeats: int, fixed_n: int) -> None:
+    """MoA layers run concurrently vs a sequential loop; adaptive vs fixed-N consistency."""
+    from concilium.bench import patterns
+
+    patterns.main(latency=latency, repeats=repeats, fixed_n=fixed_n, json_file=json_file)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

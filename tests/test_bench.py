@@ -1,0 +1,31 @@
+"""The benchmarks run end to end and write their figures as JSON (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-P", "-m", "concilium", "bench", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)  # fmt: skip
+
+
+def test_bench_patterns_reports_moa_and_adaptive_figures(tmp_path: Path) -> None:
+    out = bench("patterns", "--latency", "0.05", "--repeats", "1", "--fixed-n", "8", "--json", str(tmp_path / "p.json"))
+    assert out.returncode == 0, out.stderr
+    figures = json.loads((tmp_path / "p.json").read_text())
+    assert figures["mixture_of_agents"]["calls"] == 13  # 3 layers x 4 proposers + the aggregator
+    assert all(1 <= row["adaptive_mean_samples"] <= 8 for row in figures["adaptive_consistency"])
+    assert "| concilium (layers concurrent) |" in out.stdout and json.loads(out.stdout.strip().splitlines()[-1]) == figures
+
+
+def test_bench_fanout_writes_its_table_and_json(tmp_path: Path) -> None:
+    out = bench("fanout", "--sizes", "1,4", "--repeats", "1", "--latency", "0.01", "--json", str(tmp_path / "f.json"))
+    assert out.returncode == 0, out.stderr
+    figures = json.loads((tmp_path / "f.json").read_text())
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == figures
