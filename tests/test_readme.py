@@ -20,3 +20,11 @@ def test_readme_quickstart_is_the_example_file_and_its_output_is_true() -> None:
 def test_readme_gives_the_two_setup_commands() -> None:
     first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:15])
     assert "make demo" in first_screen and "make test" in first_screen
+
+
+def test_readme_pattern_list_links_every_pattern_module_and_example() -> None:
+    readme = (ROOT / "README.md").read_text()
+    modules = [p.name for p in (ROOT / "graphs" / "patterns").glob("_*.py") if p.name not in ("__init__.py", "_common.py")]
+    examples = [p.name for p in (ROOT / "examples").glob("*.yaml")]
+    assert [m for m in modules if f"(graphs/patterns/{m})" not in readme] == []
+    assert [e for e in examples if f"(examples/{e})" not in readme] == []
