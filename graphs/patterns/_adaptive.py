@@ -25,7 +25,7 @@ from concilium.agents import Agent
 from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, majority_vote
 from concilium.prompts import PromptLibrary
 
-from ._common import Respondent, ask, is_bare_question, library, turn, user
+from ._common import Respondent, ask, library, solve_messages, turn
 
 DEFAULT_THRESHOLDS = {"beta": 0.95, "majority": 0.8, "entropy": 0.75}
 
@@ -104,10 +104,7 @@ def adaptive_consistency(
     base_seed = agent.seed if isinstance(agent, Agent) else None
 
     async def sample(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        if is_bare_question(state):
-            messages = user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
-        else:
-            messages = list(state["messages"])
+        messages = solve_messages(state, lib, prompt, fmt)
         entries = await _draw_until(
             lambda i: _one(ctx, agent, messages, i, fmt, base_seed, state["question"]),
             stop=lambda got: should_stop([e["answer"] for e in got], rule, threshold),

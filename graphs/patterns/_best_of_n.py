@@ -27,7 +27,7 @@ from concilium.agents import AgentReply
 from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, majority_vote
 from concilium.prompts import PromptLibrary
 
-from ._common import Respondent, ask, is_bare_question, library, turn, user
+from ._common import Respondent, ask, library, sample_turns, solve_messages
 
 _SCORE = re.compile(r"score\s*[:=]\s*(\d+(?:\.\d+)?)", re.I)
 _WINNER = re.compile(r"winner\s*[:=]?\s*(?:solution\s*)?([12])\b", re.I)
@@ -72,7 +72,7 @@ def parse_winner(text: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def parse_consistent_index(text: str, count: int) -> int:
+def parse_consistent_index(text: str, count: int, agent: str = "selector") -> int:
     """The index in "The most consistent response is Response X" (0-based).
 
     Raises:
@@ -81,8 +81,10 @@ def parse_consistent_index(text: str, count: int) -> int:
     match = _USC.search(text)
     if match is None or not 0 <= int(match.group(1)) < count:
         raise OutputParseError(
-            f"the selector's reply does not name a response 0..{count - 1} as "
-            f"'The most consistent response is Response X': {text[:300]!r}"
+            f"the reply does not name a response 0..{count - 1} as 'The most consistent response "
+            "is Response X'; use a selector model that follows that instruction",
+            agent=agent,
+            text=text,
         )
     return int(match.group(1))
 
@@ -91,18 +93,8 @@ async def _candidates(
     ctx: RunContext, generator: Respondent, state: Mapping[str, Any], lib: PromptLibrary,
     prompt: str, fmt: AnswerFormat, n: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    if is_bare_question(state):
-        messages = user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
-    else:
-        messages = list(state["messages"])
-    reply = await ask(ctx, generator, messages, "generate", n=n)
-    entries = [
-        turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=state["question"], sample=i)
-        for i, text in enumerate(reply.texts)
-    ]
-    for entry in entries[1:]:  # one request's tokens are counted once
-        entry["prompt_tokens"] = entry["completion_tokens"] = 0
-    return entries
+    reply = await ask(ctx, generator, solve_messages(state, lib, prompt, fmt), "generate", n=n)
+    return sample_turns(ctx, reply, fmt, state["question"])
 
 
 def _check(n: int, what: str) -> None:
@@ -260,7 +252,7 @@ def universal_self_consistency(
         entries = sorted(state["transcript"], key=lambda e: e["sample"])
         text = lib.render("best_of_n/usc", question=state["question"], responses=[e["text"] for e in entries])
         reply = await ask(ctx, selector, text, "select")
-        chosen = entries[parse_consistent_index(reply.text, len(entries))]
+        chosen = entries[parse_consistent_index(reply.text, len(entries), selector.name)]
         return {"answer": chosen["answer"], "text": chosen["text"],
                 "details": {"chosen": chosen["sample"], "selector": reply.text[:300]}}  # fmt: skip
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Protocol, Sequence
 
 from concilium.agents import AgentReply, Message
-from concilium.graphs import RunContext
+from concilium.graphs import AnswerFormat, RunContext
 from concilium.prompts import PromptLibrary, default_library
 
 
@@ -91,3 +91,22 @@ def distinct_names(agents: Sequence[Respondent], pattern: str) -> list[str]:
     if repeated:
         raise GraphError(f"{pattern} agents need distinct names; repeated: {repeated} (copy the agent with another name)")
     return names
+
+
+def solve_messages(state: Mapping[str, Any], lib: PromptLibrary, prompt: str, fmt: AnswerFormat) -> list[dict[str, Any]]:
+    """A bare question wrapped in the ``prompt`` template; a conversation as it is."""
+    if is_bare_question(state):
+        return user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
+    return [dict(m) for m in state["messages"]]
+
+
+def sample_turns(ctx: RunContext, reply: AgentReply, fmt: AnswerFormat, prompt: str, first: int = 0) -> list[dict[str, Any]]:
+    """One transcript entry per sample of a reply (``sample`` = first, first+1, ...);
+    the request's tokens are counted once, on its first sample."""
+    entries = [
+        turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=prompt, sample=first + j)
+        for j, text in enumerate(reply.texts)
+    ]
+    for entry in entries[1:]:
+        entry["prompt_tokens"] = entry["completion_tokens"] = 0
+    return entries

@@ -14,7 +14,7 @@ from concilium.agents import Agent
 from concilium.graphs import END, START, AnswerFormat, Branch, Graph, RunContext, answer_format, majority_vote
 from concilium.prompts import PromptLibrary
 
-from ._common import Respondent, is_bare_question, library, turn
+from ._common import Respondent, library, sample_turns, solve_messages
 
 
 def self_consistency(
@@ -49,11 +49,7 @@ def self_consistency(
     one_request = isinstance(agent, Agent) and agent.model.capabilities.n
 
     def branches(state: Mapping[str, Any]) -> list[Branch]:
-        if is_bare_question(state):
-            text = lib.render(prompt, question=state["question"], answer_format=fmt.instruction)
-            messages = [{"role": "user", "content": text}]
-        else:
-            messages = list(state["messages"])
+        messages = solve_messages(state, lib, prompt, fmt)
         if one_request:
             return [Branch("sample", {"messages": messages, "first": 0, "count": samples})]
         return [Branch("sample", {"messages": messages, "first": i, "count": 1}) for i in range(samples)]
@@ -67,13 +63,7 @@ def self_consistency(
             payload["messages"], n=count, key=ctx.key(agent.name, f"s{first}"), **seeded
         )
         prompt_text = payload["messages"][-1]["content"]
-        entries = [
-            turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=prompt_text, sample=first + j)
-            for j, text in enumerate(reply.texts)
-        ]
-        for entry in entries[1:]:  # one request's tokens are counted once, on its first sample
-            entry["prompt_tokens"] = entry["completion_tokens"] = 0
-        return {"transcript": entries}
+        return {"transcript": sample_turns(ctx, reply, fmt, prompt_text, first)}
 
     async def vote(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         entries = sorted(state.get("transcript") or (), key=lambda e: e["sample"])

@@ -14,7 +14,7 @@ from concilium._errors import GraphError
 from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, majority_vote
 from concilium.prompts import PromptLibrary
 
-from ._common import Respondent, ask, is_bare_question, library, turn, user
+from ._common import Respondent, ask, library, sample_turns, solve_messages, turn, user
 
 
 def synthesis(
@@ -43,16 +43,8 @@ def synthesis(
     lib = library(prompts)
 
     async def explore(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        if is_bare_question(state):
-            messages = user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
-        else:
-            messages = list(state["messages"])
-        reply = await ask(ctx, explorer, messages, "explore", n=samples)
-        entries = [turn(ctx, reply, text=t, answer=fmt.extract(t), prompt=state["question"], sample=i)
-                   for i, t in enumerate(reply.texts)]  # fmt: skip
-        for entry in entries[1:]:
-            entry["prompt_tokens"] = entry["completion_tokens"] = 0
-        return {"transcript": entries}
+        reply = await ask(ctx, explorer, solve_messages(state, lib, prompt, fmt), "explore", n=samples)
+        return {"transcript": sample_turns(ctx, reply, fmt, state["question"])}
 
     async def synthesize(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         attempts = sorted((e for e in state["transcript"] if "sample" in e), key=lambda e: e["sample"])

@@ -34,7 +34,7 @@ from concilium.graphs import (
 )
 from concilium.prompts import PromptLibrary
 
-from ._common import ask, is_bare_question, library, turn, user
+from ._common import ask, library, sample_turns, solve_messages
 
 
 def confidence_consistency(
@@ -70,22 +70,14 @@ def confidence_consistency(
     lib = library(prompts)
 
     async def sample(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        if is_bare_question(state):
-            messages = user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
-        else:
-            messages = list(state["messages"])
-        reply = await ask(ctx, sampler, messages, "samples", n=samples)
-        entries = []
-        for i, (text, logprobs) in enumerate(zip(reply.texts, reply.logprobs_all)):
+        reply = await ask(ctx, sampler, solve_messages(state, lib, prompt, fmt), "samples", n=samples)
+        entries = sample_turns(ctx, reply, fmt, state["question"])
+        for i, (entry, logprobs) in enumerate(zip(entries, reply.logprobs_all)):
             if not logprobs:
                 raise GraphError(f"sample {i} came back without logprobs; confidence_consistency needs a "
                                  "server that returns them (capabilities: {logprobs: true})")  # fmt: skip
-            conf = (trace_confidence(logprobs, score, window) if method == "deepconf"  # type: ignore[arg-type]
-                    else soft_score(logprobs, score))  # type: ignore[arg-type]  # fmt: skip
-            entry = turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=state["question"], sample=i)
-            entry.update(confidence=conf, prompt_tokens=0 if i else entry["prompt_tokens"],
-                         completion_tokens=0 if i else entry["completion_tokens"])  # fmt: skip
-            entries.append(entry)
+            entry["confidence"] = (trace_confidence(logprobs, score, window) if method == "deepconf"  # type: ignore[arg-type]
+                                   else soft_score(logprobs, score))  # type: ignore[arg-type]  # fmt: skip
         confs = [e["confidence"] for e in entries]
         if method == "soft":
             best = entries[max(range(len(entries)), key=lambda i: confs[i])]
