@@ -8,6 +8,7 @@ Example:
 
 from ._agent import Agent, AgentReply, parse_json_output
 from ._fake import FakeModel, FakeRequest
+from ._tool_loop import ToolTurns, run_with_tools
 from ._ledger import Budget, CallLedger, RetryPolicy, current_ledger, request_digest, reset_ledger, use_ledger
 from ._model import Capabilities, ModelPool, ModelSpec, Replica, pool_for
 from ._schemas import OUTPUT_SCHEMAS, AnswerConfidence
@@ -21,6 +22,8 @@ __all__ = [
     "Agent",
     "AgentReply",
     "parse_json_output",
+    "run_with_tools",
+    "ToolTurns",
     "AnswerConfidence",
     "OUTPUT_SCHEMAS",
     # deployments and routing

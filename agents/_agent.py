@@ -10,7 +10,7 @@ import itertools
 import json
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from pydantic import BaseModel, ValidationError
 
@@ -41,6 +41,7 @@ class AgentReply:
     logprobs_all: tuple[tuple[TokenLogprob, ...] | None, ...] = ()
     finish_reasons: tuple[str | None, ...] = ()
     replayed: bool = False
+    tool_calls: tuple[Mapping[str, Any], ...] = ()  # the first choice's, OpenAI format
 
     @property
     def text(self) -> str:
@@ -156,6 +157,7 @@ class Agent:
         *,
         n: int = 1,
         key: str | None = None,
+        on_text: Callable[[str], None] | None = None,
         **overrides: Any,
     ) -> AgentReply:
         """Call the model once (``n`` samples) and return the reply.
@@ -166,12 +168,14 @@ class Agent:
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        if on_text is not None and n != 1:
+            raise ValueError("on_text streams one sample; call with n=1")
         key = key or f"{self.name}#{next(_anonymous_calls)}"
         msgs = _as_messages(messages)
         started = time.perf_counter()
         with agent_span(self.name):
             if n == 1 or self.model.capabilities.n:
-                completions = [await self._call(msgs, n, key, overrides)]
+                completions = [await self._call(msgs, n, key, overrides, on_text)]
             else:
                 completions = await asyncio.gather(
                     *(
@@ -189,10 +193,15 @@ class Agent:
         return overrides if seed is None else {**overrides, "seed": seed + i}
 
     async def _call(
-        self, msgs: list[dict[str, Any]], n: int, key: str, overrides: Mapping[str, Any]
+        self,
+        msgs: list[dict[str, Any]],
+        n: int,
+        key: str,
+        overrides: Mapping[str, Any],
+        on_text: Callable[[str], None] | None = None,
     ) -> tuple[Completion, bool]:
         body = self._body(msgs, n, overrides)
-        return await current_ledger().chat(self.model, body, agent=self.name, key=key)
+        return await current_ledger().chat(self.model, body, agent=self.name, key=key, on_text=on_text)
 
     def _reply(self, completions: Sequence[tuple[Completion, bool]], latency: float) -> AgentReply:
         choices = [c for comp, _ in completions for c in comp.choices]
@@ -207,6 +216,7 @@ class Agent:
             model=self.model.model,
             logprobs_all=tuple(c.logprobs for c in choices),
             finish_reasons=tuple(c.finish_reason for c in choices),
+            tool_calls=choices[0].tool_calls if choices else (),
             replayed=all(replayed for _, replayed in completions),
         )
 

@@ -31,7 +31,7 @@ from concilium._errors import BudgetExceeded, ModelCallError
 from ._model import ModelSpec, pool_for
 from ._record import CallRecord, NoRecord
 from ._tracing import chat_attributes, chat_span, record_error
-from ._transport import transport_for
+from ._transport import DirectTransport, transport_for
 from ._types import Completion, Usage, completion_from_openai
 
 Event = dict[str, Any]
@@ -105,15 +105,29 @@ class CallLedger:
             raise BudgetExceeded("tokens", self.usage.total_tokens, b.max_tokens)
 
     async def chat(
-        self, spec: ModelSpec, body: Mapping[str, Any], *, agent: str, key: str
+        self,
+        spec: ModelSpec,
+        body: Mapping[str, Any],
+        *,
+        agent: str,
+        key: str,
+        on_text: Callable[[str], None] | None = None,
     ) -> tuple[Completion, bool]:
-        """Run one chat call; returns the completion and whether it was replayed."""
+        """Run one chat call; returns the completion and whether it was replayed.
+
+        ``on_text`` streams the reply: it gets each text delta as it arrives (the
+        whole text at once for a replayed call or a transport that cannot stream).
+        A streamed call is not retried, since its deltas may already be used.
+        """
         digest = request_digest(spec.model, body, key)
         cached = self.record.get(digest)
         if cached is not None:
             self.replayed += 1
             self._emit({"type": "call_replayed", "agent": agent, "key": key})
-            return completion_from_openai(cached), True
+            completion = completion_from_openai(cached)
+            if on_text is not None:
+                on_text(completion.choices[0].text)
+            return completion, True
 
         self._check_budget()
         self._reserved += 1
@@ -122,7 +136,10 @@ class CallLedger:
         try:
             with chat_span(spec.served_name, chat_attributes(spec.served_name, spec.provider, body, agent)) as span:
                 try:
-                    completion = await self._send_with_retries(spec, body, agent)
+                    if on_text is None:
+                        completion = await self._send_with_retries(spec, body, agent)
+                    else:
+                        completion = await self._send(spec, body, agent, on_text)
                 except BaseException as exc:
                     record_error(span, exc)
                     raise
@@ -159,13 +176,24 @@ class CallLedger:
         )
         return completion, False
 
-    async def _send(self, spec: ModelSpec, body: Mapping[str, Any], agent: str) -> Completion:
+    async def _send(
+        self,
+        spec: ModelSpec,
+        body: Mapping[str, Any],
+        agent: str,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
         self.attempts += 1
         transport = transport_for(spec)
+        headers = {"X-Concilium-Agent": agent}
         async with pool_for(spec).slot() as replica:
-            return await transport.chat(
-                spec, replica.api_base, body, {"X-Concilium-Agent": agent}
-            )
+            if on_text is None:
+                return await transport.chat(spec, replica.api_base, body, headers)
+            if isinstance(transport, DirectTransport):
+                return await transport.chat(spec, replica.api_base, body, headers, on_text=on_text)
+            completion = await transport.chat(spec, replica.api_base, body, headers)
+        on_text(completion.choices[0].text)  # a transport that cannot stream: one delta
+        return completion
 
     async def _send_with_retries(
         self, spec: ModelSpec, body: Mapping[str, Any], agent: str

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import aiohttp
 
@@ -99,13 +99,18 @@ class DirectTransport:
         api_base: str | None,
         body: Mapping[str, Any],
         headers: Mapping[str, str],
+        on_text: Callable[[str], None] | None = None,
     ) -> Completion:
+        """One chat call. With ``on_text`` the reply is streamed (server-sent events)
+        and each text delta is passed to it as it arrives."""
         if api_base is None:
             raise ModelCallError(
                 "the direct transport needs an api_base; set ModelSpec(api_base=...) "
                 "or use transport='litellm'",
                 model=spec.model,
             )
+        if on_text is not None:
+            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
         payload = json.dumps({"model": spec.served_name, **body})
         request_headers = {"Content-Type": "application/json", **headers}
         if spec.api_key:
@@ -118,9 +123,11 @@ class DirectTransport:
                 headers=request_headers,
                 timeout=aiohttp.ClientTimeout(total=spec.timeout),
             ) as resp:
-                raw = await resp.read()
                 if resp.status >= 400:
-                    raise status_error(spec, api_base, resp.status, raw.decode(errors="replace"))
+                    raise status_error(spec, api_base, resp.status, (await resp.read()).decode(errors="replace"))
+                if on_text is not None:
+                    return await _read_stream(spec, resp, on_text, api_base)
+                raw = await resp.read()
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise ModelCallError(
                 f"connection failed ({type(exc).__name__}: {exc}); is the server running?",
@@ -147,6 +154,40 @@ class DirectTransport:
                 api_base=api_base,
             ) from exc
         return completion_from_openai(data, replica=api_base)
+
+
+async def _read_stream(
+    spec: ModelSpec, resp: aiohttp.ClientResponse, on_text: Callable[[str], None], api_base: str
+) -> Completion:
+    """Assemble a one-choice completion from an OpenAI event stream, passing on deltas."""
+    parts: list[str] = []
+    last: dict[str, Any] = {}
+    finish = None
+    usage: dict[str, Any] = {}
+    async for raw_line in resp.content:
+        line = raw_line.decode(errors="replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ModelCallError(f"a streamed event is not JSON: {data[:200]!r}", model=spec.model,
+                                 status=resp.status, api_base=api_base) from None  # fmt: skip
+        last = chunk
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or ():
+            delta = (choice.get("delta") or {}).get("content") or ""
+            if delta:
+                parts.append(delta)
+                on_text(delta)
+            finish = choice.get("finish_reason") or finish
+    message = {"role": "assistant", "content": "".join(parts)}
+    data = {"id": last.get("id", ""), "model": last.get("model", ""), "usage": usage,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}]}  # fmt: skip
+    return completion_from_openai(data, replica=api_base)
 
 
 direct = DirectTransport()

@@ -40,6 +40,7 @@ from ._confidence import (
     weighted_vote,
 )
 from ._context import RunContext, current_run
+from ._executor import Executor, TaskRun
 from ._graph import BASE_STATE, Branch, Graph, add, append, merge
 from ._spec import WorkflowSpec
 from ._workflow import Workflow, build_workflow, load_workflow, parse_workflow
@@ -65,6 +66,9 @@ __all__ = [
     "split_input",
     "GraphAgent",
     "as_agent",
+    # tool plans
+    "Executor",
+    "TaskRun",
     # workflow files
     "Workflow",
     "WorkflowSpec",

@@ -449,14 +449,16 @@ class SimApp:
         await asyncio.sleep(lat.ttft if lat.fixed is None else 0)
         if chat:
             await send([{"index": i, "delta": {"role": "assistant", "content": ""}} for i in range(len(replies))])
-        words = [_words(t) for t in replies]
+        # word by word, each piece carrying the whitespace before it, so the streamed
+        # text joins back to exactly the reply (newlines included)
+        words = [re.findall(r"\s*\S+", t) for t in replies]
         steps = max((len(w) for w in words), default=0)
         per_step = (delay - (lat.ttft if lat.fixed is None else 0)) / max(steps, 1)
         for step in range(steps):
             choices = []
             for i, w in enumerate(words):
                 if step < len(w):
-                    piece = (" " if step else "") + w[step]
+                    piece = w[step]
                     choice: dict[str, Any] = {"index": i}
                     if chat:
                         choice["delta"] = {"content": piece}
@@ -476,6 +478,18 @@ class SimApp:
         return resp
 
 
+def _tool_calls(text: str, rid: str) -> list[dict[str, Any]]:
+    """A scripted ``TOOL_CALLS: [...]`` reply as OpenAI tool calls (else ``[]``)."""
+    if not text.startswith("TOOL_CALLS:"):
+        return []
+    calls = json.loads(text.removeprefix("TOOL_CALLS:"))
+    return [
+        {"id": f"call-{rid}-{j}", "type": "function",
+         "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}
+        for j, c in enumerate(calls)
+    ]  # fmt: skip
+
+
 def _response(
     rid: str,
     model: str,
@@ -490,6 +504,10 @@ def _response(
         if chat:
             choice: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": text}}
             choice["logprobs"] = logprobs[i]
+            calls = _tool_calls(text, f"{rid}-{i}")
+            if calls:
+                choice["message"] = {"role": "assistant", "content": None, "tool_calls": calls}
+                finish = [*finish[:i], "tool_calls", *finish[i + 1 :]]
         else:
             choice = {"index": i, "text": text}
             lp = logprobs[i]

@@ -26,7 +26,9 @@ class Latency(_Strict):
 class Rule(_Strict):
     """A scripted reply. ``agent`` matches the ``X-Concilium-Agent`` header, ``match``
     is a regex searched in the user messages; both must match when both are given.
-    ``replies`` are used one per matching call (per agent), the last one repeating."""
+    ``replies`` are used one per matching call (per agent), the last one repeating.
+    A reply ``TOOL_CALLS: [{"name": "search", "arguments": {"query": "x"}}, ...]``
+    comes back as OpenAI tool calls (finish reason ``tool_calls``)."""
 
     agent: str | None = None
     match: str | None = None

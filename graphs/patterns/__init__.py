@@ -21,6 +21,7 @@ from ._common import Respondent
 from ._debate import debate
 from ._manager_worker import Plan, Subtask, chain_of_agents, chunk_sentences, manager_worker, split_query
 from ._mixture import mixture_of_agents, parse_selection
+from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute, react
 from ._round_table import recalibrate, round_table, top_groups
 from ._self_consistency import self_consistency
 from ._skeleton import outline_points, skeleton_of_thought
@@ -59,6 +60,11 @@ __all__ = [
     "chunk_sentences",
     "split_query",
     "synthesis",
+    # tools
+    "plan_and_execute",
+    "react",
+    "parse_decision",
+    "JsonPlan",
     # structured generation and search
     "skeleton_of_thought",
     "outline_points",

@@ -1,0 +1,75 @@
+"""Ordinary tool calling: the model asks for tool calls (OpenAI format), they run, the
+results go back, until the model answers in text.
+
+Several tool calls from one turn run concurrently; their results are appended in
+the order the model made the calls, each with its ``tool_call_id``. A failed call
+returns its error text to the model, which can correct itself. With vLLM, start
+the server with ``--enable-auto-tool-choice --tool-call-parser <family>`` (the
+serving issue's capability registry fills that in per model family).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from concilium._errors import ModelError
+from concilium.tools import ToolError, ToolRegistry
+
+from ._agent import Agent, AgentReply, _as_messages
+from ._types import Message
+
+
+@dataclass
+class ToolTurns:
+    """The final reply, every tool call made (in order) and the whole conversation."""
+
+    reply: AgentReply
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def run_with_tools(
+    agent: Agent,
+    messages: str | Sequence[Message],
+    tools: ToolRegistry,
+    *,
+    max_turns: int = 8,
+    key: str | None = None,
+) -> ToolTurns:
+    """Call ``agent`` with ``tools`` until it answers without a tool call.
+
+    Raises:
+        ModelError: the model still asks for tools after ``max_turns`` turns.
+    """
+    convo: list[dict[str, Any]] = [dict(m) for m in _as_messages(messages)]
+    calls: list[dict[str, Any]] = []
+    base = key or agent.name
+    for turn in range(max_turns):
+        reply = await agent.run(convo, key=f"{base}/t{turn}", tools=tools.schemas())
+        if not reply.tool_calls:
+            return ToolTurns(reply, calls, convo + [{"role": "assistant", "content": reply.text}])
+        convo.append({"role": "assistant", "content": reply.text or None, "tool_calls": list(reply.tool_calls)})
+        results = await asyncio.gather(*(_one(tools, call) for call in reply.tool_calls))
+        for call, (content, record) in zip(reply.tool_calls, results):
+            convo.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": content})
+            calls.append({"turn": turn, **record})
+    raise ModelError(f"agent {agent.name!r} still asked for tools after {max_turns} turns; raise max_turns or check its prompt")
+
+
+async def _one(tools: ToolRegistry, call: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    function = call.get("function") or {}
+    name = str(function.get("name", ""))
+    try:
+        arguments = json.loads(function.get("arguments") or "{}")
+        if not isinstance(arguments, dict):
+            raise ToolError(f"the arguments of {name} must be a JSON object")
+        result = await tools.call(name, arguments)
+        return str(result), {"tool": name, "arguments": arguments, "result": str(result)}
+    except ValueError:
+        error = f"the arguments of {name} are not JSON: {function.get('arguments')!r}"
+    except ToolError as exc:
+        error = str(exc)
+    return f"error: {error}", {"tool": name, "arguments": function.get("arguments"), "error": error}

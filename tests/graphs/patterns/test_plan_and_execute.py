@@ -1,0 +1,109 @@
+"""Plan-and-execute and ReAct over real HTTP to the simulated server (scripted planner)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from concilium.agents import Agent, Capabilities
+from concilium.graphs import run
+from concilium.graphs.patterns import parse_decision, plan_and_execute, react
+from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.tools import CALCULATOR, Tool, ToolRegistry
+
+PLAN = """Thought: both populations at once
+1. population("Oslo")
+2. population("Bergen")
+3. calculator("$1 + $2")
+4. join()<END_OF_PLAN>"""
+
+
+def registry() -> ToolRegistry:
+    async def population(city: str) -> int:
+        "Population of a city (thousands)."
+        await asyncio.sleep(0.2)
+        return {"Oslo": 700, "Bergen": 290}.get(city, 0)
+
+    return ToolRegistry([Tool.from_function(population), CALCULATOR])
+
+
+def test_joiner_answers_keep_their_parentheses() -> None:
+    assert parse_decision("Thought: t\nAction: Finish(990 (thousand))") == ("finish", "990 (thousand)")
+    assert parse_decision("Action: Replan(need Bergen)") == ("replan", "need Bergen")
+    assert parse_decision("just text") == ("finish", "just text")
+
+
+async def test_tasks_start_while_the_plan_streams_and_the_joiner_finishes() -> None:
+    rules = [Rule(agent="planner", replies=[PLAN]), Rule(agent="joiner", replies=["Thought: added\nAction: Finish(990 (thousand))"])]
+    config = SimConfig(rules=rules, latency=Latency(ttft=0.02, per_token=0.05))
+    async with SimServer(config, process=True) as sim:
+        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry())
+        result = await run(graph, "How many people live in Oslo and Bergen together?")
+        received = await sim.requests()
+    assert result.answer == "990 (thousand)" and result.details["replans"] == 0
+    planner_body = received[0]["body"]
+    assert planner_body["stream"] is True and planner_body["stop"] == ["<END_OF_PLAN>"]
+    tasks = {t["index"]: t for t in result.details["rounds"][0]["tasks"]}
+    assert tasks[3]["result"] == "990" and tasks[3]["args"] == {"expression": "700 + 290"}
+    assert tasks[1]["started"] < tasks[3]["emitted"]  # running before the planner wrote line 3
+    assert abs(tasks[1]["started"] - tasks[2]["started"]) < 0.3  # the two lookups overlap
+    joined = received[1]["body"]["messages"][-1]["content"]
+    assert '1. population({"city": "Oslo"}) -> 700' in joined and "-> 990" in joined
+
+
+async def test_a_replan_sees_the_earlier_plan_its_results_and_the_reason() -> None:
+    first = '1. population("Oslo")\n2. join()'
+    second = '1. population("Bergen")\n2. join()'
+    rules = [Rule(agent="planner", replies=[first, second]),
+             Rule(agent="joiner", replies=["Thought: no Bergen\nAction: Replan(Bergen is missing)", "Action: Finish(990)"])]  # fmt: skip
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry(), max_replans=2)
+        result = await run(graph, "Oslo plus Bergen?")
+        prompts = [r["body"]["messages"][-1]["content"] for r in await sim.requests() if r["agent"] == "planner"]
+    assert result.answer == "990" and result.details["replans"] == 1
+    assert "Previous attempts" not in prompts[0]
+    assert 'population({"city": "Oslo"}) -> 700' in prompts[1] and "Bergen is missing" in prompts[1]
+
+
+async def test_an_unreadable_plan_goes_back_to_the_planner_with_the_error() -> None:
+    rules = [Rule(agent="planner", replies=['1. populaton("Oslo")\n2. join()', '1. population("Oslo")\n2. join()']),
+             Rule(agent="joiner", replies=["Action: Finish(700)"])]  # fmt: skip
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry())
+        result = await run(graph, "Oslo?")
+        prompts = [r["body"]["messages"][-1]["content"] for r in await sim.requests() if r["agent"] == "planner"]
+    assert "no tool 'populaton'. Did you mean 'population'" in result.details["rounds"][0]["plan_error"]
+    assert "Plan 1 could not be run" in prompts[1] and result.answer == "700"
+
+
+async def test_the_last_round_must_finish() -> None:
+    rules = [Rule(agent="planner", replies=['1. population("Oslo")\n2. join()']),
+             Rule(agent="joiner", replies=["Action: Replan(want more)"])]  # fmt: skip
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry(), max_replans=0)
+        result = await run(graph, "Oslo?")
+        join_prompt = (await sim.requests())[-1]["body"]["messages"][-1]["content"]
+    assert result.details["rounds"][0]["decision"] == "finish" and "This is the last round" in join_prompt
+
+
+async def test_a_json_plan_under_structured_output() -> None:
+    plan = json.dumps({"tasks": [{"id": 1, "tool": "population", "args": {"city": "Oslo"}},
+                                 {"id": 2, "tool": "calculator", "args": {"expression": "$1 * 2"}}]})  # fmt: skip
+    rules = [Rule(agent="planner", replies=[plan]), Rule(agent="joiner", replies=["Action: Finish(1400)"])]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        spec = sim.spec(capabilities=Capabilities(structured_output=True))
+        graph = plan_and_execute(Agent("planner", spec), Agent("joiner", spec), registry(), plan_format="json")
+        result = await run(graph, "Twice Oslo?")
+        body = (await sim.requests())[0]["body"]
+    assert body["response_format"]["json_schema"]["name"] == "JsonPlan"
+    tasks = {t["index"]: t for t in result.details["rounds"][0]["tasks"]}
+    assert tasks[2]["result"] == "1400" and result.answer == "1400"
+
+
+async def test_react_calls_one_tool_per_turn() -> None:
+    rules = [Rule(agent="r", replies=['Thought: look up\nAction: population("Oslo")', 'Thought: double\nAction: calculator("700 * 2")', "Answer: 1400"])]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        result = await run(react(Agent("r", sim.spec()), registry()), "Twice Oslo?")
+        prompts = [r["body"]["messages"][-1]["content"] for r in await sim.requests()]
+    assert result.answer == "1400" and result.details["tool_calls"] == 2 and len(prompts) == 3
+    assert "Observation: 700" in prompts[1] and "Observation: 1400" in prompts[2]

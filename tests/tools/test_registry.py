@@ -1,0 +1,86 @@
+"""Typed tools: schemas from type hints, validation, timeouts, sync tools off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from concilium.tools import DocumentSearch, Tool, ToolError, ToolRegistry, builtin_tools, calculator
+
+
+def test_the_schema_models_see_comes_from_type_hints_and_the_docstring() -> None:
+    def lookup(city: str, year: int = 2024, exact: bool = False) -> str:
+        """Population of a city."""
+        return city
+
+    schema = Tool.from_function(lookup).schema()["function"]
+    assert schema["name"] == "lookup" and schema["description"] == "Population of a city."
+    props = schema["parameters"]["properties"]
+    assert props["city"]["type"] == "string" and props["year"]["type"] == "integer" and props["year"]["default"] == 2024
+    assert schema["parameters"]["required"] == ["city"]
+    assert Tool.from_function(lookup).idempotent and not Tool.from_function(lookup).side_effects
+
+
+async def test_bad_arguments_say_which_and_why() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool
+    def add(a: int, b: int) -> int:
+        "Add."
+        return a + b
+
+    assert await registry.call("add", {"a": "2", "b": 3}) == 5  # pydantic's coercion
+    with pytest.raises(ToolError, match="bad arguments for add: b: Input should be a valid integer"):
+        await registry.call("add", {"a": 1, "b": "three"})
+    with pytest.raises(ToolError, match="Did you mean 'add'"):
+        await registry.call("ad", {})
+    with pytest.raises(ToolError, match="takes 2 argument"):
+        registry.get("add").bind([1, 2, 3])
+
+
+async def test_a_sync_tool_runs_in_a_thread_and_an_async_one_times_out() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool
+    def slow(seconds: float) -> str:
+        "Block."
+        time.sleep(seconds)
+        return "done"
+
+    @registry.tool(timeout=0.1)
+    async def hang() -> str:
+        "Never ends."
+        await asyncio.sleep(10)
+        return "no"
+
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        for _ in range(10):
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    await asyncio.gather(registry.call("slow", {"seconds": 0.3}), tick())
+    assert ticks == 10  # the loop kept running while the sync tool slept
+    with pytest.raises(ToolError, match="did not finish within 0.1 s"):
+        await registry.call("hang", {})
+
+
+def test_calculator_never_evaluates_code() -> None:
+    assert calculator("(12 * 7) / 4") == "21"
+    with pytest.raises(ToolError, match="plain arithmetic"):
+        calculator("__import__('os').system('true')")
+
+
+def test_document_search_ranks_passages_from_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("The lighthouse was built in 1874.\n\nCats sleep a lot.")
+    (tmp_path / "b.md").write_text("The keeper of the lighthouse stayed 30 years.")
+    search = DocumentSearch(tmp_path, k=2)
+    hits = search.search("when was the lighthouse built").splitlines()
+    assert hits[0] == "[a.txt] The lighthouse was built in 1874."
+    assert "b.md" in hits[1] and "Cats" not in " ".join(hits)
+    assert "search" in builtin_tools(tmp_path).names()
