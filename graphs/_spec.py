@@ -231,12 +231,41 @@ class TreeOfThoughtsSpec(Strict):
     n_evaluate: int = Field(default=3, ge=1, le=20)
 
 
+class PlanAndExecuteSpec(Strict):
+    """LLMCompiler: a planner's DAG of tool calls runs in parallel; a joiner answers or replans."""
+
+    kind: Literal["plan_and_execute"]
+    name: str | None = None
+    planner: str = Field(description="an agent name")
+    joiner: str = Field(description="an agent name")
+    tools: list[str] = Field(min_length=1, description="tool names (see tools: and the built-ins)")
+    max_replans: int = Field(default=2, ge=0, le=10)
+    plan_format: Literal["text", "json"] = "text"
+    on_failure: Literal["skip_dependents", "cancel"] = "skip_dependents"
+
+
+class ReactSpec(Strict):
+    """ReAct: one tool call per model turn (the sequential baseline)."""
+
+    kind: Literal["react"]
+    name: str | None = None
+    agent: str = Field(description="an agent name")
+    tools: list[str] = Field(min_length=1)
+    max_steps: int = Field(default=8, ge=1, le=50)
+
+
+class ToolsSpec(Strict):
+    """Tools a workflow can name: the calculator always, search over a document folder."""
+
+    documents: str | None = Field(default=None, description="folder of .txt/.md files for the search tool, relative to the file")
+
+
 PatternSpec = Annotated[
     Union[
         SelfConsistencySpec, DebateSpec, RoundTableSpec, MixtureOfAgentsSpec, ManagerWorkerSpec,
         ChainOfAgentsSpec, BestOfNSpec, KnockoutSpec, UniversalSelfConsistencySpec,
         AdaptiveConsistencySpec, ConfidenceConsistencySpec, SynthesisSpec, SkeletonOfThoughtSpec,
-        TreeOfThoughtsSpec,
+        TreeOfThoughtsSpec, PlanAndExecuteSpec, ReactSpec,
     ],
     Field(discriminator="kind"),
 ]  # fmt: skip
@@ -257,6 +286,7 @@ class WorkflowSpec(Strict):
     agents: dict[str, AgentEntry] = Field(min_length=1)
     workflow: PatternSpec
     budget: BudgetSpec | None = None
+    tools: ToolsSpec | None = None
     prompts_dir: str | None = Field(
         default=None, description="folder of prompt templates (relative to the file) that override built-ins"
     )
@@ -271,6 +301,7 @@ PATTERN_SPECS: tuple[type[BaseModel], ...] = (
     SelfConsistencySpec, DebateSpec, RoundTableSpec, MixtureOfAgentsSpec, ManagerWorkerSpec,
     ChainOfAgentsSpec, BestOfNSpec, KnockoutSpec, UniversalSelfConsistencySpec, AdaptiveConsistencySpec,
     ConfidenceConsistencySpec, SynthesisSpec, SkeletonOfThoughtSpec, TreeOfThoughtsSpec,
+    PlanAndExecuteSpec, ReactSpec,
 )  # fmt: skip
 for _spec in PATTERN_SPECS:
     _spec.model_rebuild()

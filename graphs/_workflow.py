@@ -16,9 +16,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from pydantic import ValidationError
 
-from concilium._errors import GraphError, PromptError, WorkflowError
+from concilium._errors import GraphError, PromptError, UserError, WorkflowError
 from concilium.agents import OUTPUT_SCHEMAS, Agent, Budget, Capabilities, ModelSpec
 from concilium.prompts import PromptLibrary
+from concilium.tools import ToolRegistry, builtin_tools
 
 from ._aggregators import answer_format
 from ._graph import Graph
@@ -35,6 +36,8 @@ from ._spec import (
     ManagerWorkerSpec,
     MixtureOfAgentsSpec,
     ModelEntry,
+    PlanAndExecuteSpec,
+    ReactSpec,
     RoundTableSpec,
     SelfConsistencySpec,
     SkeletonOfThoughtSpec,
@@ -133,13 +136,16 @@ def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, A
     return spec, data, lines
 
 
-def load_workflow(path: str | Path, *, api_base: str | Sequence[str] | None = None) -> Workflow:
+def load_workflow(
+    path: str | Path, *, api_base: str | Sequence[str] | None = None, tools: ToolRegistry | None = None
+) -> Workflow:
     """Read, validate and build a workflow file.
 
     Args:
         path: the YAML file.
         api_base: serve every model from this OpenAI-compatible URL instead
             (the CLI's ``--backend URL`` and ``--backend sim``).
+        tools: your own tools, which the file may then name (besides the built-ins).
 
     Example:
         >>> # wf = load_workflow("examples/debate.yaml"); run_sync(wf.graph, "What is 12 * 7?")
@@ -152,7 +158,7 @@ def load_workflow(path: str | Path, *, api_base: str | Sequence[str] | None = No
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError(f"cannot read it: {exc}", file=file) from None
     spec, data, lines = parse_workflow(text, file)
-    return build_workflow(spec, file=file, lines=lines, data=data, api_base=api_base)
+    return build_workflow(spec, file=file, lines=lines, data=data, api_base=api_base, tools=tools)
 
 
 def build_workflow(
@@ -163,6 +169,7 @@ def build_workflow(
     data: Any = None,
     api_base: str | Sequence[str] | None = None,
     base_dir: Path | None = None,
+    tools: ToolRegistry | None = None,
 ) -> Workflow:
     """Resolve names and build the graph of a validated spec."""
     lines = lines or {}
@@ -179,7 +186,7 @@ def build_workflow(
     agents = {
         name: _agent(name, entry, models, prompts, fail) for name, entry in spec.agents.items()
     }
-    builder = _Builder(agents, prompts, fail)
+    builder = _Builder(agents, prompts, fail, _tools(spec, base, tools, fail))
     graph = builder.pattern(spec.workflow, ("workflow",), spec.name)
     budget = Budget(spec.budget.max_calls, spec.budget.max_tokens) if spec.budget else None
     return Workflow(spec, graph, models, agents, file, budget, spec.simulate, lines)
@@ -209,6 +216,22 @@ def _model(
     if api_base is not None:
         spec = spec.with_api_base(api_base)
     return spec
+
+
+def _tools(spec: WorkflowSpec, base: Path, given: ToolRegistry | None, fail: Callable[[str, Loc], WorkflowError]) -> ToolRegistry:
+    """The built-in tools (search only with a documents folder), then the caller's."""
+    documents = None
+    if spec.tools and spec.tools.documents:
+        documents = base / spec.tools.documents
+        if not documents.is_dir():
+            raise fail(f"tools.documents {spec.tools.documents!r} is not a folder next to the file", ("tools", "documents"))
+    try:
+        registry = builtin_tools(documents)
+        for name in given.names() if given else ():
+            registry.add(given.get(name))  # type: ignore[union-attr]
+    except UserError as exc:
+        raise fail(str(exc), ("tools",)) from None
+    return registry
 
 
 def _agent(
@@ -266,7 +289,9 @@ class _Builder:
         agents: Mapping[str, Agent],
         prompts: PromptLibrary,
         fail: Callable[[str, Loc], WorkflowError],
+        tools: ToolRegistry | None = None,
     ):
+        self.tools = tools or ToolRegistry()
         self.agents = agents
         self.prompts = prompts
         self.fail = fail
@@ -467,3 +492,29 @@ class _Builder:
             depth=spec.depth, breadth=spec.breadth, keep=spec.keep, n_evaluate=spec.n_evaluate,
             prompts=self.prompts, name=name,
         )  # fmt: skip
+
+    def tool_set(self, names: list[str], loc: Loc) -> ToolRegistry:
+        for i, name in enumerate(names):
+            if name not in self.tools:
+                raise self.fail(
+                    f"no tool named {name!r}.{_suggest(name, self.tools.names())} Tools: {self.tools.names()} "
+                    "(search needs tools: {documents: FOLDER}; your own come from load_workflow(..., tools=...))",
+                    (*loc, "tools", i),
+                )
+        return self.tools.subset(names)
+
+    def plan_and_execute(self, spec: PlanAndExecuteSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import plan_and_execute
+
+        return plan_and_execute(
+            self.plain_agent(spec.planner, (*loc, "planner"), "the planner streams its plan"),
+            self.plain_agent(spec.joiner, (*loc, "joiner"), "the joiner reads the results"),
+            self.tool_set(spec.tools, loc), max_replans=spec.max_replans, plan_format=spec.plan_format,
+            on_failure=spec.on_failure, prompts=self.prompts, name=name,
+        )  # fmt: skip
+
+    def react(self, spec: ReactSpec, loc: Loc, name: str) -> Graph:
+        from .patterns import react
+
+        return react(self.plain_agent(spec.agent, (*loc, "agent"), "it calls tools turn by turn"),
+                     self.tool_set(spec.tools, loc), max_steps=spec.max_steps, prompts=self.prompts, name=name)  # fmt: skip

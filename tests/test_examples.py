@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_TEXT = " ".join(f"Fact {i} about the lighthouse is recorded here." for i in range(20)) + "\nQuestion: when was it built?"
-INPUTS = {"chain_of_agents": LONG_TEXT, "tree_of_thoughts": "Use 4 6 10 2 to make 24.", "skeleton_of_thought": "Why take the bus?"}
+QUESTION = "How tall is the Halvik lighthouse, when was it built, and how many years before 2024 was that?"
+INPUTS = {"plan_and_execute": QUESTION, "react": QUESTION, "chain_of_agents": LONG_TEXT, "tree_of_thoughts": "Use 4 6 10 2 to make 24.", "skeleton_of_thought": "Why take the bus?"}
 # what each pattern must report in details
 DETAILS = {
     "debate": "per_round", "self_consistency": "samples", "nested": "per_round", "round_table": "per_round",
@@ -20,7 +21,7 @@ DETAILS = {
     "chain_of_agents": "chunks", "best_of_n": "candidates", "knockout": "bracket",
     "universal_self_consistency": "chosen", "adaptive_consistency": "samples_used",
     "confidence_consistency": "confidences", "synthesis": "explorer_votes", "skeleton_of_thought": "points",
-    "tree_of_thoughts": "steps",
+    "tree_of_thoughts": "steps", "plan_and_execute": "rounds", "react": "steps",
 }  # fmt: skip
 EXAMPLES = sorted(p.stem for p in (ROOT / "examples").glob("*.yaml"))
 

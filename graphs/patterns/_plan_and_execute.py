@@ -17,11 +17,11 @@ import asyncio
 import json
 import re
 import time
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Literal, Mapping, Union
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from concilium._errors import GraphError, RunError
+from concilium._errors import GraphError, OutputParseError, RunError
 from concilium.agents import Agent
 from concilium.graphs import END, START, Executor, Graph, RunContext, TaskRun
 from concilium.prompts import PromptLibrary
@@ -44,6 +44,18 @@ class JsonPlan(BaseModel):
     """A plan as structured output."""
 
     tasks: list[JsonTask] = Field(min_length=1)
+
+
+def json_plan_model(tools: ToolRegistry) -> type[BaseModel]:
+    """``JsonPlan`` whose tasks are one per tool kind: ``tool`` is the tool's name and
+    ``args`` exactly its argument model, so a server with guided decoding can only
+    write tasks that name real tools with their real arguments."""
+    kinds = []
+    for name in tools.names():
+        tool = tools.get(name)
+        kinds.append(create_model(f"{name}_task", id=(int, ...), tool=(Literal[name], ...), args=(tool.args, ...)))  # type: ignore[valid-type]
+    task = kinds[0] if len(kinds) == 1 else Union[tuple(kinds)]  # type: ignore[valid-type]
+    return create_model("JsonPlan", tasks=(list[task], Field(min_length=1, max_length=6)))  # type: ignore[valid-type]
 
 
 def parse_decision(text: str) -> tuple[str, str]:
@@ -101,7 +113,7 @@ def plan_and_execute(
     if max_replans < 0:
         raise GraphError(f"max_replans must be >= 0, got {max_replans}")
     lib = library(prompts)
-    json_planner = planner.with_options(output=JsonPlan)
+    json_planner = planner.with_options(output=json_plan_model(tools))
 
     async def text_round(ctx: RunContext, prompt: str, r: int, executor: Executor, origin: float) -> tuple[Any, dict[int, TaskRun]]:
         parser = PlanParser(tools)
@@ -161,7 +173,7 @@ def plan_and_execute(
             origin = time.perf_counter()
             try:
                 reply, runs = await (text_round if plan_format == "text" else json_round)(ctx, prompt, r, executor, origin)
-            except (PlanError, ToolError) as exc:
+            except (PlanError, ToolError, OutputParseError) as exc:  # the planner tries again
                 record = {"round": r + 1, "plan_error": str(exc), "tasks": [t.as_dict() for t in executor.runs.values()]}
                 rounds.append(record)
                 previous.append(f"Plan {r + 1} could not be run: {exc}")

@@ -134,3 +134,16 @@ def test_make_demo_command_prints_what_the_readme_shows(tmp_path: Path) -> None:
     assert _skeleton(printed) == _skeleton(shown)
     spans = [json.loads(line)["name"] for line in trace.read_text().splitlines()]
     assert spans.count("chat gemma-3-270m") == 6
+
+
+async def test_plan_and_execute_runs_a_json_plan_from_the_engine(engine) -> None:
+    from concilium.graphs import load_workflow
+
+    workflow = load_workflow(ROOT / "examples" / "plan_and_execute.yaml", api_base=engine.urls)
+    question = "How tall is the Halvik lighthouse, when was it built, and how many years before 2024 was that?"
+    result = await run(workflow.graph, question)
+    first = result.details["rounds"][0]
+    # guided decoding keeps even a 270M base model to the plan schema and the tool names
+    assert "plan_error" not in first and first["tasks"]
+    assert {t["tool"] for t in first["tasks"]} <= {"search", "calculator", "join"}
+    assert result.answer
