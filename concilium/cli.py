@@ -362,5 +362,16 @@ def bench_patterns(json_file: str | None, latency: float, repeats: int, fixed_n:
     patterns.main(latency=latency, repeats=repeats, fixed_n=fixed_n, json_file=json_file)
 
 
+@bench.command("dag")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Median of this many.")
+@_guard
+def bench_dag(json_file: str | None, repeats: int) -> None:
+    """The DAG executor vs a superstep executor and ReAct, on four DAG shapes."""
+    from concilium.bench import dag
+
+    dag.main(repeats=repeats, json_file=json_file)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -29,3 +29,12 @@ def test_bench_fanout_writes_its_table_and_json(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     figures = json.loads((tmp_path / "f.json").read_text())
     assert json.loads(out.stdout.strip().splitlines()[-1]) == figures
+
+
+def test_bench_dag_reports_every_shape(tmp_path: Path) -> None:
+    out = bench("dag", "--repeats", "1", "--json", str(tmp_path / "d.json"))
+    assert out.returncode == 0, out.stderr
+    figures = json.loads((tmp_path / "d.json").read_text())
+    assert sorted(figures) == ["deep", "fan_in_8", "unbalanced", "wide"]
+    for f in figures.values():
+        assert {"event_driven_over_cp", "superstep_over_cp", "speedup_over_react", "line_to_start_max_ms"} <= set(f)
