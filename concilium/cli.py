@@ -281,6 +281,64 @@ def serve_local(replicas: int, port: int, deadline: float) -> None:
     asyncio.run(go())
 
 
+@serve.command("api")
+@click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--backend", "-b", help="sim (simulated server), local (embedded engine), or a URL.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback needs --api-key).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--api-key", envvar="CONCILIUM_API_KEY", help="Require this bearer token (env CONCILIUM_API_KEY).")
+@_guard
+def serve_api(workflows: tuple[str, ...], backend: str | None, host: str, port: int, api_key: str | None) -> None:
+    """Serve WORKFLOWS as OpenAI-compatible models (one model per workflow)."""
+    from concilium.serving._api import check_bind
+
+    _check_backend(backend)
+    check_bind(host, api_key)
+    asyncio.run(_serve_api(workflows, backend, host, port, api_key))
+
+
+async def _serve_api(paths: tuple[str, ...], backend: str | None, host: str, port: int, api_key: str | None) -> None:
+    import contextlib
+    import socket
+
+    import uvicorn
+
+    from concilium._errors import UserError
+    from concilium.agents import aclose
+    from concilium.graphs import load_workflow
+    from concilium.serving import SimServer, local_engine
+    from concilium.serving._api import create_app
+
+    async with contextlib.AsyncExitStack() as stack:
+        loaded = {}
+        for path in paths:
+            wf = load_workflow(path)
+            if backend == "sim":
+                sim = await stack.enter_async_context(SimServer(_sim_config(wf)))
+                wf = load_workflow(path, api_base=sim.url)
+            elif backend and backend != "local":
+                wf = load_workflow(path, api_base=backend)
+            if wf.name in loaded:
+                raise UserError(f"two workflows are named {wf.name!r} ({path}); give each a different name:")
+            loaded[wf.name] = wf
+        if backend == "local":
+            names = sorted({m.served_name for wf in loaded.values() for m in wf.models.values()})
+            engine = await stack.enter_async_context(local_engine(names=names, log=lambda m: click.echo(m, err=True)))
+            loaded = {name: load_workflow(wf.file, api_base=engine.urls) for name, wf in loaded.items()}
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or 0 for a free one") from None
+        server = uvicorn.Server(uvicorn.Config(create_app(loaded, api_key=api_key), log_level="warning", lifespan="off"))
+        click.echo(f"serving {sorted(loaded)} at http://{host}:{sock.getsockname()[1]}/v1", err=True)
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            await aclose()
+
+
 async def _until_signal() -> None:
     import signal
 

@@ -7,6 +7,7 @@ Example:
     'concilium-sim'
 """
 
+from ._api import check_bind, create_app
 from ._engine import EngineHome, LocalEngine, install_engine, local_engine
 from ._process import ManagedProcess
 from ._sim import SimApp, SimulatedModel
@@ -27,6 +28,9 @@ __all__ = [
     "start_app",
     # processes
     "ManagedProcess",
+    # workflows as OpenAI-compatible models
+    "create_app",
+    "check_bind",
     # the embedded engine
     "EngineHome",
     "LocalEngine",

@@ -46,7 +46,10 @@ def turn(
     prompt: str,
     **extra: Any,
 ) -> dict[str, Any]:
-    """One transcript entry: who said what, where, seeing what."""
+    """One transcript entry: who said what, where, seeing what. It is also sent as a
+    ``turn`` event, so streaming clients see each turn as it happens."""
+    ctx.emit({"type": "turn", "agent": reply.agent, "text": text, "answer": answer,
+              **{k: v for k, v in extra.items() if k in ("round", "sample", "step")}})  # fmt: skip
     return {
         "path": ctx.path,
         "agent": reply.agent,
