@@ -28,7 +28,7 @@ from tenacity import (
 
 from concilium._errors import BudgetExceeded, ModelCallError
 
-from ._model import ModelSpec, pool_for
+from ._model import ModelSpec, Replica, pool_for
 from ._record import CallRecord, NoRecord
 from ._tracing import chat_attributes, chat_span, record_error
 from ._transport import DirectTransport, transport_for
@@ -186,14 +186,27 @@ class CallLedger:
         self.attempts += 1
         transport = transport_for(spec)
         headers = {"X-Concilium-Agent": agent}
-        async with pool_for(spec).slot() as replica:
-            if on_text is None:
-                return await transport.chat(spec, replica.api_base, body, headers)
-            if isinstance(transport, DirectTransport):
-                return await transport.chat(spec, replica.api_base, body, headers, on_text=on_text)
-            completion = await transport.chat(spec, replica.api_base, body, headers)
-        on_text(completion.choices[0].text)  # a transport that cannot stream: one delta
-        return completion
+        pool = pool_for(spec)
+        affinity = _affinity(body) if spec.routing == "affinity" else None
+        tried: list[Replica] = []
+        while True:
+            async with pool.slot(affinity, tried) as replica:
+                try:
+                    if on_text is None:
+                        return await transport.chat(spec, replica.api_base, body, headers)
+                    if isinstance(transport, DirectTransport):
+                        return await transport.chat(spec, replica.api_base, body, headers, on_text=on_text)
+                    completion = await transport.chat(spec, replica.api_base, body, headers)
+                    on_text(completion.choices[0].text)  # a transport that cannot stream: one delta
+                    return completion
+                except ModelCallError as exc:
+                    # Failover: no server answered, so nothing was generated for this call;
+                    # send it once to another replica (never a streamed call with deltas out).
+                    tried.append(replica)
+                    if not exc.connection_failed or len(tried) >= pool.size or on_text is not None:
+                        raise
+                    pool.mark_down(replica)
+            self._emit({"type": "call_failover", "agent": agent, "from": replica.api_base})
 
     async def _send_with_retries(
         self, spec: ModelSpec, body: Mapping[str, Any], agent: str
@@ -220,6 +233,13 @@ class CallLedger:
     def _on_retry(self, state: RetryCallState, agent: str) -> None:
         exc = state.outcome.exception() if state.outcome else None
         self._emit({"type": "call_retry", "agent": agent, "error": str(exc)})
+
+
+def _affinity(body: Mapping[str, Any]) -> str | None:
+    """Calls that share their first message (a fan-out's prompt, a debate's question)
+    share a replica, and so its prefix cache."""
+    messages = body.get("messages") or ()
+    return json.dumps(messages[0], sort_keys=True, default=str) if messages else None
 
 
 _default_ledger = CallLedger(record=NoRecord())

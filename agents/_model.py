@@ -9,14 +9,17 @@ live in a per-loop registry (``pool_for``) rather than on the spec.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Collection, Literal, Sequence
 
 if TYPE_CHECKING:
     from ._transport import Transport
 
 TransportName = Literal["auto", "direct", "litellm"]
+Routing = Literal["least_loaded", "affinity", "round_robin"]
 
 # litellm provider prefixes whose servers speak the OpenAI wire format; with an
 # api_base these go over the direct aiohttp transport when transport="auto".
@@ -47,6 +50,11 @@ class ModelSpec:
         transport: ``"auto"`` (direct for OpenAI-compatible URLs, else litellm),
             ``"direct"``, ``"litellm"``, or a ``Transport`` object (test doubles).
         timeout: seconds for one request.
+        routing: how calls pick a replica: ``"least_loaded"`` (fewest in flight),
+            ``"affinity"`` (calls sharing their first message go to the same replica,
+            so they share its prefix cache, unless it is at its concurrency limit),
+            or ``"round_robin"``. A replica that refuses connections is skipped for
+            ``DOWN_SECONDS`` and the call goes to another.
 
     Example:
         >>> spec = ModelSpec("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
@@ -61,6 +69,7 @@ class ModelSpec:
     max_concurrency: int = 256
     transport: TransportName | Transport = "auto"
     timeout: float = 120.0
+    routing: Routing = "least_loaded"
 
     def __post_init__(self) -> None:
         bases = self.api_base
@@ -71,6 +80,8 @@ class ModelSpec:
         object.__setattr__(self, "api_base", tuple(b.rstrip("/") for b in bases))
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.routing not in ("least_loaded", "affinity", "round_robin"):
+            raise ValueError(f"routing must be least_loaded, affinity or round_robin, got {self.routing!r}")
 
     @property
     def replicas(self) -> tuple[str, ...]:
@@ -105,39 +116,72 @@ class ModelSpec:
         return replace(self, model=model, api_base=api_base)
 
 
+DOWN_SECONDS = 10.0  # a replica that refused a connection is skipped this long
+
+
 class Replica:
     """One server of a pool: its URL, a concurrency gate and counters."""
 
-    __slots__ = ("api_base", "in_flight", "sent", "_gate")
+    __slots__ = ("api_base", "in_flight", "sent", "down_until", "_gate")
 
     def __init__(self, api_base: str | None, limit: int):
         self.api_base = api_base
         self.in_flight = 0  # holding or waiting for a slot
         self.sent = 0
+        self.down_until = 0.0
         self._gate = asyncio.Semaphore(limit)
+
+    def up(self, now: float) -> bool:
+        return now >= self.down_until
+
+
+def _rank(key: str, replica: Replica) -> bytes:
+    return hashlib.blake2b(f"{key}|{replica.api_base}".encode(), digest_size=8).digest()
 
 
 class ModelPool:
-    """Routes each call of one ``ModelSpec`` to a replica (least in flight).
+    """Routes each call of one ``ModelSpec`` to a replica (see ``ModelSpec.routing``).
 
-    Use ``async with pool.slot() as replica:`` around a request; the slot both
-    limits concurrency per replica and counts load for routing.
+    Use ``async with pool.slot(affinity) as replica:`` around a request; the slot
+    both limits concurrency per replica (callers wait: backpressure, not 429s) and
+    counts load for routing.
     """
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         bases: tuple[str | None, ...] = spec.replicas or (None,)
         self.replicas = [Replica(b, spec.max_concurrency) for b in bases]
+        self._next = 0
 
-    def pick(self) -> Replica:
-        best = self.replicas[0]
-        for r in self.replicas[1:]:
+    def pick(self, affinity: str | None = None, exclude: Collection[Replica] = ()) -> Replica:
+        now = time.monotonic()
+        candidates = [r for r in self.replicas if r not in exclude] or self.replicas
+        live = [r for r in candidates if r.up(now)] or candidates
+        if len(live) == 1:
+            return live[0]
+        if self.spec.routing == "round_robin":
+            self._next += 1
+            return live[self._next % len(live)]
+        if self.spec.routing == "affinity" and affinity is not None:
+            # rendezvous hashing: the same key keeps its replica while that one is up
+            home = max(live, key=lambda r: _rank(affinity, r))
+            if home.in_flight < self.spec.max_concurrency:
+                return home
+        best = live[0]
+        for r in live[1:]:
             if r.in_flight < best.in_flight:
                 best = r
         return best
 
-    def slot(self) -> _Slot:
-        return _Slot(self.pick())
+    def slot(self, affinity: str | None = None, exclude: Collection[Replica] = ()) -> _Slot:
+        return _Slot(self.pick(affinity, exclude))
+
+    def mark_down(self, replica: Replica, seconds: float = DOWN_SECONDS) -> None:
+        replica.down_until = time.monotonic() + seconds
+
+    @property
+    def size(self) -> int:
+        return len(self.replicas)
 
 
 class _Slot:

@@ -133,6 +133,7 @@ class DirectTransport:
                 f"connection failed ({type(exc).__name__}: {exc}); is the server running?",
                 model=spec.model,
                 retryable=True,
+                connection_failed=True,
                 api_base=api_base,
             ) from exc
         except TimeoutError as exc:

@@ -69,7 +69,9 @@ class ModelCallError(ModelError):
         status: int | None = None,
         retryable: bool = False,
         api_base: str | None = None,
+        connection_failed: bool = False,
     ):
+        self.connection_failed = connection_failed  # no server answered: another replica may
         self.model = model
         self.status = status
         self.retryable = retryable

@@ -37,6 +37,9 @@ class ModelEntry(Strict):
     max_concurrency: int = Field(default=256, ge=1)
     transport: Literal["auto", "direct", "litellm"] = "auto"
     timeout: float = Field(default=120.0, gt=0)
+    routing: Literal["least_loaded", "affinity", "round_robin"] = Field(
+        default="least_loaded", description="how calls pick among replicas (affinity: same prompt, same replica)"
+    )
 
 
 class AgentEntry(Strict):

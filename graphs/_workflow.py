@@ -212,6 +212,7 @@ def _model(
         max_concurrency=entry.max_concurrency,
         transport=entry.transport,
         timeout=entry.timeout,
+        routing=entry.routing,
     )
     if api_base is not None:
         spec = spec.with_api_base(api_base)
