@@ -431,5 +431,16 @@ def bench_dag(json_file: str | None, repeats: int) -> None:
     dag.main(repeats=repeats, json_file=json_file)
 
 
+@bench.command("cluster")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+@click.option("--requests", default=512, show_default=True, type=click.IntRange(min=1), help="Requests per run.")
+@_guard
+def bench_cluster(json_file: str | None, requests: int) -> None:
+    """Throughput of 1, 2, 4 replicas; prefix-cache hits with affinity vs round robin."""
+    from concilium.bench import cluster
+
+    cluster.main(requests=requests, json_file=json_file)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -38,3 +38,12 @@ def test_bench_dag_reports_every_shape(tmp_path: Path) -> None:
     assert sorted(figures) == ["deep", "fan_in_8", "unbalanced", "wide"]
     for f in figures.values():
         assert {"event_driven_over_cp", "superstep_over_cp", "speedup_over_react", "line_to_start_max_ms"} <= set(f)
+
+
+def test_bench_cluster_reports_throughput_ratios_and_hit_rates(tmp_path: Path) -> None:
+    out = bench("cluster", "--requests", "64", "--json", str(tmp_path / "c.json"))
+    assert out.returncode == 0, out.stderr
+    figures = json.loads((tmp_path / "c.json").read_text())
+    assert [r["replicas"] for r in figures["throughput"]] == [1, 2, 4]
+    assert sorted(figures["prefix_cache"]) == ["affinity", "round_robin"]
+    assert sum(figures["prefix_cache"]["affinity"]["requests_per_replica"]) == 128
