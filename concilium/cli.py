@@ -339,6 +339,56 @@ async def _serve_api(paths: tuple[str, ...], backend: str | None, host: str, por
             await aclose()
 
 
+@serve.command("vllm")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Cluster spec YAML (models: [...]).")
+@click.option("--model", help="Hugging Face id or folder (instead of --config).")
+@click.option("--name", help="Served model name (default: the model's last path part).")
+@click.option("--gpus", default="", help="GPU indices, e.g. 0,1,2,3.")
+@click.option("--tp", "tensor_parallel_size", default=1, show_default=True, type=click.IntRange(min=1), help="GPUs per replica.")
+@click.option("--replicas", type=click.IntRange(min=1), help="Default: one per GPU group.")
+@click.option("--max-model-len", type=click.IntRange(min=1))
+@click.option("--server", type=click.Choice(["vllm", "engine", "sim"]), default="vllm", show_default=True,
+              help="engine: the embedded CPU engine; sim: the simulated server (a test double).")  # fmt: skip
+@click.option("--tool-call-parser", help="Default: from the model family.")
+@click.option("--chat-template", help="A chat template file for the server.")
+@click.option("--speculative-config", help="JSON passed to vLLM's --speculative-config.")
+@click.option("--extra", multiple=True, help="An extra vllm serve argument (repeatable).")
+@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="First port; 0 picks free ports.")
+@click.option("--pool-file", default="cluster-pool.yaml", show_default=True, help="Where to write the models: section.")
+@click.option("--deadline", type=float, help="Seconds for every replica to answer /health.")
+@_guard
+def serve_vllm(config_file: str | None, model: str | None, name: str | None, gpus: str, **options: Any) -> None:
+    """Start a local cluster of vLLM servers, one per GPU group, until Ctrl-C."""
+    from concilium._errors import UserError
+    from concilium.serving import ClusterSpec, launch_cluster, load_cluster_spec
+
+    pool_file, deadline = options.pop("pool_file"), options.pop("deadline")
+    if config_file:
+        spec = load_cluster_spec(config_file)
+    elif model:
+        try:
+            gpu_list = [int(g) for g in gpus.split(",") if g.strip()]
+        except ValueError:
+            raise click.BadParameter(f"{gpus!r} is not a comma-separated list of GPU indices", param_hint="--gpus") from None
+        spec_json = options.pop("speculative_config")
+        deployment = {"name": name or model.rstrip("/").rsplit("/", 1)[-1], "model": model, "gpus": gpu_list,
+                      "extra_args": list(options.pop("extra")),
+                      "speculative_config": json.loads(spec_json) if spec_json else None,
+                      **{k: v for k, v in options.items() if v is not None}}  # fmt: skip
+        spec = ClusterSpec.model_validate({"models": [deployment]})
+    else:
+        raise UserError("give --config CLUSTER.yaml, or --model MODEL (with --gpus, --tp, ...)")
+    if deadline:
+        spec.deadline = deadline
+
+    async def go() -> None:
+        async with launch_cluster(spec, pool_file=pool_file, log=lambda m: click.echo(m, err=True)):
+            click.echo("cluster ready; press Ctrl-C to stop", err=True)
+            await _until_signal()
+
+    asyncio.run(go())
+
+
 async def _until_signal() -> None:
     import signal
 

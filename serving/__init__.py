@@ -8,6 +8,7 @@ Example:
 """
 
 from ._api import check_bind, create_app
+from ._cluster import FAMILIES, ClusterSpec, Deployment, Family, family_of, launch_cluster, load_cluster_spec, plan_replicas, pool_config, vllm_command
 from ._engine import EngineHome, LocalEngine, install_engine, local_engine
 from ._process import ManagedProcess
 from ._sim import SimApp, SimulatedModel
@@ -28,6 +29,17 @@ __all__ = [
     "start_app",
     # processes
     "ManagedProcess",
+    # the vLLM cluster launcher
+    "ClusterSpec",
+    "Deployment",
+    "Family",
+    "FAMILIES",
+    "family_of",
+    "plan_replicas",
+    "pool_config",
+    "vllm_command",
+    "launch_cluster",
+    "load_cluster_spec",
     # workflows as OpenAI-compatible models
     "create_app",
     "check_bind",

@@ -118,7 +118,7 @@ class ManagedProcess:
             if waiter not in done:
                 exited.cancel()
                 if self.proc.returncode is not None:
-                    await asyncio.sleep(0)  # let the reader take the last lines
+                    await self._drain()
                     raise self._failure(f"exited with code {self.proc.returncode} before it was ready", fix)
                 raise self._failure(f"printed no ready line within {self.deadline:g} s", fix)
             exited.cancel()
@@ -128,6 +128,7 @@ class ManagedProcess:
         async with aiohttp.ClientSession() as session:
             while True:
                 if self.proc.returncode is not None:
+                    await self._drain()
                     raise self._failure(f"exited with code {self.proc.returncode} while starting", fix)
                 with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
                     async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
@@ -136,6 +137,12 @@ class ManagedProcess:
                 if time.monotonic() > stop_at:
                     raise self._failure(f"did not answer {url} within {self.deadline:g} s", fix)
                 await asyncio.sleep(0.1)  # poll interval, bounded by the deadline above
+
+    async def _drain(self) -> None:
+        """Let the reader take the lines an exited process left in the pipe."""
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
 
     def kill(self) -> None:
         """Kill the process at once (tests use this to simulate a crash)."""

@@ -1,0 +1,261 @@
+"""Launch and supervise a local cluster of vLLM servers (``concilium serve vllm``).
+
+A cluster spec names models; each model gets one ``vllm serve`` process per group of
+GPUs (``tensor_parallel_size`` GPUs per group, ``CUDA_VISIBLE_DEVICES`` set), on
+loopback ports. The launcher waits on each ``/health`` with a deadline (a replica
+that fails reports the last lines it printed), writes the model-pool YAML a workflow
+can paste under ``models:``, restarts a replica that dies (at most ``max_restarts``
+times), and stops everything on exit or signal. The capability registry fills in
+what each model family needs (tool-call parser, system-message handling, ``n``,
+logprobs). ``server: engine`` runs the embedded CPU engine instead of ``vllm serve``
+(how this is proven on machines without a GPU); ``server: sim`` runs the simulated
+server, a test double.
+
+Example:
+    >>> spec = ClusterSpec.model_validate({"models": [{"name": "qwen", "model": "Qwen/Qwen3-8B",
+    ...                                                "gpus": [0, 1, 2, 3], "tensor_parallel_size": 2}]})
+    >>> [(r.gpus, r.port) for r in plan_replicas(spec, ports=iter([8001, 8002]))]
+    [((0, 1), 8001), ((2, 3), 8002)]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterator, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from concilium._errors import ServerError, UserError
+
+from ._engine import EngineHome, core_groups, engine_command, engine_env, free_port
+from ._process import ManagedProcess
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a model family needs from the server and can do for a client."""
+
+    tool_call_parser: str | None = None
+    several_system_messages: bool = True  # the chat template accepts more than one
+    n: bool = True
+    logprobs: bool = True
+
+
+# substring of the lower-cased model id -> family; first match wins
+FAMILIES: list[tuple[str, Family]] = [
+    ("qwen3", Family(tool_call_parser="hermes")),
+    ("qwen2.5", Family(tool_call_parser="hermes")),
+    ("llama-3", Family(tool_call_parser="llama3_json")),
+    ("llama-4", Family(tool_call_parser="llama4_pythonic")),
+    ("mistral", Family(tool_call_parser="mistral", several_system_messages=False)),
+    ("deepseek-v3", Family(tool_call_parser="deepseek_v3")),
+    ("gpt-oss", Family(tool_call_parser="openai")),
+    ("granite", Family(tool_call_parser="granite")),
+    ("hermes", Family(tool_call_parser="hermes")),
+    ("gemma", Family(tool_call_parser=None, several_system_messages=False)),
+]
+
+
+def family_of(model: str) -> Family:
+    """The capability entry for a model id (a default one when no family matches)."""
+    lowered = model.lower()
+    return next((f for key, f in FAMILIES if key in lowered), Family())
+
+
+class Deployment(BaseModel):
+    """One model of the cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the served model name workflows use")
+    model: str = Field(description="Hugging Face id or local folder")
+    server: Literal["vllm", "engine", "sim"] = "vllm"
+    gpus: list[int] = Field(default_factory=list, description="GPU indices; empty for CPU servers")
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    replicas: int | None = Field(default=None, ge=1, description="default: one per GPU group (or 1)")
+    max_model_len: int | None = Field(default=None, ge=1)
+    tool_call_parser: str | None = Field(default=None, description="default: from the model family")
+    chat_template: str | None = None
+    speculative_config: dict[str, Any] | None = Field(default=None, description="passed to --speculative-config")
+    extra_args: list[str] = Field(default_factory=list)
+    port: int = Field(default=0, ge=0, le=65535, description="first port; 0 picks free ports")
+
+
+class ClusterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[Deployment] = Field(min_length=1)
+    deadline: float = Field(default=900.0, gt=0, description="seconds for every replica to answer /health")
+    max_restarts: int = Field(default=3, ge=0)
+
+
+@dataclass
+class ReplicaPlan:
+    deployment: Deployment
+    index: int
+    gpus: tuple[int, ...]
+    port: int
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def label(self) -> str:
+        where = f"GPUs {','.join(map(str, self.gpus))}" if self.gpus else "CPU"
+        return f"{self.deployment.name} replica {self.index} (port {self.port}, {where})"
+
+
+def vllm_command(d: Deployment, port: int) -> list[str]:
+    """The exact ``vllm serve`` command of one replica."""
+    argv = ["vllm", "serve", d.model, "--served-model-name", d.name, "--host", "127.0.0.1", "--port", str(port)]
+    if d.tensor_parallel_size > 1:
+        argv += ["--tensor-parallel-size", str(d.tensor_parallel_size)]
+    if d.max_model_len:
+        argv += ["--max-model-len", str(d.max_model_len)]
+    parser = d.tool_call_parser or family_of(d.model).tool_call_parser
+    if parser:
+        argv += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
+    if d.chat_template:
+        argv += ["--chat-template", d.chat_template]
+    if d.speculative_config:
+        argv += ["--speculative-config", json.dumps(d.speculative_config, separators=(",", ":"))]
+    return argv + list(d.extra_args)
+
+
+def plan_replicas(spec: ClusterSpec, ports: Iterator[int] | None = None, home: EngineHome | None = None) -> list[ReplicaPlan]:
+    """Every replica's GPUs, port, command and environment."""
+    plans = []
+    for d in spec.models:
+        tp = d.tensor_parallel_size
+        if d.gpus and len(d.gpus) % tp:
+            raise UserError(f"model {d.name!r}: {len(d.gpus)} GPUs do not split into groups of tensor_parallel_size={tp}")
+        groups = [tuple(d.gpus[i : i + tp]) for i in range(0, len(d.gpus), tp)] or [()]
+        count = d.replicas or len(groups)
+        cores = core_groups(count, sorted(os.sched_getaffinity(0))) if d.server == "engine" else []
+        if d.gpus and count > len(groups):
+            raise UserError(f"model {d.name!r}: {count} replicas need {count * tp} GPUs, {len(d.gpus)} given")
+        for i in range(count):
+            port = next(ports) if ports is not None else (d.port + i if d.port else free_port())
+            plan = ReplicaPlan(d, i, groups[i % len(groups)], port)
+            if d.server == "vllm":
+                plan.argv = vllm_command(d, port)
+                plan.env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, plan.gpus))} if plan.gpus else {}
+            elif d.server == "engine":
+                engine = home or EngineHome()
+                plan.argv = engine_command(engine, port, [d.name])
+                engine.require()
+                plan.env = engine_env(engine, cores[i], 2 if count == 1 else 1)
+            else:  # the simulated server: a test double
+                config = json.dumps({"model": d.name, "latency": {"fixed": 0.05}})
+                plan.argv = [sys.executable, "-P", "-m", "concilium", "serve", "sim", "--port", str(port), "--config-json", config]
+            plans.append(plan)
+    return plans
+
+
+def pool_config(spec: ClusterSpec, plans: list[ReplicaPlan]) -> dict[str, Any]:
+    """The ``models:`` section a workflow can use: one entry per model, every replica."""
+    out: dict[str, Any] = {}
+    for d in spec.models:
+        fam = family_of(d.model)
+        out[d.name] = {
+            "model": f"hosted_vllm/{d.name}",
+            "api_base": [p.url for p in plans if p.deployment is d],
+            "routing": "affinity",
+            "capabilities": {"n": fam.n, "logprobs": fam.logprobs, "structured_output": True,
+                             "tools": bool(d.tool_call_parser or fam.tool_call_parser)},
+        }  # fmt: skip
+    return {"models": out}
+
+
+class Cluster:
+    """Running replicas, restarted when they die (bounded)."""
+
+    def __init__(self, spec: ClusterSpec, plans: list[ReplicaPlan], log: Callable[[str], None]):
+        self.spec = spec
+        self.plans = plans
+        self.log = log
+        self.processes: dict[int, ManagedProcess] = {}
+        self.restarts: dict[int, int] = {i: 0 for i in range(len(plans))}
+        self._watchers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def _process(self, plan: ReplicaPlan) -> ManagedProcess:
+        return ManagedProcess(plan.label, plan.argv, env=plan.env, health_url=f"http://127.0.0.1:{plan.port}/health",
+                              deadline=self.spec.deadline)  # fmt: skip
+
+    async def start(self) -> None:
+        procs = [self._process(p) for p in self.plans]
+        results = await asyncio.gather(*(p.start() for p in procs), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await asyncio.gather(*(p.stop() for p in procs))
+            raise failed[0]
+        self.processes = dict(enumerate(procs))
+        self._watchers = [asyncio.ensure_future(self._watch(i)) for i in self.processes]
+
+    async def _watch(self, i: int) -> None:
+        while not self._stopping:
+            proc = self.processes[i]
+            assert proc.proc is not None
+            code = await proc.proc.wait()
+            if self._stopping:
+                return
+            if self.restarts[i] >= self.spec.max_restarts:
+                self.log(f"{self.plans[i].label} exited with code {code}; not restarted (max_restarts={self.spec.max_restarts})")
+                return
+            self.restarts[i] += 1
+            self.log(f"{self.plans[i].label} exited with code {code}; restart {self.restarts[i]} of {self.spec.max_restarts}")
+            replacement = self._process(self.plans[i])
+            try:
+                await replacement.start()
+            except ServerError as exc:
+                self.log(f"restart failed: {exc}")
+                return
+            self.processes[i] = replacement
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for w in self._watchers:
+            w.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await asyncio.gather(*(p.stop() for p in self.processes.values()))
+
+
+@contextlib.asynccontextmanager
+async def launch_cluster(
+    spec: ClusterSpec, *, pool_file: str | Path | None = None, log: Callable[[str], None] = print
+) -> AsyncIterator[Cluster]:
+    """Start every replica of ``spec``; yield the running cluster; stop it on exit."""
+    plans = plan_replicas(spec)
+    for plan in plans:
+        log(f"starting {plan.label}: {' '.join(plan.argv)}")
+    cluster = Cluster(spec, plans, log)
+    await cluster.start()
+    if pool_file:
+        Path(pool_file).write_text(yaml.safe_dump(pool_config(spec, plans), sort_keys=False))
+        log(f"model pool written to {pool_file}")
+    try:
+        yield cluster
+    finally:
+        await cluster.stop()
+
+
+def load_cluster_spec(path: str | Path) -> ClusterSpec:
+    from pydantic import ValidationError
+
+    try:
+        return ClusterSpec.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (ValidationError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: not a valid cluster spec: {exc}") from None
