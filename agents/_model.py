@@ -13,7 +13,7 @@ import hashlib
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Collection, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Collection, Literal, Sequence
 
 if TYPE_CHECKING:
     from ._transport import Transport
@@ -55,6 +55,9 @@ class ModelSpec:
             so they share its prefix cache, unless it is at its concurrency limit),
             or ``"round_robin"``. A replica that refuses connections is skipped for
             ``DOWN_SECONDS`` and the call goes to another.
+        load_metrics: also read each replica's vLLM ``/metrics`` (every
+            ``METRICS_INTERVAL`` s): requests waiting there (from any client) count
+            as load, and a replica whose KV cache is nearly full is avoided.
 
     Example:
         >>> spec = ModelSpec("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
@@ -70,6 +73,7 @@ class ModelSpec:
     transport: TransportName | Transport = "auto"
     timeout: float = 120.0
     routing: Routing = "least_loaded"
+    load_metrics: bool = False
 
     def __post_init__(self) -> None:
         bases = self.api_base
@@ -117,22 +121,29 @@ class ModelSpec:
 
 
 DOWN_SECONDS = 10.0  # a replica that refused a connection is skipped this long
+METRICS_INTERVAL = 0.5
+KV_FULL = 0.95
 
 
 class Replica:
     """One server of a pool: its URL, a concurrency gate and counters."""
 
-    __slots__ = ("api_base", "in_flight", "sent", "down_until", "_gate")
+    __slots__ = ("api_base", "in_flight", "sent", "down_until", "waiting", "kv_usage", "_gate")
 
     def __init__(self, api_base: str | None, limit: int):
         self.api_base = api_base
         self.in_flight = 0  # holding or waiting for a slot
         self.sent = 0
         self.down_until = 0.0
+        self.waiting = 0.0  # vllm:num_requests_waiting, when load_metrics is on
+        self.kv_usage = 0.0  # vllm:kv_cache_usage_perc
         self._gate = asyncio.Semaphore(limit)
 
     def up(self, now: float) -> bool:
         return now >= self.down_until
+
+    def load(self, limit: int) -> float:
+        return self.in_flight + self.waiting + (limit if self.kv_usage >= KV_FULL else 0)
 
 
 def _rank(key: str, replica: Replica) -> bytes:
@@ -152,6 +163,7 @@ class ModelPool:
         bases: tuple[str | None, ...] = spec.replicas or (None,)
         self.replicas = [Replica(b, spec.max_concurrency) for b in bases]
         self._next = 0
+        self._poller: asyncio.Task[None] | None = None
 
     def pick(self, affinity: str | None = None, exclude: Collection[Replica] = ()) -> Replica:
         now = time.monotonic()
@@ -165,16 +177,37 @@ class ModelPool:
         if self.spec.routing == "affinity" and affinity is not None:
             # rendezvous hashing: the same key keeps its replica while that one is up
             home = max(live, key=lambda r: _rank(affinity, r))
-            if home.in_flight < self.spec.max_concurrency:
+            if home.in_flight < self.spec.max_concurrency and home.waiting == 0 and home.kv_usage < KV_FULL:
                 return home
+        limit = self.spec.max_concurrency
         best = live[0]
         for r in live[1:]:
-            if r.in_flight < best.in_flight:
+            if r.load(limit) < best.load(limit):
                 best = r
         return best
 
     def slot(self, affinity: str | None = None, exclude: Collection[Replica] = ()) -> _Slot:
+        if self.spec.load_metrics and self._poller is None and len(self.replicas) > 1:
+            self._poller = asyncio.ensure_future(self._poll_metrics())
         return _Slot(self.pick(affinity, exclude))
+
+    async def _poll_metrics(self) -> None:
+        """Keep each replica's waiting count and KV-cache use from its /metrics."""
+        import aiohttp
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                for r in self.replicas:
+                    if r.api_base is None:
+                        continue
+                    try:
+                        async with session.get(r.api_base.removesuffix("/v1") + "/metrics") as resp:
+                            text = await resp.text() if resp.status == 200 else ""
+                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                        continue
+                    r.waiting = _metric(text, "vllm:num_requests_waiting", sum)
+                    r.kv_usage = _metric(text, "vllm:kv_cache_usage_perc", max)
+                await asyncio.sleep(METRICS_INTERVAL)
 
     def mark_down(self, replica: Replica, seconds: float = DOWN_SECONDS) -> None:
         replica.down_until = time.monotonic() + seconds
@@ -182,6 +215,24 @@ class ModelPool:
     @property
     def size(self) -> int:
         return len(self.replicas)
+
+
+def _metric(text: str, name: str, combine: Callable[[list[float]], float]) -> float:
+    """One Prometheus metric over its label sets (0 when absent).
+
+    Example:
+        >>> text = 'vllm:num_requests_waiting{m="a"} 2' + chr(10) + 'vllm:num_requests_waiting{m="b"} 3'
+        >>> _metric(text, "vllm:num_requests_waiting", sum)
+        5.0
+    """
+    values = []
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
+            try:
+                values.append(float(line.rsplit(" ", 1)[1]))
+            except (ValueError, IndexError):
+                continue
+    return float(combine(values)) if values else 0.0
 
 
 class _Slot:

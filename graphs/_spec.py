@@ -40,6 +40,7 @@ class ModelEntry(Strict):
     routing: Literal["least_loaded", "affinity", "round_robin"] = Field(
         default="least_loaded", description="how calls pick among replicas (affinity: same prompt, same replica)"
     )
+    load_metrics: bool = Field(default=False, description="also route by each replica's vLLM /metrics (waiting, KV cache)")
 
 
 class AgentEntry(Strict):

@@ -213,6 +213,7 @@ def _model(
         transport=entry.transport,
         timeout=entry.timeout,
         routing=entry.routing,
+        load_metrics=entry.load_metrics,
     )
     if api_base is not None:
         spec = spec.with_api_base(api_base)

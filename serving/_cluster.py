@@ -171,6 +171,7 @@ def pool_config(spec: ClusterSpec, plans: list[ReplicaPlan]) -> dict[str, Any]:
             "model": f"hosted_vllm/{d.name}",
             "api_base": [p.url for p in plans if p.deployment is d],
             "routing": "affinity",
+            "load_metrics": True,
             "capabilities": {"n": fam.n, "logprobs": fam.logprobs, "structured_output": True,
                              "tools": bool(d.tool_call_parser or fam.tool_call_parser)},
         }  # fmt: skip

@@ -60,6 +60,7 @@ class SimStats:
     prefix_queries: int = 0
     prefix_hits: int = 0
     by_agent: Counter[str] = field(default_factory=Counter)
+    waiting: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +75,7 @@ class SimStats:
             "prefix_cache_queries": self.prefix_queries,
             "prefix_cache_hits": self.prefix_hits,
             "by_agent": dict(self.by_agent),
+            "waiting": self.waiting,
         }
 
 
@@ -86,6 +88,7 @@ class SimulatedModel:
 
     def reset(self) -> None:
         self.stats = SimStats()
+        self.running = asyncio.Semaphore(self.config.max_running) if self.config.max_running else None
         self.log: list[dict[str, Any]] = []
         self._agent_calls: defaultdict[str, int] = defaultdict(int)
         self._rule_calls: defaultdict[tuple[int, str], int] = defaultdict(int)
@@ -315,9 +318,9 @@ class SimApp:
         lines = [
             "# HELP vllm:num_requests_running Requests in flight (simulated server).",
             "# TYPE vllm:num_requests_running gauge",
-            f'vllm:num_requests_running{{model_name="{name}"}} {s.in_flight}',
+            f'vllm:num_requests_running{{model_name="{name}"}} {s.in_flight - s.waiting}',
             "# TYPE vllm:num_requests_waiting gauge",
-            f'vllm:num_requests_waiting{{model_name="{name}"}} 0',
+            f'vllm:num_requests_waiting{{model_name="{name}"}} {s.waiting}',
             "# TYPE vllm:kv_cache_usage_perc gauge",
             f'vllm:kv_cache_usage_perc{{model_name="{name}"}} {min(s.in_flight / 256, 1.0)}',
             "# TYPE vllm:prompt_tokens_total counter",
@@ -364,6 +367,16 @@ class SimApp:
         m.log.append({"agent": agent, "endpoint": "chat" if chat else "completions", "body": body})
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        gate = m.running
+        if gate is not None:  # like a server's scheduler: the rest wait their turn
+            stats.waiting += 1
+            try:
+                await gate.acquire()
+            except BaseException:
+                stats.in_flight -= 1
+                raise
+            finally:
+                stats.waiting -= 1
         try:
             fault = m.fault()
             if fault == "error":
@@ -419,6 +432,8 @@ class SimApp:
             raise
         finally:
             stats.in_flight -= 1
+            if gate is not None:
+                gate.release()
 
     async def _stream(
         self,

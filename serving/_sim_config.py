@@ -77,3 +77,6 @@ class SimConfig(_Strict):
     faults: Faults = Field(default_factory=Faults)
     max_tokens: int = Field(default=256, ge=1)
     prefix_block: int = Field(default=16, ge=1)
+    max_running: int | None = Field(
+        default=None, ge=1, description="requests decoded at once; more wait (vllm:num_requests_waiting)"
+    )

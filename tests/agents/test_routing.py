@@ -62,3 +62,24 @@ async def test_per_replica_concurrency_is_backpressure_not_errors() -> None:
         result = await run(self_consistency(Agent("s", pool_spec(servers, max_concurrency=2)), samples=8), "q")
         stats = await servers[0].stats()
     assert stats["max_in_flight"] == 2 and stats["requests"] == 8 and result.calls == 8
+
+
+async def test_requests_waiting_at_a_replica_from_other_clients_steer_calls_away() -> None:
+    from concilium.agents import aclose as close_sessions
+
+    async with contextlib.AsyncExitStack() as stack:
+        busy = await stack.enter_async_context(SimServer(SimConfig(latency=Latency(fixed=1.0), max_running=2), process=True))
+        idle = await stack.enter_async_context(SimServer(SimConfig(latency=Latency(fixed=0.05), max_running=2), process=True))
+        other = Agent("someone-else", ModelSpec("hosted_vllm/concilium-sim", api_base=busy.url))
+        backlog = [asyncio.ensure_future(other.run("hi")) for _ in range(10)]  # 8 of them wait at busy
+        spec = ModelSpec("hosted_vllm/concilium-sim", api_base=[busy.url, idle.url], load_metrics=True)
+        agent = Agent("s", spec)
+        await agent.run("warm up")  # starts the /metrics poller
+        await asyncio.sleep(0.8)  # it has read busy's queue
+        await asyncio.gather(*(agent.run(f"q{i}") for i in range(6)))
+        ours = (await busy.stats())["by_agent"].get("s", 0)
+        for task in backlog:
+            task.cancel()
+        await asyncio.gather(*backlog, return_exceptions=True)
+        await close_sessions()
+    assert ours <= 1  # at most the warm-up call, sent before the poller had read anything
