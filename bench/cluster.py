@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from typing import Any
 
 from concilium.agents import Agent, Capabilities, ModelSpec, aclose
+from concilium.bench._report import emit
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
 from concilium.serving import Latency, SimConfig, SimServer
@@ -71,8 +71,5 @@ def main(*, requests: int = 512, capacity: int = 16, latency: float = 0.1, json_
     for routing, f in affinity.items():
         print(f"| {routing} | {f['hit_rate']} | {f['requests_per_replica']} |")
     figures = {"throughput": rows, "prefix_cache": affinity}
-    print(json.dumps(figures))
-    if json_file:
-        with open(json_file, "w") as f:
-            json.dump(figures, f, indent=2)
+    emit(figures, json_file)
     return figures

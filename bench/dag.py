@@ -15,12 +15,12 @@ Tools sleep for their given duration. For each shape, in one run:
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
 from typing import Any
 
 from concilium.agents import Agent, aclose
+from concilium.bench._report import emit
 from concilium.graphs import Executor, run
 from concilium.graphs.patterns import plan_and_execute, react
 from concilium.serving import Latency, Rule, SimConfig, SimServer
@@ -120,8 +120,5 @@ def main(*, repeats: int = 3, json_file: str | None = None) -> dict[str, Any]:
         print(f"| {name} | {f['critical_path_s']} s | {f['event_driven_s']} s | {f['event_driven_over_cp']} | "
               f"{f['superstep_s']} s | {f['superstep_over_cp']} | {f['plan_and_execute_s']} s | {f['react_s']} s | "
               f"{f['speedup_over_react']}x | {f['line_to_start_mean_ms']} / {f['line_to_start_max_ms']} ms |")  # fmt: skip
-    print(json.dumps(figures))
-    if json_file:
-        with open(json_file, "w") as f:
-            json.dump(figures, f, indent=2)
+    emit(figures, json_file)
     return figures

@@ -26,8 +26,16 @@ import time
 from typing import Annotated, Any, Awaitable, Callable, TypedDict
 
 import aiohttp
-
-from concilium.agents import Agent, CallLedger, Capabilities, ModelSpec, aclose, reset_ledger, use_ledger
+from concilium.agents import (
+    Agent,
+    CallLedger,
+    Capabilities,
+    ModelSpec,
+    aclose,
+    reset_ledger,
+    use_ledger,
+)
+from concilium.bench._report import emit
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
 from concilium.serving import Latency, SimConfig, SimServer
@@ -187,10 +195,7 @@ def main(sizes: list[int], *, latency: float = 0.2, repeats: int = 3, json_file:
     result = asyncio.run(measure(sizes, latency, repeats))
     print(f"fan-out of agent calls, simulated server in its own process, {latency * 1000:.0f} ms per call")
     print(table(result))
-    print(json.dumps(result))
-    if json_file:
-        with open(json_file, "w") as f:
-            json.dump(result, f, indent=2)
+    emit(result, json_file)
     return result
 
 

@@ -16,12 +16,12 @@ The simulated server is a test double: its answers are not a model's.
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
 from typing import Any
 
 from concilium.agents import Agent, Capabilities, aclose
+from concilium.bench._report import emit
 from concilium.graphs import run
 from concilium.graphs.patterns import adaptive_consistency, mixture_of_agents, self_consistency
 from concilium.serving import Latency, SimConfig, SimServer, Statistical
@@ -100,8 +100,5 @@ def main(*, latency: float = 0.2, repeats: int = 3, fixed_n: int = 40, json_file
     for r in adaptive:
         print(f"| {r['accuracy']} | {r['fixed_samples']} | {r['adaptive_mean_samples']} | {r['saving']}x | {r['same_answer']} |")
     figures = {"mixture_of_agents": moa, "adaptive_consistency": adaptive}
-    print(json.dumps(figures))
-    if json_file:
-        with open(json_file, "w") as f:
-            json.dump(figures, f, indent=2)
+    emit(figures, json_file)
     return figures
