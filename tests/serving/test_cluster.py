@@ -4,7 +4,6 @@ processes (the simulated server as the replica) started, restarted and stopped."
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import stat
 from pathlib import Path
