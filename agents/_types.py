@@ -2,13 +2,16 @@
 
 Both transports (litellm and the direct aiohttp one) produce a ``Completion`` from the
 same OpenAI-shaped JSON through :func:`completion_from_openai`, which is what makes
-their results identical.
+their results identical. The bodies themselves are built in ``_wire`` (the one module
+that knows the OpenAI wire format).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+from . import _wire
 
 Message = Mapping[str, Any]
 
@@ -66,39 +69,21 @@ class Completion:
     replica: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """An OpenAI-shaped dict; ``completion_from_openai`` reads it back."""
-        return {
-            "id": self.id,
-            "model": self.model,
-            "usage": {
-                "prompt_tokens": self.usage.prompt_tokens,
-                "completion_tokens": self.usage.completion_tokens,
-            },
-            "choices": [
-                {
-                    "index": i,
-                    "finish_reason": c.finish_reason,
-                    "message": {
-                        "role": "assistant",
-                        "content": c.text,
-                        **({"tool_calls": list(c.tool_calls)} if c.tool_calls else {}),
-                    },
-                    "logprobs": None
-                    if c.logprobs is None
-                    else {
-                        "content": [
-                            {
-                                "token": t.token,
-                                "logprob": t.logprob,
-                                "top_logprobs": [{"token": a, "logprob": b} for a, b in t.top],
-                            }
-                            for t in c.logprobs
-                        ]
-                    },
-                }
-                for i, c in enumerate(self.choices)
-            ],
-        }
+        """A ``chat.completion`` body (``_wire``); ``completion_from_openai`` reads it back."""
+        choices = [
+            _wire.chat_choice(
+                i,
+                c.text,
+                c.finish_reason,
+                logprobs=None
+                if c.logprobs is None
+                else {"content": [_wire.token_logprob(t.token, t.logprob, t.top) for t in c.logprobs]},
+                tool_calls=c.tool_calls,
+            )
+            for i, c in enumerate(self.choices)
+        ]
+        usage = _wire.usage(self.usage.prompt_tokens, self.usage.completion_tokens)
+        return _wire.chat_completion(self.id, self.model, choices, usage, created=0)
 
 
 def _logprobs(raw: Any) -> tuple[TokenLogprob, ...] | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import time
 import uuid
 from typing import Any, AsyncIterator, Mapping
@@ -24,10 +23,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from concilium._errors import ConciliumError, UserError
+from concilium.agents import Usage, wire
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status)
+    return JSONResponse(wire.error(message, kind, code), status_code=status)
+
+
+def _usage(usage: Usage) -> wire.UsageBody:
+    return wire.usage(usage.prompt_tokens, usage.completion_tokens)
 
 
 def check_bind(host: str, api_key: str | None) -> None:
@@ -73,10 +77,10 @@ def create_app(workflows: Mapping[str, Any], *, api_key: str | None = None) -> F
     async def models(request: Request) -> Any:
         if not authorized(request):
             return _error(401, "missing or wrong API key; send Authorization: Bearer <key>", "authentication_error")
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "concilium",
-             "description": wf.spec.description or wf.spec.workflow.kind}
-            for name, wf in workflows.items()]}  # fmt: skip
+        return wire.model_list(
+            wire.model_card(name, "concilium", created, description=wf.spec.description or wf.spec.workflow.kind)
+            for name, wf in workflows.items()
+        )
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
@@ -100,19 +104,14 @@ def create_app(workflows: Mapping[str, Any], *, api_key: str | None = None) -> F
             result = await run(workflow.graph, messages, budget=workflow.budget)
         except ConciliumError as exc:
             return _error(500 if not isinstance(exc, UserError) else 400, str(exc), "concilium_error")
-        return {
-            "id": rid, "object": "chat.completion", "created": int(time.time()), "model": name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": _text(result)}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
-                      "total_tokens": result.usage.prompt_tokens + result.usage.completion_tokens},
-            "concilium": _extension(result),
-        }  # fmt: skip
+        choice = wire.chat_choice(0, _text(result))
+        return wire.chat_completion(rid, name, [choice], _usage(result.usage), concilium=_extension(result))
 
     async def _stream(workflow: Any, messages: list[Any], rid: str, name: str) -> AsyncIterator[bytes]:
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            data = {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": name,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}  # fmt: skip
-            return f"data: {json.dumps(data)}\n\n".encode()
+            choice = wire.delta_choice(0, delta, finish)
+            choice.setdefault("finish_reason", None)  # every chunk names it, as OpenAI's do
+            return wire.sse(wire.chunk(rid, name, [choice], **extra))
 
         yield chunk({"role": "assistant", "content": ""})
         try:
@@ -123,11 +122,9 @@ def create_app(workflows: Mapping[str, Any], *, api_key: str | None = None) -> F
                 elif event["type"] == "result":
                     result = event["result"]
                     yield chunk({"content": _text(result)})
-                    usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens,
-                             "total_tokens": result.usage.prompt_tokens + result.usage.completion_tokens}  # fmt: skip
-                    yield chunk({}, "stop", usage=usage, concilium=_extension(result))
+                    yield chunk({}, "stop", usage=_usage(result.usage), concilium=_extension(result))
         except ConciliumError as exc:
-            yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'concilium_error'}})}\n\n".encode()
-        yield b"data: [DONE]\n\n"
+            yield wire.sse(wire.error(str(exc), "concilium_error"))
+        yield wire.SSE_DONE
 
     return app
