@@ -16,6 +16,7 @@ from ._record import CallRecord, SqliteCallRecord
 from ._tracing import JsonLinesSpanExporter, configure_tracing
 from ._transport import DirectTransport, Transport, aclose, transport_for
 from ._types import Choice, Completion, Message, TokenLogprob, Usage, completion_from_openai
+from . import _wire as wire
 
 __all__ = [
     # agents
@@ -54,6 +55,7 @@ __all__ = [
     "Usage",
     "Message",
     "completion_from_openai",
+    "wire",  # the OpenAI wire format: response bodies, chunks, errors, usage
     # tracing
     "configure_tracing",
     "JsonLinesSpanExporter",
