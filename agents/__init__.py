@@ -14,7 +14,7 @@ from ._model import Capabilities, ModelPool, ModelSpec, Replica, pool_for
 from ._schemas import OUTPUT_SCHEMAS, AnswerConfidence
 from ._record import CallRecord, SqliteCallRecord
 from ._tracing import JsonLinesSpanExporter, configure_tracing
-from ._transport import DirectTransport, Transport, aclose, transport_for
+from ._transports import DirectTransport, Transport, aclose, transport_for
 from ._types import Choice, Completion, Message, TokenLogprob, Usage, completion_from_openai
 from . import _wire as wire
 

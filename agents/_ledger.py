@@ -31,7 +31,7 @@ from concilium._errors import BudgetExceeded, ModelCallError
 from ._model import ModelSpec, Replica, pool_for
 from ._record import CallRecord, NoRecord
 from ._tracing import chat_attributes, chat_span, record_error
-from ._transport import DirectTransport, transport_for
+from ._transports import transport_for
 from ._types import Completion, Usage, completion_from_openai
 
 Event = dict[str, Any]
@@ -194,11 +194,8 @@ class CallLedger:
                 try:
                     if on_text is None:
                         return await transport.chat(spec, replica.api_base, body, headers)
-                    if isinstance(transport, DirectTransport):
-                        return await transport.chat(spec, replica.api_base, body, headers, on_text=on_text)
-                    completion = await transport.chat(spec, replica.api_base, body, headers)
-                    on_text(completion.choices[0].text)  # a transport that cannot stream: one delta
-                    return completion
+                    # a transport that cannot stream (streams=False) passes the whole text once
+                    return await transport.stream(spec, replica.api_base, body, headers, on_text)
                 except ModelCallError as exc:
                     # Failover: no server answered, so nothing was generated for this call;
                     # send it once to another replica (never a streamed call with deltas out).

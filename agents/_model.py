@@ -13,10 +13,9 @@ import hashlib
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Collection, Literal, Sequence
+from typing import Any, Awaitable, Callable, Collection, Literal, Mapping, Protocol, Sequence
 
-if TYPE_CHECKING:
-    from ._transport import Transport
+from ._types import Completion
 
 TransportName = Literal["auto", "direct", "litellm"]
 Routing = Literal["least_loaded", "affinity", "round_robin"]
@@ -24,6 +23,17 @@ Routing = Literal["least_loaded", "affinity", "round_robin"]
 # litellm provider prefixes whose servers speak the OpenAI wire format; with an
 # api_base these go over the direct aiohttp transport when transport="auto".
 OPENAI_COMPATIBLE_PREFIXES = ("hosted_vllm/", "openai/", "sglang/", "llamacpp/", "vllm/")
+
+
+class SendsChat(Protocol):
+    """What ``ModelSpec(transport=...)`` takes besides a name: an object with the
+    ``chat`` method of ``concilium.agents.Transport`` (a test double such as
+    ``FakeModel``). With ``stream`` and ``streams`` too it is used as it is;
+    otherwise a streamed call gets the whole text as one delta."""
+
+    def chat(
+        self, spec: ModelSpec, api_base: str | None, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> Awaitable[Completion]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +80,7 @@ class ModelSpec:
     api_key: str | None = field(default=None, repr=False)
     capabilities: Capabilities = Capabilities()
     max_concurrency: int = 256
-    transport: TransportName | Transport = "auto"
+    transport: TransportName | SendsChat = "auto"
     timeout: float = 120.0
     routing: Routing = "least_loaded"
     load_metrics: bool = False
@@ -105,12 +115,16 @@ class ModelSpec:
         head, sep, _ = self.model.partition("/")
         return head if sep else "openai"
 
-    def uses_direct_transport(self) -> bool:
-        if self.transport == "direct":
-            return True
-        if self.transport != "auto":
-            return False
+    @property
+    def openai_compatible(self) -> bool:
+        """Served at a URL by a server that speaks the OpenAI wire format (vLLM,
+        SGLang, llama.cpp, the simulated server); ``transport="auto"`` then takes
+        the direct transport."""
         return bool(self.replicas) and self.model.startswith(OPENAI_COMPATIBLE_PREFIXES)
+
+    def uses_direct_transport(self) -> bool:
+        """Kept for compatibility; ``transport_for(spec)`` is what decides."""
+        return self.transport == "direct" or (self.transport == "auto" and self.openai_compatible)
 
     def with_api_base(self, api_base: str | Sequence[str]) -> ModelSpec:
         """The same deployment served elsewhere (the CLI's ``--backend URL``)."""

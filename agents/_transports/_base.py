@@ -1,0 +1,115 @@
+"""The transport protocol and what every transport shares: status errors.
+
+A transport sends one chat-completions body to one replica and returns a
+``Completion``; it raises ``ModelCallError`` with ``retryable`` set (the ledger
+retries). Streaming is part of the protocol: ``stream`` passes each text delta to
+``on_text`` as it arrives. A transport that cannot stream says so with
+``streams = False``; its ``stream`` delivers the whole text as one delta once the
+call is done (``ChatOnly`` and ``WholeTextStream`` give that for free).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
+
+from concilium._errors import ModelCallError
+
+from .._model import ModelSpec, SendsChat
+from .._types import Completion
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+OnText = Callable[[str], None]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Sends one chat-completions body to one replica, whole or streamed.
+
+    Attributes:
+        streams: ``True`` when ``stream`` passes deltas on as they arrive; ``False``
+            when it passes the whole text once, after the call.
+    """
+
+    streams: ClassVar[bool]
+
+    async def chat(
+        self,
+        spec: ModelSpec,
+        api_base: str | None,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+    ) -> Completion:
+        """One call; the whole reply."""
+        ...
+
+    async def stream(
+        self,
+        spec: ModelSpec,
+        api_base: str | None,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        on_text: OnText,
+    ) -> Completion:
+        """One call of one sample; each text delta goes to ``on_text``, then the whole reply."""
+        ...
+
+
+class WholeTextStream:
+    """For transports that cannot stream: ``stream`` is ``chat`` plus one delta."""
+
+    streams: ClassVar[bool] = False
+
+    async def chat(
+        self, spec: ModelSpec, api_base: str | None, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> Completion:
+        raise NotImplementedError
+
+    async def stream(
+        self,
+        spec: ModelSpec,
+        api_base: str | None,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        on_text: OnText,
+    ) -> Completion:
+        completion = await self.chat(spec, api_base, body, headers)
+        on_text(completion.choices[0].text if completion.choices else "")
+        return completion
+
+
+class ChatOnly(WholeTextStream):
+    """A ``Transport`` around an object that has only ``chat`` (a test double such as
+    ``FakeModel``, given as ``ModelSpec(transport=...)``). The object's ``chat`` is
+    looked up on every call, so a test may replace it on the instance."""
+
+    def __init__(self, inner: SendsChat):
+        self.inner = inner
+
+    async def chat(
+        self, spec: ModelSpec, api_base: str | None, body: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> Completion:
+        return await self.inner.chat(spec, api_base, body, headers)
+
+
+def status_error(spec: ModelSpec, api_base: str | None, status: int, detail: str) -> ModelCallError:
+    """The error for an HTTP status, with a hint at the usual fix.
+
+    Example:
+        >>> err = status_error(ModelSpec("hosted_vllm/m"), "http://h/v1", 429, "slow down")
+        >>> err.retryable, "max_concurrency" in str(err)
+        (True, True)
+    """
+    retryable = status in RETRYABLE_STATUS
+    hint = {
+        400: "the server rejected the request; check the model's capabilities "
+        "(n, logprobs, structured output) and the sampling parameters",
+        401: "check api_key (or the provider's API key environment variable)",
+        403: "check api_key and that this key may use the model",
+        404: f"check that the server serves model {spec.served_name!r} at this api_base",
+        429: "the server is rate limiting; lower max_concurrency or the fan-out",
+    }.get(status, "retrying" if retryable else "")
+    message = detail.strip()[:500] or "(empty body)"
+    if hint:
+        message = f"{message} -- {hint}"
+    return ModelCallError(message, model=spec.model, status=status, retryable=retryable, api_base=api_base)
