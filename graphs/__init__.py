@@ -40,8 +40,42 @@ from ._confidence import (
     weighted_vote,
 )
 from ._context import RunContext, current_run
+from ._events import (
+    CallFailed,
+    CallFailover,
+    CallFinished,
+    CallReplayed,
+    CallRetry,
+    CallStarted,
+    Event,
+    NodeFinished,
+    NodeStarted,
+    ResultEvent,
+    RoundStarted,
+    StreamEvent,
+    Turn,
+    TurnEvent,
+    TurnExtra,
+    VoteEvent,
+)
 from ._executor import Executor, TaskRun
 from ._graph import BASE_STATE, Branch, Graph, add, append, merge
+from ._kit import (
+    PatternOptions,
+    Respondent,
+    VoteUpdate,
+    ask,
+    distinct_names,
+    is_bare_question,
+    last_user_text,
+    numbered,
+    prompt_library,
+    report_vote,
+    sample_turns,
+    solve_messages,
+    turn,
+    user,
+)
 from ._spec import WorkflowSpec
 from ._workflow import Workflow, build_workflow, load_workflow, parse_workflow
 from ._runtime import GraphAgent, RunResult, as_agent, run, run_sync, split_input, stream
@@ -66,6 +100,38 @@ __all__ = [
     "split_input",
     "GraphAgent",
     "as_agent",
+    # pattern kit
+    "Respondent",
+    "PatternOptions",
+    "prompt_library",
+    "ask",
+    "turn",
+    "sample_turns",
+    "report_vote",
+    "VoteUpdate",
+    "solve_messages",
+    "user",
+    "numbered",
+    "distinct_names",
+    "last_user_text",
+    "is_bare_question",
+    # transcript and events
+    "Turn",
+    "TurnExtra",
+    "Event",
+    "StreamEvent",
+    "NodeStarted",
+    "NodeFinished",
+    "RoundStarted",
+    "TurnEvent",
+    "VoteEvent",
+    "CallStarted",
+    "CallFinished",
+    "CallFailed",
+    "CallReplayed",
+    "CallRetry",
+    "CallFailover",
+    "ResultEvent",
     # tool plans
     "Executor",
     "TaskRun",

@@ -1,4 +1,5 @@
-"""The run context a node sees: run id, ledger, where it is, and an event sink.
+"""The run context a node sees: run id, ledger, where it is, an event sink, and
+the one way to run calls concurrently inside a node (``gather`` / ``map``).
 
 It travels in context variables, which asyncio copies into every task LangGraph
 starts, so each branch sees its own node path while sharing the run's ledger.
@@ -6,15 +7,19 @@ starts, so each branch sees its own node path while sharing the run's ledger.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
 
 from concilium.agents import CallLedger, current_ledger
 
-Event = dict[str, Any]
+from ._events import Event
+
+T = TypeVar("T")
+Item = TypeVar("Item")
 
 _path: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("concilium_path", default=())
 
@@ -45,11 +50,46 @@ class RunContext:
         return "/".join([*_path.get(), *(str(p) for p in parts)])
 
     def emit(self, event: Event) -> None:
-        """Send a progress event (``type`` plus anything) to the run's listener."""
+        """Send a progress event to the run's listener, with ``path`` and ``t``
+        (seconds since the run started) filled in."""
         if self.sink is not None:
             event.setdefault("path", self.path)
             event.setdefault("t", round(time.perf_counter() - self.started, 4))
             self.sink(event)
+
+    async def gather(self, *awaitables: Awaitable[T]) -> list[T]:
+        """Await concurrently; the results in argument order.
+
+        The first failure cancels the siblings still running (their HTTP requests
+        included) and is raised as itself, not wrapped in an ``ExceptionGroup``, so
+        ``except ModelCallError`` works as around a single call. Each task runs in a
+        copy of the current context: it sees the node path, so calls keyed with
+        ``ask`` inside it are keyed under the node (give each a distinct tag).
+
+        Example:
+            >>> import asyncio
+            >>> async def square(x):
+            ...     await asyncio.sleep(0.01 * (3 - x))
+            ...     return x * x
+            >>> asyncio.run(current_run().gather(*(square(x) for x in range(3))))
+            [0, 1, 4]
+        """
+        return await gather_all(awaitables)
+
+    async def map(self, fn: Callable[[Item], Awaitable[T]], items: Iterable[Item]) -> list[T]:
+        """``fn`` over ``items`` concurrently; the results in ``items`` order. Failure
+        and cancellation as in ``gather``: use it for many short calls inside one
+        step (judging N candidates); steps of the method that should be visible and
+        checkpointed one by one are graph branches (``Branch``) instead.
+
+        Example:
+            >>> import asyncio
+            >>> async def shout(word):
+            ...     return word.upper()
+            >>> asyncio.run(current_run().map(shout, ["a", "b"]))
+            ['A', 'B']
+        """
+        return await gather_all([fn(item) for item in items])
 
 
 _run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("concilium_run", default=None)
@@ -79,3 +119,41 @@ def node_scope(*names: str) -> Iterator[None]:
         yield
     finally:
         _path.reset(token)
+
+
+async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Run the awaitables as tasks of one ``asyncio.TaskGroup``; the results in
+    order. On failure the group cancels the rest and waits for them to finish;
+    then the first exception raised is re-raised as itself (later ones, raised
+    while the siblings were being cancelled, are added to it as a note)."""
+    pending = list(awaitables)
+    if not pending:
+        return []
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_as_coroutine(a)) for a in pending]
+    except BaseExceptionGroup as failed:
+        first = _first_leaf(failed)
+        others = [e for e in _leaves(failed) if e is not first]
+    else:
+        return [task.result() for task in tasks]
+    if others:
+        first.add_note(f"(and {len(others)} more failures in the same gather: "
+                       f"{'; '.join(f'{type(e).__name__}: {e}' for e in others[:3])})")  # fmt: skip
+    raise first
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    # TaskGroup lists errors in the order the tasks failed: the first is the cause.
+    return _leaves(group)[0]

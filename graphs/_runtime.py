@@ -31,7 +31,8 @@ from concilium.agents import (
 )
 from concilium.agents._tracing import workflow_span
 
-from ._context import Event, RunContext, node_scope, run_scope
+from ._context import RunContext, gather_all, node_scope, run_scope
+from ._events import Event, StreamEvent, Turn
 from ._graph import Graph
 
 RECURSION_LIMIT = 10_000  # rounds x 2 supersteps; LangGraph's default of 25 is too low
@@ -56,7 +57,7 @@ class RunResult:
     answer: str | None
     run_id: str
     workflow: str
-    transcript: list[dict[str, Any]] = field(default_factory=list)
+    transcript: list[Turn] = field(default_factory=list)
     votes: dict[str, Any] | None = None
     details: dict[str, Any] = field(default_factory=dict)
     calls: int = 0
@@ -218,19 +219,20 @@ def run_sync(graph: Graph, input: str | Sequence[Message], **options: Any) -> Ru
 
 async def stream(
     graph: Graph, input: str | Sequence[Message], **options: Any
-) -> AsyncIterator[Event]:
-    """Run and yield progress events as they happen; the last has type ``result``.
+) -> AsyncIterator[StreamEvent]:
+    """Run and yield progress events (``Event``) as they happen; the last is a
+    ``ResultEvent`` (type ``result``) with the ``RunResult``.
 
     Example:
         >>> # async for event in stream(workflow, "What is 12 * 7?"): print(event["type"])
     """
-    queue: asyncio.Queue[Event] = asyncio.Queue()
+    queue: asyncio.Queue[Event | None] = asyncio.Queue()
     task = asyncio.ensure_future(run(graph, input, on_event=queue.put_nowait, **options))
-    task.add_done_callback(lambda _: queue.put_nowait({"type": "_done"}))
+    task.add_done_callback(lambda _: queue.put_nowait(None))  # None: the run is over
     try:
         while True:
             event = await queue.get()
-            if event["type"] == "_done":
+            if event is None:
                 break
             yield event
         yield {"type": "result", "result": task.result()}
@@ -258,7 +260,7 @@ class GraphAgent:
             with node_scope(key if n == 1 else f"{key}#{i}"):
                 return await invoke_graph(self.graph, given)
 
-        results = await asyncio.gather(*(once(i) for i in range(n)))
+        results = await gather_all([once(i) for i in range(n)])
         return AgentReply(
             agent=self.name,
             texts=tuple(str(r.get("text") or r.get("answer") or "") for r in results),

@@ -1,0 +1,237 @@
+"""The pattern kit: what a pattern needs beyond ``Graph``, all of it public.
+
+A pattern's primitive is "ask an agent under a call key and record the turn":
+``ask`` keys each call ``<node path>/<agent>/<tag>`` so a resumed run replays it
+from the call record, and ``turn`` turns the reply into a ``Turn`` (a transcript
+entry) and sends it as a ``turn`` event. ``PatternOptions`` resolves the options
+every pattern takes (answer format, prompt library, name) once; the rest are small
+helpers for prompts and votes. Built-in patterns use nothing else, so a pattern of
+your own can be written the same way.
+
+Example:
+    >>> from concilium.agents import Agent, FakeModel
+    >>> from concilium.graphs import END, START, Graph, PatternOptions, ask, run_sync, turn, user
+    >>> opts = PatternOptions("boxed", name="ask_once")
+    >>> agent = Agent("a", FakeModel(fn=lambda agent, i, msgs: "\\\\boxed{4}").spec())
+    >>> async def solve(state, ctx):
+    ...     reply = await ask(ctx, agent, user(state["question"]), "solve")
+    ...     entry = turn(ctx, reply, text=reply.text, answer=opts.fmt.extract(reply.text), prompt=state["question"])
+    ...     return {"answer": entry["answer"], "transcript": [entry]}
+    >>> g = Graph(opts.name).add_node("solve", solve, writes=["answer", "transcript"])
+    >>> _ = g.add_edge(START, "solve").add_edge("solve", END)
+    >>> result = run_sync(g, "2+2?")
+    >>> result.answer, result.transcript[0]["path"]
+    ('4', 'solve')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence, TypedDict, Unpack, cast
+
+from concilium._errors import GraphError
+from concilium.agents import AgentReply, Message
+from concilium.prompts import PromptLibrary, default_library
+
+from ._aggregators import AnswerFormat, Vote, answer_format, majority_vote
+from ._context import RunContext
+from ._events import Turn, TurnEvent, TurnExtra
+
+
+class Respondent(Protocol):
+    """Anything that can fill an agent slot: an ``Agent`` or a graph used as one."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def run(
+        self, messages: str | Sequence[Message], *, n: int = 1, key: str | None = None, **options: Any
+    ) -> AgentReply: ...
+
+
+# ----------------------------------------------------------------- options
+
+
+def prompt_library(prompts: PromptLibrary | None) -> PromptLibrary:
+    """The given prompt library, or the built-in one."""
+    return prompts if prompts is not None else default_library
+
+
+@dataclass(frozen=True)
+class PatternOptions:
+    """The options every pattern takes, resolved once when the pattern is built.
+
+    Args:
+        answer: how to extract an answer (``"boxed"``, ``"last_number"``,
+            ``"option"``, ``{"regex": ...}``, ``{"field": ...}``, or an ``AnswerFormat``).
+        prompts: the prompt library (default: the built-in templates).
+        name: the pattern's graph name.
+
+    Example:
+        >>> opts = PatternOptions("last_number", name="mine")
+        >>> opts.fmt.extract("so it is 42."), opts.name, "debate/initial" in opts.lib.names()
+        ('42', 'mine', True)
+    """
+
+    answer: str | Mapping[str, str] | AnswerFormat = "boxed"
+    prompts: PromptLibrary | None = None
+    name: str = "pattern"
+    fmt: AnswerFormat = field(init=False, repr=False, compare=False)
+    lib: PromptLibrary = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Resolved here so a bad answer format fails when the pattern is built.
+        fmt = self.answer if isinstance(self.answer, AnswerFormat) else answer_format(self.answer)
+        object.__setattr__(self, "fmt", fmt)
+        object.__setattr__(self, "lib", prompt_library(self.prompts))
+
+
+# ------------------------------------------------------------------ asking
+
+
+async def ask(
+    ctx: RunContext,
+    agent: Respondent,
+    messages: str | Sequence[Message],
+    tag: str,
+    *,
+    n: int = 1,
+    **options: Any,
+) -> AgentReply:
+    """One call of ``agent`` under a key unique in the run, ``<path>/<agent>/<tag>``,
+    so a resumed run replays it from the call record instead of asking again.
+
+    ``tag`` must differ between the calls one agent makes in one node (``"r0"``,
+    ``"r1"``, ``f"score{i}"``); ``options`` go to the request (``seed``,
+    ``max_tokens``, ``logprobs``, ...).
+    """
+    return await agent.run(messages, n=n, key=ctx.key(agent.name, tag), **options)
+
+
+def turn(
+    ctx: RunContext,
+    reply: AgentReply,
+    *,
+    text: str,
+    answer: str | None,
+    prompt: str,
+    **extra: Unpack[TurnExtra],
+) -> Turn:
+    """One transcript entry: who said what, where, seeing what. It is also sent as a
+    ``turn`` event, so streaming clients see each turn as it happens."""
+    event: TurnEvent = {"type": "turn", "agent": reply.agent, "text": text, "answer": answer}
+    if "round" in extra:
+        event["round"] = extra["round"]
+    if "sample" in extra:
+        event["sample"] = extra["sample"]
+    if "step" in extra:
+        event["step"] = extra["step"]
+    ctx.emit(event)
+    entry = {
+        "path": ctx.path,
+        "agent": reply.agent,
+        **extra,
+        "prompt": prompt,
+        "text": text,
+        "answer": answer,
+        "prompt_tokens": reply.usage.prompt_tokens,
+        "completion_tokens": reply.usage.completion_tokens,
+    }
+    return cast(Turn, entry)
+
+
+def sample_turns(
+    ctx: RunContext, reply: AgentReply, fmt: AnswerFormat, prompt: str, first: int = 0
+) -> list[Turn]:
+    """One transcript entry per sample of a reply (``sample`` = first, first+1, ...);
+    the request's tokens are counted once, on its first sample."""
+    entries = [
+        turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=prompt, sample=first + j)
+        for j, text in enumerate(reply.texts)
+    ]
+    for entry in entries[1:]:
+        entry["prompt_tokens"] = entry["completion_tokens"] = 0
+    return entries
+
+
+class VoteUpdate(TypedDict):
+    """The state update of a voting node: the winner, a reply carrying it, the tally."""
+
+    answer: str | None
+    text: str | None
+    votes: dict[str, Any]
+
+
+def report_vote(ctx: RunContext, entries: Sequence[Turn]) -> tuple[Vote, VoteUpdate]:
+    """Majority-vote the entries' answers, send a ``vote`` event, and return the
+    tally with the state update (the text is the first entry carrying the winner).
+
+    Example:
+        >>> from concilium.graphs import current_run
+        >>> entries = [{"answer": "7", "text": "a"}, {"answer": "8", "text": "b"}, {"answer": "8", "text": "c"}]
+        >>> tally, update = report_vote(current_run(), entries)
+        >>> update["answer"], update["text"], tally.counts
+        ('8', 'b', {'7': 1, '8': 2})
+    """
+    tally = majority_vote([e["answer"] for e in entries])
+    ctx.emit({"type": "vote", "counts": tally.counts, "winner": tally.winner})
+    carrier = next((e["text"] for e in entries if e["answer"] == tally.winner), None)
+    return tally, {"answer": tally.winner, "text": carrier, "votes": tally.as_dict()}
+
+
+# ----------------------------------------------------------------- prompts
+
+
+def user(text: str) -> list[dict[str, Any]]:
+    """``text`` as a one-message chat: ``[{"role": "user", "content": text}]``."""
+    return [{"role": "user", "content": text}]
+
+
+def numbered(texts: Sequence[str], start: int = 1, label: str = "") -> str:
+    """``1. first\\n2. second`` (with ``label``: ``Answer 1: first``).
+
+    Example:
+        >>> print(numbered(["yes", "no"], label="Answer"))
+        Answer 1: yes
+        Answer 2: no
+    """
+    return "\n".join(f"{label} {i}: {t}" if label else f"{i}. {t}" for i, t in enumerate(texts, start))
+
+
+def last_user_text(messages: Sequence[Message]) -> str:
+    """The content of the last user message ("" if there is none)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return str(message.get("content", ""))
+    return ""
+
+
+def is_bare_question(state: Mapping[str, Any]) -> bool:
+    """True when the input is just the question (not a conversation to continue)."""
+    messages = state.get("messages") or []
+    return len(messages) <= 1
+
+
+def solve_messages(state: Mapping[str, Any], lib: PromptLibrary, prompt: str, fmt: AnswerFormat) -> list[dict[str, Any]]:
+    """A bare question wrapped in the ``prompt`` template; a conversation as it is."""
+    if is_bare_question(state):
+        return user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
+    return [dict(m) for m in state["messages"]]
+
+
+def distinct_names(agents: Sequence[Respondent], pattern: str) -> list[str]:
+    """The agents' names, refusing repeats (each agent's calls are keyed by its name).
+
+    Example:
+        >>> from concilium.agents import Agent, FakeModel
+        >>> spec = FakeModel().spec()
+        >>> distinct_names([Agent("a", spec), Agent("a", spec)], "debate")
+        Traceback (most recent call last):
+        ...
+        concilium._errors.GraphError: debate agents need distinct names; repeated: ['a'] (copy the agent with another name)
+    """
+    names = [a.name for a in agents]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise GraphError(f"{pattern} agents need distinct names; repeated: {repeated} (copy the agent with another name)")
+    return names
