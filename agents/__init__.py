@@ -8,6 +8,7 @@ Example:
 
 from ._agent import Agent, AgentReply, parse_json_output
 from ._fake import FakeModel, FakeRequest
+from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
 from ._tool_loop import ToolTurns, run_with_tools
 from ._ledger import Budget, CallLedger, RetryPolicy, current_ledger, request_digest, reset_ledger, use_ledger
 from ._model import Capabilities, ModelPool, ModelSpec, Replica, pool_for
@@ -62,4 +63,10 @@ __all__ = [
     # test doubles
     "FakeModel",
     "FakeRequest",
+    # how the simulated server answers (the schema of a workflow's simulate:)
+    "SimConfig",
+    "Latency",
+    "Rule",
+    "Statistical",
+    "Faults",
 ]
