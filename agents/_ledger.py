@@ -1,10 +1,12 @@
-"""The call ledger: the one place every model call goes through.
+"""The call ledger: the one place every model call and every tool call goes through.
 
-For each call it checks the budget, looks the request up in the call record (resume),
-picks a replica from the pool, sends it through the transport with retries for
-retryable errors only, counts calls and tokens, records the response, emits the
-``chat {model}`` span and progress events. A run installs its ledger in a context
-variable; agents used outside a run share a default ledger without a budget.
+For each model call it checks the budget, looks the request up in the call record
+(resume), picks a replica from the pool, sends it through the transport with retries
+for retryable errors only, counts calls and tokens, records the response, emits the
+``chat {model}`` span and progress events. Tool calls (``CallLedger.tool``) are
+budgeted, recorded and replayed the same way, under ``execute_tool {name}`` spans.
+A run installs its ledger in a context variable; agents used outside a run share a
+default ledger without a budget.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from tenacity import (
 )
 
 from concilium._errors import BudgetExceeded, ModelCallError
+from concilium.tools import Tool, ToolError
 
 from ._model import ModelSpec, Replica, pool_for
 from ._record import CallRecord, NoRecord
-from ._tracing import chat_attributes, chat_span, record_error
+from ._tracing import chat_attributes, chat_span, record_error, tool_span
 from ._transports import transport_for
 from ._types import Completion, Usage, completion_from_openai
 
@@ -40,10 +43,15 @@ EventSink = Callable[[Event], None]
 
 @dataclass(frozen=True)
 class Budget:
-    """Limits for one run; exceeding one raises ``BudgetExceeded``."""
+    """Limits for one run; exceeding one raises ``BudgetExceeded``.
+
+    ``max_calls`` and ``max_tokens`` count model calls, ``max_tool_calls`` tool
+    calls; calls replayed from the record (resume) count against none of them.
+    """
 
     max_calls: int | None = None
     max_tokens: int | None = None
+    max_tool_calls: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,14 +73,35 @@ def request_digest(model: str, body: Mapping[str, Any], key: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` when JSON can hold it, else its text (what the call record keeps)."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def tool_digest(name: str, arguments: Mapping[str, Any], scope: str) -> str:
+    """The record key of a tool call: its scope (the call key, or ``"side-effect"``
+    for a tool with side effects), the tool and its arguments."""
+    blob = json.dumps([scope, name, jsonable(arguments)], sort_keys=True, default=str)
+    return "tool:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+ToolEntry = dict[str, Any]  # {"result": ...} or {"error": "..."} in the call record
+
+
 class CallLedger:
-    """Counts, limits, records and traces model calls.
+    """Counts, limits, records and traces model calls and tool calls.
 
     Attributes:
         calls: calls answered by a model (retries of one call count once).
         attempts: HTTP requests sent, retries included.
         replayed: calls answered from the record instead of a model.
         usage: tokens of the calls answered by a model.
+        tool_calls: tool calls run (failed ones included).
+        tools_replayed: tool calls answered from the record instead of the tool.
     """
 
     def __init__(
@@ -91,7 +120,10 @@ class CallLedger:
         self.attempts = 0
         self.replayed = 0
         self.usage = Usage()
+        self.tool_calls = 0
+        self.tools_replayed = 0
         self._reserved = 0
+        self._tools_running: dict[str, asyncio.Future[ToolEntry | None]] = {}
 
     def _emit(self, event: Event) -> None:
         if self.on_event is not None:
@@ -230,6 +262,94 @@ class CallLedger:
     def _on_retry(self, state: RetryCallState, agent: str) -> None:
         exc = state.outcome.exception() if state.outcome else None
         self._emit({"type": "call_retry", "agent": agent, "error": str(exc)})
+
+
+    async def tool(
+        self,
+        tool: Tool,
+        arguments: Mapping[str, Any],
+        *,
+        key: str,
+        call_id: str | None = None,
+        agent: str | None = None,
+    ) -> tuple[Any, bool]:
+        """Run one tool call; returns its result and whether it was replayed.
+
+        The result (or the ``ToolError``, which is what the caller showed the model)
+        is recorded under ``key``, which must be unique in the run and stable across
+        a resume, so a resumed run replays it instead of calling the tool again. A
+        tool with ``side_effects`` is recorded under its arguments alone: it runs at
+        most once per run with those arguments, whatever the key (a concurrent
+        duplicate waits for the first call's result).
+
+        Raises:
+            ToolError: the tool failed (now or, replayed, in the recorded run).
+            BudgetExceeded: ``Budget.max_tool_calls`` tool calls have been run.
+
+        Example:
+            >>> import asyncio
+            >>> from concilium.tools import Tool
+            >>> def double(x: int) -> int:
+            ...     "Double x."
+            ...     return 2 * x
+            >>> ledger, tool = CallLedger(), Tool.from_function(double)
+            >>> asyncio.run(ledger.tool(tool, {"x": 21}, key="d1"))
+            (42, False)
+            >>> asyncio.run(ledger.tool(tool, {"x": 21}, key="d1")), ledger.tool_calls
+            ((42, True), 1)
+        """
+        digest = tool_digest(tool.name, arguments, "side-effect" if tool.side_effects else key)
+        entry = self.record.get(digest)
+        running = self._tools_running.get(digest) if entry is None else None
+        if running is not None:
+            entry = await asyncio.shield(running)  # None: it failed unrecorded; call it here
+        if entry is not None:
+            self.tools_replayed += 1
+            self._tool_event(tool.name, key, agent, "replayed", 0.0, entry.get("error"))
+            if "error" in entry:
+                raise ToolError(str(entry["error"]))
+            return entry.get("result"), True
+
+        b = self.budget
+        if b.max_tool_calls is not None and self.tool_calls >= b.max_tool_calls:
+            raise BudgetExceeded("tool_calls", self.tool_calls, b.max_tool_calls)
+        self.tool_calls += 1
+        done: asyncio.Future[ToolEntry | None] = asyncio.get_running_loop().create_future()
+        self._tools_running[digest] = done
+        recorded: ToolEntry | None = None
+        started = time.perf_counter()
+        try:
+            with tool_span(tool.name, tool.description, call_id) as span:
+                try:
+                    result = await tool(arguments)
+                except ToolError as exc:
+                    record_error(span, exc)
+                    recorded = {"error": str(exc)}
+                    self.record.put(digest, recorded)
+                    self._tool_event(tool.name, key, agent, "failed", time.perf_counter() - started, str(exc))
+                    raise
+            recorded = {"result": jsonable(result)}
+            self.record.put(digest, recorded)
+        except BaseException as exc:
+            if recorded is None:  # cancelled, or an error that is not the tool's: not a call made
+                self.tool_calls -= 1
+                self._tool_event(tool.name, key, agent, "failed", time.perf_counter() - started, repr(exc))
+            raise
+        finally:
+            del self._tools_running[digest]
+            done.set_result(recorded)
+        self._tool_event(tool.name, key, agent, "ok", time.perf_counter() - started, None)
+        return result, False
+
+    def _tool_event(self, tool: str, key: str, agent: str | None, status: str, seconds: float, error: object) -> None:
+        if self.on_event is None:
+            return
+        event: Event = {"type": "tool", "tool": tool, "key": key, "status": status, "seconds": round(seconds, 6)}
+        if agent is not None:
+            event["agent"] = agent
+        if error is not None:
+            event["error"] = str(error)
+        self.on_event(event)
 
 
 def _affinity(body: Mapping[str, Any]) -> str | None:

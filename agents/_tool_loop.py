@@ -3,7 +3,10 @@ results go back, until the model answers in text.
 
 Several tool calls from one turn run concurrently; their results are appended in
 the order the model made the calls, each with its ``tool_call_id``. A failed call
-returns its error text to the model, which can correct itself. With vLLM, start
+returns its error text to the model, which can correct itself; any other failure
+(the budget, a cancellation) cancels the turn's other calls and is raised. Every
+call goes through the ledger (``CallLedger.tool``) under the key
+``<key>/t<turn>/<i>``, so a resumed run repeats none of them. With vLLM, start
 the server with ``--enable-auto-tool-choice --tool-call-parser <family>`` (the
 serving issue's capability registry fills that in per model family).
 """
@@ -13,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Coroutine, Mapping, Sequence, TypeVar
 
 from concilium._errors import ModelError
 from concilium.tools import ToolError, ToolRegistry
 
 from ._agent import Agent, AgentReply, _as_messages
+from ._ledger import current_ledger
 from ._types import Message
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -52,21 +58,36 @@ async def run_with_tools(
         if not reply.tool_calls:
             return ToolTurns(reply, calls, convo + [{"role": "assistant", "content": reply.text}])
         convo.append({"role": "assistant", "content": reply.text or None, "tool_calls": list(reply.tool_calls)})
-        results = await asyncio.gather(*(_one(tools, call) for call in reply.tool_calls))
+        results = await _all_or_none([_one(tools, call, f"{base}/t{turn}/{i}", agent.name)
+                                      for i, call in enumerate(reply.tool_calls)])  # fmt: skip
         for call, (content, record) in zip(reply.tool_calls, results):
             convo.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": content})
             calls.append({"turn": turn, **record})
     raise ModelError(f"agent {agent.name!r} still asked for tools after {max_turns} turns; raise max_turns or check its prompt")
 
 
-async def _one(tools: ToolRegistry, call: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+async def _all_or_none(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
+    """The results in call order; the first failure cancels the others and is raised
+    as itself (not wrapped in an exception group)."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _one(tools: ToolRegistry, call: Mapping[str, Any], key: str, agent: str) -> tuple[str, dict[str, Any]]:
     function = call.get("function") or {}
     name = str(function.get("name", ""))
     try:
         arguments = json.loads(function.get("arguments") or "{}")
         if not isinstance(arguments, dict):
             raise ToolError(f"the arguments of {name} must be a JSON object")
-        result = await tools.call(name, arguments)
+        tool = tools.get(name)
+        result, _ = await current_ledger().tool(tool, arguments, key=key, call_id=call.get("id") or None, agent=agent)
         return str(result), {"tool": name, "arguments": arguments, "result": str(result)}
     except ValueError:
         error = f"the arguments of {name} are not JSON: {function.get('arguments')!r}"

@@ -75,6 +75,19 @@ def chat_span(model: str, attrs: Mapping[str, Any]) -> Any:
     return tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attrs)
 
 
+def tool_span(name: str, description: str, call_id: str | None) -> Any:
+    """``execute_tool {name}`` (INTERNAL: tools run in-process)."""
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": name,
+        "gen_ai.tool.type": "function",
+        "gen_ai.tool.description": description,
+    }
+    if call_id:
+        attrs["gen_ai.tool.call.id"] = call_id
+    return tracer.start_as_current_span(f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attrs)
+
+
 # --------------------------------------------------------------- JSON-lines export
 
 

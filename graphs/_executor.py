@@ -4,17 +4,17 @@ Each task waits on its dependencies' completion futures and starts the moment th
 last one resolves, also while the plan is still streaming in; there is no polling
 and no level-by-level barrier. A task whose dependency failed is skipped with that
 reason; with ``on_failure="cancel"`` the first failure also cancels everything still
-running or waiting. Results are kept in the run's call record, so a resumed run
-replays them instead of calling tools again; a tool with ``side_effects`` is
-additionally never called twice with the same arguments in one run (a replan that
-repeats it gets the first result). Every task's times (emitted, ready, started,
+running or waiting. Every tool call goes through the run's ledger
+(``CallLedger.tool``): it is budgeted, traced and kept in the call record, so a
+resumed run replays it instead of calling the tool again; a tool with
+``side_effects`` is never called twice with the same arguments in one run (a replan
+that repeats it gets the first result). Every task's times (emitted, ready, started,
 ended; seconds from the start) are recorded for tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -63,7 +63,8 @@ class Executor:
         registry: the tools tasks may name.
         on_failure: ``"skip_dependents"`` (default) or ``"cancel"`` (stop everything).
         key: names this execution in the call record (stable across a resume).
-        memo: side-effecting calls already made in this run, shared across replans.
+        memo: side-effecting calls already made, shared across replans; it matters
+            outside a run only (a run's call record already keeps them).
     """
 
     def __init__(
@@ -84,13 +85,19 @@ class Executor:
         self._finished: dict[int, asyncio.Event] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._cancelled = False
+        self._fatal: Exception | None = None
         self._origin = 0.0
 
     def _now(self) -> float:
         return round(time.perf_counter() - self._origin, 6)
 
     async def run(self, tasks: Iterable[Task] | AsyncIterable[Task], origin: float | None = None) -> dict[int, TaskRun]:
-        """Run every task; returns their records by index (join included)."""
+        """Run every task; returns their records by index (join included).
+
+        Raises:
+            BudgetExceeded: (or any error that is not a tool's own failure) after
+                cancelling the other tasks.
+        """
         self._origin = time.perf_counter() if origin is None else origin
         try:
             if isinstance(tasks, AsyncIterable):
@@ -104,6 +111,8 @@ class Executor:
             for t in self._tasks.values():
                 t.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._fatal is not None:
+            raise self._fatal
         return self.runs
 
     def _start(self, task: Task) -> None:
@@ -132,6 +141,10 @@ class Executor:
         except asyncio.CancelledError:
             record.status = "cancelled"
             record.error = record.error or "cancelled after an earlier task failed"
+        except Exception as exc:  # not the tool's failure (that is a ToolError): the budget, say
+            record.status, record.error = "failed", str(exc)
+            self._fatal = self._fatal or exc
+            self._cancel_others(task.index)
         finally:
             self._finished[task.index].set()
 
@@ -139,19 +152,13 @@ class Executor:
         results = {d: self.runs[d].result for d in task.deps}
         record.args = args = resolve(task.args, results, task.deps)
         tool = self.registry.get(task.tool)
-        ledger = current_ledger()
-        scope = f"{self.key}/{task.index}" if not tool.side_effects else "side-effect"
-        blob = json.dumps([scope, task.tool, _jsonable(args)], sort_keys=True, default=str)
-        digest = "tool:" + hashlib.sha256(blob.encode()).hexdigest()
-        cached = self.memo.get(digest) if tool.side_effects else None
-        cached = cached or ledger.record.get(digest)
+        memo_key = json.dumps([task.tool, _jsonable(args)], sort_keys=True, default=str) if tool.side_effects else ""
         record.started = self._now()
-        if cached is not None:
-            record.status, record.result, record.replayed = "ok", cached["result"], True
-            record.ended = self._now()
-            return
         try:
-            record.result = await tool(args)
+            if memo_key in self.memo:
+                record.result, record.replayed = self.memo[memo_key], True
+            else:
+                record.result, record.replayed = await current_ledger().tool(tool, args, key=f"{self.key}/{task.index}")
             record.status = "ok"
         except ToolError as exc:
             record.status, record.error = "failed", str(exc)
@@ -160,10 +167,8 @@ class Executor:
             return
         finally:
             record.ended = self._now()
-        entry = {"result": _jsonable(record.result)}
-        ledger.record.put(digest, entry)
-        if tool.side_effects:
-            self.memo[digest] = entry
+        if memo_key:
+            self.memo[memo_key] = record.result
 
     def _cancel_others(self, failed: int) -> None:
         self._cancelled = True

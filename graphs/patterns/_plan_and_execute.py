@@ -238,7 +238,9 @@ def react(agent: Agent, tools: ToolRegistry, *, max_steps: int = 8, prompts: Pro
                 try:
                     positional, keywords, _ = parse_arguments(action.group(2))
                     tool = tools.get(action.group(1))
-                    observation = str(await tool(tool.bind(positional, keywords)))
+                    result, _ = await ctx.ledger.tool(tool, tool.bind(positional, keywords),
+                                                      key=ctx.key(agent.name, f"step{step}", "tool"), agent=agent.name)  # fmt: skip
+                    observation = str(result)
                 except (PlanError, ToolError) as exc:
                     observation = f"error: {exc}"
                 steps.append({"step": step, "tool": action.group(1), "observation": observation[:500],
