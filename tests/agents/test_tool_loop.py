@@ -1,5 +1,6 @@
 """Ordinary tool calling over real HTTP: several calls of one turn run concurrently and
-their results go back in call order."""
+their results go back in call order; every call goes through the ledger (recorded,
+budgeted, traced)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import json
 
 import pytest
 
-from concilium._errors import ModelError
-from concilium.agents import Agent, run_with_tools
+from concilium._errors import BudgetExceeded, ModelError
+from concilium.agents import Agent, Budget, CallLedger, SqliteCallRecord, reset_ledger, run_with_tools, use_ledger
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import Tool, ToolRegistry
 
@@ -51,3 +52,96 @@ async def test_a_model_that_never_stops_calling_tools_is_an_error() -> None:
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
         with pytest.raises(ModelError, match="still asked for tools after 3 turns"):
             await run_with_tools(Agent("a", sim.spec()), "go", tools, max_turns=3)
+
+
+def counting_tools(made: list[str], finished: list[str] | None = None) -> ToolRegistry:
+    async def fetch(name: str, delay: float = 0.0) -> str:
+        "Fetch something (counts its calls)."
+        made.append(name)
+        await asyncio.sleep(delay)
+        if finished is not None:
+            finished.append(name)
+        return f"{name}-data"
+
+    def send(to: str) -> str:
+        "A side effect: send a message (counts its calls)."
+        made.append(f"send {to}")
+        return f"sent to {to}"
+
+    return ToolRegistry([Tool.from_function(fetch), Tool.from_function(send, side_effects=True)])
+
+
+async def test_a_resumed_run_repeats_no_tool_call(tmp_path) -> None:
+    made: list[str] = []
+    tools = counting_tools(made)
+    rules = [Rule(agent="a", replies=[calls(("fetch", {"name": "x"}), ("fetch", {"name": "y"})), "done"])]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        record = SqliteCallRecord(tmp_path / "calls.db")
+        token = use_ledger(CallLedger(record=record, budget=Budget(max_calls=1)))  # the 2nd model call fails
+        try:
+            with pytest.raises(BudgetExceeded):
+                await run_with_tools(Agent("a", sim.spec()), "go", tools, key="job")
+        finally:
+            reset_ledger(token)
+            record.close()
+        assert sorted(made) == ["x", "y"]
+        record = SqliteCallRecord(tmp_path / "calls.db")  # resume: a new ledger over the same record
+        ledger = CallLedger(record=record)
+        token = use_ledger(ledger)
+        try:
+            out = await run_with_tools(Agent("a", sim.spec()), "go", tools, key="job")
+        finally:
+            reset_ledger(token)
+            record.close()
+    assert out.reply.text == "done" and [c["result"] for c in out.calls] == ["x-data", "y-data"]
+    assert sorted(made) == ["x", "y"]  # no tool call repeated
+    assert ledger.tool_calls == 0 and ledger.tools_replayed == 2
+
+
+async def test_a_side_effecting_tool_runs_once_per_run_with_the_same_arguments() -> None:
+    made: list[str] = []
+    again = calls(("send", {"to": "bob"}))
+    rules = [Rule(agent="a", replies=[again, again, calls(("send", {"to": "eve"})), "done"])]
+    ledger = CallLedger()
+    token = use_ledger(ledger)
+    try:
+        async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+            out = await run_with_tools(Agent("a", sim.spec()), "go", counting_tools(made))
+    finally:
+        reset_ledger(token)
+    assert made == ["send bob", "send eve"] and [c["result"] for c in out.calls] == ["sent to bob"] * 2 + ["sent to eve"]
+    assert ledger.tool_calls == 2 and ledger.tools_replayed == 1
+
+
+async def test_tool_calls_are_execute_tool_spans_with_genai_attributes(spans) -> None:
+    spans.clear()
+    rules = [Rule(agent="a", replies=[calls(("fetch", {"name": "x"}), ("fetch", {"name": 3})), "done"])]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        await run_with_tools(Agent("a", sim.spec()), "go", counting_tools([]))
+        call_ids = [c["id"] for c in (await sim.requests())[1]["body"]["messages"][1]["tool_calls"]]
+    tool_spans = [s for s in spans.get_finished_spans() if s.name == "execute_tool fetch"]
+    assert len(tool_spans) == 2
+    by_id = {s.attributes["gen_ai.tool.call.id"]: s for s in tool_spans}
+    assert sorted(by_id) == sorted(call_ids) and all(call_ids)
+    ok, bad = by_id[call_ids[0]], by_id[call_ids[1]]
+    assert ok.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert ok.attributes["gen_ai.tool.name"] == "fetch" and ok.attributes["gen_ai.tool.type"] == "function"
+    assert ok.status.is_ok and "error.type" not in ok.attributes
+    assert bad.attributes["error.type"] == "ToolError" and not bad.status.is_ok  # bad arguments
+
+
+async def test_the_budget_counts_tool_calls_and_a_failure_cancels_the_turns_other_calls() -> None:
+    made: list[str] = []
+    finished: list[str] = []
+    turn = calls(("fetch", {"name": "slow", "delay": 5}), ("fetch", {"name": "second"}))
+    rules = [Rule(agent="a", replies=[turn, "done"])]
+    ledger = CallLedger(budget=Budget(max_tool_calls=1))
+    token = use_ledger(ledger)
+    try:
+        async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+            with pytest.raises(BudgetExceeded, match="1 tool_calls used, the limit is 1"):
+                await asyncio.wait_for(run_with_tools(Agent("a", sim.spec()), "go", counting_tools(made, finished)), 4)
+    finally:
+        reset_ledger(token)
+    assert made == ["slow"] and finished == []  # the second was refused, the slow one cancelled
+    assert ledger.tool_calls == 0  # a cancelled call is not a call made

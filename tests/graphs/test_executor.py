@@ -9,7 +9,8 @@ from typing import AsyncIterator
 
 import pytest
 
-from concilium.agents import CallLedger, SqliteCallRecord, reset_ledger, use_ledger
+from concilium import BudgetExceeded
+from concilium.agents import Budget, CallLedger, SqliteCallRecord, reset_ledger, use_ledger
 from concilium.graphs import Executor
 from concilium.tools import PlanParser, Task, Tool, ToolError, ToolRegistry, parse_plan
 
@@ -122,3 +123,20 @@ async def test_bad_arguments_at_run_time_fail_the_task_with_the_reason() -> None
     assert runs[1].status == "failed" and "bad arguments for wait: seconds" in runs[1].error
     with pytest.raises(ToolError):
         await tools().call("fail", {"reason": "x"})
+
+
+async def test_every_task_is_a_budgeted_execute_tool_span(spans) -> None:
+    spans.clear()
+    registry = tools()
+    plan = parse_plan('1. wait(0.01, "a")\n2. wait(0.01, "b")\n3. wait(0.5, "$1 $2")\n4. join()', registry)
+    ledger = CallLedger(budget=Budget(max_tool_calls=2))
+    token = use_ledger(ledger)
+    try:
+        with pytest.raises(BudgetExceeded, match="2 tool_calls used, the limit is 2"):
+            await Executor(registry).run(plan)
+    finally:
+        reset_ledger(token)
+    executed = [s for s in spans.get_finished_spans() if s.name == "execute_tool wait"]
+    assert len(executed) == 2 and ledger.tool_calls == 2
+    assert all(s.attributes["gen_ai.tool.name"] == "wait" for s in executed)
+    assert {s.attributes["gen_ai.operation.name"] for s in executed} == {"execute_tool"}

@@ -1,11 +1,15 @@
-"""Plan-and-execute and ReAct over real HTTP to the simulated server (scripted planner)."""
+"""Plan-and-execute and ReAct over real HTTP to the simulated server (scripted planner);
+a resumed run of either repeats no tool call."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-from concilium.agents import Agent, Capabilities
+import pytest
+
+from concilium import BudgetExceeded
+from concilium.agents import Agent, Budget, Capabilities
 from concilium.graphs import run
 from concilium.graphs.patterns import parse_decision, plan_and_execute, react
 from concilium.serving import Latency, Rule, SimConfig, SimServer
@@ -107,3 +111,55 @@ async def test_react_calls_one_tool_per_turn() -> None:
         prompts = [r["body"]["messages"][-1]["content"] for r in await sim.requests()]
     assert result.answer == "1400" and result.details["tool_calls"] == 2 and len(prompts) == 3
     assert "Observation: 700" in prompts[1] and "Observation: 1400" in prompts[2]
+
+
+def counting_registry(made: list[str]) -> ToolRegistry:
+    async def population(city: str) -> int:
+        "Population of a city (thousands)."
+        made.append(city)
+        return {"Oslo": 700, "Bergen": 290}.get(city, 0)
+
+    return ToolRegistry([Tool.from_function(population), CALCULATOR])
+
+
+async def test_a_resumed_plan_and_execute_repeats_no_tool_call(tmp_path) -> None:
+    made: list[str] = []
+    rules = [Rule(agent="planner", replies=[PLAN]), Rule(agent="joiner", replies=["Action: Finish(990)"])]
+    db = tmp_path / "run.db"
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), counting_registry(made))
+        with pytest.raises(BudgetExceeded):  # the plan runs, then the joiner's call is over budget
+            await run(graph, "Oslo and Bergen?", budget=Budget(max_calls=1), state_path=db, run_id="r1")
+        assert sorted(made) == ["Bergen", "Oslo"]
+        events: list[dict] = []
+        result = await run(graph, "Oslo and Bergen?", state_path=db, run_id="r1", resume=True, on_event=events.append)
+    assert result.answer == "990" and result.calls == 1  # only the joiner was called again
+    assert sorted(made) == ["Bergen", "Oslo"]  # no tool call repeated
+    tasks = [t for t in result.details["rounds"][0]["tasks"] if t["tool"] != "join"]
+    assert len(tasks) == 3 and all(t["replayed"] for t in tasks) and tasks[2]["result"] == "990"
+    assert [e["status"] for e in events if e["type"] == "tool"] == ["replayed"] * 3
+
+
+async def test_a_resumed_react_repeats_no_tool_call(tmp_path, spans) -> None:
+    made: list[str] = []
+    rules = [Rule(agent="r", replies=['Action: population("Oslo")', 'Action: population("Bergen")', "Answer: 990"])]
+    db = tmp_path / "run.db"
+    spans.clear()
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        graph = react(Agent("r", sim.spec()), counting_registry(made))
+        with pytest.raises(BudgetExceeded):  # two steps with their tool calls, then the third step fails
+            await run(graph, "Oslo plus Bergen?", budget=Budget(max_calls=2), state_path=db, run_id="r1")
+        assert made == ["Oslo", "Bergen"]
+        result = await run(graph, "Oslo plus Bergen?", state_path=db, run_id="r1", resume=True)
+    assert result.answer == "990" and result.details["tool_calls"] == 2 and made == ["Oslo", "Bergen"]
+    executed = [s for s in spans.get_finished_spans() if s.name == "execute_tool population"]
+    assert len(executed) == 2 and {s.attributes["gen_ai.operation.name"] for s in executed} == {"execute_tool"}
+
+
+async def test_the_budget_counts_react_tool_calls() -> None:
+    made: list[str] = []
+    rules = [Rule(agent="r", replies=['Action: population("Oslo")', 'Action: population("Bergen")', "Answer: 990"])]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        with pytest.raises(BudgetExceeded, match="1 tool_calls used, the limit is 1"):
+            await run(react(Agent("r", sim.spec()), counting_registry(made)), "?", budget=Budget(max_tool_calls=1))
+    assert made == ["Oslo"]
