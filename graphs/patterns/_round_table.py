@@ -12,16 +12,29 @@ given per agent name, and each agent sees the examples of the *other* agents.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypedDict
 
-from concilium._errors import GraphError
-from concilium.agents import Agent, AnswerConfidence
-from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, normalize_number, weighted_vote
+from concilium import GraphError
+from concilium.agents import Agent, AgentReply, AnswerConfidence
+from concilium.graphs import (
+    END,
+    START,
+    AnswerFormat,
+    Graph,
+    PatternOptions,
+    Respondent,
+    RunContext,
+    Turn,
+    WeightedVote,
+    ask,
+    distinct_names,
+    normalize_number,
+    turn,
+    user,
+    weighted_vote,
+)
 from concilium.prompts import PromptLibrary
-
-from ._common import Respondent, ask, distinct_names, library, turn, user
 
 
 def recalibrate(p: float) -> float:
@@ -44,11 +57,52 @@ def recalibrate(p: float) -> float:
     return 0.1
 
 
+class Stance(TypedDict):
+    """What one agent said in a round, as the next round shows it to the others."""
+
+    agent: str
+    answer: str | None
+    explanation: str
+    confidence: float
+
+
+class AnswerGroup(TypedDict):
+    """The agents that gave one answer (``count`` of them), shown as one group."""
+
+    answer: str | None
+    count: int
+    members: list[Stance]
+
+
+class RoundRecord(TypedDict):
+    """One round in ``details.per_round``: each agent's answer and confidence, the tally."""
+
+    round: int
+    answers: dict[str, str | None]
+    confidences: dict[str, float]
+    weights: dict[str, float]
+
+
 def _canonical(answer: str) -> str:
     return normalize_number(answer) or answer.strip().rstrip(".").lower()
 
 
-def top_groups(answers: Sequence[Mapping[str, Any]], limit: int = 2) -> list[dict[str, Any]]:
+def _read_stance(reply: AgentReply, fmt: AnswerFormat) -> tuple[str, float, str]:
+    """(answer, confidence, rationale) from a structured reply; a nested pattern in
+    the slot answers in text: its answer, full confidence, no rationale."""
+    parsed = reply.parsed
+    if isinstance(parsed, AnswerConfidence):
+        return parsed.answer, parsed.confidence, parsed.rationale
+    return (fmt.extract(reply.text) or reply.text), 1.0, ""
+
+
+def _round_record(r: int, said: Sequence[Stance], tally: WeightedVote) -> RoundRecord:
+    return {"round": r, "answers": {s["agent"]: s["answer"] for s in said},
+            "confidences": {s["agent"]: s["confidence"] for s in said},
+            "weights": tally.as_dict()["weights"]}  # fmt: skip
+
+
+def top_groups(answers: Sequence[Stance], limit: int = 2) -> list[AnswerGroup]:
     """The ``limit`` largest answer groups, largest first (ties: first seen), each
     with its members' answers, explanations and confidences."""
     counts = Counter(a["answer"] for a in answers)
@@ -89,8 +143,8 @@ def round_table(
     names = distinct_names(agents, "round_table")
     members = [a.with_options(output=AnswerConfidence) if isinstance(a, Agent) and a.output is None else a
                for a in agents]  # fmt: skip
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    opts = PatternOptions(answer, prompts, name)
+    fmt, lib = opts.fmt, opts.lib
     examples = examples or {}
     unknown = sorted(set(examples) - set(names))
     if unknown:
@@ -99,35 +153,38 @@ def round_table(
     def shown_examples(agent: str) -> list[str]:
         return [e for other in names if other != agent for e in examples.get(other, ())]
 
-    async def one(ctx: RunContext, agent: Respondent, question: str, r: int, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    async def one(
+        ctx: RunContext, agent: Respondent, question: str, r: int, groups: list[AnswerGroup]
+    ) -> tuple[Turn, Stance]:
         text = lib.render(prompt, question=question, answer_format=fmt.instruction,
                           examples=shown_examples(agent.name), groups=groups)  # fmt: skip
         reply = await ask(ctx, agent, user(text), f"r{r}")
-        parsed = reply.parsed
-        if isinstance(parsed, AnswerConfidence):
-            said, confidence, why = parsed.answer, parsed.confidence, parsed.rationale
-        else:  # a nested pattern in the slot: its answer, full confidence
-            said, confidence, why = (fmt.extract(reply.text) or reply.text), 1.0, ""
+        said, confidence, why = _read_stance(reply, fmt)
         entry = turn(ctx, reply, text=reply.text, answer=_canonical(said), prompt=text, round=r,
                      saw=[m["agent"] for g in groups for m in g["members"]])  # fmt: skip
-        entry.update(confidence=confidence, explanation=why, weight=recalibrate(confidence))
-        return entry
+        entry["confidence"], entry["explanation"], entry["weight"] = confidence, why, recalibrate(confidence)
+        stance: Stance = {"agent": entry["agent"], "answer": entry["answer"], "explanation": why,
+                          "confidence": confidence}  # fmt: skip
+        return entry, stance
+
+    async def one_round(
+        ctx: RunContext, question: str, r: int, groups: list[AnswerGroup]
+    ) -> tuple[list[Turn], list[Stance]]:
+        """Every agent answers once, concurrently (a failed call cancels the others)."""
+        ctx.emit({"type": "round_started", "round": r, "agents": names})
+        spoken = await ctx.map(lambda agent: one(ctx, agent, question, r, groups), members)
+        return [entry for entry, _ in spoken], [stance for _, stance in spoken]
 
     async def discuss(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        transcript: list[dict[str, Any]] = []
-        per_round: list[dict[str, Any]] = []
-        groups: list[dict[str, Any]] = []
-        tally = None
+        transcript: list[Turn] = []
+        per_round: list[RoundRecord] = []
+        groups: list[AnswerGroup] = []
+        tally: WeightedVote | None = None
         for r in range(1, rounds + 1):
-            ctx.emit({"type": "round_started", "round": r, "agents": names})
-            entries = await asyncio.gather(*(one(ctx, a, state["question"], r, groups) for a in members))
+            entries, said = await one_round(ctx, state["question"], r, groups)
             transcript.extend(entries)
-            tally = weighted_vote([e["answer"] for e in entries], [e["weight"] for e in entries])
-            per_round.append({"round": r, "answers": {e["agent"]: e["answer"] for e in entries},
-                              "confidences": {e["agent"]: e["confidence"] for e in entries},
-                              "weights": tally.as_dict()["weights"]})  # fmt: skip
-            said = [{"agent": e["agent"], "answer": e["answer"], "explanation": e["explanation"],
-                     "confidence": e["confidence"]} for e in entries]  # fmt: skip
+            tally = weighted_vote([s["answer"] for s in said], [recalibrate(s["confidence"]) for s in said])
+            per_round.append(_round_record(r, said, tally))
             groups = top_groups(said)
             if len(groups) == 1:  # consensus: no further rounds
                 break
@@ -137,7 +194,7 @@ def round_table(
                 "details": {"agents": names, "rounds": len(per_round), "max_rounds": rounds,
                             "stopped_early": len(per_round) < rounds, "per_round": per_round}}  # fmt: skip
 
-    graph = Graph(name)
+    graph = Graph(opts.name)
     graph.add_node("discuss", discuss, writes=["answer", "text", "transcript", "votes", "details"])
     graph.add_edge(START, "discuss")
     graph.add_edge("discuss", END)
