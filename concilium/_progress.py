@@ -1,9 +1,35 @@
-"""What the CLI shows: a live status line on a terminal, and the result as text."""
+"""What the CLI shows: a live status line on a terminal, and the result as text.
+
+Both read transcript entries, events, votes and details generically: every pattern
+reports its own keys (a confidence-weighted vote has ``weights``, not ``counts``;
+Mixture-of-Agents says how *many* answers an agent saw, debate *which*), so nothing
+here may assume one pattern's shape. Entries may be mappings or typed objects
+(dataclasses, TypedDicts) with the same field names.
+"""
 
 from __future__ import annotations
 
+import json
 import time
-from typing import Any, TextIO
+from collections.abc import Mapping
+from typing import Any, Protocol, TextIO
+
+__all__ = ["Progress", "render_result"]
+
+# transcript keys shown next to the agent's name, in this order
+_TAGS = ("role", "step", "chunk", "point", "index", "task")
+_SHORT = 160
+
+
+def _get(obj: object, key: str, default: Any = None) -> Any:
+    """``obj[key]`` for a mapping, ``obj.key`` for a typed object."""
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)  # pyright: ignore[reportUnknownMemberType]
+    return getattr(obj, key, default)
+
+
+def _number(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 class Progress:
@@ -11,6 +37,14 @@ class Progress:
 
     Redrawn at most ten times a second; nothing is shown when output is not a
     terminal (``for_terminal`` returns ``None``).
+
+    Example:
+        >>> import io
+        >>> p = Progress(io.StringIO())
+        >>> p.on_event({"type": "call_started", "agent": "alice"})
+        >>> p.on_event({"type": "call_finished", "agent": "alice", "completion_tokens": 5})
+        >>> (p.done, p.tokens, p.running)
+        (1, 5, {'alice': 0})
     """
 
     def __init__(self, stream: TextIO):
@@ -18,37 +52,45 @@ class Progress:
         self.running: dict[str, int] = {}
         self.done = 0
         self.tokens = 0
-        self.round: int | None = None
+        self.round: object = None
         self._drawn = 0.0
 
     @classmethod
     def for_terminal(cls, stream: TextIO) -> Progress | None:
         return cls(stream) if stream.isatty() else None
 
-    def on_event(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        agent = event.get("agent", "")
+    def on_event(self, event: object) -> None:
+        kind = _get(event, "type")
+        agent = str(_get(event, "agent") or "")
         if kind == "call_started":
             self.running[agent] = self.running.get(agent, 0) + 1
         elif kind in ("call_finished", "call_failed"):
             self.running[agent] = max(self.running.get(agent, 1) - 1, 0)
             if kind == "call_finished":
                 self.done += 1
-                self.tokens += event.get("prompt_tokens", 0) + event.get("completion_tokens", 0)
+                prompt, completion = _get(event, "prompt_tokens"), _get(event, "completion_tokens")
+                self.tokens += _number(prompt) + _number(completion)
         elif kind == "round_started":
-            self.round = event.get("round")
+            self.round = _get(event, "round")
         self._draw()
+
+    def line(self) -> str:
+        """The status line as it is drawn (without the terminal's control codes)."""
+        busy = ", ".join(f"{a}x{n}" if n > 1 else (a or "?") for a, n in self.running.items() if n)
+        parts = [
+            f"round {self.round}" if self.round not in (None, "") else "",
+            f"running: {busy or '-'}",
+            f"calls done: {self.done}",
+            f"tokens: {self.tokens}",
+        ]
+        return " | ".join(p for p in parts if p)
 
     def _draw(self) -> None:
         now = time.monotonic()
         if now - self._drawn < 0.1:
             return
         self._drawn = now
-        busy = ", ".join(f"{a}x{n}" if n > 1 else a for a, n in self.running.items() if n)
-        parts = [f"round {self.round}" if self.round else "", f"running: {busy or '-'}",
-                 f"calls done: {self.done}", f"tokens: {self.tokens}"]  # fmt: skip
-        line = " | ".join(p for p in parts if p)
-        self.stream.write("\r\x1b[2K" + line[:200])
+        self.stream.write("\r\x1b[2K" + self.line()[:200])
         self.stream.flush()
 
     def close(self) -> None:
@@ -56,31 +98,148 @@ class Progress:
         self.stream.flush()
 
 
-def _short(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
+def _short(text: object, limit: int = _SHORT) -> str:
+    text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def render_result(result: Any, *, backend: str | None = None) -> str:
-    """A run as text: the transcript by round, the votes, the answer, the costs."""
+def _compact(value: object) -> str:
+    """A value on one line: strings as they are, the rest as JSON (numbers rounded)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        items = value.items()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in items) + "}"  # pyright: ignore[reportUnknownArgumentType]
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _saw(saw: object) -> str:
+    """Which answers an agent saw: names (debate), a count (MoA), or nothing."""
+    if saw is None or saw == [] or saw == "":
+        return ""
+    if isinstance(saw, (list, tuple)):
+        return f" (saw: {', '.join(str(s) for s in saw)})"  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(saw, int) and not isinstance(saw, bool):
+        return f" (saw {saw} answer{'s' if saw != 1 else ''})"
+    return f" (saw: {_compact(saw)})"
+
+
+def _group(entry: object) -> object:
+    for key in ("round", "path"):
+        value = _get(entry, key)
+        if value not in (None, ""):
+            return value
+    return ""
+
+
+def _turn_lines(entry: object) -> list[str]:
+    label = str(_get(entry, "agent", "?"))
+    sample = _get(entry, "sample")
+    if sample is not None:
+        label += f"#{sample}"
+    tags = [f"{key} {_short(_get(entry, key), 40)}" for key in _TAGS if _get(entry, key) is not None]
+    if tags:
+        label += f" [{'; '.join(tags)}]"
+    lines = [f"  {label}{_saw(_get(entry, 'saw'))}: {_short(_get(entry, 'text', ''))}"]
+    scored = [
+        f"{key} {_compact(_get(entry, key))}"
+        for key in ("confidence", "weight", "kept")
+        if _get(entry, key) is not None
+    ]
+    answer = _get(entry, "answer")
+    if answer is not None or scored:
+        shown = f"answer: {_short(answer, 80)}" if answer is not None else "no answer"
+        lines.append(f"      -> {', '.join([shown, *scored])}")
+    return lines
+
+
+class _Usage(Protocol):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class _Result(Protocol):
+    """What ``render_result`` reads of a ``RunResult``."""
+
+    answer: object
+    transcript: Any
+    votes: Any
+    details: Any
+    calls: int
+    usage: _Usage
+    elapsed_s: float
+
+
+def _votes_line(votes: object) -> str:
+    if not isinstance(votes, Mapping):
+        return f"votes: {_short(_compact(votes))}"
+    tally = _get(votes, "counts")
+    if tally is None:
+        tally = _get(votes, "weights")
+    text = f"votes: {_short(_compact(tally if tally is not None else votes))}"
+    agreement = _get(votes, "agreement")
+    if isinstance(agreement, (int, float)) and not isinstance(agreement, bool):
+        text += f" (agreement {agreement:.0%})"
+    abstained = _get(votes, "abstained")
+    if abstained:
+        text += f", {abstained} abstained"
+    return text
+
+
+def render_result(result: _Result, *, backend: str | None = None) -> str:
+    """A run as text: the transcript by round, the votes, the details, the answer, the costs.
+
+    Example:
+        >>> from concilium.graphs import RunResult
+        >>> r = RunResult(answer="84", run_id="r", workflow="w",
+        ...               transcript=[{"agent": "a", "round": 1, "text": "84", "answer": "84"}],
+        ...               votes={"winner": "84", "weights": {"84": 0.9}, "agreement": 1.0})
+        >>> print(render_result(r))
+        == round 1
+          a: 84
+              -> answer: 84
+        votes: {84: 0.9} (agreement 100%)
+        answer: 84
+        calls: 0, tokens: 0 in / 0 out, 0.00 s
+    """
     lines: list[str] = []
     if backend == "sim":
         lines.append("(backend: simulated server -- a test double; its replies are not a model's)")
     elif backend == "local":
-        lines.append("(backend: embedded engine -- Gemma 3 270M base on vLLM's CPU build: real tokens, weak answers)")
-    rounds: dict[Any, list[dict[str, Any]]] = {}
-    for entry in result.transcript:
-        rounds.setdefault(entry.get("round", entry.get("path", "")), []).append(entry)
-    for key, entries in rounds.items():
-        lines.append(f"== round {key}" if isinstance(key, int) else f"== {key or 'samples'}")
-        for e in entries:
-            label = e["agent"] + (f"#{e['sample']}" if "sample" in e else "")
-            saw = f" (saw: {', '.join(e['saw'])})" if e.get("saw") else ""
-            lines.append(f"  {label}{saw}: {_short(e['text'])}")
-            lines.append(f"      -> answer: {e['answer']}")
+        lines.append(
+            "(backend: embedded engine -- Gemma 3 270M base on vLLM's CPU build: "
+            "real tokens, weak answers)"
+        )
+    groups: dict[str, list[object]] = {}
+    for entry in result.transcript or ():
+        key = _group(entry)
+        title = f"round {key}" if isinstance(key, int) else str(key or "samples")
+        groups.setdefault(title, []).append(entry)
+    for title, entries in groups.items():
+        lines.append(f"== {title}")
+        for entry in entries:
+            lines.extend(_turn_lines(entry))
     if result.votes:
-        lines.append(f"votes: {result.votes['counts']} (agreement {result.votes['agreement']:.0%})")
-    lines.append(f"answer: {result.answer}")
+        lines.append(_votes_line(result.votes))
+    details = result.details
+    if isinstance(details, Mapping) and details:
+        lines.append("details:")
+        for key, value in details.items():  # pyright: ignore[reportUnknownVariableType]
+            lines.append(f"  {key}: {_short(_compact(value))}")
+    answer = result.answer
+    answer_lines = str(answer).splitlines() if answer is not None else []
+    if len(answer_lines) > 1:
+        lines.append("answer:")
+        lines.extend(f"  {line}" for line in answer_lines)
+    else:
+        lines.append(f"answer: {answer if answer is not None else '(none)'}")
     lines.append(
         f"calls: {result.calls}, tokens: {result.usage.prompt_tokens} in / "
         f"{result.usage.completion_tokens} out, {result.elapsed_s:.2f} s"
