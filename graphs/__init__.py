@@ -53,6 +53,7 @@ from ._events import (
     ResultEvent,
     RoundStarted,
     StreamEvent,
+    ToolEvent,
     Turn,
     TurnEvent,
     TurnExtra,
@@ -131,6 +132,7 @@ __all__ = [
     "CallReplayed",
     "CallRetry",
     "CallFailover",
+    "ToolEvent",
     "ResultEvent",
     # tool plans
     "Executor",

@@ -177,10 +177,29 @@ class CallRetry(_Located):
     error: str
 
 
+class ToolEvent(_Located):
+    """A tool call went through the ledger: answered (``ok``), ``failed``, or
+    ``replayed`` from the call record; ``seconds`` is its wall time."""
+
+    type: Literal["tool"]
+    tool: str
+    key: str
+    status: Literal["ok", "failed", "replayed"]
+    seconds: float
+    agent: NotRequired[str]
+    error: NotRequired[str]
+
+
 # ``from`` is a keyword, so this one is spelled the functional way.
 CallFailover = TypedDict(
     "CallFailover",
-    {"type": Literal["call_failover"], "agent": str, "from": str, "path": NotRequired[str], "t": NotRequired[float]},
+    {
+        "type": Literal["call_failover"],
+        "agent": str,
+        "from": str,
+        "path": NotRequired[str],
+        "t": NotRequired[float],
+    },
 )
 CallFailover.__doc__ = "No server answered at ``from``; the call goes to another replica."
 
@@ -204,6 +223,7 @@ Event = Union[
     CallReplayed,
     CallRetry,
     CallFailover,
+    ToolEvent,
 ]
 """Any event a run emits (what ``on_event`` receives)."""
 

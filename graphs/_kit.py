@@ -45,7 +45,12 @@ class Respondent(Protocol):
     def name(self) -> str: ...
 
     async def run(
-        self, messages: str | Sequence[Message], *, n: int = 1, key: str | None = None, **options: Any
+        self,
+        messages: str | Sequence[Message],
+        *,
+        n: int = 1,
+        key: str | None = None,
+        **options: Any,
     ) -> AgentReply: ...
 
 
@@ -168,7 +173,7 @@ def report_vote(ctx: RunContext, entries: Sequence[Turn]) -> tuple[Vote, VoteUpd
 
     Example:
         >>> from concilium.graphs import current_run
-        >>> entries = [{"answer": "7", "text": "a"}, {"answer": "8", "text": "b"}, {"answer": "8", "text": "c"}]
+        >>> entries = [{"answer": a, "text": t} for a, t in [("7", "a"), ("8", "b"), ("8", "c")]]
         >>> tally, update = report_vote(current_run(), entries)
         >>> update["answer"], update["text"], tally.counts
         ('8', 'b', {'7': 1, '8': 2})
@@ -195,7 +200,8 @@ def numbered(texts: Sequence[str], start: int = 1, label: str = "") -> str:
         Answer 1: yes
         Answer 2: no
     """
-    return "\n".join(f"{label} {i}: {t}" if label else f"{i}. {t}" for i, t in enumerate(texts, start))
+    lines = enumerate(texts, start)
+    return "\n".join(f"{label} {i}: {t}" if label else f"{i}. {t}" for i, t in lines)
 
 
 def last_user_text(messages: Sequence[Message]) -> str:
@@ -212,7 +218,9 @@ def is_bare_question(state: Mapping[str, Any]) -> bool:
     return len(messages) <= 1
 
 
-def solve_messages(state: Mapping[str, Any], lib: PromptLibrary, prompt: str, fmt: AnswerFormat) -> list[dict[str, Any]]:
+def solve_messages(
+    state: Mapping[str, Any], lib: PromptLibrary, prompt: str, fmt: AnswerFormat
+) -> list[dict[str, Any]]:
     """A bare question wrapped in the ``prompt`` template; a conversation as it is."""
     if is_bare_question(state):
         return user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
@@ -228,10 +236,13 @@ def distinct_names(agents: Sequence[Respondent], pattern: str) -> list[str]:
         >>> distinct_names([Agent("a", spec), Agent("a", spec)], "debate")
         Traceback (most recent call last):
         ...
-        concilium._errors.GraphError: debate agents need distinct names; repeated: ['a'] (copy the agent with another name)
+        concilium._errors.GraphError: debate agents need distinct names; repeated: ['a'] (copy ...
     """
     names = [a.name for a in agents]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise GraphError(f"{pattern} agents need distinct names; repeated: {repeated} (copy the agent with another name)")
+        raise GraphError(
+            f"{pattern} agents need distinct names; repeated: {repeated} "
+            "(copy the agent with another name)"
+        )
     return names

@@ -11,11 +11,24 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from concilium._errors import GraphError
-from concilium.graphs import END, START, AnswerFormat, Branch, Graph, RunContext, answer_format, majority_vote
+from concilium import GraphError
+from concilium.graphs import (
+    END,
+    START,
+    AnswerFormat,
+    Branch,
+    Graph,
+    PatternOptions,
+    Respondent,
+    RunContext,
+    Turn,
+    ask,
+    distinct_names,
+    majority_vote,
+    report_vote,
+    turn,
+)
 from concilium.prompts import PromptLibrary
-
-from ._common import Respondent, library, turn
 
 
 def debate(
@@ -47,12 +60,9 @@ def debate(
         raise GraphError("debate needs at least one agent")
     if rounds < 1:
         raise GraphError(f"debate rounds must be >= 1 (the first answer counts), got {rounds}")
-    names = [a.name for a in agents]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise GraphError(f"debate agents need distinct names; repeated: {duplicates}")
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    names = distinct_names(agents, "debate")
+    opts = PatternOptions(answer, prompts, name)
+    fmt, lib = opts.fmt, opts.lib
 
     def history(state: Mapping[str, Any], i: int, upto: int) -> tuple[list[dict[str, Any]], list[str]]:
         """Agent i's messages for round ``upto`` (0-based) and whose answers it sees."""
@@ -97,7 +107,7 @@ def debate(
     async def speak(payload: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         agent = agents[payload["i"]]
         r = payload["round"]
-        reply = await agent.run(payload["messages"], key=ctx.key(agent.name, f"r{r}"))
+        reply = await ask(ctx, agent, payload["messages"], f"r{r}")
         entry = turn(
             ctx,
             reply,
@@ -128,18 +138,11 @@ def debate(
             }
             for r in range(rounds)
         ]
-        tally = majority_vote([by_round[rounds - 1][n]["answer"] for n in names])
-        ctx.emit({"type": "vote", "counts": tally.counts, "winner": tally.winner})
-        last = by_round[rounds - 1]
-        carrier = next((last[n]["text"] for n in names if last[n]["answer"] == tally.winner), None)
-        return {
-            "answer": tally.winner,
-            "text": carrier,
-            "votes": tally.as_dict(),
-            "details": {"agents": names, "rounds": rounds, "per_round": per_round},
-        }
+        # The last round decides; ties go to the first agent in order.
+        _, update = report_vote(ctx, [by_round[rounds - 1][n] for n in names])
+        return {**update, "details": {"agents": names, "rounds": rounds, "per_round": per_round}}
 
-    graph = Graph(name, state={"round": None})
+    graph = Graph(opts.name, state={"round": None})
     graph.add_node("start", start, writes=["round"])
     graph.add_node("speak", speak, writes=["transcript"], parallel=True)
     graph.add_node("next_round", next_round, writes=["round"])
@@ -152,9 +155,9 @@ def debate(
     return graph
 
 
-def _turns_by_round(state: Mapping[str, Any]) -> dict[int, dict[str, dict[str, Any]]]:
+def _turns_by_round(state: Mapping[str, Any]) -> dict[int, dict[str, Turn]]:
     """Transcript entries of this debate's own speak node, by 0-based round, by agent."""
-    out: dict[int, dict[str, dict[str, Any]]] = {}
+    out: dict[int, dict[str, Turn]] = {}
     for entry in state.get("transcript") or ():
         if "round" in entry:
             out.setdefault(entry["round"] - 1, {})[entry["agent"]] = entry

@@ -11,10 +11,21 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from concilium.agents import Agent
-from concilium.graphs import END, START, AnswerFormat, Branch, Graph, RunContext, answer_format, majority_vote
+from concilium.graphs import (
+    END,
+    START,
+    AnswerFormat,
+    Branch,
+    Graph,
+    PatternOptions,
+    Respondent,
+    RunContext,
+    ask,
+    report_vote,
+    sample_turns,
+    solve_messages,
+)
 from concilium.prompts import PromptLibrary
-
-from ._common import Respondent, library, sample_turns, solve_messages
 
 
 def self_consistency(
@@ -44,8 +55,8 @@ def self_consistency(
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    opts = PatternOptions(answer, prompts, name)
+    fmt, lib = opts.fmt, opts.lib
     one_request = isinstance(agent, Agent) and agent.model.capabilities.n
 
     def branches(state: Mapping[str, Any]) -> list[Branch]:
@@ -59,25 +70,16 @@ def self_consistency(
         # Separate requests of a seeded agent get seeds seed, seed+1, ... so the
         # samples differ (and stay reproducible).
         seeded = {"seed": agent.seed + first} if isinstance(agent, Agent) and agent.seed is not None else {}
-        reply = await agent.run(
-            payload["messages"], n=count, key=ctx.key(agent.name, f"s{first}"), **seeded
-        )
+        reply = await ask(ctx, agent, payload["messages"], f"s{first}", n=count, **seeded)
         prompt_text = payload["messages"][-1]["content"]
         return {"transcript": sample_turns(ctx, reply, fmt, prompt_text, first)}
 
     async def vote(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         entries = sorted(state.get("transcript") or (), key=lambda e: e["sample"])
-        tally = majority_vote([e["answer"] for e in entries])
-        ctx.emit({"type": "vote", "counts": tally.counts, "winner": tally.winner})
-        carrier = next((e["text"] for e in entries if e["answer"] == tally.winner), None)
-        return {
-            "answer": tally.winner,
-            "text": carrier,
-            "votes": tally.as_dict(),
-            "details": {"samples": len(entries), "requests": 1 if one_request else samples},
-        }
+        _, update = report_vote(ctx, entries)
+        return {**update, "details": {"samples": len(entries), "requests": 1 if one_request else samples}}
 
-    graph = Graph(name)
+    graph = Graph(opts.name)
     graph.add_node("sample", sample, writes=["transcript"], parallel=True)
     graph.add_node("vote", vote, writes=["answer", "text", "votes", "details"])
     graph.add_route(START, branches, ["sample"])

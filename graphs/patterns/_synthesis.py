@@ -10,11 +10,23 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from concilium._errors import GraphError
-from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, majority_vote
+from concilium import GraphError
+from concilium.graphs import (
+    END,
+    START,
+    AnswerFormat,
+    Graph,
+    PatternOptions,
+    Respondent,
+    RunContext,
+    ask,
+    majority_vote,
+    sample_turns,
+    solve_messages,
+    turn,
+    user,
+)
 from concilium.prompts import PromptLibrary
-
-from ._common import Respondent, ask, library, sample_turns, solve_messages, turn, user
 
 
 def synthesis(
@@ -39,8 +51,8 @@ def synthesis(
     """
     if samples < 1:
         raise GraphError(f"synthesis needs samples >= 1, got {samples}")
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    opts = PatternOptions(answer, prompts, name)
+    fmt, lib = opts.fmt, opts.lib
 
     async def explore(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         reply = await ask(ctx, explorer, solve_messages(state, lib, prompt, fmt), "explore", n=samples)
@@ -57,7 +69,7 @@ def synthesis(
                 "details": {"samples": len(attempts),
                             "explorer_votes": majority_vote([e["answer"] for e in attempts]).as_dict()}}  # fmt: skip
 
-    graph = Graph(name)
+    graph = Graph(opts.name)
     graph.add_node("explore", explore, writes=["transcript"])
     graph.add_node("synthesize", synthesize, writes=["answer", "text", "transcript", "details"])
     graph.add_edge(START, "explore")
