@@ -16,16 +16,44 @@ verdict keeps the first ``k`` (the reference picks at random) and is reported.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NotRequired, Sequence, TypedDict, cast
 
-from concilium._errors import GraphError, ModelError
-from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format
+from concilium import GraphError, ModelError
+from concilium.agents import AgentReply, Message
+from concilium.graphs import (
+    END,
+    START,
+    AnswerFormat,
+    Graph,
+    PatternOptions,
+    Respondent,
+    RunContext,
+    Turn,
+    ask,
+    distinct_names,
+    turn,
+)
 from concilium.prompts import PromptLibrary
 
-from ._common import Respondent, ask, distinct_names, library, turn
+
+class LayerRecord(TypedDict):
+    """One proposer layer in ``details.layers``; Sparse MoA adds the judge's choice."""
+
+    layer: int
+    proposers: list[str]
+    kept: NotRequired[list[str]]
+    verdict: NotRequired[str]
+    end: NotRequired[bool]
+
+
+class Dropped(TypedDict):
+    """A proposer whose call failed, in ``details.dropped``."""
+
+    layer: int
+    agent: str
+    error: str
 
 
 def mixture_of_agents(
@@ -68,10 +96,10 @@ def mixture_of_agents(
         distinct_names(layer, f"mixture_of_agents layer {i + 1}")
     if judge is not None and k < 1:
         raise GraphError(f"sparse mixture_of_agents needs k >= 1, got {k}")
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    opts = PatternOptions(answer, prompts, name)
+    fmt, lib = opts.fmt, opts.lib
 
-    def with_references(messages: Sequence[Mapping[str, Any]], refs: Sequence[str]) -> list[dict[str, Any]]:
+    def with_references(messages: Sequence[Message], refs: Sequence[str]) -> list[dict[str, Any]]:
         out = [dict(m) for m in messages]
         if not refs:
             return out
@@ -84,40 +112,25 @@ def mixture_of_agents(
 
     async def propose(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         refs: list[str] = []
-        entries: list[dict[str, Any]] = []
-        layer_log: list[dict[str, Any]] = []
-        dropped: list[dict[str, Any]] = []
+        entries: list[Turn] = []
+        layer_log: list[LayerRecord] = []
+        dropped: list[Dropped] = []
         for index, layer in enumerate(per_layer, start=1):
             ctx.emit({"type": "round_started", "round": index, "agents": [p.name for p in layer]})
-            messages = with_references(state["messages"], refs)
-            replies = await asyncio.gather(
-                *(ask(ctx, p, messages, f"L{index}") for p in layer), return_exceptions=True
-            )
-            responses, who = [], []
-            for p, reply in zip(layer, replies):
-                if isinstance(reply, BaseException):
-                    if not isinstance(reply, ModelError):
-                        raise reply
-                    dropped.append({"layer": index, "agent": p.name, "error": str(reply)})
-                    continue
-                responses.append(reply.text)
-                who.append(p.name)
-                entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=state["question"],
-                                    round=index, saw=len(refs)))  # fmt: skip
-            if not responses:
-                raise ModelError(f"every proposer of layer {index} failed: {dropped[-len(layer):]}")
-            record: dict[str, Any] = {"layer": index, "proposers": who}
+            answered = await _answer_layer(ctx, layer, with_references(state["messages"], refs), index, dropped)
+            entries.extend(turn(ctx, reply, text=reply.text, answer=None, prompt=state["question"],
+                                round=index, saw=len(refs)) for reply in answered.values())  # fmt: skip
+            who, responses = list(answered), [reply.text for reply in answered.values()]
+            record: LayerRecord = {"layer": index, "proposers": who}
+            stop = False
             if judge is not None:
                 keep, stop, verdict = await _select(ctx, judge, lib, select_prompt, state["question"], responses, k, index)
-                record.update(kept=[who[i] for i in keep], verdict=verdict, end=stop)
+                record["kept"], record["verdict"], record["end"] = [who[i] for i in keep], verdict, stop
                 responses = [responses[i] for i in keep]
-                layer_log.append(record)
-                refs = responses
-                if stop and early_stop:
-                    break
-            else:
-                layer_log.append(record)
-                refs = responses
+            layer_log.append(record)
+            refs = responses
+            if stop and early_stop:
+                break
         return {"transcript": entries, "references": refs,
                 "details": {"layers": layer_log, "dropped": dropped}}  # fmt: skip
 
@@ -130,7 +143,7 @@ def mixture_of_agents(
         return {"answer": value, "text": reply.text, "transcript": [entry],
                 "details": {"aggregator": aggregator.name, "references": len(refs)}}  # fmt: skip
 
-    graph = Graph(name, state={"references": None})
+    graph = Graph(opts.name, state={"references": None})
     graph.add_node("propose", propose, writes=["transcript", "references", "details"])
     graph.add_node("aggregate", aggregate, writes=["answer", "text", "transcript", "details"])
     graph.add_edge(START, "propose")
@@ -139,14 +152,40 @@ def mixture_of_agents(
     return graph
 
 
-def _layers(proposers: Sequence[Any], count: int) -> list[list[Respondent]]:
+def _layers(
+    proposers: Sequence[Respondent] | Sequence[Sequence[Respondent]], count: int
+) -> list[list[Respondent]]:
     if not proposers:
         raise GraphError("mixture_of_agents needs at least one proposer")
     if isinstance(proposers[0], (list, tuple)):
         if len(proposers) != count:
             raise GraphError(f"{len(proposers)} proposer layers given for layers={count + 1}; give {count}")
-        return [list(layer) for layer in proposers]
-    return [list(proposers) for _ in range(count)]
+        return [list(layer) for layer in cast("Sequence[Sequence[Respondent]]", proposers)]
+    return [list(cast("Sequence[Respondent]", proposers)) for _ in range(count)]
+
+
+async def _answer_layer(
+    ctx: RunContext, layer: Sequence[Respondent], messages: list[dict[str, Any]], index: int, dropped: list[Dropped]
+) -> dict[str, AgentReply]:
+    """The layer's replies by proposer, asked concurrently. A proposer whose call
+    fails (``ModelError``) is dropped and reported, as in the reference; any other
+    error cancels the layer's other calls and is raised."""
+
+    async def reply_or_error(proposer: Respondent) -> AgentReply | ModelError:
+        try:
+            return await ask(ctx, proposer, messages, f"L{index}")
+        except ModelError as failed:
+            return failed
+
+    answered: dict[str, AgentReply] = {}
+    for proposer, reply in zip(layer, await ctx.map(reply_or_error, layer)):
+        if isinstance(reply, ModelError):
+            dropped.append({"layer": index, "agent": proposer.name, "error": str(reply)})
+        else:
+            answered[proposer.name] = reply
+    if not answered:
+        raise ModelError(f"every proposer of layer {index} failed: {dropped[-len(layer):]}")
+    return answered
 
 
 _JSON = re.compile(r"\{.*\}", re.S)
