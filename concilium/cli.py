@@ -11,9 +11,12 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from concilium.serving import Backend
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,77 +52,45 @@ def main() -> None:
 # ------------------------------------------------------------------------- run
 
 
-def _sim_config(workflow: Any) -> Any:
-    from pydantic import ValidationError
+def _backend(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """The ``--backend`` option as a ``concilium.serving.Backend``."""
+    from concilium._errors import UserError
+    from concilium.serving import Backend
 
-    from concilium._errors import WorkflowError
-    from concilium.graphs._yaml import line_of
-    from concilium.serving import SimConfig
-
-    raw = workflow.sim or {}
     try:
-        return SimConfig.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        loc = ("simulate", *err["loc"])
-        where = ".".join(str(p) for p in loc)
-        raise WorkflowError(
-            f"{where}: {err['msg']}; see concilium.serving.SimConfig for the fields",
-            file=workflow.file,
-            line=line_of({"simulate": raw}, workflow.lines, loc),
-        ) from None
+        return Backend.parse(value)
+    except UserError as exc:
+        raise click.BadParameter(str(exc), param_hint="--backend") from None
 
 
-def _check_backend(backend: str | None) -> None:
-    if backend is None or backend in ("sim", "local"):
-        return
-    if not backend.startswith(("http://", "https://")):
-        raise click.BadParameter(
-            f"{backend!r} is not a backend; use 'sim', 'local' or a URL such as "
-            "http://127.0.0.1:8000/v1",
-            param_hint="--backend",
-        )
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
 
 
 async def _run_workflow(
     path: str,
     question: str,
-    backend: str | None,
+    backend: Any,
     options: dict[str, Any],
     on_event: Callable[[dict[str, Any]], None] | None,
 ) -> Any:
     from concilium.agents import aclose
-    from concilium.graphs import load_workflow, run
+    from concilium.graphs import run
+    from concilium.graphs.workflows import load_workflow
 
     workflow = load_workflow(path)
     budget = options.pop("budget") or workflow.budget
-
-    async def go(api_base: str | list[str] | None) -> Any:
-        wf = load_workflow(path, api_base=api_base) if api_base else workflow
+    async with backend.bind([workflow], log=_echo_err) as (wf,):
         try:
             return await run(wf.graph, question, budget=budget, on_event=on_event, **options)
         finally:
             await aclose()
 
-    if backend == "sim":
-        from concilium.serving import SimServer
-
-        async with SimServer(_sim_config(workflow)) as sim:
-            return await go(sim.url)
-    if backend == "local":
-        from concilium.serving import local_engine
-
-        # one engine answers to every model name the workflow uses
-        names = sorted({m.served_name for m in workflow.models.values()})
-        async with local_engine(names=names, log=lambda m: click.echo(m, err=True)) as engine:
-            return await go(engine.urls)
-    return await go(backend)
-
 
 @main.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.option("--input", "-i", "question", required=True, help="The question to answer.")
-@click.option("--backend", "-b", help="sim (simulated server), local (embedded engine), or a URL.")
+@click.option("--backend", "-b", callback=_backend, help="sim (simulated server), local (embedded engine), or a URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 @click.option("--trace", type=click.Path(dir_okay=False), help="Write OpenTelemetry spans here (JSON lines).")
 @click.option("--state", type=click.Path(dir_okay=False), help="SQLite file for checkpoints and the call record.")
@@ -131,7 +102,7 @@ async def _run_workflow(
 def run(
     workflow: str,
     question: str,
-    backend: str | None,
+    backend: Backend,
     as_json: bool,
     trace: str | None,
     state: str | None,
@@ -143,7 +114,6 @@ def run(
     """Run a WORKFLOW file on a question."""
     from concilium.agents import Budget
 
-    _check_backend(backend)
     if resume and not (state and run_id):
         raise click.UsageError("--resume needs --state FILE and --run-id ID of the run to continue")
     provider = None
@@ -170,7 +140,9 @@ def run(
     else:
         from ._progress import render_result
 
-        click.echo(render_result(result, backend=backend))
+        if backend.notice:
+            click.echo(backend.notice)
+        click.echo(render_result(result))
         if trace:
             click.echo(f"trace: {trace}")
 
@@ -183,10 +155,9 @@ def run(
 @_guard
 def validate(workflow: str) -> None:
     """Check a WORKFLOW file without running it."""
-    from concilium.graphs import load_workflow
+    from concilium.graphs.workflows import load_workflow
 
-    wf = load_workflow(workflow)
-    _sim_config(wf)
+    wf = load_workflow(workflow)  # simulate: is part of the schema, checked here
     wf.graph.check()
     spec = wf.spec.workflow
     click.echo(f"ok: {workflow}: workflow {wf.name!r} ({spec.kind}), agents {sorted(wf.agents)}")
@@ -196,7 +167,7 @@ def validate(workflow: str) -> None:
 @_guard
 def schema() -> None:
     """Print the JSON Schema of workflow files."""
-    from concilium.graphs import WorkflowSpec
+    from concilium.graphs.workflows import WorkflowSpec
 
     click.echo(json.dumps(WorkflowSpec.model_json_schema(), indent=2))
 
@@ -206,7 +177,7 @@ def schema() -> None:
 @_guard
 def graph(workflow: str) -> None:
     """Print a WORKFLOW's graph as a Mermaid flowchart."""
-    from concilium.graphs import load_workflow
+    from concilium.graphs.workflows import load_workflow
 
     click.echo(load_workflow(workflow).graph.to_mermaid())
 
@@ -283,48 +254,37 @@ def serve_local(replicas: int, port: int, deadline: float) -> None:
 
 @serve.command("api")
 @click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--backend", "-b", help="sim (simulated server), local (embedded engine), or a URL.")
+@click.option("--backend", "-b", callback=_backend, help="sim (simulated server), local (embedded engine), or a URL.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback needs --api-key).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--api-key", envvar="CONCILIUM_API_KEY", help="Require this bearer token (env CONCILIUM_API_KEY).")
 @_guard
-def serve_api(workflows: tuple[str, ...], backend: str | None, host: str, port: int, api_key: str | None) -> None:
+def serve_api(workflows: tuple[str, ...], backend: Backend, host: str, port: int, api_key: str | None) -> None:
     """Serve WORKFLOWS as OpenAI-compatible models (one model per workflow)."""
-    from concilium.serving._api import check_bind
+    from concilium.serving import check_bind
 
-    _check_backend(backend)
     check_bind(host, api_key)
     asyncio.run(_serve_api(workflows, backend, host, port, api_key))
 
 
-async def _serve_api(paths: tuple[str, ...], backend: str | None, host: str, port: int, api_key: str | None) -> None:
-    import contextlib
+async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: int, api_key: str | None) -> None:
     import socket
 
     import uvicorn
 
     from concilium._errors import UserError
     from concilium.agents import aclose
-    from concilium.graphs import load_workflow
-    from concilium.serving import SimServer, local_engine
-    from concilium.serving._api import create_app
+    from concilium.graphs.workflows import load_workflow
+    from concilium.serving import create_app
 
-    async with contextlib.AsyncExitStack() as stack:
-        loaded = {}
-        for path in paths:
-            wf = load_workflow(path)
-            if backend == "sim":
-                sim = await stack.enter_async_context(SimServer(_sim_config(wf)))
-                wf = load_workflow(path, api_base=sim.url)
-            elif backend and backend != "local":
-                wf = load_workflow(path, api_base=backend)
-            if wf.name in loaded:
-                raise UserError(f"two workflows are named {wf.name!r} ({path}); give each a different name:")
-            loaded[wf.name] = wf
-        if backend == "local":
-            names = sorted({m.served_name for wf in loaded.values() for m in wf.models.values()})
-            engine = await stack.enter_async_context(local_engine(names=names, log=lambda m: click.echo(m, err=True)))
-            loaded = {name: load_workflow(wf.file, api_base=engine.urls) for name, wf in loaded.items()}
+    workflows = [load_workflow(path) for path in paths]
+    seen: set[str] = set()
+    for path, wf in zip(paths, workflows):
+        if wf.name in seen:
+            raise UserError(f"two workflows are named {wf.name!r} ({path}); give each a different name:")
+        seen.add(wf.name)
+    async with backend.bind(workflows, log=_echo_err) as bound:
+        loaded = {wf.name: wf for wf in bound}
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -332,6 +292,8 @@ async def _serve_api(paths: tuple[str, ...], backend: str | None, host: str, por
         except OSError as exc:
             raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or 0 for a free one") from None
         server = uvicorn.Server(uvicorn.Config(create_app(loaded, api_key=api_key), log_level="warning", lifespan="off"))
+        if backend.notice:
+            click.echo(backend.notice, err=True)
         click.echo(f"serving {sorted(loaded)} at http://{host}:{sock.getsockname()[1]}/v1", err=True)
         try:
             await server.serve(sockets=[sock])

@@ -8,6 +8,7 @@ Example:
 """
 
 from ._api import check_bind, create_app
+from ._backends import Backend
 from ._cluster import FAMILIES, ClusterSpec, Deployment, Family, family_of, launch_cluster, load_cluster_spec, plan_replicas, pool_config, vllm_command
 from ._engine import EngineHome, LocalEngine, install_engine, local_engine
 from ._process import ManagedProcess
@@ -40,6 +41,8 @@ __all__ = [
     "vllm_command",
     "launch_cluster",
     "load_cluster_spec",
+    # where model calls go: --backend sim | local | URL
+    "Backend",
     # workflows as OpenAI-compatible models
     "create_app",
     "check_bind",
