@@ -1,4 +1,5 @@
-"""Configuration of the simulated server (a test double; it is not a model)."""
+"""Configuration of the simulated server (a test double; it is not a model): the
+schema of a workflow file's ``simulate:``, served by ``concilium.serving.SimServer``."""
 
 from __future__ import annotations
 

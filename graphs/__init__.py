@@ -11,6 +11,8 @@ Example:
     'hi'
 """
 
+from typing import TYPE_CHECKING, Any
+
 from langgraph.graph import END, START
 
 from ._aggregators import (
@@ -77,8 +79,7 @@ from ._kit import (
     turn,
     user,
 )
-from ._spec import WorkflowSpec
-from ._workflow import Workflow, build_workflow, load_workflow, parse_workflow
+from ._registry import AgentSlot, AnswerSpec, AnyPatternSpec, Builder, PatternSpec, SlotAgent, pattern_kinds, pattern_specs, register_pattern, registered_pattern
 from ._runtime import GraphAgent, RunResult, as_agent, run, run_sync, split_input, stream
 
 __all__ = [
@@ -137,7 +138,18 @@ __all__ = [
     # tool plans
     "Executor",
     "TaskRun",
-    # workflow files
+    # pattern registry (a pattern module registers its workflow spec and builder)
+    "PatternSpec",
+    "register_pattern",
+    "Builder",
+    "AgentSlot",
+    "AnyPatternSpec",
+    "AnswerSpec",
+    "SlotAgent",
+    "pattern_kinds",
+    "pattern_specs",
+    "registered_pattern",
+    # workflow files (concilium.graphs.workflows, imported on first use)
     "Workflow",
     "WorkflowSpec",
     "load_workflow",
@@ -168,3 +180,19 @@ __all__ = [
     "weighted_vote",
     "WeightedVote",
 ]
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .workflows import Workflow, WorkflowSpec, build_workflow, load_workflow, parse_workflow
+
+_WORKFLOW_NAMES = ("Workflow", "WorkflowSpec", "load_workflow", "parse_workflow", "build_workflow")
+
+
+def __getattr__(name: str) -> Any:
+    # Workflow loading sits above the patterns, which import this package: load it
+    # on first use so that importing the graph core imports no pattern (PEP 562).
+    if name in _WORKFLOW_NAMES:
+        from concilium.graphs import workflows
+
+        return getattr(workflows, name)
+    raise AttributeError(f"module 'concilium.graphs' has no attribute {name!r}")

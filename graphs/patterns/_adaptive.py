@@ -19,9 +19,13 @@ import asyncio
 import math
 from collections import Counter
 from typing import Any, Callable, Mapping, Sequence
+from typing import Literal
+
+from pydantic import Field
 
 from concilium._errors import GraphError
 from concilium.agents import Agent
+from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, majority_vote
 from concilium.prompts import PromptLibrary
 
@@ -162,3 +166,26 @@ async def _draw_until(
             task.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class AdaptiveConsistencySpec(PatternSpec):
+    """Samples until a stopping rule says the majority is settled."""
+
+    kind: Literal["adaptive_consistency"]
+    agent: AgentSlot
+    max_samples: int = Field(default=40, ge=1, le=4096)
+    parallel: int = Field(default=4, ge=1, le=256)
+    rule: Literal["beta", "majority", "entropy"] = "beta"
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    answer: AnswerSpec = "boxed"
+
+
+@register_pattern(AdaptiveConsistencySpec)
+def _build(spec: AdaptiveConsistencySpec, b: Builder) -> Graph:
+    return adaptive_consistency(
+        b.slot(spec.agent, "agent"), max_samples=spec.max_samples, parallel=spec.parallel, rule=spec.rule,
+        threshold=spec.threshold, answer=b.answer(spec.answer), prompts=b.prompts, name=b.name,
+    )  # fmt: skip

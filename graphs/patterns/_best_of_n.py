@@ -21,9 +21,13 @@ import math
 import random
 import re
 from typing import Any, Mapping
+from typing import Literal
+
+from pydantic import Field
 
 from concilium._errors import GraphError, OutputParseError
 from concilium.agents import AgentReply
+from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, majority_vote
 from concilium.prompts import PromptLibrary
 
@@ -268,3 +272,62 @@ def _two_step(name: str, generate: Any, select: Any) -> Graph:
     graph.add_edge("select", END)
     return graph
 
+
+# -- workflow files -------------------------------------------------------------
+
+
+class BestOfNSpec(PatternSpec):
+    """N candidates, each scored by a judge (score 1-10, or a Yes/No verifier)."""
+
+    kind: Literal["best_of_n"]
+    generator: AgentSlot
+    judge: AgentSlot
+    n: int = Field(default=4, ge=1, le=256)
+    mode: Literal["score", "verifier"] = "score"
+    weighted: bool = False
+    answer: AnswerSpec = "boxed"
+
+
+class KnockoutSpec(PatternSpec):
+    """N candidates in a single-elimination bracket under a pairwise judge."""
+
+    kind: Literal["knockout"]
+    generator: AgentSlot
+    judge: AgentSlot
+    n: int = Field(default=8, ge=1, le=256)
+    seed: int = 0
+    answer: AnswerSpec = "boxed"
+
+
+class UniversalSelfConsistencySpec(PatternSpec):
+    """N responses; a selector names the most consistent one."""
+
+    kind: Literal["universal_self_consistency"]
+    generator: AgentSlot
+    selector: AgentSlot
+    n: int = Field(default=8, ge=1, le=64)
+    answer: AnswerSpec = "text"
+
+
+@register_pattern(BestOfNSpec)
+def _build_best_of_n(spec: BestOfNSpec, b: Builder) -> Graph:
+    return best_of_n(
+        b.slot(spec.generator, "generator"), b.slot(spec.judge, "judge"), n=spec.n, mode=spec.mode,
+        weighted=spec.weighted, answer=b.answer(spec.answer), prompts=b.prompts, name=b.name,
+    )  # fmt: skip
+
+
+@register_pattern(KnockoutSpec)
+def _build_knockout(spec: KnockoutSpec, b: Builder) -> Graph:
+    return knockout(
+        b.slot(spec.generator, "generator"), b.slot(spec.judge, "judge"), n=spec.n, seed=spec.seed,
+        answer=b.answer(spec.answer), prompts=b.prompts, name=b.name,
+    )  # fmt: skip
+
+
+@register_pattern(UniversalSelfConsistencySpec)
+def _build_universal_self_consistency(spec: UniversalSelfConsistencySpec, b: Builder) -> Graph:
+    return universal_self_consistency(
+        b.slot(spec.generator, "generator"), b.slot(spec.selector, "selector"), n=spec.n,
+        answer=b.answer(spec.answer), prompts=b.prompts, name=b.name,
+    )  # fmt: skip

@@ -10,8 +10,12 @@ With one agent the round prompt becomes the reflection ("double-check") prompt.
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from concilium import GraphError
+from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
@@ -162,3 +166,46 @@ def _turns_by_round(state: Mapping[str, Any]) -> dict[int, dict[str, Turn]]:
         if "round" in entry:
             out.setdefault(entry["round"] - 1, {})[entry["agent"]] = entry
     return out
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class DebatePrompts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    initial: str = "debate/initial"
+    round: str = "debate/round"
+    reflect: str = "debate/reflect"
+
+
+class DebateSpec(PatternSpec):
+    """Du et al. multi-agent debate: N agents, R rounds counting the first."""
+
+    kind: Literal["debate"]
+    agents: list[AgentSlot] = Field(min_length=1)
+    rounds: int = Field(default=2, ge=1, le=100)
+    answer: AnswerSpec = "boxed"
+    prompts: DebatePrompts = Field(default_factory=DebatePrompts)
+
+
+@register_pattern(DebateSpec)
+def _build(spec: DebateSpec, b: Builder) -> Graph:
+    slots = [b.slot(a, "agents", i) for i, a in enumerate(spec.agents)]
+    names = [s.name for s in slots]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            raise b.fail(
+                f"agent {n!r} appears twice in this debate; each debater needs its own "
+                "agent (copy it under agents: with another name)",
+                "agents",
+                i,
+            )
+    p = spec.prompts
+    return debate(
+        slots, rounds=spec.rounds, answer=b.answer(spec.answer), prompts=b.prompts,
+        initial_prompt=b.template(p.initial, "prompts", "initial"),
+        round_prompt=b.template(p.round, "prompts", "round"),
+        reflect_prompt=b.template(p.reflect, "prompts", "reflect"),
+        name=b.name,
+    )  # fmt: skip

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import re
 from typing import Any, Mapping, Sequence
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from concilium._errors import GraphError
 from concilium.agents import Agent
+from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import END, START, AnswerFormat, Branch, Graph, RunContext, answer_format
 from concilium.prompts import PromptLibrary
 
@@ -201,3 +203,43 @@ def chain_of_agents(
     graph.add_edge(START, "read")
     graph.add_edge("read", END)
     return graph
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class ManagerWorkerSpec(PatternSpec):
+    """A manager plans sub-tasks, workers run them concurrently, the manager combines."""
+
+    kind: Literal["manager_worker"]
+    manager: str = Field(description="an agent name (it plans with structured output)")
+    workers: list[AgentSlot] = Field(min_length=1)
+    max_subtasks: int = Field(default=5, ge=1, le=64)
+    answer: AnswerSpec = "text"
+
+
+class ChainOfAgentsSpec(PatternSpec):
+    """Workers read a long input chunk by chunk passing a summary on; the manager answers."""
+
+    kind: Literal["chain_of_agents"]
+    worker: AgentSlot
+    manager: AgentSlot
+    chunk_words: int = Field(default=1500, ge=1)
+    query: str | None = None
+    answer: AnswerSpec = "text"
+
+
+@register_pattern(ManagerWorkerSpec)
+def _build_manager_worker(spec: ManagerWorkerSpec, b: Builder) -> Graph:
+    manager = b.plain_agent(spec.manager, "manager", why="the manager plans with structured output")
+    workers = [b.slot(a, "workers", i) for i, a in enumerate(spec.workers)]
+    return manager_worker(manager, workers, max_subtasks=spec.max_subtasks, answer=b.answer(spec.answer),
+                          prompts=b.prompts, name=b.name)  # fmt: skip
+
+
+@register_pattern(ChainOfAgentsSpec)
+def _build_chain_of_agents(spec: ChainOfAgentsSpec, b: Builder) -> Graph:
+    return chain_of_agents(
+        b.slot(spec.worker, "worker"), b.slot(spec.manager, "manager"), chunk_words=spec.chunk_words,
+        query=spec.query, answer=b.answer(spec.answer), prompts=b.prompts, name=b.name,
+    )  # fmt: skip

@@ -19,9 +19,13 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Mapping, NotRequired, Sequence, TypedDict, cast
+from typing import Literal
+
+from pydantic import Field
 
 from concilium import GraphError, ModelError
 from concilium.agents import AgentReply, Message
+from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
@@ -228,3 +232,34 @@ async def _select(
         return list(range(k)), False, f"unusable verdict, kept the first {k}: {reply.text[:200]!r}"
     keep, end = parsed
     return keep, end, reply.text
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class MixtureOfAgentsSpec(PatternSpec):
+    """Layers of proposers, then an aggregator; a judge makes it Sparse MoA."""
+
+    kind: Literal["mixture_of_agents"]
+    proposers: list[AgentSlot] | list[list[AgentSlot]] = Field(min_length=1)
+    aggregator: AgentSlot
+    layers: int = Field(default=3, ge=1, le=20)
+    judge: AgentSlot | None = None
+    k: int = Field(default=2, ge=1)
+    early_stop: bool = True
+    answer: AnswerSpec = "text"
+
+
+@register_pattern(MixtureOfAgentsSpec)
+def _build(spec: MixtureOfAgentsSpec, b: Builder) -> Graph:
+    proposers: Any
+    if spec.proposers and isinstance(spec.proposers[0], list):
+        proposers = [[b.slot(a, "proposers", i, j) for j, a in enumerate(layer)]
+                     for i, layer in enumerate(spec.proposers)]  # fmt: skip
+    else:
+        proposers = [b.slot(a, "proposers", i) for i, a in enumerate(spec.proposers)]
+    return mixture_of_agents(
+        proposers, b.slot(spec.aggregator, "aggregator"), layers=spec.layers,
+        judge=b.optional(spec.judge, "judge"), k=spec.k, early_stop=spec.early_stop,
+        answer=b.answer(spec.answer), prompts=b.prompts, name=b.name,
+    )  # fmt: skip

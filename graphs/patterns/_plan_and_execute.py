@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, create_model
 
 from concilium._errors import GraphError, OutputParseError, RunError
 from concilium.agents import Agent
+from concilium.graphs import Builder, PatternSpec, register_pattern
 from concilium.graphs import END, START, Executor, Graph, RunContext, TaskRun
 from concilium.prompts import PromptLibrary
 from concilium.tools import END_OF_PLAN, PlanError, PlanParser, Task, ToolError, ToolRegistry, parse_arguments, parse_json_plan
@@ -253,3 +254,43 @@ def react(agent: Agent, tools: ToolRegistry, *, max_steps: int = 8, prompts: Pro
     graph.add_edge(START, "loop")
     graph.add_edge("loop", END)
     return graph
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class PlanAndExecuteSpec(PatternSpec):
+    """LLMCompiler: a planner's DAG of tool calls runs in parallel; a joiner answers or replans."""
+
+    kind: Literal["plan_and_execute"]
+    planner: str = Field(description="an agent name")
+    joiner: str = Field(description="an agent name")
+    tools: list[str] = Field(min_length=1, description="tool names (see tools: and the built-ins)")
+    max_replans: int = Field(default=2, ge=0, le=10)
+    plan_format: Literal["text", "json"] = "text"
+    on_failure: Literal["skip_dependents", "cancel"] = "skip_dependents"
+
+
+class ReactSpec(PatternSpec):
+    """ReAct: one tool call per model turn (the sequential baseline)."""
+
+    kind: Literal["react"]
+    agent: str = Field(description="an agent name")
+    tools: list[str] = Field(min_length=1)
+    max_steps: int = Field(default=8, ge=1, le=50)
+
+
+@register_pattern(PlanAndExecuteSpec)
+def _build_plan_and_execute(spec: PlanAndExecuteSpec, b: Builder) -> Graph:
+    return plan_and_execute(
+        b.plain_agent(spec.planner, "planner", why="the planner streams its plan"),
+        b.plain_agent(spec.joiner, "joiner", why="the joiner reads the results"),
+        b.tools(spec.tools, "tools"), max_replans=spec.max_replans, plan_format=spec.plan_format,
+        on_failure=spec.on_failure, prompts=b.prompts, name=b.name,
+    )  # fmt: skip
+
+
+@register_pattern(ReactSpec)
+def _build_react(spec: ReactSpec, b: Builder) -> Graph:
+    return react(b.plain_agent(spec.agent, "agent", why="it calls tools turn by turn"), b.tools(spec.tools, "tools"),
+                 max_steps=spec.max_steps, prompts=b.prompts, name=b.name)  # fmt: skip

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from collections import Counter
 from typing import Any, Mapping, Sequence, TypedDict
+from typing import Literal
+
+from pydantic import Field
 
 from concilium import GraphError
 from concilium.agents import Agent, AgentReply, AnswerConfidence
+from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
@@ -199,3 +203,23 @@ def round_table(
     graph.add_edge(START, "discuss")
     graph.add_edge("discuss", END)
     return graph
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class RoundTableSpec(PatternSpec):
+    """ReConcile: agents answer with confidence, see the grouped answers, weighted vote."""
+
+    kind: Literal["round_table"]
+    agents: list[AgentSlot] = Field(min_length=2)
+    rounds: int = Field(default=3, ge=1, le=20)
+    examples: dict[str, list[str]] = Field(default_factory=dict, description="convincing examples per agent name")
+    answer: AnswerSpec = "text"
+
+
+@register_pattern(RoundTableSpec)
+def _build(spec: RoundTableSpec, b: Builder) -> Graph:
+    slots = [b.slot(a, "agents", i) for i, a in enumerate(spec.agents)]
+    return round_table(slots, rounds=spec.rounds, examples=spec.examples, answer=b.answer(spec.answer),
+                       prompts=b.prompts, name=b.name)  # fmt: skip

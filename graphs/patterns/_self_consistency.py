@@ -9,8 +9,12 @@ own LangGraph task.
 from __future__ import annotations
 
 from typing import Any, Mapping
+from typing import Literal
+
+from pydantic import Field
 
 from concilium.agents import Agent
+from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
@@ -87,3 +91,23 @@ def self_consistency(
     graph.add_edge("vote", END)
     return graph
 
+
+# -- workflow files -------------------------------------------------------------
+
+
+class SelfConsistencySpec(PatternSpec):
+    """N samples of one agent, majority vote."""
+
+    kind: Literal["self_consistency"]
+    agent: AgentSlot
+    samples: int = Field(default=5, ge=1, le=4096)
+    answer: AnswerSpec = "boxed"
+    prompt: str = "self_consistency/solve"
+
+
+@register_pattern(SelfConsistencySpec)
+def _build(spec: SelfConsistencySpec, b: Builder) -> Graph:
+    return self_consistency(
+        b.slot(spec.agent, "agent"), samples=spec.samples, answer=b.answer(spec.answer),
+        prompt=b.template(spec.prompt, "prompt"), prompts=b.prompts, name=b.name,
+    )  # fmt: skip

@@ -12,8 +12,12 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any, Mapping
+from typing import Literal
+
+from pydantic import Field
 
 from concilium._errors import GraphError
+from concilium.graphs import AgentSlot, Builder, PatternSpec, register_pattern
 from concilium.graphs import END, START, Graph, RunContext
 from concilium.prompts import PromptLibrary
 
@@ -87,3 +91,23 @@ def skeleton_of_thought(
     graph.add_edge(START, "write")
     graph.add_edge("write", END)
     return graph
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class SkeletonOfThoughtSpec(PatternSpec):
+    """An outline, then every point expanded concurrently, joined in order."""
+
+    kind: Literal["skeleton_of_thought"]
+    agent: AgentSlot
+    expander: AgentSlot | None = None
+    max_points: int = Field(default=10, ge=1, le=50)
+
+
+@register_pattern(SkeletonOfThoughtSpec)
+def _build(spec: SkeletonOfThoughtSpec, b: Builder) -> Graph:
+    return skeleton_of_thought(
+        b.slot(spec.agent, "agent"), expander=b.optional(spec.expander, "expander"), max_points=spec.max_points,
+        prompts=b.prompts, name=b.name,
+    )  # fmt: skip

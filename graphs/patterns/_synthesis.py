@@ -9,8 +9,12 @@ in ``details`` for comparison.
 from __future__ import annotations
 
 from typing import Any, Mapping
+from typing import Literal
+
+from pydantic import Field
 
 from concilium import GraphError
+from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
@@ -76,3 +80,24 @@ def synthesis(
     graph.add_edge("explore", "synthesize")
     graph.add_edge("synthesize", END)
     return graph
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class SynthesisSpec(PatternSpec):
+    """Explorers draw N attempts; a synthesizer reads them all and writes the answer."""
+
+    kind: Literal["synthesis"]
+    explorer: AgentSlot
+    synthesizer: AgentSlot
+    samples: int = Field(default=4, ge=1, le=256)
+    answer: AnswerSpec = "boxed"
+
+
+@register_pattern(SynthesisSpec)
+def _build(spec: SynthesisSpec, b: Builder) -> Graph:
+    return synthesis(
+        b.slot(spec.explorer, "explorer"), b.slot(spec.synthesizer, "synthesizer"), samples=spec.samples,
+        answer=b.answer(spec.answer), prompts=b.prompts, name=b.name,
+    )  # fmt: skip

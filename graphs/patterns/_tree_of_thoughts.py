@@ -14,8 +14,12 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import Any, Mapping
+from typing import Literal
+
+from pydantic import Field
 
 from concilium._errors import GraphError
+from concilium.graphs import AgentSlot, Builder, PatternSpec, register_pattern
 from concilium.graphs import END, START, Graph, RunContext
 from concilium.prompts import PromptLibrary
 
@@ -113,3 +117,26 @@ def tree_of_thoughts(
     graph.add_edge(START, "search")
     graph.add_edge("search", END)
     return graph
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class TreeOfThoughtsSpec(PatternSpec):
+    """Breadth-first search over reasoning steps: propose, value, keep the best."""
+
+    kind: Literal["tree_of_thoughts"]
+    proposer: AgentSlot
+    evaluator: AgentSlot
+    depth: int = Field(default=3, ge=1, le=20)
+    breadth: int = Field(default=5, ge=1, le=50)
+    keep: int = Field(default=5, ge=1, le=50)
+    n_evaluate: int = Field(default=3, ge=1, le=20)
+
+
+@register_pattern(TreeOfThoughtsSpec)
+def _build(spec: TreeOfThoughtsSpec, b: Builder) -> Graph:
+    return tree_of_thoughts(
+        b.slot(spec.proposer, "proposer"), b.slot(spec.evaluator, "evaluator"), depth=spec.depth,
+        breadth=spec.breadth, keep=spec.keep, n_evaluate=spec.n_evaluate, prompts=b.prompts, name=b.name,
+    )  # fmt: skip

@@ -14,9 +14,13 @@ probabilities, and the single best-scored sample is the answer; no vote.
 from __future__ import annotations
 
 from typing import Any, Mapping
+from typing import Literal
+
+from pydantic import Field
 
 from concilium._errors import GraphError
 from concilium.agents import Agent
+from concilium.graphs import AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     DEEPCONF_TOP_K,
     DEEPCONF_WINDOW,
@@ -99,3 +103,37 @@ def confidence_consistency(
     graph.add_edge(START, "sample")
     graph.add_edge("sample", END)
     return graph
+
+
+# -- workflow files -------------------------------------------------------------
+
+
+class ConfidenceConsistencySpec(PatternSpec):
+    """N samples weighted by their token-logprob confidence (DeepConf), or the best one (soft SC)."""
+
+    kind: Literal["confidence_consistency"]
+    agent: str = Field(description="an agent name (its logprobs are read)")
+    samples: int = Field(default=8, ge=1, le=4096)
+    method: Literal["deepconf", "soft"] = "deepconf"
+    score: Literal["lowest_group", "bottom_10", "tail", "mean", "min", "prod"] = "lowest_group"
+    window: int = Field(default=2048, ge=1)
+    keep_percent: float | None = Field(default=None, gt=0, le=100)
+    top_logprobs: int = Field(default=20, ge=1, le=20)
+    answer: AnswerSpec = "boxed"
+
+
+@register_pattern(ConfidenceConsistencySpec)
+def _build(spec: ConfidenceConsistencySpec, b: Builder) -> Graph:
+    allowed = ("mean", "min", "prod") if spec.method == "soft" else ("lowest_group", "bottom_10", "tail", "mean")
+    if spec.score not in allowed:
+        raise b.fail(
+            f"score {spec.score!r} does not go with method {spec.method!r}: deepconf takes "
+            "lowest_group, bottom_10, tail or mean; soft takes mean, min or prod",
+            "score",
+        )
+    agent = b.plain_agent(spec.agent, "agent", why="its token logprobs are read")
+    return confidence_consistency(
+        agent, samples=spec.samples, method=spec.method, score=spec.score, window=spec.window,
+        keep_percent=spec.keep_percent, top_logprobs=spec.top_logprobs, answer=b.answer(spec.answer),
+        prompts=b.prompts, name=b.name,
+    )  # fmt: skip

@@ -1,0 +1,162 @@
+"""Workflow files: load, check and build them into a ``Graph``.
+
+Every mistake becomes a ``WorkflowError`` naming the file, the line and the fix, with
+"did you mean" for misspelt fields, kinds, agents, models, prompts and answer
+formats. Names resolve through registries (patterns, output schemas, prompt
+templates), never through ``importlib``; no value from the file reaches ``eval``.
+The pattern under ``workflow:`` is built by the function its module registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from pydantic import ValidationError
+
+from concilium._errors import WorkflowError
+from concilium.agents import Agent, Budget, ModelSpec, SimConfig
+from concilium.graphs import Graph, pattern_kinds
+from concilium.prompts import PromptLibrary
+from concilium.tools import ToolRegistry
+
+from ._builder import PatternBuilder, Loc, agent_from_entry, model_from_entry, suggest, tools_for
+from ._spec import WorkflowSpec, all_field_names, spec_models
+from ._yaml import line_of, load_yaml
+
+
+
+def _fields_for(siblings: Iterable[str]) -> set[str]:
+    """The fields of the spec model that best explains the keys next to a typo."""
+    keys = set(siblings)
+    best = max(spec_models(), key=lambda m: len(keys & set(m.model_fields)))
+    return set(best.model_fields) if keys & set(best.model_fields) else all_field_names()
+
+
+def _format_error(err: Mapping[str, Any], data: Any) -> str:
+    kind = err["type"]
+    kinds = pattern_kinds()
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p in kinds)]
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if kind == "extra_forbidden":
+        bad = str(loc[-1]) if loc else "?"
+        parent = _at(data, loc[:-1])
+        siblings = [k for k in parent if k != bad] if isinstance(parent, dict) else []
+        return f"unknown field {bad!r}.{suggest(bad, _fields_for(siblings))} Remove it or fix its spelling."
+    if kind == "missing":
+        return f"{where}: this field is required; add it."
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = (err.get("ctx") or {}).get("tag", "")
+        if kind == "union_tag_not_found":
+            return f"{where}: a pattern needs 'kind:', one of {sorted(kinds)}."
+        return f"{where}: unknown kind {tag!r}.{suggest(tag, kinds)} Known kinds: {sorted(kinds)}."
+    value = err.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return f"{where}: {err['msg']} (got {shown})."
+
+
+def _at(data: Any, loc: Iterable[Any]) -> Any:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+    return data
+
+
+@dataclass
+class Workflow:
+    """A loaded workflow: its spec, deployments, agents, and the built graph."""
+
+    spec: WorkflowSpec
+    graph: Graph
+    models: dict[str, ModelSpec]
+    agents: dict[str, Agent]
+    file: str = "<workflow>"
+    budget: Budget | None = None
+    sim: SimConfig | None = field(default=None, repr=False)
+    lines: dict[Any, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, Any, dict[Any, int]]:
+    """YAML text -> validated ``WorkflowSpec`` (plus the raw data and line map)."""
+    data, lines = load_yaml(text, file)
+    if not isinstance(data, dict):
+        raise WorkflowError(
+            "a workflow file must be a mapping with name, models, agents and workflow",
+            file=file,
+            line=1,
+        )
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        # Report the first error by position in the file; union members often
+        # produce several errors for one mistake, the first line is the real one.
+        first = min(errors, key=lambda e: line_of(data, lines, e["loc"]) or 0)
+        loc = first["loc"]
+        if first["type"] == "union_tag_invalid":
+            loc = (*loc, "kind")  # point at the kind: line, not the mapping
+        raise WorkflowError(_format_error(first, data), file=file, line=line_of(data, lines, loc)) from None
+    return spec, data, lines
+
+
+def load_workflow(
+    path: str | Path, *, api_base: str | Sequence[str] | None = None, tools: ToolRegistry | None = None
+) -> Workflow:
+    """Read, validate and build a workflow file.
+
+    Args:
+        path: the YAML file.
+        api_base: serve every model from this OpenAI-compatible URL instead
+            (the CLI's ``--backend URL`` and ``--backend sim``).
+        tools: your own tools, which the file may then name (besides the built-ins).
+
+    Example:
+        >>> # wf = load_workflow("examples/debate.yaml"); run_sync(wf.graph, "What is 12 * 7?")
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError("no such file; check the path", file=file) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowError(f"cannot read it: {exc}", file=file) from None
+    spec, data, lines = parse_workflow(text, file)
+    return build_workflow(spec, file=file, lines=lines, data=data, api_base=api_base, tools=tools)
+
+
+def build_workflow(
+    spec: WorkflowSpec,
+    *,
+    file: str = "<workflow>",
+    lines: dict[Any, int] | None = None,
+    data: Any = None,
+    api_base: str | Sequence[str] | None = None,
+    base_dir: Path | None = None,
+    tools: ToolRegistry | None = None,
+) -> Workflow:
+    """Resolve names and build the graph of a validated spec."""
+    lines = lines or {}
+
+    def fail(message: str, loc: Loc) -> WorkflowError:
+        return WorkflowError(message, file=file, line=line_of(data, lines, loc) if data else None)
+
+    base = base_dir or (Path(file).parent if file != "<workflow>" else Path("."))
+    prompts = PromptLibrary([base / spec.prompts_dir] if spec.prompts_dir else [])
+    if spec.prompts_dir and not (base / spec.prompts_dir).is_dir():
+        raise fail(f"prompts_dir {spec.prompts_dir!r} is not a folder next to the file", ("prompts_dir",))
+
+    models = {name: model_from_entry(name, entry, api_base, fail) for name, entry in spec.models.items()}
+    agents = {name: agent_from_entry(name, entry, models, prompts, fail) for name, entry in spec.agents.items()}
+    registry = tools_for(spec.tools.documents if spec.tools else None, base, tools, fail)
+    graph = PatternBuilder(agents, prompts, fail, registry).pattern(spec.workflow, ("workflow",), spec.name)
+    budget = Budget(spec.budget.max_calls, spec.budget.max_tokens) if spec.budget else None
+    return Workflow(spec, graph, models, agents, file, budget, spec.simulate, lines)
+
+

@@ -1,0 +1,120 @@
+"""The workflow spec: pydantic models of a workflow file (``extra="forbid"``).
+
+A file names its models (deployments), its agents, and one ``workflow:`` whose
+``kind`` picks a registered pattern (each pattern module defines its own spec and
+registers it). ``concilium schema`` prints ``WorkflowSpec``'s JSON Schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from concilium.agents import SimConfig
+from concilium.graphs import AnyPatternSpec, pattern_specs
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CapabilitiesSpec(Strict):
+    n: bool = True
+    logprobs: bool = True
+    tools: bool = False
+    structured_output: bool = False
+
+
+class ModelEntry(Strict):
+    """A deployment: a litellm model string and where it is served."""
+
+    model: str = Field(description="litellm model string, e.g. hosted_vllm/gemma-3-270m")
+    api_base: str | list[str] | None = Field(
+        default=None, description="one URL or a list of replica URLs"
+    )
+    api_key_env: str | None = Field(
+        default=None, description="name of the environment variable that holds the API key"
+    )
+    capabilities: CapabilitiesSpec = Field(default_factory=CapabilitiesSpec)
+    max_concurrency: int = Field(default=256, ge=1)
+    transport: Literal["auto", "direct", "litellm"] = "auto"
+    timeout: float = Field(default=120.0, gt=0)
+    routing: Literal["least_loaded", "affinity", "round_robin"] = Field(
+        default="least_loaded", description="how calls pick among replicas (affinity: same prompt, same replica)"
+    )
+    load_metrics: bool = Field(default=False, description="also route by each replica's vLLM /metrics (waiting, KV cache)")
+
+
+class AgentEntry(Strict):
+    """An agent: a model, a system prompt and sampling parameters."""
+
+    model: str = Field(description="a key of models:")
+    system: str | None = Field(default=None, description="system prompt text (Jinja, sandboxed)")
+    system_prompt: str | None = Field(default=None, description="system prompt template name")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    output: str | None = Field(default=None, description="named output schema, e.g. answer_confidence")
+
+
+class ToolsSpec(Strict):
+    """Tools a workflow can name: the calculator always, search over a document folder."""
+
+    documents: str | None = Field(default=None, description="folder of .txt/.md files for the search tool, relative to the file")
+
+
+class BudgetSpec(Strict):
+    max_calls: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+
+class WorkflowSpec(Strict):
+    """A workflow file."""
+
+    name: str
+    description: str = ""
+    models: dict[str, ModelEntry] = Field(min_length=1)
+    agents: dict[str, AgentEntry] = Field(min_length=1)
+    workflow: AnyPatternSpec
+    budget: BudgetSpec | None = None
+    tools: ToolsSpec | None = None
+    prompts_dir: str | None = Field(
+        default=None, description="folder of prompt templates (relative to the file) that override built-ins"
+    )
+    simulate: SimConfig | None = Field(
+        default=None, description="how the simulated server answers under --backend sim"
+    )
+
+
+def spec_models() -> list[type[BaseModel]]:
+    """Every pydantic model a workflow file is made of."""
+    stack: list[type[BaseModel]] = [WorkflowSpec, *pattern_specs()]
+    seen: list[type[BaseModel]] = []
+    while stack:
+        model = stack.pop()
+        if model in seen:
+            continue
+        seen.append(model)
+        for f in model.model_fields.values():
+            stack.extend(_models_in(f.annotation))
+    return seen
+
+
+def all_field_names() -> set[str]:
+    """Every field name of every spec model (for "did you mean" suggestions)."""
+    return {name for model in spec_models() for name in model.model_fields}
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    found: list[type[BaseModel]] = []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        found.append(annotation)
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found.extend(_models_in(arg))
+    for meta in getattr(annotation, "__metadata__", ()) or ():
+        found.extend(_models_in(meta))
+    return found
