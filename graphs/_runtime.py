@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence, cast
 
 from concilium.agents import (
     AgentReply,
@@ -110,7 +110,7 @@ async def invoke_graph(graph: Graph, given: Mapping[str, Any]) -> dict[str, Any]
     compiled = graph.compile(None)
     config = {"recursion_limit": RECURSION_LIMIT, "callbacks": None}
     with node_scope(graph.name):
-        return await compiled.ainvoke(dict(given), config)
+        return dict(await compiled.ainvoke(dict(given), config))
 
 
 async def run(
@@ -156,7 +156,8 @@ async def run(
         record = SqliteCallRecord(calls_path(state_path)) if state_path else CallRecord()
     ledger = CallLedger(budget=budget, record=record)
     ctx = RunContext(run_id=run_id, workflow=graph.name, ledger=ledger, sink=on_event)
-    ledger.on_event = ctx.emit
+    # The ledger's events are plain dicts of the Call*/Tool event types.
+    ledger.on_event = cast(Callable[[dict[str, Any]], None], ctx.emit)
     started = time.perf_counter()
     token = use_ledger(ledger)
     try:
@@ -187,7 +188,7 @@ async def _invoke(
 ) -> dict[str, Any]:
     config = {"recursion_limit": RECURSION_LIMIT, "configurable": {"thread_id": run_id}}
     if state_path is None:
-        return await graph.compile(None).ainvoke(given, config)
+        return dict(await graph.compile(None).ainvoke(given, config))
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     async with AsyncSqliteSaver.from_conn_string(str(state_path)) as saver:
@@ -197,8 +198,8 @@ async def _invoke(
             if snapshot.values:
                 if not snapshot.next:
                     return dict(snapshot.values)  # it had finished: nothing to do
-                return await compiled.ainvoke(None, config)
-        return await compiled.ainvoke(given, config)
+                return dict(await compiled.ainvoke(None, config))
+        return dict(await compiled.ainvoke(given, config))
 
 
 def run_sync(graph: Graph, input: str | Sequence[Message], **options: Any) -> RunResult:
