@@ -1,5 +1,6 @@
 # make demo : create the environment, install the embedded engine, run the debate example on it
-# make test : create the environment, install the engine, run the test suite (what CI runs)
+# make lint : ruff check, ruff format --check, pyright (no file is changed)
+# make test : create the environment, install the engine, lint, run the test suite (what CI runs)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # re-link so files added since the install are importable (strict mode links files)
 RELINK := $(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=strict
 
-.PHONY: demo demo-sim test engine bench env clean
+.PHONY: demo demo-sim test lint engine bench env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +25,16 @@ engine: $(STAMP)
 	@$(RELINK) > $(VENV)/relink.log 2>&1 || (cat $(VENV)/relink.log; exit 1)
 	$(VENV)/bin/concilium engine install
 
-test: engine
+# the gates run before the tests, each reporting all it finds before make stops
+lint: $(STAMP)
+	@$(RELINK) > $(VENV)/relink.log 2>&1 || (cat $(VENV)/relink.log; exit 1)
+	@status=0; \
+	echo "== ruff check"; $(VENV)/bin/ruff check . || status=1; \
+	echo "== ruff format --check"; $(VENV)/bin/ruff format --check . || status=1; \
+	echo "== pyright"; $(VENV)/bin/pyright || status=1; \
+	exit $$status
+
+test: lint engine
 	CONCILIUM_REQUIRE_ENGINE=1 $(VENV)/bin/pytest -q
 
 demo: engine

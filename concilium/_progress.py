@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from typing import Any, Protocol, TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TextIO, cast
 
 __all__ = ["Progress", "render_result"]
 
@@ -21,10 +21,19 @@ _TAGS = ("role", "step", "chunk", "point", "index", "task")
 _SHORT = 160
 
 
-def _get(obj: object, key: str, default: Any = None) -> Any:
+def _mapping(value: object) -> Mapping[object, object] | None:
+    return cast("Mapping[object, object]", value) if isinstance(value, Mapping) else None
+
+
+def _items(value: object) -> Sequence[object] | None:
+    return cast("Sequence[object]", value) if isinstance(value, (list, tuple)) else None
+
+
+def _get(obj: object, key: str, default: object = None) -> Any:
     """``obj[key]`` for a mapping, ``obj.key`` for a typed object."""
-    if isinstance(obj, Mapping):
-        return obj.get(key, default)  # pyright: ignore[reportUnknownMemberType]
+    mapping = _mapping(obj)
+    if mapping is not None:
+        return mapping.get(key, default)
     return getattr(obj, key, default)
 
 
@@ -109,11 +118,11 @@ def _compact(value: object) -> str:
         return value
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, Mapping):
-        items = value.items()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in items) + "}"  # pyright: ignore[reportUnknownArgumentType]
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_compact(v) for v in value) + "]"  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
+    mapping, items = _mapping(value), _items(value)
+    if mapping is not None:
+        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in mapping.items()) + "}"
+    if items is not None:
+        return "[" + ", ".join(_compact(v) for v in items) + "]"
     try:
         return json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
@@ -124,8 +133,9 @@ def _saw(saw: object) -> str:
     """Which answers an agent saw: names (debate), a count (MoA), or nothing."""
     if saw is None or saw == [] or saw == "":
         return ""
-    if isinstance(saw, (list, tuple)):
-        return f" (saw: {', '.join(str(s) for s in saw)})"  # pyright: ignore[reportUnknownVariableType]
+    names = _items(saw)
+    if names is not None:
+        return f" (saw: {', '.join(str(s) for s in names)})"
     if isinstance(saw, int) and not isinstance(saw, bool):
         return f" (saw {saw} answer{'s' if saw != 1 else ''})"
     return f" (saw: {_compact(saw)})"
@@ -144,7 +154,9 @@ def _turn_lines(entry: object) -> list[str]:
     sample = _get(entry, "sample")
     if sample is not None:
         label += f"#{sample}"
-    tags = [f"{key} {_short(_get(entry, key), 40)}" for key in _TAGS if _get(entry, key) is not None]
+    tags = [
+        f"{key} {_short(_get(entry, key), 40)}" for key in _TAGS if _get(entry, key) is not None
+    ]
     if tags:
         label += f" [{'; '.join(tags)}]"
     lines = [f"  {label}{_saw(_get(entry, 'saw'))}: {_short(_get(entry, 'text', ''))}"]
@@ -178,7 +190,7 @@ class _Result(Protocol):
 
 
 def _votes_line(votes: object) -> str:
-    if not isinstance(votes, Mapping):
+    if _mapping(votes) is None:
         return f"votes: {_short(_compact(votes))}"
     tally = _get(votes, "counts")
     if tally is None:
@@ -198,9 +210,13 @@ def render_result(result: _Result, *, backend: str | None = None) -> str:
 
     Example:
         >>> from concilium.graphs import RunResult
-        >>> r = RunResult(answer="84", run_id="r", workflow="w",
-        ...               transcript=[{"agent": "a", "round": 1, "text": "84", "answer": "84"}],
-        ...               votes={"winner": "84", "weights": {"84": 0.9}, "agreement": 1.0})
+        >>> r = RunResult(
+        ...     answer="84",
+        ...     run_id="r",
+        ...     workflow="w",
+        ...     transcript=[{"agent": "a", "round": 1, "text": "84", "answer": "84"}],
+        ...     votes={"winner": "84", "weights": {"84": 0.9}, "agreement": 1.0},
+        ... )
         >>> print(render_result(r))
         == round 1
           a: 84
@@ -228,10 +244,10 @@ def render_result(result: _Result, *, backend: str | None = None) -> str:
             lines.extend(_turn_lines(entry))
     if result.votes:
         lines.append(_votes_line(result.votes))
-    details = result.details
-    if isinstance(details, Mapping) and details:
+    details = _mapping(result.details)
+    if details:
         lines.append("details:")
-        for key, value in details.items():  # pyright: ignore[reportUnknownVariableType]
+        for key, value in details.items():
             lines.append(f"  {key}: {_short(_compact(value))}")
     answer = result.answer
     answer_lines = str(answer).splitlines() if answer is not None else []
