@@ -19,7 +19,13 @@ ALLOWED = {
     "concilium.tools": {"concilium"},
     "concilium.agents": {"concilium", "concilium.prompts", "concilium.tools"},
     "concilium.graphs": {"concilium", "concilium.prompts", "concilium.tools", "concilium.agents"},
-    "concilium.serving": {"concilium", "concilium.prompts", "concilium.tools", "concilium.agents", "concilium.graphs"},
+    "concilium.serving": {
+        "concilium",
+        "concilium.prompts",
+        "concilium.tools",
+        "concilium.agents",
+        "concilium.graphs",
+    },
 }
 PUBLIC_PACKAGES = ["concilium.agents", "concilium.graphs", "concilium.graphs.patterns",
                    "concilium.tools", "concilium.prompts", "concilium.serving"]  # fmt: skip
@@ -29,7 +35,11 @@ def _folder(package: str) -> Path:
     for prefix in sorted(PACKAGE_DIR, key=len, reverse=True):
         if package == prefix or package.startswith(prefix + "."):
             rest = package[len(prefix) :].strip(".")
-            return ROOT / PACKAGE_DIR[prefix] / Path(*rest.split(".")) if rest else ROOT / PACKAGE_DIR[prefix]
+            return (
+                ROOT / PACKAGE_DIR[prefix] / Path(*rest.split("."))
+                if rest
+                else ROOT / PACKAGE_DIR[prefix]
+            )
     raise AssertionError(f"{package} is not mapped in package-dir")
 
 
@@ -64,13 +74,17 @@ def test_import_layering(package: str) -> None:
     for path in _folder(package).rglob("*.py"):
         for module in _imports(path):
             # "concilium" itself may be imported only for its errors
-            top = "concilium" if module.startswith("concilium._errors") else ".".join(module.split(".")[:2])
+            top = (
+                "concilium"
+                if module.startswith("concilium._errors")
+                else ".".join(module.split(".")[:2])
+            )
             assert top in allowed or module.startswith(package), (
                 f"{path.relative_to(ROOT)} imports {module}; {package} may import only {sorted(allowed)}"
             )
 
 
-@pytest.mark.parametrize("package", PUBLIC_PACKAGES + ["concilium"])
+@pytest.mark.parametrize("package", [*PUBLIC_PACKAGES, "concilium"])
 def test_exported_names(package: str) -> None:
     module = __import__(package, fromlist=["__all__"])
     exported = set(module.__all__)
@@ -79,12 +93,16 @@ def test_exported_names(package: str) -> None:
         assert getattr(module, name) is not None
     public = {n for n in dir(module) if not n.startswith("_")}
     submodules = {n for n in public if type(getattr(module, n)).__name__ == "module"}
-    leaked = public - exported - submodules - {"annotations", "TYPE_CHECKING", "Any", "import_module"}
+    leaked = (
+        public - exported - submodules - {"annotations", "TYPE_CHECKING", "Any", "import_module"}
+    )
     assert not leaked, f"{package} exposes names missing from __all__: {sorted(leaked)}"
 
 
 def _run(code: str) -> str:
-    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
+    )
     return out.stdout.strip()
 
 
@@ -107,5 +125,7 @@ def test_cli_help_imports_nothing_heavy() -> None:
 
 
 def test_facade_is_lazy() -> None:
-    loaded = _run("import sys, concilium; print('concilium.agents' in sys.modules, 'langgraph' in sys.modules)")
+    loaded = _run(
+        "import sys, concilium; print('concilium.agents' in sys.modules, 'langgraph' in sys.modules)"
+    )
     assert loaded == "False False"

@@ -1,0 +1,274 @@
+"""The public surface, pinned: each package's ``__all__`` written out here, so a name
+that leaks in or goes missing fails a test (as httpx's test_exported_members does);
+and no module imports another package's private modules.
+
+Updating a list: when a test fails it prints the package's ``__all__`` ready to
+paste; a name added on purpose goes into the list in the same commit.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import textwrap
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PACKAGE_DIR: dict[str, str] = PYPROJECT["tool"]["setuptools"]["package-dir"]
+PACKAGES: list[str] = PYPROJECT["tool"]["setuptools"]["packages"]
+
+# Each public package's __all__, in order (the grouping of the __init__), one
+# string of names per package.
+EXPECTED_ALL = {
+    "concilium": """
+        ConciliumError UserError WorkflowError GraphError PromptError ModelError
+        ModelCallError OutputParseError RunError BudgetExceeded ServerError Agent AgentReply
+        ModelSpec Capabilities Budget FakeModel configure_tracing aclose Graph Branch START
+        END run run_sync stream RunResult as_agent load_workflow majority_vote debate
+        self_consistency SimServer SimConfig
+    """,
+    "concilium.agents": """
+        Agent AgentReply parse_json_output run_with_tools ToolTurns AnswerConfidence
+        OUTPUT_SCHEMAS Capabilities ModelSpec ModelPool Replica pool_for Transport
+        DirectTransport transport_for aclose CallLedger Budget RetryPolicy current_ledger
+        use_ledger reset_ledger request_digest CallRecord SqliteCallRecord Completion Choice
+        TokenLogprob Usage Message completion_from_openai wire configure_tracing
+        JsonLinesSpanExporter FakeModel FakeRequest SimConfig Latency Rule Statistical
+        Faults
+    """,
+    "concilium.graphs": """
+        Graph Branch START END BASE_STATE append merge add run run_sync stream RunResult
+        RunContext current_run split_input GraphAgent as_agent Respondent PatternOptions
+        prompt_library ask turn sample_turns report_vote VoteUpdate solve_messages user
+        numbered distinct_names last_user_text is_bare_question Turn TurnExtra Event
+        StreamEvent NodeStarted NodeFinished RoundStarted TurnEvent VoteEvent CallStarted
+        CallFinished CallFailed CallReplayed CallRetry CallFailover ToolEvent ResultEvent
+        Executor TaskRun PatternSpec register_pattern Builder AgentSlot AnyPatternSpec
+        AnswerSpec SlotAgent pattern_kinds pattern_specs registered_pattern Workflow
+        WorkflowSpec load_workflow parse_workflow build_workflow AnswerFormat answer_format
+        EXTRACTORS extract_boxed extract_last_number extract_option extract_text
+        regex_extractor field_extractor last_boxed normalize_number majority_vote Vote
+        DEEPCONF_TOP_K DEEPCONF_WINDOW token_confidences group_confidences trace_confidence
+        soft_score keep_top_percent weighted_vote WeightedVote
+    """,
+    "concilium.graphs.patterns": """
+        Respondent debate round_table recalibrate top_groups self_consistency
+        adaptive_consistency beta_confidence should_stop confidence_consistency best_of_n
+        knockout universal_self_consistency parse_score parse_winner parse_consistent_index
+        yes_probability mixture_of_agents parse_selection manager_worker Plan Subtask
+        chain_of_agents chunk_sentences split_query synthesis plan_and_execute react
+        parse_decision JsonPlan skeleton_of_thought outline_points tree_of_thoughts
+        judgement_value
+    """,
+    "concilium.graphs.workflows": """
+        Workflow load_workflow parse_workflow build_workflow WorkflowSpec ModelEntry
+        CapabilitiesSpec AgentEntry BudgetSpec ToolsSpec load_yaml line_of
+    """,
+    "concilium.tools": """
+        Tool ToolRegistry ToolError builtin_tools calculator CALCULATOR DocumentSearch
+        PlanParser PlanError Task Ref parse_plan parse_json_plan parse_arguments resolve
+        END_OF_PLAN JOIN evaluate find_expression format_number NotArithmetic
+    """,
+    "concilium.prompts": """
+        PromptLibrary default_library render BUILTIN_DIR
+    """,
+    "concilium.serving": """
+        SimServer SimConfig Latency Rule Statistical Faults SimApp SimulatedModel
+        serve_forever start_app ManagedProcess ClusterSpec Deployment Family FAMILIES
+        family_of plan_replicas pool_config vllm_command launch_cluster load_cluster_spec
+        Backend create_app check_bind EngineHome LocalEngine install_engine local_engine
+    """,
+    "concilium.bench": "",
+}
+
+
+def _private(package: str) -> bool:
+    return any(part.startswith("_") for part in package.split("."))
+
+
+def test_every_public_package_is_pinned() -> None:
+    public = sorted(p for p in PACKAGES if not _private(p))
+    assert sorted(EXPECTED_ALL) == public
+
+
+def _paste(package: str, names: list[str]) -> str:
+    body = textwrap.fill(" ".join(names), 92, initial_indent=" " * 8, subsequent_indent=" " * 8)
+    return f'    "{package}": """\n{body}\n    """,'
+
+
+@pytest.mark.parametrize("package", sorted(EXPECTED_ALL))
+def test_all_is_exactly_the_pinned_list(package: str) -> None:
+    module = importlib.import_module(package)
+    names = list(module.__all__)
+    expected = EXPECTED_ALL[package].split()
+    assert len(set(names)) == len(names), f"duplicate names in {package}.__all__"
+    missing, leaked = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
+    assert not missing and not leaked, (
+        f"{package}.__all__ differs from the pinned list: missing {missing}, new {leaked}.\n"
+        f"If that is intended, update EXPECTED_ALL in {Path(__file__).name}:\n"
+        + _paste(package, names)
+    )
+    assert names == expected, "same names, new order: update EXPECTED_ALL\n" + _paste(
+        package, names
+    )
+
+
+@pytest.mark.parametrize("package", sorted(EXPECTED_ALL))
+def test_every_exported_name_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    unresolved = [name for name in module.__all__ if getattr(module, name, None) is None]
+    assert not unresolved, f"{package}.__all__ names what it does not define: {unresolved}"
+    for name in module.__all__:
+        value = getattr(module, name)
+        home = getattr(value, "__module__", None)
+        # a re-exported class or function comes from concilium (or names its origin)
+        if isinstance(value, type) or callable(value):
+            assert home is not None, f"{package}.{name} has no __module__"
+
+
+# ------------------------------------------------------------ private imports
+
+# Folders whose files are checked, and the package each test folder tests (a
+# test may use the private names of the package it tests, nothing else).
+TEST_PACKAGES = {
+    "tests/agents": "concilium.agents",
+    "tests/graphs": "concilium.graphs",
+    "tests/graphs/patterns": "concilium.graphs.patterns",
+    "tests/tools": "concilium.tools",
+    "tests/prompts": "concilium.prompts",
+    "tests/serving": "concilium.serving",
+    "tests/engine": "concilium.serving",
+    "tests": "concilium",
+}
+# A subpackage may use its parent's private modules, except these, which must be
+# written from the parent's public API the way a user would (STYLE.md, habit 2).
+PUBLIC_ONLY = {("concilium.graphs.patterns", "concilium.graphs")}
+# Known violations being fixed (issue 10), as "file imports module": a new one fails
+# the test, and so does an entry here that is no longer a violation (delete it).
+TO_FIX: set[str] = {
+    "concilium/cli.py imports concilium.serving._engine",
+    "graphs/_runtime.py imports concilium.agents._tracing",
+}
+
+
+def _module_name(path: Path) -> tuple[str, bool]:
+    """The dotted module a source file is, and whether it is a package's __init__."""
+    rel = path.relative_to(ROOT)
+    for prefix, folder in sorted(PACKAGE_DIR.items(), key=lambda kv: len(kv[1]), reverse=True):
+        if rel.parts[: len(Path(folder).parts)] == Path(folder).parts:
+            rest = rel.with_suffix("").parts[len(Path(folder).parts) :]
+            is_init = bool(rest) and rest[-1] == "__init__"
+            parts = [prefix, *(rest[:-1] if is_init else rest)]
+            return ".".join(parts), is_init
+    raise AssertionError(f"{rel} is in no mapped folder")
+
+
+def _importer_package(path: Path) -> str:
+    """The package whose privacy a file shares."""
+    rel = path.relative_to(ROOT).as_posix()
+    if rel.startswith("tests/"):
+        folder = max((f for f in TEST_PACKAGES if rel.startswith(f + "/")), key=len)
+        return TEST_PACKAGES[folder]
+    module, is_init = _module_name(path)
+    return module if is_init else module.rpartition(".")[0]
+
+
+def _owner(module: str) -> str | None:
+    """``concilium.serving._engine._x`` -> ``concilium.serving``; ``None`` if public."""
+    parts = module.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__"):
+            return ".".join(parts[:i])
+    return None
+
+
+def _private_uses(path: Path) -> Iterator[tuple[int, str]]:
+    """(line, private module or name) for each import of a concilium private."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    here = _module_name(path) if path.relative_to(ROOT).parts[0] != "tests" else None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                if here is None:
+                    continue  # tests import no package relatively
+                module, is_init = here
+                anchor = module.split(".")
+                anchor = anchor if is_init else anchor[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            targets = [base] + [
+                f"{base}.{a.name}"
+                for a in node.names
+                if a.name.startswith("_") and not a.name.startswith("__")
+            ]
+        else:
+            continue
+        for target in targets:
+            if target.startswith("concilium.") and _owner(target) is not None:
+                yield node.lineno, target
+
+
+def _allowed(importer: str, owner: str) -> bool:
+    if (importer, owner) in PUBLIC_ONLY or any(
+        importer.startswith(sub + ".") and owner == parent for sub, parent in PUBLIC_ONLY
+    ):
+        return False
+    return importer == owner or importer.startswith(owner + ".")
+
+
+def _sources() -> list[Path]:
+    folders = [*sorted(set(PACKAGE_DIR.values())), "tests"]
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+
+
+def private_import_violations() -> list[str]:
+    found = []
+    for path in _sources():
+        importer = _importer_package(path)
+        for line, target in _private_uses(path):
+            owner = _owner(target)
+            assert owner is not None
+            if not _allowed(importer, owner):
+                rel = path.relative_to(ROOT)
+                found.append(f"{rel}:{line} imports {target} (private to {owner})")
+    return found
+
+
+def _without_line(violation: str) -> str:
+    where, _, rest = violation.partition(" imports ")
+    return f"{where.rpartition(':')[0]} imports {rest.partition(' (')[0]}"
+
+
+def test_no_package_imports_another_packages_private_modules() -> None:
+    violations = private_import_violations()
+    fixed = TO_FIX - {_without_line(v) for v in violations}
+    assert not fixed, f"no longer violations, delete them from TO_FIX: {sorted(fixed)}"
+    violations = [v for v in violations if _without_line(v) not in TO_FIX]
+    assert not violations, (
+        "import the public name from the package instead (export it in its __all__ "
+        "if it is missing):\n" + "\n".join(violations)
+    )
+
+
+def test_the_private_import_check_sees_relative_and_absolute_imports(tmp_path: Path) -> None:
+    """The checker itself: it resolves relative imports and private names."""
+    assert _owner("concilium.serving._engine") == "concilium.serving"
+    assert _owner("concilium.agents._transports._direct") == "concilium.agents"
+    assert _owner("concilium.graphs") is None
+    assert _allowed("concilium.agents", "concilium")  # concilium._errors
+    assert _allowed("concilium.graphs.workflows", "concilium.graphs")
+    assert not _allowed("concilium.graphs", "concilium.agents")
+    assert not _allowed("concilium.graphs.patterns", "concilium.graphs")
+    assert _allowed("concilium.graphs.patterns", "concilium.graphs.patterns")
+    pattern = ROOT / "graphs" / "patterns" / "_debate.py"
+    assert _module_name(pattern) == ("concilium.graphs.patterns._debate", False)
+    assert _importer_package(pattern) == "concilium.graphs.patterns"
+    assert _importer_package(ROOT / "graphs" / "__init__.py") == "concilium.graphs"
