@@ -12,7 +12,8 @@ from ._backends import Backend
 from ._cluster import FAMILIES, ClusterSpec, Deployment, Family, family_of, launch_cluster, load_cluster_spec, plan_replicas, pool_config, vllm_command
 from ._engine import EngineHome, LocalEngine, install_engine, local_engine
 from ._process import ManagedProcess
-from ._sim import SimApp, SimulatedModel
+from ._sim import SimApp
+from ._sim_model import SimulatedModel
 from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
 from ._sim_server import SimServer, serve_forever, start_app
 

@@ -15,36 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import re
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from concilium.tools import NotArithmetic, evaluate, find_expression, format_number
+from concilium.agents import SimConfig, wire
 
-from ._sim_config import SimConfig
+from ._sim_model import SimAnswer, SimulatedModel, words
 
 SIMULATED = "concilium-simulated"
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-# "... think the answer is 84." (ReConcile's grouped answers), not "the answer is \boxed{..}"
-_ANSWER_IS = re.compile(r"think the answer is (?!\\)([^\s.,;\\]+)")
-
-
-def _words(text: str) -> list[str]:
-    return text.split()
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
+HEADERS = {"X-Concilium-Simulated": "true"}
 
 
 @dataclass
@@ -79,112 +64,22 @@ class SimStats:
         }
 
 
-class SimulatedModel:
-    """Decides replies, latency and faults; keeps the counters. No I/O here."""
+class _PrefixCache:
+    """vLLM-style prefix-cache accounting over full blocks of tokens (for /metrics)."""
 
-    def __init__(self, config: SimConfig):
-        self.config = config
-        self.reset()
-
-    def reset(self) -> None:
-        self.stats = SimStats()
-        self.running = asyncio.Semaphore(self.config.max_running) if self.config.max_running else None
-        self.log: list[dict[str, Any]] = []
-        self._agent_calls: defaultdict[str, int] = defaultdict(int)
-        self._rule_calls: defaultdict[tuple[int, str], int] = defaultdict(int)
+    def __init__(self, block: int):
+        self.block = block
         self._blocks: OrderedDict[str, None] = OrderedDict()
-        self._fault_rng = random.Random(self.config.seed ^ 0x5EED)
 
-    # ----------------------------------------------------------------- replies
-
-    def _rng(self, agent: str, call: int, choice: int, seed: int | None) -> random.Random:
-        basis = f"{self.config.seed}|{agent}|{call if seed is None else f's{seed}'}|{choice}"
-        return random.Random(int.from_bytes(hashlib.sha256(basis.encode()).digest()[:8], "big"))
-
-    def _scripted(self, agent: str, user_text: str) -> str | None:
-        for index, rule in enumerate(self.config.rules):
-            if rule.agent is not None and rule.agent != agent:
-                continue
-            if rule.match is not None and not re.search(rule.match, user_text):
-                continue
-            k = (index, agent)
-            reply = rule.replies[min(self._rule_calls[k], len(rule.replies) - 1)]
-            self._rule_calls[k] += 1
-            return reply
-        return None
-
-    def _right_answer(self, question: str) -> str | None:
-        stat = self.config.statistical
-        for pattern, answer in stat.answers.items():
-            if re.search(pattern, question):
-                return answer
-        if stat.arithmetic:
-            expression = find_expression(question)
-            if expression is not None:
-                try:
-                    return format_number(evaluate(expression))
-                except NotArithmetic:
-                    return None
-        return None
-
-    def _statistical_answer(self, rng: random.Random, question: str, last_user: str) -> str:
-        stat = self.config.statistical
-        # Other agents' answers in the prompt ("\boxed{answer}" is the format instruction).
-        shown = [a for a in _BOXED.findall(last_user) + _ANSWER_IS.findall(last_user) if a.strip() and a.strip() != "answer"]
-        if shown and rng.random() < stat.conformity:
-            return Counter(shown).most_common(1)[0][0]
-        right = self._right_answer(question)
-        if right is not None and rng.random() < stat.accuracy:
-            return right
-        if stat.wrong:
-            return rng.choice(stat.wrong)
-        if right is not None and re.fullmatch(r"-?\d+", right):
-            return str(int(right) + rng.choice([-1, 1]) * rng.randint(1, 10))
-        return "unknown"
-
-    def _statistical(self, rng: random.Random, question: str, last_user: str, body: dict[str, Any]) -> str:
-        answer = self._statistical_answer(rng, question, last_user)
-        schema = _json_schema(body)
-        if schema is not None:  # structured output: a JSON object of that schema
-            return json.dumps(_fill(schema, schema.get("$defs", {}), rng, answer, ""))
-        return self.config.statistical.template.format(answer=answer)
-
-    def replies(self, body: dict[str, Any], agent: str, prompt_texts: list[str], n: int) -> list[str]:
-        """The ``n`` reply texts of one request."""
-        user_texts = prompt_texts or [""]
-        call = self._agent_calls[agent]
-        self._agent_calls[agent] += 1
-        seed = body.get("seed")
-        out = []
-        for choice in range(n):
-            scripted = self._scripted(agent, "\n".join(user_texts))
-            if scripted is not None:
-                out.append(scripted)
-                continue
-            rng = self._rng(agent, call, choice, seed)
-            out.append(self._statistical(rng, user_texts[0], user_texts[-1], body))
-        return out
-
-    # ------------------------------------------------------------------ timing
-
-    def latency(self, tokens: int) -> float:
-        lat = self.config.latency
-        if lat.fixed is not None:
-            return lat.fixed
-        load = 1 + lat.load_slope * max(self.stats.in_flight - 1, 0)
-        return lat.ttft + lat.per_token * tokens * load
-
-    def prefix_cache(self, prompt_words: list[str]) -> None:
-        """Count vLLM-style prefix-cache queries and hits over full blocks of tokens."""
-        size = self.config.prefix_block
+    def count(self, prompt_words: list[str], stats: SimStats) -> None:
         digest = hashlib.sha256()
         hit = True
-        for start in range(0, len(prompt_words) - size + 1, size):
-            digest.update(" ".join(prompt_words[start : start + size]).encode())
+        for start in range(0, len(prompt_words) - self.block + 1, self.block):
+            digest.update(" ".join(prompt_words[start : start + self.block]).encode())
             key = digest.hexdigest()
-            self.stats.prefix_queries += size
+            stats.prefix_queries += self.block
             if hit and key in self._blocks:
-                self.stats.prefix_hits += size
+                stats.prefix_hits += self.block
                 self._blocks.move_to_end(key)
             else:
                 hit = False
@@ -192,77 +87,14 @@ class SimulatedModel:
                 if len(self._blocks) > 100_000:
                     self._blocks.popitem(last=False)
 
-    def fault(self) -> str | None:
-        f = self.config.faults
-        if self.stats.requests <= f.first_errors:
-            return "error"
-        roll = self._fault_rng.random()
-        if roll < f.error_rate:
-            return "error"
-        if roll < f.error_rate + f.hang_rate:
-            return "hang"
-        if roll < f.error_rate + f.hang_rate + f.drop_rate:
-            return "drop"
-        return None
-
-    # -------------------------------------------------------------- responses
-
-    def logprobs(self, text: str, top: int, rng: random.Random) -> dict[str, Any]:
-        content = []
-        for word in _words(text):
-            lp = -abs(rng.gauss(0, 0.6))
-            alternatives = [{"token": word, "logprob": lp}]
-            for k in range(max(top - 1, 0)):
-                alternatives.append({"token": f"{word}~{k}", "logprob": lp - 1.0 - k - rng.random()})
-            content.append({"token": word, "logprob": lp, "top_logprobs": alternatives[: max(top, 0)]})
-        return {"content": content}
-
-
-def _json_schema(body: dict[str, Any]) -> dict[str, Any] | None:
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
-        return schema if isinstance(schema, dict) else None
-    return None
-
-
-def _fill(schema: dict[str, Any], defs: dict[str, Any], rng: random.Random, answer: str, key: str) -> Any:
-    """A value of ``schema``: fields named ``answer`` get the statistical answer,
-    numbers a seeded value within their bounds, strings a ``[simulated ...]`` text."""
-    if "$ref" in schema:
-        schema = defs.get(schema["$ref"].rsplit("/", 1)[-1], {})
-    for union in ("anyOf", "oneOf", "allOf"):
-        if union in schema:
-            return _fill(schema[union][0], defs, rng, answer, key)
-    if "enum" in schema:
-        return rng.choice(schema["enum"])
-    kind = schema.get("type", "object" if "properties" in schema else "string")
-    if kind == "object":
-        return {k: _fill(v, defs, rng, answer, k) for k, v in (schema.get("properties") or {}).items()}
-    if kind == "array":
-        count = max(int(schema.get("minItems", 2)), min(3, int(schema.get("maxItems", 3))))
-        return [_fill(schema.get("items") or {}, defs, rng, answer, f"{key} {i + 1}") for i in range(count)]
-    if kind in ("number", "integer"):
-        low, high = schema.get("minimum", 0), schema.get("maximum", 1 if kind == "number" else 10)
-        return rng.randint(int(low), int(high)) if kind == "integer" else round(rng.uniform(max(low, high - 0.5), high), 2)
-    if kind == "boolean":
-        return rng.random() < 0.5
-    return answer if key == "answer" else f"[simulated {key or 'text'}]"
-
-
-def _prompt_texts(body: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(all message texts, user message texts) of a chat body."""
-    messages = body.get("messages") or []
-    texts = [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
-    users = [_text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    return texts, users
-
 
 class SimApp:
-    """The aiohttp application around a ``SimulatedModel``."""
+    """The aiohttp application around a ``SimulatedModel``: routes, counters,
+    latency, injected faults and streaming."""
 
     def __init__(self, config: SimConfig | None = None):
         self.model = SimulatedModel(config or SimConfig())
+        self.reset()
         self.app = web.Application(client_max_size=64 * 1024**2)
         self.app.add_routes(
             [
@@ -281,39 +113,60 @@ class SimApp:
     def config(self) -> SimConfig:
         return self.model.config
 
+    def reset(self) -> None:
+        """Forget every request: counters, the request log, the prefix cache, the call counts."""
+        self.model.reset()
+        self.stats = SimStats()
+        self.log: list[dict[str, Any]] = []
+        self.running = asyncio.Semaphore(self.config.max_running) if self.config.max_running else None
+        self._prefix = _PrefixCache(self.config.prefix_block)
+        self._fault_rng = random.Random(self.config.seed ^ 0x5EED)
+
+    # ------------------------------------------------------- timing and faults
+
+    def latency(self, tokens: int) -> float:
+        """Seconds for a reply of ``tokens``: fixed, or ttft + per-token time slowed by load."""
+        lat = self.config.latency
+        if lat.fixed is not None:
+            return lat.fixed
+        load = 1 + lat.load_slope * max(self.stats.in_flight - 1, 0)
+        return lat.ttft + lat.per_token * tokens * load
+
+    def fault(self) -> str | None:
+        """``error``, ``hang``, ``drop`` or ``None`` for the current request (seeded)."""
+        f = self.config.faults
+        if self.stats.requests <= f.first_errors:
+            return "error"
+        roll = self._fault_rng.random()
+        if roll < f.error_rate:
+            return "error"
+        if roll < f.error_rate + f.hang_rate:
+            return "hang"
+        if roll < f.error_rate + f.hang_rate + f.drop_rate:
+            return "drop"
+        return None
+
     # ---------------------------------------------------------------- handlers
 
     async def health(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok", headers={"X-Concilium-Simulated": "true"})
+        return web.Response(text="ok", headers=HEADERS)
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "id": self.config.model,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": "concilium-simulated-server",
-                        "max_model_len": 4096,
-                    }
-                ],
-            }
-        )
+        card = wire.model_card(self.config.model, "concilium-simulated-server", max_model_len=4096)
+        return web.json_response(wire.model_list([card]))
 
     async def sim_stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.model.stats.as_dict())
+        return web.json_response(self.stats.as_dict())
 
     async def sim_requests(self, request: web.Request) -> web.Response:
-        return web.json_response(self.model.log)
+        return web.json_response(self.log)
 
     async def sim_reset(self, request: web.Request) -> web.Response:
-        self.model.reset()
+        self.reset()
         return web.json_response({"reset": True})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        s = self.model.stats
+        s = self.stats
         name = self.config.model
         lines = [
             "# HELP vllm:num_requests_running Requests in flight (simulated server).",
@@ -359,15 +212,14 @@ class SimApp:
         if not isinstance(n, int) or n < 1:
             return _error(400, f"'n' must be a positive integer, got {n!r}")
 
-        m = self.model
-        stats = m.stats
+        stats = self.stats
         agent = request.headers.get("X-Concilium-Agent", "")
         stats.requests += 1
         stats.by_agent[agent] += 1
-        m.log.append({"agent": agent, "endpoint": "chat" if chat else "completions", "body": body})
+        self.log.append({"agent": agent, "endpoint": "chat" if chat else "completions", "body": body})
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-        gate = m.running
+        gate = self.running
         if gate is not None:  # like a server's scheduler: the rest wait their turn
             stats.waiting += 1
             try:
@@ -378,55 +230,29 @@ class SimApp:
             finally:
                 stats.waiting -= 1
         try:
-            fault = m.fault()
+            fault = self.fault()
             if fault == "error":
                 stats.errors += 1
-                return _error(m.config.faults.error_status, "injected fault (simulated server)")
+                return _error(self.config.faults.error_status, "injected fault (simulated server)")
             if fault == "hang":
                 await asyncio.sleep(3600)
             if fault == "drop":
                 if request.transport is not None:
                     request.transport.close()
                 raise asyncio.CancelledError
-            if chat:
-                texts, users = _prompt_texts(body)
-            else:
-                texts = users = [body["prompt"]]
-            prompt_words = _words(" ".join(texts))
-            m.prefix_cache(prompt_words)
-            max_tokens = body.get("max_tokens") or m.config.max_tokens
-            replies = []
-            finish = []
-            for text in m.replies(body, agent, users, n):
-                words = _words(text)
-                if len(words) > max_tokens:
-                    text, reason = " ".join(words[:max_tokens]), "length"
-                else:
-                    reason = "stop"
-                replies.append(text)
-                finish.append(reason)
-            out_tokens = [len(_words(t)) for t in replies]
-            stats.prompt_tokens += len(prompt_words)
-            stats.completion_tokens += sum(out_tokens)
-            delay = m.latency(max(out_tokens, default=0))
-            rng = random.Random(len(m.log))
-            want_logprobs = bool(body.get("logprobs"))
-            top = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
-            logprobs = [m.logprobs(t, top, rng) if want_logprobs else None for t in replies]
-            usage = {
-                "prompt_tokens": len(prompt_words),
-                "completion_tokens": sum(out_tokens),
-                "total_tokens": len(prompt_words) + sum(out_tokens),
-            }
             rid = f"sim-{stats.requests}"
+            if not chat:
+                body = {k: v for k, v in body.items() if k != "messages"}  # the prompt is what counts
+            answer = self.model.answer(body, agent, rid=rid, logprob_seed=len(self.log))
+            self._prefix.count(answer.prompt_words, stats)
+            stats.prompt_tokens += answer.prompt_tokens
+            stats.completion_tokens += answer.completion_tokens
+            delay = self.latency(max((len(words(c.text)) for c in answer.choices), default=0))
             if body.get("stream"):
-                return await self._stream(request, body, rid, replies, finish, logprobs, usage, delay, chat)
+                return await self._stream(request, body, rid, answer, delay, chat)
             await asyncio.sleep(delay)
             stats.completed += 1
-            return web.json_response(
-                _response(rid, m.config.model, replies, finish, logprobs, usage, chat),
-                headers={"X-Concilium-Simulated": "true"},
-            )
+            return web.json_response(self._response(rid, answer, chat), headers=HEADERS)
         except asyncio.CancelledError:
             stats.cancelled += 1
             raise
@@ -435,122 +261,61 @@ class SimApp:
             if gate is not None:
                 gate.release()
 
-    async def _stream(
-        self,
-        request: web.Request,
-        body: dict[str, Any],
-        rid: str,
-        replies: list[str],
-        finish: list[str],
-        logprobs: list[Any],
-        usage: dict[str, int],
-        delay: float,
-        chat: bool,
-    ) -> web.StreamResponse:
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "X-Concilium-Simulated": "true"}
-        )
-        await resp.prepare(request)
-        model = self.config.model
-        created = int(time.time())
-        kind = "chat.completion.chunk" if chat else "text_completion"
+    def _response(self, rid: str, answer: SimAnswer, chat: bool) -> wire.JsonObject:
+        usage = wire.usage(answer.prompt_tokens, answer.completion_tokens)
+        if not chat:
+            choices = [wire.text_choice(i, c.text, c.finish_reason, logprobs=c.logprobs) for i, c in enumerate(answer.choices)]
+            return wire.text_completion(rid, self.config.model, choices, usage, system_fingerprint=SIMULATED)
+        choices = [
+            wire.chat_choice(i, None, "tool_calls", logprobs=c.logprobs, tool_calls=c.tool_calls)
+            if c.tool_calls
+            else wire.chat_choice(i, c.text, c.finish_reason, logprobs=c.logprobs)
+            for i, c in enumerate(answer.choices)
+        ]
+        return wire.chat_completion(rid, self.config.model, choices, usage, system_fingerprint=SIMULATED)
 
-        async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
-            chunk = {"id": rid, "object": kind, "created": created, "model": model,
-                     "system_fingerprint": SIMULATED, "choices": choices, **extra}  # fmt: skip
-            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], rid: str, answer: SimAnswer, delay: float, chat: bool
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **HEADERS})
+        await resp.prepare(request)
+        created = int(time.time())
+
+        async def send(choices: list[wire.JsonObject], **extra: Any) -> None:
+            event = wire.chunk(rid, self.config.model, choices, created=created, chat=chat,
+                               system_fingerprint=SIMULATED, **extra)  # fmt: skip
+            await resp.write(wire.sse(event))
 
         lat = self.config.latency
-        await asyncio.sleep(lat.ttft if lat.fixed is None else 0)
+        ttft = lat.ttft if lat.fixed is None else 0
+        await asyncio.sleep(ttft)
+        count = len(answer.choices)
         if chat:
-            await send([{"index": i, "delta": {"role": "assistant", "content": ""}} for i in range(len(replies))])
+            await send([wire.delta_choice(i, {"role": "assistant", "content": ""}) for i in range(count)])
         # word by word, each piece carrying the whitespace before it, so the streamed
         # text joins back to exactly the reply (newlines included)
-        words = [re.findall(r"\s*\S+", t) for t in replies]
-        steps = max((len(w) for w in words), default=0)
-        per_step = (delay - (lat.ttft if lat.fixed is None else 0)) / max(steps, 1)
+        pieces = [re.findall(r"\s*\S+", c.text) for c in answer.choices]
+        steps = max((len(p) for p in pieces), default=0)
+        per_step = (delay - ttft) / max(steps, 1)
         for step in range(steps):
             choices = []
-            for i, w in enumerate(words):
-                if step < len(w):
-                    piece = w[step]
-                    choice: dict[str, Any] = {"index": i}
+            for i, (c, p) in enumerate(zip(answer.choices, pieces)):
+                if step < len(p):
+                    lp: wire.LogprobsBody | None = None if c.logprobs is None else {"content": [c.logprobs["content"][step]]}
                     if chat:
-                        choice["delta"] = {"content": piece}
+                        choices.append(wire.delta_choice(i, {"content": p[step]}, logprobs=lp))
                     else:
-                        choice["text"] = piece
-                    if logprobs[i] is not None:
-                        choice["logprobs"] = {"content": [logprobs[i]["content"][step]]}
-                    choices.append(choice)
+                        choices.append(wire.delta_choice(i, text=p[step], logprobs=lp))
             await asyncio.sleep(per_step)
             await send(choices)
-        await send([{"index": i, "delta": {} if chat else None, "finish_reason": finish[i]} for i in range(len(replies))])
+        await send([wire.delta_choice(i, {}, c.finish_reason, text=None if chat else "") for i, c in enumerate(answer.choices)])
         if (body.get("stream_options") or {}).get("include_usage"):
-            await send([], usage=usage)
-        await resp.write(b"data: [DONE]\n\n")
-        self.model.stats.completed += 1
+            await send([], usage=wire.usage(answer.prompt_tokens, answer.completion_tokens))
+        await resp.write(wire.SSE_DONE)
+        self.stats.completed += 1
         await resp.write_eof()
         return resp
 
 
-def _tool_calls(text: str, rid: str) -> list[dict[str, Any]]:
-    """A scripted ``TOOL_CALLS: [...]`` reply as OpenAI tool calls (else ``[]``)."""
-    if not text.startswith("TOOL_CALLS:"):
-        return []
-    calls = json.loads(text.removeprefix("TOOL_CALLS:"))
-    return [
-        {"id": f"call-{rid}-{j}", "type": "function",
-         "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments", {}))}}
-        for j, c in enumerate(calls)
-    ]  # fmt: skip
-
-
-def _response(
-    rid: str,
-    model: str,
-    replies: list[str],
-    finish: list[str],
-    logprobs: list[Any],
-    usage: dict[str, int],
-    chat: bool,
-) -> dict[str, Any]:
-    choices = []
-    for i, text in enumerate(replies):
-        if chat:
-            choice: dict[str, Any] = {"index": i, "message": {"role": "assistant", "content": text}}
-            choice["logprobs"] = logprobs[i]
-            calls = _tool_calls(text, f"{rid}-{i}")
-            if calls:
-                choice["message"] = {"role": "assistant", "content": None, "tool_calls": calls}
-                finish = [*finish[:i], "tool_calls", *finish[i + 1 :]]
-        else:
-            choice = {"index": i, "text": text}
-            lp = logprobs[i]
-            choice["logprobs"] = (
-                None
-                if lp is None
-                else {
-                    "tokens": [t["token"] for t in lp["content"]],
-                    "token_logprobs": [t["logprob"] for t in lp["content"]],
-                    "top_logprobs": [{a["token"]: a["logprob"] for a in t["top_logprobs"]} for t in lp["content"]],
-                }
-            )
-        choice["finish_reason"] = finish[i]
-        choices.append(choice)
-    return {
-        "id": rid,
-        "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "system_fingerprint": SIMULATED,
-        "choices": choices,
-        "usage": usage,
-    }
-
-
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response(
-        {"error": {"message": message, "type": "simulated_error", "code": status}},
-        status=status,
-        headers={"X-Concilium-Simulated": "true"},
-    )
+    return web.json_response(wire.error(message, "simulated_error", status), status=status, headers=HEADERS)

@@ -18,11 +18,10 @@ import aiohttp
 from aiohttp import web
 
 from concilium._errors import UserError
-from concilium.agents import Capabilities, ModelSpec
+from concilium.agents import Capabilities, ModelSpec, SimConfig
 
 from ._process import ManagedProcess
 from ._sim import SimApp
-from ._sim_config import SimConfig
 
 READY_PREFIX = "concilium simulated server (a test double, not a model) listening on"
 

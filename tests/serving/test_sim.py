@@ -132,3 +132,42 @@ async def test_own_process_mode_and_refusing_non_loopback() -> None:
 
     with pytest.raises(UserError, match="loopback"):
         SimServer(host="0.0.0.0")
+
+
+async def test_streamed_text_completions_join_to_the_reply_with_one_logprob_per_piece(client) -> None:
+    whole = await client.completions.create(model="m", prompt="What is 3 + 3?", logprobs=2, seed=4)
+    pieces, logprobs, finish = [], [], None
+    async for chunk in await client.completions.create(model="m", prompt="What is 3 + 3?", logprobs=2, seed=4, stream=True):
+        for choice in chunk.choices:
+            pieces.append(choice.text)
+            finish = choice.finish_reason or finish
+            if choice.logprobs is not None:
+                logprobs.append(choice.logprobs)
+    assert "".join(pieces).strip() == whole.choices[0].text and finish == "stop"
+    assert whole.choices[0].logprobs is not None and len(logprobs) == len(whole.choices[0].logprobs.tokens)
+
+
+async def test_a_scripted_tool_call_comes_back_as_openai_tool_calls() -> None:
+    script = 'TOOL_CALLS: [{"name": "search", "arguments": {"query": "lighthouse"}}]'
+    async with SimServer(SimConfig(rules=[Rule(replies=[script])])) as sim:
+        async with openai.AsyncOpenAI(base_url=sim.url, api_key="unused", max_retries=0) as c:
+            resp = await c.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert [(t.function.name, t.function.arguments) for t in choice.message.tool_calls or []] == [
+        ("search", '{"query": "lighthouse"}')
+    ]
+
+
+def test_the_answer_logic_runs_without_a_server() -> None:
+    from concilium.serving import SimulatedModel
+
+    model = SimulatedModel(SimConfig(seed=2, statistical={"accuracy": 1.0, "conformity": 0.0}))
+    body = {"messages": [{"role": "user", "content": "What is 6 * 7?"}], "n": 3, "max_tokens": 100}
+    answer = model.answer(body, "alice")
+    assert [c.text.endswith("\\boxed{42}.") for c in answer.choices] == [True] * 3
+    assert answer.prompt_tokens == 5 and answer.completion_tokens == sum(len(c.text.split()) for c in answer.choices)
+    schema = {"type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {
+        "answer": {"type": "string"}, "confidence": {"type": "number", "minimum": 0, "maximum": 1}}}}}  # fmt: skip
+    filled = model.answer({**body, "n": 1, "response_format": schema}, "alice").choices[0].text
+    assert '"answer": "42"' in filled and '"confidence": ' in filled
