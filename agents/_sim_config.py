@@ -51,7 +51,9 @@ class Statistical(_Strict):
     arithmetic: bool = True
     wrong: list[str] = Field(default_factory=list)
     conformity: float = Field(default=0.5, ge=0, le=1)
-    template: str = "[simulated reply] Working through it step by step, the answer is \\boxed{{{answer}}}."
+    template: str = (
+        "[simulated reply] Working through it step by step, the answer is \\boxed{{{answer}}}."
+    )
 
 
 class Faults(_Strict):
@@ -79,5 +81,7 @@ class SimConfig(_Strict):
     max_tokens: int = Field(default=256, ge=1)
     prefix_block: int = Field(default=16, ge=1)
     max_running: int | None = Field(
-        default=None, ge=1, description="requests decoded at once; more wait (vllm:num_requests_waiting)"
+        default=None,
+        ge=1,
+        description="requests decoded at once; more wait (vllm:num_requests_waiting)",
     )

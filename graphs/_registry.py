@@ -14,10 +14,18 @@ from __future__ import annotations
 import contextvars
 import functools
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal, Protocol, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Protocol, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
@@ -30,7 +38,7 @@ from ._aggregators import AnswerFormat
 from ._graph import Graph
 from ._runtime import GraphAgent
 
-AnswerSpec = Union[str, dict[str, str]]
+AnswerSpec = str | dict[str, str]
 """An answer format as a workflow file gives it: a name (``boxed``) or a mapping."""
 
 
@@ -55,7 +63,7 @@ class PatternSpec(BaseModel):
 
 
 S = TypeVar("S", bound=PatternSpec)
-SlotAgent = Union[Agent, GraphAgent]
+SlotAgent = Agent | GraphAgent
 """What an agent slot resolves to: an agent, or a nested pattern run as one."""
 
 
@@ -132,7 +140,9 @@ def spec_kind(spec: type[PatternSpec]) -> str:
     return args[0]
 
 
-def register_pattern(spec: type[S]) -> Callable[[Callable[[S, Builder], Graph]], Callable[[S, Builder], Graph]]:
+def register_pattern(
+    spec: type[S],
+) -> Callable[[Callable[[S, Builder], Graph]], Callable[[S, Builder], Graph]]:
     """Register ``spec``'s ``kind`` with the decorated build function.
 
     Args:
@@ -199,9 +209,13 @@ _adapters: dict[tuple[type[PatternSpec], ...], TypeAdapter[Any]] = {}
 def _union_schema() -> core_schema.CoreSchema:
     specs = pattern_specs()
     if not specs:
-        raise PydanticCustomError("no_patterns", "no pattern is registered; import concilium.graphs.patterns")
+        raise PydanticCustomError(
+            "no_patterns", "no pattern is registered; import concilium.graphs.patterns"
+        )
     return core_schema.tagged_union_schema(
-        {spec_kind(s): s.__pydantic_core_schema__ for s in specs}, discriminator="kind", ref=_UNION_REF
+        {spec_kind(s): s.__pydantic_core_schema__ for s in specs},
+        discriminator="kind",
+        ref=_UNION_REF,
     )
 
 
@@ -209,10 +223,12 @@ def _adapter() -> TypeAdapter[Any]:
     specs = pattern_specs()
     adapter = _adapters.get(specs)
     if adapter is None:
+        # the union is built at run time from the registry, so it is no static type form
         union: Any = functools.reduce(operator.or_, specs)
+        annotated: Any = Annotated
         _adapters.clear()
-        adapter = _adapters[specs] = TypeAdapter(
-            Annotated[union, Field(discriminator="kind")] if len(specs) > 1 else union
+        adapter = _adapters[specs] = TypeAdapter[Any](
+            annotated[union, Field(discriminator="kind")] if len(specs) > 1 else union
         )
     return adapter
 
@@ -224,20 +240,30 @@ class _Nested:
     def __init__(self, agent_name: bool) -> None:
         self.agent_name = agent_name
 
-    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
         agent_name = self.agent_name
 
         def validate(value: Any) -> Any:
             if isinstance(value, PatternSpec) or (agent_name and isinstance(value, str)):
                 return value
             if not isinstance(value, dict):
-                what = "an agent name or a pattern (a mapping with kind:)" if agent_name else "a mapping with kind:"
+                what = (
+                    "an agent name or a pattern (a mapping with kind:)"
+                    if agent_name
+                    else "a mapping with kind:"
+                )
                 raise PydanticCustomError("pattern_slot", "expected {what}", {"what": what})
             return _adapter().validate_python(value)
 
-        return core_schema.no_info_plain_validator_function(validate, json_schema_input_schema=core_schema.any_schema())
+        return core_schema.no_info_plain_validator_function(
+            validate, json_schema_input_schema=core_schema.any_schema()
+        )
 
-    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
         ref = core_schema.definition_reference_schema(_UNION_REF)
         if _in_json_schema.get():  # inside the union already: refer to it
             union = handler(ref)
@@ -249,10 +275,12 @@ class _Nested:
                 _in_json_schema.reset(token)
         if not self.agent_name:
             return union
-        return {"anyOf": [{"type": "string", "description": "an agent name (a key of agents:)"}, union]}
+        return {
+            "anyOf": [{"type": "string", "description": "an agent name (a key of agents:)"}, union]
+        }
 
 
-AgentSlot = Annotated[Union[str, PatternSpec], _Nested(agent_name=True)]
+AgentSlot = Annotated[str | PatternSpec, _Nested(agent_name=True)]
 """A spec field that holds an agent's name or a nested pattern of any registered kind."""
 
 AnyPatternSpec = Annotated[PatternSpec, _Nested(agent_name=False)]

@@ -252,12 +252,14 @@ class MixtureOfAgentsSpec(PatternSpec):
 
 @register_pattern(MixtureOfAgentsSpec)
 def _build(spec: MixtureOfAgentsSpec, b: Builder) -> Graph:
-    proposers: Any
-    if spec.proposers and isinstance(spec.proposers[0], list):
-        proposers = [[b.slot(a, "proposers", i, j) for j, a in enumerate(layer)]
-                     for i, layer in enumerate(spec.proposers)]  # fmt: skip
-    else:
-        proposers = [b.slot(a, "proposers", i) for i, a in enumerate(spec.proposers)]
+    flat: list[Any] = []
+    layered: list[list[Any]] = []  # proposers per layer (validation keeps the shapes apart)
+    for i, item in enumerate(spec.proposers):
+        if isinstance(item, list):
+            layered.append([b.slot(a, "proposers", i, j) for j, a in enumerate(item)])
+        else:
+            flat.append(b.slot(item, "proposers", i))
+    proposers = layered or flat
     return mixture_of_agents(
         proposers, b.slot(spec.aggregator, "aggregator"), layers=spec.layers,
         judge=b.optional(spec.judge, "judge"), k=spec.k, early_stop=spec.early_stop,

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from concilium._errors import GraphError, PromptError, UserError, WorkflowError
 from concilium.agents import OUTPUT_SCHEMAS, Agent, Capabilities, ModelSpec
@@ -64,17 +65,23 @@ def model_from_entry(
     return spec
 
 
-def tools_for(documents: str | None, base: Path, given: ToolRegistry | None, fail: Fail) -> ToolRegistry:
+def tools_for(
+    documents: str | None, base: Path, given: ToolRegistry | None, fail: Fail
+) -> ToolRegistry:
     """The built-in tools (search only with a documents folder), then the caller's."""
     folder = None
     if documents:
         folder = base / documents
         if not folder.is_dir():
-            raise fail(f"tools.documents {documents!r} is not a folder next to the file", ("tools", "documents"))
+            raise fail(
+                f"tools.documents {documents!r} is not a folder next to the file",
+                ("tools", "documents"),
+            )
     try:
         registry = builtin_tools(folder)
-        for name in given.names() if given is not None else ():
-            registry.add(given.get(name))
+        if given is not None:
+            for name in given.names():
+                registry.add(given.get(name))
     except UserError as exc:
         raise fail(str(exc), ("tools",)) from None
     return registry
@@ -131,7 +138,9 @@ class PatternBuilder:
     """Builds pattern specs into graphs through the registry, one ``Builder`` view
     per pattern (its location and name), resolving agent slots and nested patterns."""
 
-    def __init__(self, agents: Mapping[str, Agent], prompts: PromptLibrary, fail: Fail, tools: ToolRegistry) -> None:
+    def __init__(
+        self, agents: Mapping[str, Agent], prompts: PromptLibrary, fail: Fail, tools: ToolRegistry
+    ) -> None:
         self.agents = agents
         self.prompts = prompts
         self.fail = fail
@@ -140,7 +149,9 @@ class PatternBuilder:
     def pattern(self, spec: PatternSpec, loc: Loc, default_name: str) -> Graph:
         registration = registered_pattern(spec.kind)
         if registration is None:  # validated specs always have a registered kind
-            raise self.fail(f"unknown kind {spec.kind!r}{suggest(spec.kind, pattern_kinds())}", (*loc, "kind"))
+            raise self.fail(
+                f"unknown kind {spec.kind!r}{suggest(spec.kind, pattern_kinds())}", (*loc, "kind")
+            )
         try:
             return registration.build(spec, _Scoped(self, loc, spec.name or default_name))
         except GraphError as exc:  # a pattern's own check (repeated names, sizes)
@@ -199,7 +210,9 @@ class _Scoped:
     def template(self, name: str, *path: str | int) -> str:
         names = self.prompts.names()
         if name not in names:
-            raise self.fail(f"no prompt template {name!r}.{suggest(name, names)} Templates: {names}.", *path)
+            raise self.fail(
+                f"no prompt template {name!r}.{suggest(name, names)} Templates: {names}.", *path
+            )
         return name
 
     def tools(self, names: list[str], *path: str | int) -> ToolRegistry:

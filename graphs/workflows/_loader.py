@@ -9,9 +9,10 @@ The pattern under ``workflow:`` is built by the function its module registered.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,10 +22,9 @@ from concilium.graphs import Graph, pattern_kinds
 from concilium.prompts import PromptLibrary
 from concilium.tools import ToolRegistry
 
-from ._builder import PatternBuilder, Loc, agent_from_entry, model_from_entry, suggest, tools_for
+from ._builder import Loc, PatternBuilder, agent_from_entry, model_from_entry, suggest, tools_for
 from ._spec import WorkflowSpec, all_field_names, spec_models
 from ._yaml import line_of, load_yaml
-
 
 
 def _fields_for(siblings: Iterable[str]) -> set[str]:
@@ -58,9 +58,9 @@ def _format_error(err: Mapping[str, Any], data: Any) -> str:
 
 def _at(data: Any, loc: Iterable[Any]) -> Any:
     for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+        if (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        ):
             data = data[part]
     return data
 
@@ -102,12 +102,17 @@ def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, A
         loc = first["loc"]
         if first["type"] == "union_tag_invalid":
             loc = (*loc, "kind")  # point at the kind: line, not the mapping
-        raise WorkflowError(_format_error(first, data), file=file, line=line_of(data, lines, loc)) from None
+        raise WorkflowError(
+            _format_error(first, data), file=file, line=line_of(data, lines, loc)
+        ) from None
     return spec, data, lines
 
 
 def load_workflow(
-    path: str | Path, *, api_base: str | Sequence[str] | None = None, tools: ToolRegistry | None = None
+    path: str | Path,
+    *,
+    api_base: str | Sequence[str] | None = None,
+    tools: ToolRegistry | None = None,
 ) -> Workflow:
     """Read, validate and build a workflow file.
 
@@ -150,13 +155,20 @@ def build_workflow(
     base = base_dir or (Path(file).parent if file != "<workflow>" else Path("."))
     prompts = PromptLibrary([base / spec.prompts_dir] if spec.prompts_dir else [])
     if spec.prompts_dir and not (base / spec.prompts_dir).is_dir():
-        raise fail(f"prompts_dir {spec.prompts_dir!r} is not a folder next to the file", ("prompts_dir",))
+        raise fail(
+            f"prompts_dir {spec.prompts_dir!r} is not a folder next to the file", ("prompts_dir",)
+        )
 
-    models = {name: model_from_entry(name, entry, api_base, fail) for name, entry in spec.models.items()}
-    agents = {name: agent_from_entry(name, entry, models, prompts, fail) for name, entry in spec.agents.items()}
+    models = {
+        name: model_from_entry(name, entry, api_base, fail) for name, entry in spec.models.items()
+    }
+    agents = {
+        name: agent_from_entry(name, entry, models, prompts, fail)
+        for name, entry in spec.agents.items()
+    }
     registry = tools_for(spec.tools.documents if spec.tools else None, base, tools, fail)
-    graph = PatternBuilder(agents, prompts, fail, registry).pattern(spec.workflow, ("workflow",), spec.name)
+    graph = PatternBuilder(agents, prompts, fail, registry).pattern(
+        spec.workflow, ("workflow",), spec.name
+    )
     budget = Budget(spec.budget.max_calls, spec.budget.max_tokens) if spec.budget else None
     return Workflow(spec, graph, models, agents, file, budget, spec.simulate, lines)
-
-

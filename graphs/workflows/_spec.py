@@ -41,9 +41,12 @@ class ModelEntry(Strict):
     transport: Literal["auto", "direct", "litellm"] = "auto"
     timeout: float = Field(default=120.0, gt=0)
     routing: Literal["least_loaded", "affinity", "round_robin"] = Field(
-        default="least_loaded", description="how calls pick among replicas (affinity: same prompt, same replica)"
+        default="least_loaded",
+        description="how calls pick among replicas (affinity: same prompt, same replica)",
     )
-    load_metrics: bool = Field(default=False, description="also route by each replica's vLLM /metrics (waiting, KV cache)")
+    load_metrics: bool = Field(
+        default=False, description="also route by each replica's vLLM /metrics (waiting, KV cache)"
+    )
 
 
 class AgentEntry(Strict):
@@ -58,13 +61,18 @@ class AgentEntry(Strict):
     seed: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    output: str | None = Field(default=None, description="named output schema, e.g. answer_confidence")
+    output: str | None = Field(
+        default=None, description="named output schema, e.g. answer_confidence"
+    )
 
 
 class ToolsSpec(Strict):
     """Tools a workflow can name: the calculator always, search over a document folder."""
 
-    documents: str | None = Field(default=None, description="folder of .txt/.md files for the search tool, relative to the file")
+    documents: str | None = Field(
+        default=None,
+        description="folder of .txt/.md files for the search tool, relative to the file",
+    )
 
 
 class BudgetSpec(Strict):
@@ -83,7 +91,8 @@ class WorkflowSpec(Strict):
     budget: BudgetSpec | None = None
     tools: ToolsSpec | None = None
     prompts_dir: str | None = Field(
-        default=None, description="folder of prompt templates (relative to the file) that override built-ins"
+        default=None,
+        description="folder of prompt templates (relative to the file) that override built-ins",
     )
     simulate: SimConfig | None = Field(
         default=None, description="how the simulated server answers under --backend sim"

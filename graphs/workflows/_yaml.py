@@ -73,11 +73,9 @@ def line_of(data: Any, lines: dict[Path, int], loc: tuple[Any, ...]) -> int | No
     current = data
     path: Path = ()
     for part in loc:
-        if isinstance(current, dict) and part in current:
-            current = current[part]
-            path = (*path, part)
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+        if (isinstance(current, dict) and part in current) or (
+            isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        ):
             current = current[part]
             path = (*path, part)
     return lines.get(path)
-
