@@ -240,12 +240,11 @@ def serve_sim(
 @_guard
 def serve_local(replicas: int, port: int, deadline: float) -> None:
     """Run the embedded engine (vLLM CPU build, Gemma 3 270M base) until Ctrl-C."""
-    from concilium.serving import local_engine
-    from concilium.serving._engine import MODEL
+    from concilium.serving import ENGINE_MODEL, local_engine
 
     async def go() -> None:
         async with local_engine(replicas, port=port, deadline=deadline, log=click.echo) as engine:
-            click.echo(f"model {MODEL!r}, api_base {' '.join(engine.urls)}")
+            click.echo(f"model {ENGINE_MODEL!r}, api_base {' '.join(engine.urls)}")
             click.echo("press Ctrl-C to stop")
             await _until_signal()
 
@@ -382,8 +381,7 @@ def engine_install(force: bool, verbose: bool) -> None:
 @_guard
 def engine_info() -> None:
     """Where the engine lives and whether it is installed."""
-    from concilium.serving import EngineHome
-    from concilium.serving._engine import engine_pins
+    from concilium.serving import EngineHome, engine_pins
 
     home = EngineHome()
     click.echo(f"home:        {home.root}")

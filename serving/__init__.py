@@ -10,7 +10,8 @@ Example:
 from ._api import check_bind, create_app
 from ._backends import Backend
 from ._cluster import FAMILIES, ClusterSpec, Deployment, Family, family_of, launch_cluster, load_cluster_spec, plan_replicas, pool_config, vllm_command
-from ._engine import EngineHome, LocalEngine, install_engine, local_engine
+from ._engine import LocalEngine, local_engine
+from ._engine_install import ENGINE_MODEL, EngineHome, engine_pins, install_engine
 from ._process import ManagedProcess
 from ._sim import SimApp
 from ._sim_model import SimulatedModel
@@ -47,9 +48,12 @@ __all__ = [
     # workflows as OpenAI-compatible models
     "create_app",
     "check_bind",
-    # the embedded engine
+    # the embedded engine: installing it
     "EngineHome",
-    "LocalEngine",
     "install_engine",
+    "engine_pins",
+    "ENGINE_MODEL",
+    # the embedded engine: running it
+    "LocalEngine",
     "local_engine",
 ]

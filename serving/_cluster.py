@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from concilium._errors import ServerError, UserError
 
-from ._engine import EngineHome, core_groups, engine_command, engine_env, free_port
+from ._engine import core_groups, engine_command, engine_env, free_port
+from ._engine_install import EngineHome
 from ._process import ManagedProcess
 
 

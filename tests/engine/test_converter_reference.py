@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from concilium.serving import EngineHome
-from concilium.serving._engine import MODEL_PACKAGE
+from concilium.serving._engine_install import ENGINE_MODEL_PACKAGE
 
 PROMPT = "The capital of France is"
 TOKENS = 8
@@ -52,7 +52,7 @@ print(json.dumps({{
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
     home = EngineHome()
     gguf = tmp_path_factory.mktemp("gguf") / "model.gguf"
-    script = REFERENCE.format(package=MODEL_PACKAGE)
+    script = REFERENCE.format(package=ENGINE_MODEL_PACKAGE)
     done = subprocess.run(
         [str(home.python), "-c", script, str(gguf), str(home.model_dir), PROMPT, str(TOKENS)],
         capture_output=True, text=True, timeout=600, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},

@@ -18,16 +18,8 @@ from pathlib import Path
 import pytest
 
 from concilium._errors import ServerError, UserError
-from concilium.serving import EngineHome, local_engine
-from concilium.serving._engine import (
-    CONVERTER,
-    _check_disk,
-    _digest,
-    core_groups,
-    engine_command,
-    engine_env,
-    engine_pins,
-)
+from concilium.serving import EngineHome, engine_pins, local_engine
+from concilium.serving._engine import core_groups, engine_command, engine_env  # tests/serving shares serving's privates
 
 
 def fake_install(root: Path, python_script: str) -> EngineHome:
@@ -36,9 +28,9 @@ def fake_install(root: Path, python_script: str) -> EngineHome:
     home.python.parent.mkdir(parents=True)
     home.python.write_text("#!/bin/sh\n" + python_script)
     home.python.chmod(home.python.stat().st_mode | stat.S_IEXEC)
-    (home.venv / "concilium-engine.json").write_text(json.dumps({"pins": engine_pins()}))
+    home.stamp_environment()
     home.model_dir.mkdir()
-    (home.model_dir / "concilium-model.json").write_text(json.dumps({"converter": _digest(CONVERTER)}))
+    home.stamp_model()
     return home
 
 
@@ -68,7 +60,7 @@ def test_a_changed_converter_or_pin_set_means_reinstall(tmp_path: Path) -> None:
 
 def test_too_little_disk_space_is_reported_before_anything_is_written(tmp_path: Path) -> None:
     with pytest.raises(ServerError, match="needs about 1e\\+06 GB free .* CONCILIUM_ENGINE_HOME"):
-        _check_disk(tmp_path / "engine" / "deeper", 1e6)
+        EngineHome(tmp_path / "engine" / "deeper").check_space(1e6)
     assert not (tmp_path / "engine").exists()
 
 
