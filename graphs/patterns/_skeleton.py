@@ -9,19 +9,30 @@ in ``details.fallback``), instead of the reference's empty answer.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from typing import Any, Mapping
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field
 
-from concilium._errors import GraphError
-from concilium.graphs import AgentSlot, Builder, PatternSpec, register_pattern
-from concilium.graphs import END, START, Graph, RunContext
+from concilium import GraphError
+from concilium.agents import AgentReply
+from concilium.graphs import (
+    END,
+    START,
+    AgentSlot,
+    Builder,
+    Graph,
+    PatternSpec,
+    Respondent,
+    RunContext,
+    ask,
+    prompt_library,
+    register_pattern,
+    turn,
+    user,
+)
 from concilium.prompts import PromptLibrary
-
-from ._common import Respondent, ask, library, turn, user
 
 _POINT = re.compile(r"^\s*(\d+)\.\s?(.+?)\s*$", re.M)
 
@@ -53,14 +64,17 @@ def skeleton_of_thought(
         >>> from concilium.agents import Agent, FakeModel
         >>> from concilium.graphs import run_sync
         >>> fake = FakeModel({"w": ["1. Cost\\n2. Speed"]}, fn=lambda agent, i, msgs: "detail")
-        >>> result = run_sync(skeleton_of_thought(Agent("w", fake.spec()), expander=Agent("x", fake.spec())), "Why trains?")
+        >>> result = run_sync(
+        ...     skeleton_of_thought(Agent("w", fake.spec()), expander=Agent("x", fake.spec())),
+        ...     "Why trains?",
+        ... )
         >>> result.answer
         'detail\\ndetail'
     """
     if max_points < 1:
         raise GraphError(f"skeleton_of_thought needs max_points >= 1, got {max_points}")
     writer = expander or agent
-    lib = library(prompts)
+    lib = prompt_library(prompts)
 
     async def write(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         question = state["question"]
@@ -70,21 +84,34 @@ def skeleton_of_thought(
         entries = [turn(ctx, outline, text=outline.text, answer=None, prompt=text, step="outline")]
         if not points:
             reply = await ask(ctx, agent, state["messages"], "direct")
-            entries.append(turn(ctx, reply, text=reply.text, answer=reply.text, prompt=question, step="direct"))
+            entries.append(
+                turn(ctx, reply, text=reply.text, answer=reply.text, prompt=question, step="direct")
+            )
             return {"answer": reply.text, "text": reply.text, "transcript": entries,
                     "details": {"points": [], "fallback": True}}  # fmt: skip
         ctx.emit({"type": "round_started", "round": 1, "agents": [writer.name] * len(points)})
-
-        async def expand(number: int, point: str) -> Any:
-            prompt = lib.render("skeleton/expand", question=question, skeleton=outline.text, index=number, point=point)
-            return prompt, await ask(ctx, writer, user(prompt), f"point{number}")
-
-        done = await asyncio.gather(*(expand(n, p) for n, p in points))
-        for (number, point), (prompt, reply) in zip(points, done):
-            entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="expand", point=number))
+        done = await ctx.map(lambda point: expand(ctx, question, outline.text, point), points)
+        # The turns are recorded in outline order once every point is written.
+        entries += [
+            turn(
+                ctx, reply, text=reply.text, answer=None, prompt=prompt, step="expand", point=number
+            )
+            for (number, _), (prompt, reply) in zip(points, done, strict=True)
+        ]
         joined = "\n".join(reply.text.strip() for _, reply in done)
         return {"answer": joined, "text": joined, "transcript": entries,
                 "details": {"points": [p for _, p in points], "fallback": False}}  # fmt: skip
+
+    async def expand(
+        ctx: RunContext, question: str, skeleton: str, point: tuple[int, str]
+    ) -> tuple[str, AgentReply]:
+        """One point written out (its prompt and the reply); all points are asked at
+        once, and one failing cancels the others."""
+        number, text = point
+        prompt = lib.render(
+            "skeleton/expand", question=question, skeleton=skeleton, index=number, point=text
+        )
+        return prompt, await ask(ctx, writer, user(prompt), f"point{number}")
 
     graph = Graph(name)
     graph.add_node("write", write, writes=["answer", "text", "transcript", "details"])
