@@ -16,22 +16,36 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import re
-from typing import Any, Mapping
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Literal, TypedDict
 
 from pydantic import Field
 
-from concilium._errors import GraphError, OutputParseError
+from concilium import GraphError, OutputParseError
 from concilium.agents import AgentReply
-from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
-from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, majority_vote
+from concilium.graphs import (
+    END,
+    START,
+    AgentSlot,
+    AnswerFormat,
+    AnswerSpec,
+    Builder,
+    Graph,
+    PatternOptions,
+    PatternSpec,
+    Respondent,
+    RunContext,
+    Turn,
+    ask,
+    majority_vote,
+    register_pattern,
+    sample_turns,
+    solve_messages,
+)
 from concilium.prompts import PromptLibrary
-
-from ._common import Respondent, ask, library, sample_turns, solve_messages
 
 _SCORE = re.compile(r"score\s*[:=]\s*(\d+(?:\.\d+)?)", re.I)
 _WINNER = re.compile(r"winner\s*[:=]?\s*(?:solution\s*)?([12])\b", re.I)
@@ -93,12 +107,74 @@ def parse_consistent_index(text: str, count: int, agent: str = "selector") -> in
     return int(match.group(1))
 
 
-async def _candidates(
-    ctx: RunContext, generator: Respondent, state: Mapping[str, Any], lib: PromptLibrary,
-    prompt: str, fmt: AnswerFormat, n: int,
-) -> list[dict[str, Any]]:  # fmt: skip
-    reply = await ask(ctx, generator, solve_messages(state, lib, prompt, fmt), "generate", n=n)
-    return sample_turns(ctx, reply, fmt, state["question"])
+Node = Callable[[Mapping[str, Any], RunContext], Awaitable[dict[str, Any]]]
+
+
+class Judged(TypedDict):
+    """One candidate in best_of_n's ``details.candidates``."""
+
+    sample: int
+    answer: str | None
+    score: float
+    judged: str
+
+
+class Match(TypedDict):
+    """One knockout match: the two samples, the one that goes on, and whether the
+    verdict named no winner (then the first of the pair goes on)."""
+
+    pair: list[int]
+    winner: int
+    tie_break: bool
+
+
+class BracketRound(TypedDict):
+    """One round of knockout's ``details.bracket``."""
+
+    round: int
+    bye: int | None
+    matches: list[Match]
+
+
+def _generate(generator: Respondent, opts: PatternOptions, prompt: str, n: int) -> Node:
+    """The first step of all three: N candidates in one request, one ``Turn`` each."""
+
+    async def generate(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        reply = await ask(
+            ctx, generator, solve_messages(state, opts.lib, prompt, opts.fmt), "generate", n=n
+        )
+        return {"transcript": sample_turns(ctx, reply, opts.fmt, state["question"])}
+
+    return generate
+
+
+def _sample(entry: Turn) -> int:
+    """A candidate's sample index (``sample_turns`` gives every candidate one)."""
+    if "sample" not in entry:
+        raise GraphError(
+            f"transcript entry of {entry['agent']!r} at {entry['path']!r} is not a candidate (no sample)"
+        )
+    return entry["sample"]
+
+
+def _in_sample_order(state: Mapping[str, Any]) -> list[Turn]:
+    return sorted(state["transcript"], key=_sample)
+
+
+def _best(
+    entries: Sequence[Turn], scores: Sequence[float], weighted: bool
+) -> tuple[str | None, Turn]:
+    """The winning answer and the candidate that carries it: the best-scored one
+    (first of equals), or with ``weighted`` the answer with the highest summed score."""
+    if not weighted:
+        best = entries[max(range(len(entries)), key=lambda i: scores[i])]
+        return best["answer"], best
+    totals: dict[str, float] = {}
+    for entry, score in zip(entries, scores, strict=True):
+        if entry["answer"] is not None:
+            totals[entry["answer"]] = totals.get(entry["answer"], 0.0) + score
+    winner = max(totals, key=totals.__getitem__) if totals else None
+    return winner, next((e for e in entries if e["answer"] == winner), entries[0])
 
 
 def _check(n: int, what: str) -> None:
@@ -123,49 +199,42 @@ def best_of_n(
     Example:
         >>> from concilium.agents import Agent, FakeModel
         >>> from concilium.graphs import run_sync
-        >>> fake = FakeModel({"gen": ["\\\\boxed{1}", "\\\\boxed{2}"], "judge": ["Score: 3", "Score: 9"]})
-        >>> run_sync(best_of_n(Agent("gen", fake.spec()), Agent("judge", fake.spec()), n=2), "?").answer
+        >>> fake = FakeModel(
+        ...     {"gen": ["\\\\boxed{1}", "\\\\boxed{2}"], "judge": ["Score: 3", "Score: 9"]}
+        ... )
+        >>> run_sync(
+        ...     best_of_n(Agent("gen", fake.spec()), Agent("judge", fake.spec()), n=2), "?"
+        ... ).answer
         '2'
     """
     _check(n, "best_of_n")
     if mode not in ("score", "verifier"):
         raise GraphError(f"best_of_n mode {mode!r} is not one of 'score', 'verifier'")
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    opts = PatternOptions(answer, prompts, name)
+    lib = opts.lib
 
-    async def generate(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        return {"transcript": await _candidates(ctx, generator, state, lib, prompt, fmt, n)}
-
-    async def judge_one(ctx: RunContext, question: str, entry: dict[str, Any]) -> tuple[float | None, str]:
+    async def judge_one(ctx: RunContext, question: str, entry: Turn) -> tuple[float | None, str]:
         if mode == "verifier":
             text = lib.render("best_of_n/verify", question=question, candidate=entry["text"])
-            reply = await ask(ctx, judge, text, f"verify{entry['sample']}", max_tokens=1, logprobs=True, top_logprobs=5)
+            tag = f"verify{_sample(entry)}"
+            reply = await ask(ctx, judge, text, tag, max_tokens=1, logprobs=True, top_logprobs=5)
             return yes_probability(reply), reply.text
         text = lib.render("best_of_n/score", question=question, candidate=entry["text"])
-        reply = await ask(ctx, judge, text, f"score{entry['sample']}")
+        reply = await ask(ctx, judge, text, f"score{_sample(entry)}")
         return parse_score(reply.text), reply.text
 
     async def select(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        entries = sorted(state["transcript"], key=lambda e: e["sample"])
-        verdicts = await asyncio.gather(*(judge_one(ctx, state["question"], e) for e in entries))
+        entries = _in_sample_order(state)
+        verdicts = await ctx.map(lambda entry: judge_one(ctx, state["question"], entry), entries)
         scores = [s if s is not None else 0.0 for s, _ in verdicts]
-        table = [{"sample": e["sample"], "answer": e["answer"], "score": s, "judged": v[:200]}
-                 for e, s, (_, v) in zip(entries, scores, verdicts)]  # fmt: skip
-        if weighted:
-            totals: dict[str, float] = {}
-            for e, s in zip(entries, scores):
-                if e["answer"] is not None:
-                    totals[e["answer"]] = totals.get(e["answer"], 0.0) + s
-            winner = max(totals, key=totals.__getitem__) if totals else None
-            best = next((e for e in entries if e["answer"] == winner), entries[0])
-        else:
-            best = entries[max(range(len(entries)), key=lambda i: scores[i])]  # first of equals
-            winner = best["answer"]
+        table: list[Judged] = [{"sample": _sample(e), "answer": e["answer"], "score": s, "judged": v[:200]}
+                               for e, s, (_, v) in zip(entries, scores, verdicts, strict=True)]  # fmt: skip
+        winner, best = _best(entries, scores, weighted)
         return {"answer": winner, "text": best["text"],
                 "votes": majority_vote([e["answer"] for e in entries]).as_dict(),
-                "details": {"mode": mode, "weighted": weighted, "candidates": table, "chosen": best["sample"]}}  # fmt: skip
+                "details": {"mode": mode, "weighted": weighted, "candidates": table, "chosen": _sample(best)}}  # fmt: skip
 
-    return _two_step(name, generate, select)
+    return _two_step(opts.name, _generate(generator, opts, prompt, n), select)
 
 
 def knockout(
@@ -184,45 +253,51 @@ def knockout(
     Example:
         >>> from concilium.agents import Agent, FakeModel
         >>> from concilium.graphs import run_sync
-        >>> fake = FakeModel({"gen": ["\\\\boxed{1}", "\\\\boxed{2}", "\\\\boxed{3}"], "judge": ["Winner: 2"]})
-        >>> result = run_sync(knockout(Agent("gen", fake.spec()), Agent("judge", fake.spec()), n=3), "?")
+        >>> fake = FakeModel(
+        ...     {"gen": ["\\\\boxed{1}", "\\\\boxed{2}", "\\\\boxed{3}"], "judge": ["Winner: 2"]}
+        ... )
+        >>> result = run_sync(
+        ...     knockout(Agent("gen", fake.spec()), Agent("judge", fake.spec()), n=3), "?"
+        ... )
         >>> result.calls, len(result.details["bracket"])
         (3, 2)
     """
     _check(n, "knockout")
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    opts = PatternOptions(answer, prompts, name)
+    lib = opts.lib
 
-    async def generate(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        return {"transcript": await _candidates(ctx, generator, state, lib, prompt, fmt, n)}
-
-    async def match(ctx: RunContext, question: str, r: int, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    async def match(ctx: RunContext, question: str, r: int, a: Turn, b: Turn) -> Match:
         text = lib.render("best_of_n/pair", question=question, first=a["text"], second=b["text"])
-        reply = await ask(ctx, judge, text, f"r{r}/{a['sample']}v{b['sample']}")
+        reply = await ask(ctx, judge, text, f"r{r}/{_sample(a)}v{_sample(b)}")
         verdict = parse_winner(reply.text)
-        return {"pair": [a["sample"], b["sample"]], "winner": (b if verdict == 2 else a)["sample"],
+        return {"pair": [_sample(a), _sample(b)], "winner": _sample(b if verdict == 2 else a),
                 "tie_break": verdict is None}  # fmt: skip
 
+    async def play_round(ctx: RunContext, question: str, r: int, alive: list[Turn]) -> BracketRound:
+        """One round's matches, concurrently; the odd one out (the last) has a bye."""
+        ctx.emit({"type": "round_started", "round": r, "agents": [judge.name]})
+        bye, paired = (alive[-1], alive[:-1]) if len(alive) % 2 else (None, alive)
+        pairs = [(paired[i], paired[i + 1]) for i in range(0, len(paired), 2)]
+        matches = await ctx.map(lambda pair: match(ctx, question, r, *pair), pairs)
+        return {"round": r, "bye": None if bye is None else _sample(bye), "matches": matches}
+
     async def tournament(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        by_sample = {e["sample"]: e for e in state["transcript"]}
-        alive = sorted(by_sample)
-        random.Random(seed).shuffle(alive)
-        bracket: list[dict[str, Any]] = []
-        r = 0
+        by_sample = {_sample(e): e for e in state["transcript"]}
+        order = sorted(by_sample)
+        random.Random(seed).shuffle(order)
+        alive = [by_sample[s] for s in order]
+        bracket: list[BracketRound] = []
         while len(alive) > 1:
-            r += 1
-            ctx.emit({"type": "round_started", "round": r, "agents": [judge.name]})
-            ahead = [alive.pop()] if len(alive) % 2 else []  # the odd one out has a bye
-            pairs = [(by_sample[alive[i]], by_sample[alive[i + 1]]) for i in range(0, len(alive), 2)]
-            results = await asyncio.gather(*(match(ctx, state["question"], r, a, b) for a, b in pairs))
-            bracket.append({"round": r, "bye": ahead[0] if ahead else None, "matches": results})
-            alive = ahead + [m["winner"] for m in results]
-        champion = by_sample[alive[0]]
+            played = await play_round(ctx, state["question"], len(bracket) + 1, alive)
+            bracket.append(played)
+            ahead = [] if played["bye"] is None else [played["bye"]]
+            alive = [by_sample[s] for s in ahead + [m["winner"] for m in played["matches"]]]
+        champion = alive[0]
         return {"answer": champion["answer"], "text": champion["text"],
                 "votes": majority_vote([e["answer"] for e in by_sample.values()]).as_dict(),
-                "details": {"bracket": bracket, "champion": champion["sample"], "seed": seed}}  # fmt: skip
+                "details": {"bracket": bracket, "champion": _sample(champion), "seed": seed}}  # fmt: skip
 
-    return _two_step(name, generate, tournament)
+    return _two_step(opts.name, _generate(generator, opts, prompt, n), tournament)
 
 
 def universal_self_consistency(
@@ -240,30 +315,37 @@ def universal_self_consistency(
     Example:
         >>> from concilium.agents import Agent, FakeModel
         >>> from concilium.graphs import run_sync
-        >>> fake = FakeModel({"gen": ["red", "blue", "blue"],
-        ...                   "pick": ["The most consistent response is Response 1"]})
-        >>> run_sync(universal_self_consistency(Agent("gen", fake.spec()), Agent("pick", fake.spec()), n=3), "?").details["chosen"]
+        >>> fake = FakeModel(
+        ...     {
+        ...         "gen": ["red", "blue", "blue"],
+        ...         "pick": ["The most consistent response is Response 1"],
+        ...     }
+        ... )
+        >>> run_sync(
+        ...     universal_self_consistency(
+        ...         Agent("gen", fake.spec()), Agent("pick", fake.spec()), n=3
+        ...     ),
+        ...     "?",
+        ... ).details["chosen"]
         1
     """
     _check(n, "universal_self_consistency")
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
-
-    async def generate(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        return {"transcript": await _candidates(ctx, generator, state, lib, prompt, fmt, n)}
+    opts = PatternOptions(answer, prompts, name)
 
     async def select(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        entries = sorted(state["transcript"], key=lambda e: e["sample"])
-        text = lib.render("best_of_n/usc", question=state["question"], responses=[e["text"] for e in entries])
+        entries = _in_sample_order(state)
+        text = opts.lib.render(
+            "best_of_n/usc", question=state["question"], responses=[e["text"] for e in entries]
+        )
         reply = await ask(ctx, selector, text, "select")
         chosen = entries[parse_consistent_index(reply.text, len(entries), selector.name)]
         return {"answer": chosen["answer"], "text": chosen["text"],
-                "details": {"chosen": chosen["sample"], "selector": reply.text[:300]}}  # fmt: skip
+                "details": {"chosen": _sample(chosen), "selector": reply.text[:300]}}  # fmt: skip
 
-    return _two_step(name, generate, select)
+    return _two_step(opts.name, _generate(generator, opts, prompt, n), select)
 
 
-def _two_step(name: str, generate: Any, select: Any) -> Graph:
+def _two_step(name: str, generate: Node, select: Node) -> Graph:
     graph = Graph(name)
     graph.add_node("generate", generate, writes=["transcript"])
     graph.add_node("select", select, writes=["answer", "text", "votes", "details"])
