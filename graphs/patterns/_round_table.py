@@ -13,20 +13,23 @@ given per agent name, and each agent sees the examples of the *other* agents.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping, Sequence, TypedDict
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict
 
 from pydantic import Field
 
 from concilium import GraphError
 from concilium.agents import Agent, AgentReply, AnswerConfidence
-from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
+    AgentSlot,
     AnswerFormat,
+    AnswerSpec,
+    Builder,
     Graph,
     PatternOptions,
+    PatternSpec,
     Respondent,
     RunContext,
     Turn,
@@ -34,6 +37,7 @@ from concilium.graphs import (
     ask,
     distinct_names,
     normalize_number,
+    register_pattern,
     turn,
     user,
     weighted_vote,
@@ -134,9 +138,14 @@ def round_table(
     Example:
         >>> from concilium.agents import FakeModel
         >>> from concilium.graphs import run_sync
-        >>> replies = {"a": ['{"answer": "7", "confidence": 0.7}'], "b": ['{"answer": "8", "confidence": 1.0}']}
+        >>> replies = {
+        ...     "a": ['{"answer": "7", "confidence": 0.7}'],
+        ...     "b": ['{"answer": "8", "confidence": 1.0}'],
+        ... }
         >>> fake = FakeModel(replies)
-        >>> result = run_sync(round_table([Agent("a", fake.spec()), Agent("b", fake.spec())], rounds=1), "?")
+        >>> result = run_sync(
+        ...     round_table([Agent("a", fake.spec()), Agent("b", fake.spec())], rounds=1), "?"
+        ... )
         >>> result.answer, result.votes["weights"]
         ('8', {'7': 0.3, '8': 1.0})
     """
@@ -152,7 +161,9 @@ def round_table(
     examples = examples or {}
     unknown = sorted(set(examples) - set(names))
     if unknown:
-        raise GraphError(f"round_table examples name agents that are not in it: {unknown}; agents: {names}")
+        raise GraphError(
+            f"round_table examples name agents that are not in it: {unknown}; agents: {names}"
+        )
 
     def shown_examples(agent: str) -> list[str]:
         return [e for other in names if other != agent for e in examples.get(other, ())]
@@ -166,7 +177,9 @@ def round_table(
         said, confidence, why = _read_stance(reply, fmt)
         entry = turn(ctx, reply, text=reply.text, answer=_canonical(said), prompt=text, round=r,
                      saw=[m["agent"] for g in groups for m in g["members"]])  # fmt: skip
-        entry["confidence"], entry["explanation"], entry["weight"] = confidence, why, recalibrate(confidence)
+        entry["confidence"] = confidence
+        entry["explanation"] = why
+        entry["weight"] = recalibrate(confidence)
         stance: Stance = {"agent": entry["agent"], "answer": entry["answer"], "explanation": why,
                           "confidence": confidence}  # fmt: skip
         return entry, stance
@@ -187,7 +200,9 @@ def round_table(
         for r in range(1, rounds + 1):
             entries, said = await one_round(ctx, state["question"], r, groups)
             transcript.extend(entries)
-            tally = weighted_vote([s["answer"] for s in said], [recalibrate(s["confidence"]) for s in said])
+            tally = weighted_vote(
+                [s["answer"] for s in said], [recalibrate(s["confidence"]) for s in said]
+            )
             per_round.append(_round_record(r, said, tally))
             groups = top_groups(said)
             if len(groups) == 1:  # consensus: no further rounds
