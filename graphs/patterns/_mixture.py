@@ -18,25 +18,29 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping, NotRequired, Sequence, TypedDict, cast
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from pydantic import Field
 
 from concilium import GraphError, ModelError
 from concilium.agents import AgentReply, Message
-from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
+    AgentSlot,
     AnswerFormat,
+    AnswerSpec,
+    Builder,
     Graph,
     PatternOptions,
+    PatternSpec,
     Respondent,
     RunContext,
     Turn,
     ask,
     distinct_names,
+    register_pattern,
     turn,
 )
 from concilium.prompts import PromptLibrary
@@ -88,13 +92,18 @@ def mixture_of_agents(
         >>> from concilium.agents import Agent, FakeModel
         >>> from concilium.graphs import run_sync
         >>> fake = FakeModel(fn=lambda agent, i, msgs: f"{agent} says 4")
-        >>> moa = mixture_of_agents([Agent("p1", fake.spec()), Agent("p2", fake.spec())],
-        ...                         Agent("agg", fake.spec()), layers=2)
+        >>> moa = mixture_of_agents(
+        ...     [Agent("p1", fake.spec()), Agent("p2", fake.spec())],
+        ...     Agent("agg", fake.spec()),
+        ...     layers=2,
+        ... )
         >>> run_sync(moa, "2 + 2?").calls
         3
     """
     if layers < 1:
-        raise GraphError(f"mixture_of_agents needs layers >= 1 (the aggregator is the last), got {layers}")
+        raise GraphError(
+            f"mixture_of_agents needs layers >= 1 (the aggregator is the last), got {layers}"
+        )
     per_layer = _layers(proposers, layers - 1)
     for i, layer in enumerate(per_layer):
         distinct_names(layer, f"mixture_of_agents layer {i + 1}")
@@ -121,15 +130,20 @@ def mixture_of_agents(
         dropped: list[Dropped] = []
         for index, layer in enumerate(per_layer, start=1):
             ctx.emit({"type": "round_started", "round": index, "agents": [p.name for p in layer]})
-            answered = await _answer_layer(ctx, layer, with_references(state["messages"], refs), index, dropped)
+            answered = await _answer_layer(
+                ctx, layer, with_references(state["messages"], refs), index, dropped
+            )
             entries.extend(turn(ctx, reply, text=reply.text, answer=None, prompt=state["question"],
                                 round=index, saw=len(refs)) for reply in answered.values())  # fmt: skip
             who, responses = list(answered), [reply.text for reply in answered.values()]
             record: LayerRecord = {"layer": index, "proposers": who}
             stop = False
             if judge is not None:
-                keep, stop, verdict = await _select(ctx, judge, lib, select_prompt, state["question"], responses, k, index)
-                record["kept"], record["verdict"], record["end"] = [who[i] for i in keep], verdict, stop
+                keep, stop, verdict = await _select(
+                    ctx, judge, lib, select_prompt, state["question"], responses, k, index
+                )
+                record["kept"] = [who[i] for i in keep]
+                record["verdict"], record["end"] = verdict, stop
                 responses = [responses[i] for i in keep]
             layer_log.append(record)
             refs = responses
@@ -163,13 +177,19 @@ def _layers(
         raise GraphError("mixture_of_agents needs at least one proposer")
     if isinstance(proposers[0], (list, tuple)):
         if len(proposers) != count:
-            raise GraphError(f"{len(proposers)} proposer layers given for layers={count + 1}; give {count}")
+            raise GraphError(
+                f"{len(proposers)} proposer layers given for layers={count + 1}; give {count}"
+            )
         return [list(layer) for layer in cast("Sequence[Sequence[Respondent]]", proposers)]
     return [list(cast("Sequence[Respondent]", proposers)) for _ in range(count)]
 
 
 async def _answer_layer(
-    ctx: RunContext, layer: Sequence[Respondent], messages: list[dict[str, Any]], index: int, dropped: list[Dropped]
+    ctx: RunContext,
+    layer: Sequence[Respondent],
+    messages: list[dict[str, Any]],
+    index: int,
+    dropped: list[Dropped],
 ) -> dict[str, AgentReply]:
     """The layer's replies by proposer, asked concurrently. A proposer whose call
     fails (``ModelError``) is dropped and reported, as in the reference; any other
@@ -182,13 +202,13 @@ async def _answer_layer(
             return failed
 
     answered: dict[str, AgentReply] = {}
-    for proposer, reply in zip(layer, await ctx.map(reply_or_error, layer)):
+    for proposer, reply in zip(layer, await ctx.map(reply_or_error, layer), strict=True):
         if isinstance(reply, ModelError):
             dropped.append({"layer": index, "agent": proposer.name, "error": str(reply)})
         else:
             answered[proposer.name] = reply
     if not answered:
-        raise ModelError(f"every proposer of layer {index} failed: {dropped[-len(layer):]}")
+        raise ModelError(f"every proposer of layer {index} failed: {dropped[-len(layer) :]}")
     return answered
 
 
