@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import AsyncIterator
 
-from concilium.agents import Agent, Capabilities, ModelSpec
+from concilium.agents import Agent, Capabilities, ModelSpec, pool_for
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
 from concilium.serving import Latency, SimConfig, SimServer
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], what: str, within_s: float = 10.0) -> None:
+    """Poll ``condition`` (sync or async) until it holds; fail after ``within_s`` s saying what."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        held = condition()
+        if await held if inspect.isawaitable(held) else held:
+            return
+        assert loop.time() < deadline, f"timed out after {within_s} s waiting for {what}"
+        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -49,7 +63,11 @@ async def test_a_replica_killed_mid_run_loses_and_repeats_no_branch() -> None:
     async with replicas(2, 0.5, process=True) as servers:
         spec = pool_spec(servers)
         running = asyncio.ensure_future(run(self_consistency(Agent("s", spec), samples=16), "What is 6 * 7?"))
-        await asyncio.sleep(0.2)  # both replicas hold 8 requests each
+
+        async def both_hold_eight() -> bool:
+            return [(await s.stats())["in_flight"] for s in servers] == [8, 8]
+
+        await until(both_hold_eight, "both replicas to hold 8 requests each")
         servers[0].kill()
         result = await running
         survivor = await servers[1].stats()
@@ -75,7 +93,8 @@ async def test_requests_waiting_at_a_replica_from_other_clients_steer_calls_away
         spec = ModelSpec("hosted_vllm/concilium-sim", api_base=[busy.url, idle.url], load_metrics=True)
         agent = Agent("s", spec)
         await agent.run("warm up")  # starts the /metrics poller
-        await asyncio.sleep(0.8)  # it has read busy's queue
+        busy_replica = pool_for(spec).replicas[0]
+        await until(lambda: busy_replica.waiting >= 8, "the /metrics poller to read busy's queue")
         await asyncio.gather(*(agent.run(f"q{i}") for i in range(6)))
         ours = (await busy.stats())["by_agent"].get("s", 0)
         for task in backlog:
