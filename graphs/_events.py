@@ -8,15 +8,23 @@ it to ``TurnExtra`` here, so every reader of transcripts sees it.
 
 Example:
     >>> from concilium.graphs import Turn
-    >>> entry: Turn = {"path": "vote", "agent": "a", "prompt": "q", "text": "\\\\boxed{4}",
-    ...                "answer": "4", "prompt_tokens": 3, "completion_tokens": 5, "round": 1}
+    >>> entry: Turn = {
+    ...     "path": "vote",
+    ...     "agent": "a",
+    ...     "prompt": "q",
+    ...     "text": "\\\\boxed{4}",
+    ...     "answer": "4",
+    ...     "prompt_tokens": 3,
+    ...     "completion_tokens": 5,
+    ...     "round": 1,
+    ... }
     >>> entry["round"]
     1
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict, Union
+from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from ._runtime import RunResult
@@ -211,21 +219,21 @@ class ResultEvent(TypedDict):
     result: RunResult
 
 
-Event = Union[
-    NodeStarted,
-    NodeFinished,
-    RoundStarted,
-    TurnEvent,
-    VoteEvent,
-    CallStarted,
-    CallFinished,
-    CallFailed,
-    CallReplayed,
-    CallRetry,
-    CallFailover,
-    ToolEvent,
-]
+Event = (
+    NodeStarted
+    | NodeFinished
+    | RoundStarted
+    | TurnEvent
+    | VoteEvent
+    | CallStarted
+    | CallFinished
+    | CallFailed
+    | CallReplayed
+    | CallRetry
+    | CallFailover
+    | ToolEvent
+)
 """Any event a run emits (what ``on_event`` receives)."""
 
-StreamEvent = Union[Event, ResultEvent]
+StreamEvent = Event | ResultEvent
 """What ``stream()`` yields: the run's events, then one ``ResultEvent``."""

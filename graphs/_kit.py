@@ -15,7 +15,13 @@ Example:
     >>> agent = Agent("a", FakeModel(fn=lambda agent, i, msgs: "\\\\boxed{4}").spec())
     >>> async def solve(state, ctx):
     ...     reply = await ask(ctx, agent, user(state["question"]), "solve")
-    ...     entry = turn(ctx, reply, text=reply.text, answer=opts.fmt.extract(reply.text), prompt=state["question"])
+    ...     entry = turn(
+    ...         ctx,
+    ...         reply,
+    ...         text=reply.text,
+    ...         answer=opts.fmt.extract(reply.text),
+    ...         prompt=state["question"],
+    ...     )
     ...     return {"answer": entry["answer"], "transcript": [entry]}
     >>> g = Graph(opts.name).add_node("solve", solve, writes=["answer", "transcript"])
     >>> _ = g.add_edge(START, "solve").add_edge("solve", END)
@@ -26,8 +32,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, TypedDict, Unpack, cast
+from typing import Any, Protocol, TypedDict, Unpack, cast
 
 from concilium._errors import GraphError
 from concilium.agents import AgentReply, Message
@@ -214,7 +221,7 @@ def last_user_text(messages: Sequence[Message]) -> str:
 
 def is_bare_question(state: Mapping[str, Any]) -> bool:
     """True when the input is just the question (not a conversation to continue)."""
-    messages = state.get("messages") or []
+    messages: Sequence[Message] = state.get("messages") or ()
     return len(messages) <= 1
 
 

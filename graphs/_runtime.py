@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence, cast
+from typing import Any, cast
 
 from concilium.agents import (
     AgentReply,
@@ -57,9 +58,9 @@ class RunResult:
     answer: str | None
     run_id: str
     workflow: str
-    transcript: list[Turn] = field(default_factory=list)
+    transcript: list[Turn] = field(default_factory=list[Turn])
     votes: dict[str, Any] | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict[str, Any])
     calls: int = 0
     replayed: int = 0
     usage: Usage = field(default_factory=Usage)
@@ -161,7 +162,10 @@ async def run(
     started = time.perf_counter()
     token = use_ledger(ledger)
     try:
-        with run_scope(ctx), workflow_span(graph.name, **{"gen_ai.conversation.id": run_id}) as span:
+        with (
+            run_scope(ctx),
+            workflow_span(graph.name, **{"gen_ai.conversation.id": run_id}) as span,
+        ):
             final = await _invoke(graph, split_input(input), run_id, state_path, resume)
             if span.is_recording() and final.get("votes"):
                 span.set_attribute("concilium.votes", str(final["votes"].get("counts")))
@@ -268,7 +272,11 @@ class GraphAgent:
             # From the nested transcripts: a ledger delta would count siblings' calls too.
             usage=Usage(
                 sum(e.get("prompt_tokens", 0) for r in results for e in r.get("transcript") or ()),
-                sum(e.get("completion_tokens", 0) for r in results for e in r.get("transcript") or ()),
+                sum(
+                    e.get("completion_tokens", 0)
+                    for r in results
+                    for e in r.get("transcript") or ()
+                ),
             ),
             latency_s=time.perf_counter() - started,
             model=f"graph:{self.graph.name}",

@@ -9,26 +9,30 @@ With one agent the round prompt becomes the reflection ("double-check") prompt.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from concilium import GraphError
-from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
+    AgentSlot,
     AnswerFormat,
+    AnswerSpec,
     Branch,
+    Builder,
     Graph,
     PatternOptions,
+    PatternSpec,
     Respondent,
     RunContext,
     Turn,
     ask,
     distinct_names,
     majority_vote,
+    register_pattern,
     report_vote,
     turn,
 )
@@ -68,13 +72,17 @@ def debate(
     opts = PatternOptions(answer, prompts, name)
     fmt, lib = opts.fmt, opts.lib
 
-    def history(state: Mapping[str, Any], i: int, upto: int) -> tuple[list[dict[str, Any]], list[str]]:
+    def history(
+        state: Mapping[str, Any], i: int, upto: int
+    ) -> tuple[list[dict[str, Any]], list[str]]:
         """Agent i's messages for round ``upto`` (0-based) and whose answers it sees."""
         question = state["question"]
         messages = [
             {
                 "role": "user",
-                "content": lib.render(initial_prompt, question=question, answer_format=fmt.instruction),
+                "content": lib.render(
+                    initial_prompt, question=question, answer_format=fmt.instruction
+                ),
             }
         ]
         by_round = _turns_by_round(state)
@@ -91,14 +99,16 @@ def debate(
                     answer_format=fmt.instruction,
                 )
             else:
-                content = lib.render(reflect_prompt, question=question, answer_format=fmt.instruction)
+                content = lib.render(
+                    reflect_prompt, question=question, answer_format=fmt.instruction
+                )
             messages.append({"role": "user", "content": content})
             seen = others
         return messages, seen
 
     def speak_all(state: Mapping[str, Any]) -> list[Branch]:
         r = state["round"]
-        out = []
+        out: list[Branch] = []
         for i in range(len(agents)):
             messages, seen = history(state, i, r)
             out.append(Branch("speak", {"i": i, "round": r, "messages": messages, "saw": seen}))
@@ -109,7 +119,7 @@ def debate(
         return {"round": 0}
 
     async def speak(payload: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        agent = agents[payload["i"]]
+        agent = agents[int(payload["i"])]
         r = payload["round"]
         reply = await ask(ctx, agent, payload["messages"], f"r{r}")
         entry = turn(

@@ -8,23 +8,27 @@ own LangGraph task.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field
 
 from concilium.agents import Agent
-from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
+    AgentSlot,
     AnswerFormat,
+    AnswerSpec,
     Branch,
+    Builder,
     Graph,
     PatternOptions,
+    PatternSpec,
     Respondent,
     RunContext,
     ask,
+    register_pattern,
     report_vote,
     sample_turns,
     solve_messages,
@@ -67,13 +71,19 @@ def self_consistency(
         messages = solve_messages(state, lib, prompt, fmt)
         if one_request:
             return [Branch("sample", {"messages": messages, "first": 0, "count": samples})]
-        return [Branch("sample", {"messages": messages, "first": i, "count": 1}) for i in range(samples)]
+        return [
+            Branch("sample", {"messages": messages, "first": i, "count": 1}) for i in range(samples)
+        ]
 
     async def sample(payload: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         first, count = payload["first"], payload["count"]
         # Separate requests of a seeded agent get seeds seed, seed+1, ... so the
         # samples differ (and stay reproducible).
-        seeded = {"seed": agent.seed + first} if isinstance(agent, Agent) and agent.seed is not None else {}
+        seeded = (
+            {"seed": agent.seed + first}
+            if isinstance(agent, Agent) and agent.seed is not None
+            else {}
+        )
         reply = await ask(ctx, agent, payload["messages"], f"s{first}", n=count, **seeded)
         prompt_text = payload["messages"][-1]["content"]
         return {"transcript": sample_turns(ctx, reply, fmt, prompt_text, first)}
@@ -81,7 +91,10 @@ def self_consistency(
     async def vote(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         entries = sorted(state.get("transcript") or (), key=lambda e: e["sample"])
         _, update = report_vote(ctx, entries)
-        return {**update, "details": {"samples": len(entries), "requests": 1 if one_request else samples}}
+        return {
+            **update,
+            "details": {"samples": len(entries), "requests": 1 if one_request else samples},
+        }
 
     graph = Graph(opts.name)
     graph.add_node("sample", sample, writes=["transcript"], parallel=True)

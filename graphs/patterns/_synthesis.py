@@ -8,23 +8,27 @@ in ``details`` for comparison.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from pydantic import Field
 
 from concilium import GraphError
-from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from concilium.graphs import (
     END,
     START,
+    AgentSlot,
     AnswerFormat,
+    AnswerSpec,
+    Builder,
     Graph,
     PatternOptions,
+    PatternSpec,
     Respondent,
     RunContext,
     ask,
     majority_vote,
+    register_pattern,
     sample_turns,
     solve_messages,
     turn,
@@ -48,8 +52,15 @@ def synthesis(
     Example:
         >>> from concilium.agents import Agent, FakeModel
         >>> from concilium.graphs import run_sync
-        >>> fake = FakeModel({"small": ["\\\\boxed{5}", "\\\\boxed{6}", "\\\\boxed{6}"], "big": ["so \\\\boxed{6}"]})
-        >>> result = run_sync(synthesis(Agent("small", fake.spec()), Agent("big", fake.spec()), samples=3), "?")
+        >>> fake = FakeModel(
+        ...     {
+        ...         "small": ["\\\\boxed{5}", "\\\\boxed{6}", "\\\\boxed{6}"],
+        ...         "big": ["so \\\\boxed{6}"],
+        ...     }
+        ... )
+        >>> result = run_sync(
+        ...     synthesis(Agent("small", fake.spec()), Agent("big", fake.spec()), samples=3), "?"
+        ... )
         >>> result.answer, result.details["explorer_votes"]["counts"]
         ('6', {'5': 1, '6': 2})
     """
@@ -59,11 +70,15 @@ def synthesis(
     fmt, lib = opts.fmt, opts.lib
 
     async def explore(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        reply = await ask(ctx, explorer, solve_messages(state, lib, prompt, fmt), "explore", n=samples)
+        reply = await ask(
+            ctx, explorer, solve_messages(state, lib, prompt, fmt), "explore", n=samples
+        )
         return {"transcript": sample_turns(ctx, reply, fmt, state["question"])}
 
     async def synthesize(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        attempts = sorted((e for e in state["transcript"] if "sample" in e), key=lambda e: e["sample"])
+        attempts = sorted(
+            (e for e in state["transcript"] if "sample" in e), key=lambda e: e["sample"]
+        )
         text = lib.render("synthesis/synthesize", question=state["question"], answer_format=fmt.instruction,
                           attempts=[e["text"] for e in attempts])  # fmt: skip
         reply = await ask(ctx, synthesizer, user(text), "synthesize")

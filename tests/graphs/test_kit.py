@@ -4,7 +4,8 @@ keyed calls that a second run replays, and the typed transcript and event schema
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Mapping, get_args, get_type_hints
+from collections.abc import Mapping
+from typing import Any, get_args, get_type_hints
 
 import pytest
 
@@ -127,7 +128,14 @@ async def test_mapped_calls_see_the_node_path_and_a_second_run_replays_them() ->
         async def one(i: int) -> Turn:
             paths.append(ctx.path)
             reply = await ask(ctx, agent, user(f"item {i}"), f"c{i}")
-            return turn(ctx, reply, text=reply.text, answer=opts.fmt.extract(reply.text), prompt=f"item {i}", sample=i)
+            return turn(
+                ctx,
+                reply,
+                text=reply.text,
+                answer=opts.fmt.extract(reply.text),
+                prompt=f"item {i}",
+                sample=i,
+            )
 
         entries = await ctx.map(one, range(3))
         _, update = report_vote(ctx, entries)
@@ -138,7 +146,9 @@ async def test_mapped_calls_see_the_node_path_and_a_second_run_replays_them() ->
     events: list[Event] = []
     first = await run(graph, "q", record=record, on_event=events.append)
     assert paths == [opts.name] * 3
-    assert [e["key"] for e in events if e["type"] == "call_started"] == [f"{opts.name}/a/c{i}" for i in range(3)]
+    assert [e["key"] for e in events if e["type"] == "call_started"] == [
+        f"{opts.name}/a/c{i}" for i in range(3)
+    ]
     assert [e["answer"] for e in first.transcript] == ["0", "1", "2"] and first.calls == 3
     again = await run(graph, "q", record=record)
     assert again.calls == 0 and again.replayed == 3 and again.transcript == first.transcript
@@ -149,7 +159,9 @@ async def test_a_failing_call_cancels_the_siblings_requests_over_http() -> None:
     """Three calls wait on a slow server; a fourth fails (401) once they are in
     flight; the three requests are cancelled at the server, none completes."""
     slow_config = SimConfig(latency=Latency(fixed=5.0))
-    broken_config = SimConfig(latency=Latency(fixed=0), faults=Faults(first_errors=100, error_status=401))
+    broken_config = SimConfig(
+        latency=Latency(fixed=0), faults=Faults(first_errors=100, error_status=401)
+    )
     async with SimServer(slow_config) as slow, SimServer(broken_config) as broken:
         waiting = [Agent(f"w{i}", slow.spec()) for i in range(3)]
         failing = Agent("f", broken.spec())
@@ -205,10 +217,20 @@ async def test_every_event_and_transcript_entry_fits_the_published_schema(patter
     result = await run(graph, "2+2?", on_event=events.append)
     schemas = _event_schemas()
     kinds = {e["type"] for e in events}
-    assert {"node_started", "node_finished", "call_started", "call_finished", "turn", "vote"} <= kinds
+    assert {
+        "node_started",
+        "node_finished",
+        "call_started",
+        "call_finished",
+        "turn",
+        "vote",
+    } <= kinds
     for event in events:
         assert event["type"] in schemas, event
-        assert set(event) <= schemas[event["type"]], (event["type"], set(event) - schemas[event["type"]])
+        assert set(event) <= schemas[event["type"]], (
+            event["type"],
+            set(event) - schemas[event["type"]],
+        )
         assert {"path", "t"} <= set(event)
     turn_keys = _keys(Turn)
     for entry in result.transcript:
