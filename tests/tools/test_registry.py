@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,11 +44,14 @@ async def test_bad_arguments_say_which_and_why() -> None:
 async def test_a_sync_tool_runs_in_a_thread_and_an_async_one_times_out() -> None:
     registry = ToolRegistry()
 
+    release = threading.Event()
+    ran_on: list[int] = []
+
     @registry.tool
-    def slow(seconds: float) -> str:
-        "Block."
-        time.sleep(seconds)
-        return "done"
+    def blocking() -> str:
+        "Block until released (by the event loop, which must stay free meanwhile)."
+        ran_on.append(threading.get_ident())
+        return "released" if release.wait(10) else "never released"
 
     @registry.tool(timeout=0.1)
     async def hang() -> str:
@@ -56,16 +59,11 @@ async def test_a_sync_tool_runs_in_a_thread_and_an_async_one_times_out() -> None
         await asyncio.sleep(10)
         return "no"
 
-    ticks = 0
+    async def release_it() -> None:
+        release.set()  # runs only if the blocking tool left the loop free
 
-    async def tick() -> None:
-        nonlocal ticks
-        for _ in range(10):
-            await asyncio.sleep(0.02)
-            ticks += 1
-
-    await asyncio.gather(registry.call("slow", {"seconds": 0.3}), tick())
-    assert ticks == 10  # the loop kept running while the sync tool slept
+    result, _ = await asyncio.gather(registry.call("blocking", {}), release_it())
+    assert result == "released" and ran_on != [threading.get_ident()]
     with pytest.raises(ToolError, match="did not finish within 0.1 s"):
         await registry.call("hang", {})
 

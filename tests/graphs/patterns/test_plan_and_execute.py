@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import pytest
 
@@ -22,9 +23,25 @@ PLAN = """Thought: both populations at once
 4. join()<END_OF_PLAN>"""
 
 
-def registry() -> ToolRegistry:
+async def until(condition: Callable[[], bool], what: str, within_s: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``within_s`` seconds saying what."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not condition():
+        assert loop.time() < deadline, f"timed out after {within_s} s waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def registry(together: set[str] | frozenset[str] = frozenset()) -> ToolRegistry:
+    """A population lookup; a city in ``together`` answers only once all of them are
+    being looked up, so a test proves the lookups overlap without reading a clock."""
+    looking_up: set[str] = set()
+
     async def population(city: str) -> int:
         "Population of a city (thousands)."
+        looking_up.add(city)
+        if city in together:
+            await until(lambda: together <= looking_up, f"lookups of {sorted(together)} at once")
         await asyncio.sleep(0.2)
         return {"Oslo": 700, "Bergen": 290}.get(city, 0)
 
@@ -41,7 +58,9 @@ async def test_tasks_start_while_the_plan_streams_and_the_joiner_finishes() -> N
     rules = [Rule(agent="planner", replies=[PLAN]), Rule(agent="joiner", replies=["Thought: added\nAction: Finish(990 (thousand))"])]
     config = SimConfig(rules=rules, latency=Latency(ttft=0.02, per_token=0.05))
     async with SimServer(config, process=True) as sim:
-        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry())
+        graph = plan_and_execute(
+            Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry({"Oslo", "Bergen"})
+        )
         result = await run(graph, "How many people live in Oslo and Bergen together?")
         received = await sim.requests()
     assert result.answer == "990 (thousand)" and result.details["replans"] == 0
@@ -50,7 +69,8 @@ async def test_tasks_start_while_the_plan_streams_and_the_joiner_finishes() -> N
     tasks = {t["index"]: t for t in result.details["rounds"][0]["tasks"]}
     assert tasks[3]["result"] == "990" and tasks[3]["args"] == {"expression": "700 + 290"}
     assert tasks[1]["started"] < tasks[3]["emitted"]  # running before the planner wrote line 3
-    assert abs(tasks[1]["started"] - tasks[2]["started"]) < 0.3  # the two lookups overlap
+    # the two lookups overlap (registry(together) made each wait for the other)
+    assert tasks[2]["started"] < tasks[1]["ended"] and tasks[1]["started"] < tasks[2]["ended"]
     joined = received[1]["body"]["messages"][-1]["content"]
     assert '1. population({"city": "Oslo"}) -> 700' in joined and "-> 990" in joined
 
