@@ -12,7 +12,8 @@ import contextvars
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Iterable, Iterator, TypeVar
+from itertools import islice
+from typing import Awaitable, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from concilium.agents import CallLedger, current_ledger
 
@@ -91,6 +92,35 @@ class RunContext:
         """
         return await gather_all([fn(item) for item in items])
 
+    async def map_until(
+        self,
+        fn: Callable[[Item], Awaitable[T]],
+        items: Iterable[Item],
+        *,
+        stop: Callable[[Sequence[T]], bool],
+        parallel: int,
+    ) -> list[T]:
+        """``fn`` over ``items`` with at most ``parallel`` in flight, until ``stop``
+        says enough: for sampling that stops early (adaptive consistency).
+
+        Items start in order as slots free up. After each arrival ``stop`` is asked
+        with the results so far; when it says yes, the calls still in flight are
+        cancelled (their HTTP requests closed) and drained before this returns.
+        Returns the results in arrival order (calls that finish together in
+        ``items`` order), when ``stop`` says so or the items run out. Failure and
+        cancellation as in ``gather``.
+
+        Example:
+            >>> import asyncio
+            >>> async def draw(i):
+            ...     await asyncio.sleep(0.01 * i)
+            ...     return i
+            >>> enough = lambda got: len(got) == 3
+            >>> asyncio.run(current_run().map_until(draw, range(100), stop=enough, parallel=4))
+            [0, 1, 2]
+        """
+        return await map_until_all(fn, items, stop=stop, parallel=parallel)
+
 
 _run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("concilium_run", default=None)
 
@@ -133,14 +163,70 @@ async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(_as_coroutine(a)) for a in pending]
     except BaseExceptionGroup as failed:
-        first = _first_leaf(failed)
-        others = [e for e in _leaves(failed) if e is not first]
+        first = _first_failure(failed)
     else:
         return [task.result() for task in tasks]
+    raise first
+
+
+async def map_until_all(
+    fn: Callable[[Item], Awaitable[T]],
+    items: Iterable[Item],
+    *,
+    stop: Callable[[Sequence[T]], bool],
+    parallel: int,
+) -> list[T]:
+    """``RunContext.map_until`` on one ``asyncio.TaskGroup``: at most ``parallel``
+    tasks, topped up in ``items`` order; at the stop the rest are cancelled and the
+    group waits for them; a failure cancels the rest and is re-raised as itself."""
+    if parallel < 1:
+        raise ValueError(f"map_until needs parallel >= 1, got {parallel}")
+    todo = enumerate(items)
+    got: list[T] = []
+    running: dict[asyncio.Task[T], int] = {}
+    try:
+        async with asyncio.TaskGroup() as group:
+            while True:
+                for i, item in islice(todo, parallel - len(running)):
+                    running[group.create_task(_as_coroutine(fn(item)))] = i
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                if _collect(done, running, got, stop):
+                    break
+            for task in running:  # the stop: cancel the rest; leaving the group drains them
+                task.cancel()
+    except BaseExceptionGroup as failed:
+        first = _first_failure(failed)
+    else:
+        return got
+    raise first
+
+
+def _collect(
+    done: Iterable[asyncio.Task[T]],
+    running: dict[asyncio.Task[T], int],
+    got: list[T],
+    stop: Callable[[Sequence[T]], bool],
+) -> bool:
+    """Move finished tasks to ``got`` in item order; whether ``stop`` said enough."""
+    for task in sorted(done, key=running.__getitem__):
+        del running[task]
+        got.append(task.result())
+        if stop(got):
+            return True
+    return False
+
+
+def _first_failure(failed: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception raised (later ones, raised while the siblings were being
+    cancelled, are added to it as a note)."""
+    first = _first_leaf(failed)
+    others = [e for e in _leaves(failed) if e is not first]
     if others:
         first.add_note(f"(and {len(others)} more failures in the same gather: "
                        f"{'; '.join(f'{type(e).__name__}: {e}' for e in others[:3])})")  # fmt: skip
-    raise first
+    return first
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:

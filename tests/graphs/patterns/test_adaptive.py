@@ -3,10 +3,13 @@ pattern over real HTTP: samples used, and cancellation of the ones in flight."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 import pytest
 
 from concilium.agents import Agent, Capabilities
-from concilium.graphs import run
+from concilium.graphs import current_run, run
 from concilium.graphs.patterns import adaptive_consistency, beta_confidence, should_stop
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
@@ -63,3 +66,65 @@ async def test_the_budget_caps_an_unsettled_question() -> None:
     async with SimServer(SimConfig(rules=[Rule(agent="s", replies=replies)], latency=Latency(fixed=0))) as sim:
         result = await run(adaptive_consistency(Agent("s", sim.spec()), parallel=2, max_samples=6), "q")
     assert result.details["samples_used"] == 6 and not result.details["stopped_by_rule"]
+
+
+# ------------------------------------------- ctx.map_until, the kit's early stop
+
+
+async def test_map_until_cancels_the_draws_in_flight_at_the_stop_and_drains_them() -> None:
+    started: list[int] = []
+    cancelled: list[int] = []
+
+    async def draw(i: int) -> int:
+        started.append(i)
+        if i >= 2:  # these never finish on their own
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(i)
+                raise
+        return i
+
+    got = await current_run().map_until(draw, range(10), stop=lambda got: len(got) == 2, parallel=4)
+    assert got == [0, 1] and started[:4] == [0, 1, 2, 3] and len(started) <= 6
+    assert sorted(cancelled) == started[2:]  # every one still running was cancelled before the return
+
+
+async def test_map_until_a_failing_draw_cancels_the_rest_and_surfaces_as_itself() -> None:
+    cancelled: list[int] = []
+
+    async def draw(i: int) -> int:
+        if i == 1:
+            await asyncio.sleep(0)
+            raise ValueError("draw 1 broke")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(i)
+            raise
+        return i
+
+    with pytest.raises(ValueError, match="draw 1 broke"):
+        await current_run().map_until(draw, range(10), stop=lambda got: False, parallel=3)
+    assert sorted(cancelled) == [0, 2]
+
+
+async def test_map_until_reports_arrivals_in_order_ties_in_item_order() -> None:
+    gates = [asyncio.Event() for _ in range(3)]
+
+    async def draw(i: int) -> int:
+        await gates[i].wait()
+        return i
+
+    def stop(got: Sequence[int]) -> bool:
+        gates[0].set()  # the first item may finish only once the others were reported
+        return False
+
+    async def release() -> None:
+        gates[2].set()  # 2 wakes before 1, in the same step: a tie, reported in item order
+        gates[1].set()
+
+    opener = asyncio.ensure_future(release())
+    got = await current_run().map_until(draw, range(3), stop=stop, parallel=3)
+    await opener
+    assert got == [1, 2, 0]
