@@ -9,8 +9,9 @@ runs for real. For tests over real HTTP use the simulated server instead.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ._model import Capabilities, ModelSpec
 from ._types import Choice, Completion, TokenLogprob, Usage
@@ -49,12 +50,14 @@ class FakeModel:
         *,
         fn: ReplyFn | None = None,
         default: str = "(fake model reply)",
-        capabilities: Capabilities = Capabilities(),
+        capabilities: Capabilities | None = None,
     ):
-        self.replies = {k: [v] if isinstance(v, str) else list(v) for k, v in (replies or {}).items()}
+        self.replies = {
+            k: [v] if isinstance(v, str) else list(v) for k, v in (replies or {}).items()
+        }
         self.fn = fn
         self.default = default
-        self.capabilities = capabilities
+        self.capabilities = capabilities or Capabilities()
         self.requests: list[FakeRequest] = []
         self._calls: defaultdict[str, int] = defaultdict(int)
 

@@ -8,8 +8,9 @@ that knows the OpenAI wire format).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from . import _wire
 
@@ -77,7 +78,9 @@ class Completion:
                 c.finish_reason,
                 logprobs=None
                 if c.logprobs is None
-                else {"content": [_wire.token_logprob(t.token, t.logprob, t.top) for t in c.logprobs]},
+                else {
+                    "content": [_wire.token_logprob(t.token, t.logprob, t.top) for t in c.logprobs]
+                },
                 tool_calls=c.tool_calls,
             )
             for i, c in enumerate(self.choices)
@@ -119,9 +122,7 @@ def completion_from_openai(data: Mapping[str, Any], replica: str | None = None) 
             )
             for c in choices
         ),
-        usage=Usage(
-            int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        ),
+        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
         model=data.get("model") or "",
         id=data.get("id") or "",
         replica=replica,

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Iterable, Mapping, NotRequired, Sequence, TypedDict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NotRequired, TypedDict
 
 # A JSON object as it goes on the wire (bodies carry extension fields, hence Any).
 JsonObject = dict[str, Any]
@@ -104,9 +105,15 @@ def usage(prompt_tokens: int, completion_tokens: int) -> UsageBody:
     }
 
 
-def token_logprob(token: str, logprob: float, top: Iterable[tuple[str, float]] = ()) -> TokenLogprobBody:
+def token_logprob(
+    token: str, logprob: float, top: Iterable[tuple[str, float]] = ()
+) -> TokenLogprobBody:
     """One generated token's entry in ``logprobs.content``."""
-    return {"token": token, "logprob": logprob, "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}
+    return {
+        "token": token,
+        "logprob": logprob,
+        "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
+    }
 
 
 def text_logprobs(logprobs: LogprobsBody) -> TextLogprobsBody:
@@ -149,11 +156,20 @@ def chat_choice(
     message: MessageBody = {"role": "assistant", "content": content}
     if tool_calls:
         message["tool_calls"] = list(tool_calls)
-    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason}
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": logprobs,
+        "finish_reason": finish_reason,
+    }
 
 
 def text_choice(
-    index: int, text: str, finish_reason: str | None = "stop", *, logprobs: LogprobsBody | None = None
+    index: int,
+    text: str,
+    finish_reason: str | None = "stop",
+    *,
+    logprobs: LogprobsBody | None = None,
 ) -> JsonObject:
     """A ``text_completion`` choice (logprobs given chat-style, sent in the legacy layout)."""
     return {
@@ -189,7 +205,12 @@ def delta_choice(
 
 
 def _body(
-    kind: str, rid: str, model: str, choices: Sequence[JsonObject], created: int | None, extra: Mapping[str, Any]
+    kind: str,
+    rid: str,
+    model: str,
+    choices: Sequence[JsonObject],
+    created: int | None,
+    extra: Mapping[str, Any],
 ) -> JsonObject:
     return {
         "id": rid,
@@ -243,7 +264,9 @@ def chunk(
     **extra: Any,
 ) -> JsonObject:
     """One streamed event: ``chat.completion.chunk`` (or a ``text_completion`` piece)."""
-    return _body("chat.completion.chunk" if chat else "text_completion", rid, model, choices, created, extra)
+    return _body(
+        "chat.completion.chunk" if chat else "text_completion", rid, model, choices, created, extra
+    )
 
 
 def error(message: str, kind: str, code: str | int | None = None) -> ErrorBody:

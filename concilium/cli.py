@@ -10,8 +10,9 @@ import asyncio
 import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -278,7 +279,7 @@ async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: 
 
     workflows = [load_workflow(path) for path in paths]
     seen: set[str] = set()
-    for path, wf in zip(paths, workflows):
+    for path, wf in zip(paths, workflows, strict=True):
         if wf.name in seen:
             raise UserError(f"two workflows are named {wf.name!r} ({path}); give each a different name:")
         seen.add(wf.name)

@@ -12,8 +12,18 @@ logprobs). ``server: engine`` runs the embedded CPU engine instead of ``vllm ser
 server, a test double.
 
 Example:
-    >>> spec = ClusterSpec.model_validate({"models": [{"name": "qwen", "model": "Qwen/Qwen3-8B",
-    ...                                                "gpus": [0, 1, 2, 3], "tensor_parallel_size": 2}]})
+    >>> spec = ClusterSpec.model_validate(
+    ...     {
+    ...         "models": [
+    ...             {
+    ...                 "name": "qwen",
+    ...                 "model": "Qwen/Qwen3-8B",
+    ...                 "gpus": [0, 1, 2, 3],
+    ...                 "tensor_parallel_size": 2,
+    ...             }
+    ...         ]
+    ...     }
+    ... )
     >>> [(r.gpus, r.port) for r in plan_replicas(spec, ports=iter([8001, 8002]))]
     [((0, 1), 8001), ((2, 3), 8002)]
 """
@@ -25,9 +35,10 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -80,11 +91,15 @@ class Deployment(BaseModel):
     server: Literal["vllm", "engine", "sim"] = "vllm"
     gpus: list[int] = Field(default_factory=list, description="GPU indices; empty for CPU servers")
     tensor_parallel_size: int = Field(default=1, ge=1)
-    replicas: int | None = Field(default=None, ge=1, description="default: one per GPU group (or 1)")
+    replicas: int | None = Field(
+        default=None, ge=1, description="default: one per GPU group (or 1)"
+    )
     max_model_len: int | None = Field(default=None, ge=1)
     tool_call_parser: str | None = Field(default=None, description="default: from the model family")
     chat_template: str | None = None
-    speculative_config: dict[str, Any] | None = Field(default=None, description="passed to --speculative-config")
+    speculative_config: dict[str, Any] | None = Field(
+        default=None, description="passed to --speculative-config"
+    )
     extra_args: list[str] = Field(default_factory=list)
     port: int = Field(default=0, ge=0, le=65535, description="first port; 0 picks free ports")
 
@@ -93,7 +108,9 @@ class ClusterSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[Deployment] = Field(min_length=1)
-    deadline: float = Field(default=900.0, gt=0, description="seconds for every replica to answer /health")
+    deadline: float = Field(
+        default=900.0, gt=0, description="seconds for every replica to answer /health"
+    )
     max_restarts: int = Field(default=3, ge=0)
 
 
@@ -118,7 +135,17 @@ class ReplicaPlan:
 
 def vllm_command(d: Deployment, port: int) -> list[str]:
     """The exact ``vllm serve`` command of one replica."""
-    argv = ["vllm", "serve", d.model, "--served-model-name", d.name, "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        "vllm",
+        "serve",
+        d.model,
+        "--served-model-name",
+        d.name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     if d.tensor_parallel_size > 1:
         argv += ["--tensor-parallel-size", str(d.tensor_parallel_size)]
     if d.max_model_len:
@@ -133,24 +160,32 @@ def vllm_command(d: Deployment, port: int) -> list[str]:
     return argv + list(d.extra_args)
 
 
-def plan_replicas(spec: ClusterSpec, ports: Iterator[int] | None = None, home: EngineHome | None = None) -> list[ReplicaPlan]:
+def plan_replicas(
+    spec: ClusterSpec, ports: Iterator[int] | None = None, home: EngineHome | None = None
+) -> list[ReplicaPlan]:
     """Every replica's GPUs, port, command and environment."""
     plans = []
     for d in spec.models:
         tp = d.tensor_parallel_size
         if d.gpus and len(d.gpus) % tp:
-            raise UserError(f"model {d.name!r}: {len(d.gpus)} GPUs do not split into groups of tensor_parallel_size={tp}")
+            raise UserError(
+                f"model {d.name!r}: {len(d.gpus)} GPUs do not split into groups of tensor_parallel_size={tp}"
+            )
         groups = [tuple(d.gpus[i : i + tp]) for i in range(0, len(d.gpus), tp)] or [()]
         count = d.replicas or len(groups)
         cores = core_groups(count, sorted(os.sched_getaffinity(0))) if d.server == "engine" else []
         if d.gpus and count > len(groups):
-            raise UserError(f"model {d.name!r}: {count} replicas need {count * tp} GPUs, {len(d.gpus)} given")
+            raise UserError(
+                f"model {d.name!r}: {count} replicas need {count * tp} GPUs, {len(d.gpus)} given"
+            )
         for i in range(count):
             port = next(ports) if ports is not None else (d.port + i if d.port else free_port())
             plan = ReplicaPlan(d, i, groups[i % len(groups)], port)
             if d.server == "vllm":
                 plan.argv = vllm_command(d, port)
-                plan.env = {"CUDA_VISIBLE_DEVICES": ",".join(map(str, plan.gpus))} if plan.gpus else {}
+                plan.env = (
+                    {"CUDA_VISIBLE_DEVICES": ",".join(map(str, plan.gpus))} if plan.gpus else {}
+                )
             elif d.server == "engine":
                 engine = home or EngineHome()
                 plan.argv = engine_command(engine, port, [d.name])
@@ -158,7 +193,18 @@ def plan_replicas(spec: ClusterSpec, ports: Iterator[int] | None = None, home: E
                 plan.env = engine_env(engine, cores[i], 2 if count == 1 else 1)
             else:  # the simulated server: a test double
                 config = json.dumps({"model": d.name, "latency": {"fixed": 0.05}})
-                plan.argv = [sys.executable, "-P", "-m", "concilium", "serve", "sim", "--port", str(port), "--config-json", config]
+                plan.argv = [
+                    sys.executable,
+                    "-P",
+                    "-m",
+                    "concilium",
+                    "serve",
+                    "sim",
+                    "--port",
+                    str(port),
+                    "--config-json",
+                    config,
+                ]
             plans.append(plan)
     return plans
 
@@ -213,10 +259,14 @@ class Cluster:
             if self._stopping:
                 return
             if self.restarts[i] >= self.spec.max_restarts:
-                self.log(f"{self.plans[i].label} exited with code {code}; not restarted (max_restarts={self.spec.max_restarts})")
+                self.log(
+                    f"{self.plans[i].label} exited with code {code}; not restarted (max_restarts={self.spec.max_restarts})"
+                )
                 return
             self.restarts[i] += 1
-            self.log(f"{self.plans[i].label} exited with code {code}; restart {self.restarts[i]} of {self.spec.max_restarts}")
+            self.log(
+                f"{self.plans[i].label} exited with code {code}; restart {self.restarts[i]} of {self.spec.max_restarts}"
+            )
             replacement = self._process(self.plans[i])
             try:
                 await replacement.start()
@@ -243,8 +293,8 @@ async def launch_cluster(
         log(f"starting {plan.label}: {' '.join(plan.argv)}")
     cluster = Cluster(spec, plans, log)
     await cluster.start()
-    if pool_file:
-        Path(pool_file).write_text(yaml.safe_dump(pool_config(spec, plans), sort_keys=False))
+    if pool_file:  # a few hundred bytes, written once at start-up
+        Path(pool_file).write_text(yaml.safe_dump(pool_config(spec, plans), sort_keys=False))  # noqa: ASYNC240
         log(f"model pool written to {pool_file}")
     try:
         yield cluster

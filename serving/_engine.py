@@ -18,8 +18,9 @@ import contextlib
 import os
 import socket
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from concilium._errors import UserError
 
@@ -41,7 +42,9 @@ def core_groups(replicas: int, cores: Sequence[int] | None = None) -> list[list[
     """
     cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
     if not 1 <= replicas <= len(cores):
-        raise UserError(f"replicas={replicas}: there are {len(cores)} cores here; use 1 to {len(cores)} replicas")
+        raise UserError(
+            f"replicas={replicas}: there are {len(cores)} cores here; use 1 to {len(cores)} replicas"
+        )
     size = len(cores) // replicas
     return [cores[i * size : (i + 1) * size] for i in range(replicas)]
 
@@ -83,7 +86,9 @@ def engine_command(home: EngineHome, port: int, names: Sequence[str] = (SERVED_N
 
 def engine_env(home: EngineHome, cores: Sequence[int], kv_cache_gb: int) -> dict[str, str]:
     return {
-        "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gb),  # without it start-up tries to reserve most of the RAM
+        "VLLM_CPU_KVCACHE_SPACE": str(
+            kv_cache_gb
+        ),  # without it start-up tries to reserve most of the RAM
         "VLLM_CPU_OMP_THREADS_BIND": _bind(cores),  # without it one core stays idle
         "VLLM_CACHE_ROOT": str(home.cache_dir),
         "HF_HUB_OFFLINE": "1",
@@ -107,7 +112,9 @@ class LocalEngine:
         from concilium.agents import Capabilities, ModelSpec
 
         caps = Capabilities(n=True, logprobs=True, structured_output=True)
-        return ModelSpec(f"hosted_vllm/{name}", api_base=tuple(self.urls), capabilities=caps, **options)
+        return ModelSpec(
+            f"hosted_vllm/{name}", api_base=tuple(self.urls), capabilities=caps, **options
+        )
 
 
 @contextlib.asynccontextmanager
@@ -150,18 +157,22 @@ async def local_engine(
             health_url=f"http://127.0.0.1:{p}/health",
             deadline=deadline,
         )
-        for i, (p, cores) in enumerate(zip(ports, groups))
+        for i, (p, cores) in enumerate(zip(ports, groups, strict=True))
     ]
     started = time.monotonic()
     if log:
-        log(f"starting the embedded engine: {replicas} replica(s) of vLLM (CPU) serving Gemma 3 270M base")
+        log(
+            f"starting the embedded engine: {replicas} replica(s) of vLLM (CPU) serving Gemma 3 270M base"
+        )
     results = await asyncio.gather(*(p.start() for p in processes), return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         await asyncio.gather(*(p.stop() for p in processes))
         raise failures[0]
     if log:
-        log(f"engine ready in {time.monotonic() - started:.0f} s at {', '.join(str(p) for p in ports)}")
+        log(
+            f"engine ready in {time.monotonic() - started:.0f} s at {', '.join(str(p) for p in ports)}"
+        )
     try:
         yield LocalEngine(processes, [f"http://127.0.0.1:{p}/v1" for p in ports], tuple(names))
     finally:

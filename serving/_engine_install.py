@@ -24,10 +24,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from concilium._errors import ServerError, UserError
 
@@ -60,7 +61,9 @@ def engine_pins() -> list[str]:
         if "extra" in marker and '"engine"' in marker.replace("'", '"'):
             pins.append(spec.strip().replace(" ", ""))
     if not pins:
-        raise UserError("concilium's metadata lists no 'engine' extra; reinstall concilium (pip install -e .)")
+        raise UserError(
+            "concilium's metadata lists no 'engine' extra; reinstall concilium (pip install -e .)"
+        )
     return sorted(pins)
 
 
@@ -148,7 +151,9 @@ class EngineHome:
             )
 
 
-def _run(argv: Sequence[str], what: str, fix: str, log: Log | None, env: dict[str, str] | None = None) -> None:
+def _run(
+    argv: Sequence[str], what: str, fix: str, log: Log | None, env: dict[str, str] | None = None
+) -> None:
     """Run a set-up step (its output goes to ``log`` if given); on failure report
     its last lines."""
     tail: list[str] = []
@@ -159,13 +164,15 @@ def _run(argv: Sequence[str], what: str, fix: str, log: Log | None, env: dict[st
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()
-            tail = (tail + [line])[-30:]
+            tail = [*tail, line][-30:]
             if log:
                 log(f"    {line}")
         code = proc.wait()
     if code != 0:
         lines = "\n".join(f"    {t}" for t in tail) or "    (no output)"
-        raise ServerError(f"engine set-up failed while {what} (exit code {code}). Last lines:\n{lines}\n{fix}")
+        raise ServerError(
+            f"engine set-up failed while {what} (exit code {code}). Last lines:\n{lines}\n{fix}"
+        )
 
 
 def install_engine(
@@ -194,10 +201,25 @@ def install_engine(
         log(f"engine: installing {', '.join(pins)} into {home.venv} (about 2 minutes)")
         fix = "Check the messages above (network access to the package index, disk space) and run it again."
         if not home.python.exists():
-            _run([sys.executable, "-m", "venv", str(home.venv)], "creating the environment", fix, echo)
+            _run(
+                [sys.executable, "-m", "venv", str(home.venv)],
+                "creating the environment",
+                fix,
+                echo,
+            )
         pip = [str(home.python), "-m", "pip", "--disable-pip-version-check"]
-        _run([*pip, "install", "--progress-bar", "off", *pins], "installing the engine's packages", fix, echo)
-        _run([*pip, "uninstall", "-y", *MISMATCHED], "removing torchvision/torchaudio/torchcodec", fix, echo)
+        _run(
+            [*pip, "install", "--progress-bar", "off", *pins],
+            "installing the engine's packages",
+            fix,
+            echo,
+        )
+        _run(
+            [*pip, "uninstall", "-y", *MISMATCHED],
+            "removing torchvision/torchaudio/torchcodec",
+            fix,
+            echo,
+        )
         home.stamp_environment()
         log(f"engine: environment ready in {time.monotonic() - started:.0f} s")
     if not home.model_ready():
@@ -218,7 +240,13 @@ def _convert_model(home: EngineHome, log: Log, echo: Log | None) -> None:
         raise ServerError(f"{gguf} does not have the expected sha256 {GGUF_SHA256}. {fix}")
     log("engine: converting it to a Hugging Face folder (about 40 s)")
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    _run([str(home.python), str(CONVERTER), str(gguf), str(partial)], "converting the model", fix, echo, env)
+    _run(
+        [str(home.python), str(CONVERTER), str(gguf), str(partial)],
+        "converting the model",
+        fix,
+        echo,
+        env,
+    )
     home.stamp_model(partial)
     shutil.rmtree(home.model_dir, ignore_errors=True)
     partial.rename(home.model_dir)

@@ -14,7 +14,7 @@ import os
 import re
 import signal
 import time
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 
@@ -119,7 +119,9 @@ class ManagedProcess:
                 exited.cancel()
                 if self.proc.returncode is not None:
                     await self._drain()
-                    raise self._failure(f"exited with code {self.proc.returncode} before it was ready", fix)
+                    raise self._failure(
+                        f"exited with code {self.proc.returncode} before it was ready", fix
+                    )
                 raise self._failure(f"printed no ready line within {self.deadline:g} s", fix)
             exited.cancel()
         if self.health_url is None:
@@ -129,7 +131,9 @@ class ManagedProcess:
             while True:
                 if self.proc.returncode is not None:
                     await self._drain()
-                    raise self._failure(f"exited with code {self.proc.returncode} while starting", fix)
+                    raise self._failure(
+                        f"exited with code {self.proc.returncode} while starting", fix
+                    )
                 with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
                     async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
                         if resp.status == 200:
@@ -160,7 +164,7 @@ class ManagedProcess:
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.kill()
                 await proc.wait()
         if self._reader is not None:

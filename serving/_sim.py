@@ -118,7 +118,9 @@ class SimApp:
         self.model.reset()
         self.stats = SimStats()
         self.log: list[dict[str, Any]] = []
-        self.running = asyncio.Semaphore(self.config.max_running) if self.config.max_running else None
+        self.running = (
+            asyncio.Semaphore(self.config.max_running) if self.config.max_running else None
+        )
         self._prefix = _PrefixCache(self.config.prefix_block)
         self._fault_rng = random.Random(self.config.seed ^ 0x5EED)
 
@@ -202,21 +204,17 @@ class SimApp:
             body = await request.json()
         except ValueError:
             return _error(400, "the request body is not JSON")
-        if not isinstance(body, dict):
-            return _error(400, "the request body must be a JSON object")
-        if chat and not isinstance(body.get("messages"), list):
-            return _error(400, "'messages' must be a list of chat messages")
-        if not chat and not isinstance(body.get("prompt"), str):
-            return _error(400, "'prompt' must be a string")
-        n = body.get("n") or 1
-        if not isinstance(n, int) or n < 1:
-            return _error(400, f"'n' must be a positive integer, got {n!r}")
+        problem = _invalid(body, chat)
+        if problem:
+            return _error(400, problem)
 
         stats = self.stats
         agent = request.headers.get("X-Concilium-Agent", "")
         stats.requests += 1
         stats.by_agent[agent] += 1
-        self.log.append({"agent": agent, "endpoint": "chat" if chat else "completions", "body": body})
+        self.log.append(
+            {"agent": agent, "endpoint": "chat" if chat else "completions", "body": body}
+        )
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         gate = self.running
@@ -242,7 +240,9 @@ class SimApp:
                 raise asyncio.CancelledError
             rid = f"sim-{stats.requests}"
             if not chat:
-                body = {k: v for k, v in body.items() if k != "messages"}  # the prompt is what counts
+                body = {
+                    k: v for k, v in body.items() if k != "messages"
+                }  # the prompt is what counts
             answer = self.model.answer(body, agent, rid=rid, logprob_seed=len(self.log))
             self._prefix.count(answer.prompt_words, stats)
             stats.prompt_tokens += answer.prompt_tokens
@@ -264,18 +264,31 @@ class SimApp:
     def _response(self, rid: str, answer: SimAnswer, chat: bool) -> wire.JsonObject:
         usage = wire.usage(answer.prompt_tokens, answer.completion_tokens)
         if not chat:
-            choices = [wire.text_choice(i, c.text, c.finish_reason, logprobs=c.logprobs) for i, c in enumerate(answer.choices)]
-            return wire.text_completion(rid, self.config.model, choices, usage, system_fingerprint=SIMULATED)
+            choices = [
+                wire.text_choice(i, c.text, c.finish_reason, logprobs=c.logprobs)
+                for i, c in enumerate(answer.choices)
+            ]
+            return wire.text_completion(
+                rid, self.config.model, choices, usage, system_fingerprint=SIMULATED
+            )
         choices = [
             wire.chat_choice(i, None, "tool_calls", logprobs=c.logprobs, tool_calls=c.tool_calls)
             if c.tool_calls
             else wire.chat_choice(i, c.text, c.finish_reason, logprobs=c.logprobs)
             for i, c in enumerate(answer.choices)
         ]
-        return wire.chat_completion(rid, self.config.model, choices, usage, system_fingerprint=SIMULATED)
+        return wire.chat_completion(
+            rid, self.config.model, choices, usage, system_fingerprint=SIMULATED
+        )
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], rid: str, answer: SimAnswer, delay: float, chat: bool
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        rid: str,
+        answer: SimAnswer,
+        delay: float,
+        chat: bool,
     ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **HEADERS})
         await resp.prepare(request)
@@ -291,7 +304,9 @@ class SimApp:
         await asyncio.sleep(ttft)
         count = len(answer.choices)
         if chat:
-            await send([wire.delta_choice(i, {"role": "assistant", "content": ""}) for i in range(count)])
+            await send(
+                [wire.delta_choice(i, {"role": "assistant", "content": ""}) for i in range(count)]
+            )
         # word by word, each piece carrying the whitespace before it, so the streamed
         # text joins back to exactly the reply (newlines included)
         pieces = [re.findall(r"\s*\S+", c.text) for c in answer.choices]
@@ -299,16 +314,23 @@ class SimApp:
         per_step = (delay - ttft) / max(steps, 1)
         for step in range(steps):
             choices = []
-            for i, (c, p) in enumerate(zip(answer.choices, pieces)):
+            for i, (c, p) in enumerate(zip(answer.choices, pieces, strict=True)):
                 if step < len(p):
-                    lp: wire.LogprobsBody | None = None if c.logprobs is None else {"content": [c.logprobs["content"][step]]}
+                    lp: wire.LogprobsBody | None = (
+                        None if c.logprobs is None else {"content": [c.logprobs["content"][step]]}
+                    )
                     if chat:
                         choices.append(wire.delta_choice(i, {"content": p[step]}, logprobs=lp))
                     else:
                         choices.append(wire.delta_choice(i, text=p[step], logprobs=lp))
             await asyncio.sleep(per_step)
             await send(choices)
-        await send([wire.delta_choice(i, {}, c.finish_reason, text=None if chat else "") for i, c in enumerate(answer.choices)])
+        await send(
+            [
+                wire.delta_choice(i, {}, c.finish_reason, text=None if chat else "")
+                for i, c in enumerate(answer.choices)
+            ]
+        )
         if (body.get("stream_options") or {}).get("include_usage"):
             await send([], usage=wire.usage(answer.prompt_tokens, answer.completion_tokens))
         await resp.write(wire.SSE_DONE)
@@ -317,5 +339,21 @@ class SimApp:
         return resp
 
 
+def _invalid(body: object, chat: bool) -> str | None:
+    """What is wrong with a request body, or ``None``."""
+    if not isinstance(body, dict):
+        return "the request body must be a JSON object"
+    if chat and not isinstance(body.get("messages"), list):
+        return "'messages' must be a list of chat messages"
+    if not chat and not isinstance(body.get("prompt"), str):
+        return "'prompt' must be a string"
+    n = body.get("n") or 1
+    if not isinstance(n, int) or n < 1:
+        return f"'n' must be a positive integer, got {n!r}"
+    return None
+
+
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response(wire.error(message, "simulated_error", status), status=status, headers=HEADERS)
+    return web.json_response(
+        wire.error(message, "simulated_error", status), status=status, headers=HEADERS
+    )

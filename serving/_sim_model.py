@@ -23,8 +23,9 @@ import json
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from concilium.agents import SimConfig, wire
 from concilium.tools import NotArithmetic, evaluate, find_expression, format_number
@@ -89,7 +90,9 @@ class SimulatedModel:
         self._agent_calls: defaultdict[str, int] = defaultdict(int)
         self._rule_calls: defaultdict[tuple[int, str], int] = defaultdict(int)
 
-    def answer(self, body: Mapping[str, Any], agent: str, *, rid: str = "sim", logprob_seed: int = 0) -> SimAnswer:
+    def answer(
+        self, body: Mapping[str, Any], agent: str, *, rid: str = "sim", logprob_seed: int = 0
+    ) -> SimAnswer:
         """The replies to one chat or text-completions body from ``agent``.
 
         Replies are cut at ``max_tokens`` words; logprobs come when the body asks.
@@ -150,7 +153,11 @@ class SimulatedModel:
     def _statistical_answer(self, rng: random.Random, question: str, last_user: str) -> str:
         stat = self.config.statistical
         # Other agents' answers in the prompt ("\boxed{answer}" is the format instruction).
-        shown = [a for a in _BOXED.findall(last_user) + _ANSWER_IS.findall(last_user) if a.strip() and a.strip() != "answer"]
+        shown = [
+            a
+            for a in _BOXED.findall(last_user) + _ANSWER_IS.findall(last_user)
+            if a.strip() and a.strip() != "answer"
+        ]
         if shown and rng.random() < stat.conformity:
             return Counter(shown).most_common(1)[0][0]
         right = self._right_answer(question)
@@ -162,14 +169,18 @@ class SimulatedModel:
             return str(int(right) + rng.choice([-1, 1]) * rng.randint(1, 10))
         return "unknown"
 
-    def _statistical(self, rng: random.Random, question: str, last_user: str, body: Mapping[str, Any]) -> str:
+    def _statistical(
+        self, rng: random.Random, question: str, last_user: str, body: Mapping[str, Any]
+    ) -> str:
         answer = self._statistical_answer(rng, question, last_user)
         schema = _json_schema(body)
         if schema is not None:  # structured output: a JSON object of that schema
             return json.dumps(_fill(schema, schema.get("$defs", {}), rng, answer, ""))
         return self.config.statistical.template.format(answer=answer)
 
-    def replies(self, body: Mapping[str, Any], agent: str, prompt_texts: list[str], n: int) -> list[str]:
+    def replies(
+        self, body: Mapping[str, Any], agent: str, prompt_texts: list[str], n: int
+    ) -> list[str]:
         """The ``n`` reply texts of one request (``prompt_texts``: its user messages)."""
         user_texts = prompt_texts or [""]
         call = self._agent_calls[agent]
@@ -190,7 +201,9 @@ class SimulatedModel:
         content = []
         for word in words(text):
             lp = -abs(rng.gauss(0, 0.6))
-            alternatives = [(word, lp)] + [(f"{word}~{k}", lp - 1.0 - k - rng.random()) for k in range(max(top - 1, 0))]
+            alternatives = [(word, lp)] + [
+                (f"{word}~{k}", lp - 1.0 - k - rng.random()) for k in range(max(top - 1, 0))
+            ]
             content.append(wire.token_logprob(word, lp, alternatives[: max(top, 0)]))
         return {"content": content}
 
@@ -200,7 +213,10 @@ def scripted_tool_calls(text: str, rid: str) -> list[wire.ToolCallBody]:
     if not text.startswith(TOOL_CALLS):
         return []
     calls = json.loads(text.removeprefix(TOOL_CALLS))
-    return [wire.tool_call(f"call-{rid}-{j}", c["name"], c.get("arguments", {})) for j, c in enumerate(calls)]
+    return [
+        wire.tool_call(f"call-{rid}-{j}", c["name"], c.get("arguments", {}))
+        for j, c in enumerate(calls)
+    ]
 
 
 def _json_schema(body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -211,7 +227,9 @@ def _json_schema(body: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _fill(schema: dict[str, Any], defs: dict[str, Any], rng: random.Random, answer: str, key: str) -> Any:
+def _fill(
+    schema: dict[str, Any], defs: dict[str, Any], rng: random.Random, answer: str, key: str
+) -> Any:
     """A value of ``schema``: fields named ``answer`` get the statistical answer,
     numbers a seeded value within their bounds, strings a ``[simulated ...]`` text."""
     if "$ref" in schema:
@@ -223,13 +241,22 @@ def _fill(schema: dict[str, Any], defs: dict[str, Any], rng: random.Random, answ
         return rng.choice(schema["enum"])
     kind = schema.get("type", "object" if "properties" in schema else "string")
     if kind == "object":
-        return {k: _fill(v, defs, rng, answer, k) for k, v in (schema.get("properties") or {}).items()}
+        return {
+            k: _fill(v, defs, rng, answer, k) for k, v in (schema.get("properties") or {}).items()
+        }
     if kind == "array":
         count = max(int(schema.get("minItems", 2)), min(3, int(schema.get("maxItems", 3))))
-        return [_fill(schema.get("items") or {}, defs, rng, answer, f"{key} {i + 1}") for i in range(count)]
+        return [
+            _fill(schema.get("items") or {}, defs, rng, answer, f"{key} {i + 1}")
+            for i in range(count)
+        ]
     if kind in ("number", "integer"):
         low, high = schema.get("minimum", 0), schema.get("maximum", 1 if kind == "number" else 10)
-        return rng.randint(int(low), int(high)) if kind == "integer" else round(rng.uniform(max(low, high - 0.5), high), 2)
+        return (
+            rng.randint(int(low), int(high))
+            if kind == "integer"
+            else round(rng.uniform(max(low, high - 0.5), high), 2)
+        )
     if kind == "boolean":
         return rng.random() < 0.5
     return answer if key == "answer" else f"[simulated {key or 'text'}]"

@@ -89,18 +89,21 @@ class SimServer:
 
     def spec(self, **kwargs: Any) -> ModelSpec:
         """A ``ModelSpec`` pointing at this server."""
-        kwargs.setdefault("capabilities", Capabilities(n=True, logprobs=True, structured_output=False))
+        kwargs.setdefault(
+            "capabilities", Capabilities(n=True, logprobs=True, structured_output=False)
+        )
         return ModelSpec(f"hosted_vllm/{self.config.model}", api_base=self.url, **kwargs)
 
     async def __aenter__(self) -> SimServer:
         if self.process:
+            argv = [
+                sys.executable, "-P", "-m", "concilium", "serve", "sim",
+                "--host", self.host, "--port", str(self.port),
+                "--config-json", self.config.model_dump_json(),
+            ]  # fmt: skip
             self._proc = ManagedProcess(
                 "simulated server",
-                [
-                    sys.executable, "-P", "-m", "concilium", "serve", "sim",
-                    "--host", self.host, "--port", str(self.port),
-                    "--config-json", self.config.model_dump_json(),
-                ],  # fmt: skip
+                argv,
                 ready_pattern=r"listening on (?P<url>http://\S+)",
                 health_url="{url}/health",
                 deadline=self.deadline,
@@ -153,7 +156,10 @@ async def serve_forever(config: SimConfig, host: str, port: int) -> None:
     app = SimApp(config)
     runner, base = await start_app(app.app, host, port)
     print(f"{READY_PREFIX} {base}/v1", flush=True)
-    print(f"model {config.model!r}; answers are simulated: {json.dumps(config.statistical.model_dump())}", flush=True)
+    print(
+        f"model {config.model!r}; answers are simulated: {json.dumps(config.statistical.model_dump())}",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

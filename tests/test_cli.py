@@ -14,13 +14,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-P", "-m", "concilium", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+        [sys.executable, "-P", "-m", "concilium", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
     )
 
 
 @pytest.mark.parametrize("example", ["debate", "self_consistency"])
 def test_run_example_on_the_simulated_server_prints_json(example: str) -> None:
-    out = cli("run", f"examples/{example}.yaml", "--backend", "sim", "--input", "What is 12 * 7?", "--json")
+    out = cli(
+        "run",
+        f"examples/{example}.yaml",
+        "--backend",
+        "sim",
+        "--input",
+        "What is 12 * 7?",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert {"answer", "calls", "usage", "elapsed_s", "transcript"} <= set(result)
@@ -32,7 +44,9 @@ def test_run_example_on_the_simulated_server_prints_json(example: str) -> None:
 
 def test_run_prints_a_readable_transcript_and_writes_a_trace(tmp_path: Path) -> None:
     trace = tmp_path / "trace.jsonl"
-    out = cli("run", "examples/debate.yaml", "-b", "sim", "-i", "What is 2 + 3?", "--trace", str(trace))
+    out = cli(
+        "run", "examples/debate.yaml", "-b", "sim", "-i", "What is 2 + 3?", "--trace", str(trace)
+    )
     assert out.returncode == 0, out.stderr
     assert "== round 1" in out.stdout and "== round 2" in out.stdout and "answer:" in out.stdout
     assert "simulated server" in out.stdout

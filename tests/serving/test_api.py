@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import openai
 import pytest
@@ -20,7 +20,19 @@ QUESTION = [{"role": "user", "content": "What is 12 * 7?"}]
 
 
 async def start(*args: str) -> ManagedProcess:
-    argv = [sys.executable, "-P", "-m", "concilium", "serve", "api", *args, "--backend", "sim", "--port", "0"]
+    argv = [
+        sys.executable,
+        "-P",
+        "-m",
+        "concilium",
+        "serve",
+        "api",
+        *args,
+        "--backend",
+        "sim",
+        "--port",
+        "0",
+    ]
     proc = ManagedProcess("concilium serve api", argv, ready_pattern=r"at (?P<url>http://\S+/v1)",
                           health_url="{url}/health", deadline=60)  # fmt: skip
     return await proc.start()
@@ -46,7 +58,9 @@ async def test_the_openai_client_gets_a_debates_answer_and_its_votes(api: Manage
 async def test_streaming_sends_each_rounds_turns_then_the_answer(api: ManagedProcess) -> None:
     client = openai.AsyncOpenAI(base_url=api.url, api_key="unused")
     reasoning, content, finish = [], [], None
-    async for chunk in await client.chat.completions.create(model="debate", messages=QUESTION, stream=True):
+    async for chunk in await client.chat.completions.create(
+        model="debate", messages=QUESTION, stream=True
+    ):
         delta = chunk.choices[0].delta
         if getattr(delta, "reasoning_content", None):
             assert not content, "reasoning after the answer"
@@ -54,7 +68,9 @@ async def test_streaming_sends_each_rounds_turns_then_the_answer(api: ManagedPro
         if delta.content:
             content.append(delta.content)
         finish = chunk.choices[0].finish_reason or finish
-    assert [r.split("]")[0] for r in reasoning] == [f"[round {r} {a}" for r in (1, 2) for a in ("alice", "bob", "carol")]
+    assert [r.split("]")[0] for r in reasoning] == [
+        f"[round {r} {a}" for r in (1, 2) for a in ("alice", "bob", "carol")
+    ]
     assert len(content) == 1 and finish == "stop"
 
 
@@ -71,14 +87,18 @@ async def test_unknown_model_and_bad_requests_get_openai_style_errors(api: Manag
     with pytest.raises(openai.NotFoundError, match="no model 'debait'"):
         await client.chat.completions.create(model="debait", messages=QUESTION)
     with pytest.raises(openai.BadRequestError, match="at least one user message"):
-        await client.chat.completions.create(model="debate", messages=[{"role": "system", "content": "hi"}])
+        await client.chat.completions.create(
+            model="debate", messages=[{"role": "system", "content": "hi"}]
+        )
 
 
 async def test_with_an_api_key_a_request_without_it_gets_401() -> None:
     proc = await start("examples/debate.yaml", "--api-key", "s3cret")
     try:
         with pytest.raises(openai.AuthenticationError, match="missing or wrong API key"):
-            await openai.AsyncOpenAI(base_url=proc.url, api_key="wrong", max_retries=0).models.list()
+            await openai.AsyncOpenAI(
+                base_url=proc.url, api_key="wrong", max_retries=0
+            ).models.list()
         models = await openai.AsyncOpenAI(base_url=proc.url, api_key="s3cret").models.list()
         assert [m.id for m in models.data] == ["debate"]
     finally:

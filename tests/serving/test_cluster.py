@@ -18,7 +18,9 @@ from concilium.serving import ClusterSpec, family_of, launch_cluster, plan_repli
 
 
 def spec(**deployment: object) -> ClusterSpec:
-    return ClusterSpec.model_validate({"models": [{"name": "qwen", "model": "Qwen/Qwen3-8B", **deployment}]})
+    return ClusterSpec.model_validate(
+        {"models": [{"name": "qwen", "model": "Qwen/Qwen3-8B", **deployment}]}
+    )
 
 
 def test_a_four_gpu_box_with_tensor_parallel_two_gets_two_replicas() -> None:
@@ -44,7 +46,9 @@ def test_the_capability_registry_fills_in_each_family() -> None:
 
 
 def test_gpu_counts_that_do_not_fit_are_refused() -> None:
-    with pytest.raises(UserError, match="3 GPUs do not split into groups of tensor_parallel_size=2"):
+    with pytest.raises(
+        UserError, match="3 GPUs do not split into groups of tensor_parallel_size=2"
+    ):
         plan_replicas(spec(gpus=[0, 1, 2], tensor_parallel_size=2))
     with pytest.raises(UserError, match="3 replicas need 6 GPUs, 4 given"):
         plan_replicas(spec(gpus=[0, 1, 2, 3], tensor_parallel_size=2, replicas=3))
@@ -53,8 +57,16 @@ def test_gpu_counts_that_do_not_fit_are_refused() -> None:
 def test_the_pool_config_is_a_valid_models_section() -> None:
     cluster = spec(gpus=[0, 1])
     pool = pool_config(cluster, plan_replicas(cluster, ports=iter([8001, 8002])))
-    assert pool["models"]["qwen"]["api_base"] == ["http://127.0.0.1:8001/v1", "http://127.0.0.1:8002/v1"]
-    workflow = {**pool, "name": "w", "agents": {"a": {"model": "qwen"}}, "workflow": {"kind": "self_consistency", "agent": "a"}}
+    assert pool["models"]["qwen"]["api_base"] == [
+        "http://127.0.0.1:8001/v1",
+        "http://127.0.0.1:8002/v1",
+    ]
+    workflow = {
+        **pool,
+        "name": "w",
+        "agents": {"a": {"model": "qwen"}},
+        "workflow": {"kind": "self_consistency", "agent": "a"},
+    }
     parsed, _, _ = parse_workflow(yaml.safe_dump(workflow), "w.yaml")
     assert parsed.models["qwen"].routing == "affinity" and parsed.models["qwen"].capabilities.tools
 
@@ -67,7 +79,9 @@ async def _healthy(url: str) -> bool:
         return False
 
 
-async def test_replicas_start_a_killed_one_is_restarted_and_stop_ends_them_all(tmp_path: Path) -> None:
+async def test_replicas_start_a_killed_one_is_restarted_and_stop_ends_them_all(
+    tmp_path: Path,
+) -> None:
     cluster = ClusterSpec.model_validate({"models": [{"name": "sim", "model": "sim", "server": "sim", "replicas": 2}],
                                           "deadline": 60, "max_restarts": 1})  # fmt: skip
     log: list[str] = []
@@ -88,11 +102,15 @@ async def test_replicas_start_a_killed_one_is_restarted_and_stop_ends_them_all(t
             os.kill(pid, 0)
 
 
-async def test_a_replica_that_fails_to_start_reports_its_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_replica_that_fails_to_start_reports_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake = tmp_path / "vllm"
-    fake.write_text("#!/bin/sh\necho 'INFO starting'\necho 'RuntimeError: No CUDA GPUs are available' >&2\nexit 1\n")
+    fake.write_text(
+        "#!/bin/sh\necho 'INFO starting'\necho 'RuntimeError: No CUDA GPUs are available' >&2\nexit 1\n"
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    with pytest.raises(ServerError, match="(?s)exited with code 1.*No CUDA GPUs are available"):
+    with pytest.raises(ServerError, match=r"(?s)exited with code 1.*No CUDA GPUs are available"):
         async with launch_cluster(spec(gpus=[0], port=0), log=lambda m: None):
             pass

@@ -19,7 +19,11 @@ import pytest
 
 from concilium._errors import ServerError, UserError
 from concilium.serving import EngineHome, engine_pins, local_engine
-from concilium.serving._engine import core_groups, engine_command, engine_env  # tests/serving shares serving's privates
+from concilium.serving._engine import (  # tests/serving shares serving's privates
+    core_groups,
+    engine_command,
+    engine_env,
+)
 
 
 def fake_install(root: Path, python_script: str) -> EngineHome:
@@ -48,24 +52,32 @@ def test_not_installed_says_how_to_install(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2],
         env={**os.environ, "CONCILIUM_ENGINE_HOME": str(tmp_path)},
     )  # fmt: skip
-    assert out.returncode == 2 and "concilium engine install" in out.stderr and "Traceback" not in out.stderr
+    assert (
+        out.returncode == 2
+        and "concilium engine install" in out.stderr
+        and "Traceback" not in out.stderr
+    )
 
 
 def test_a_changed_converter_or_pin_set_means_reinstall(tmp_path: Path) -> None:
     home = fake_install(tmp_path, "exit 0")
     assert home.env_ready() and home.model_ready()
-    (home.model_dir / "concilium-model.json").write_text(json.dumps({"converter": "an older converter"}))
+    (home.model_dir / "concilium-model.json").write_text(
+        json.dumps({"converter": "an older converter"})
+    )
     assert not home.model_ready()
 
 
 def test_too_little_disk_space_is_reported_before_anything_is_written(tmp_path: Path) -> None:
-    with pytest.raises(ServerError, match="needs about 1e\\+06 GB free .* CONCILIUM_ENGINE_HOME"):
+    with pytest.raises(ServerError, match=r"needs about 1e\+06 GB free .* CONCILIUM_ENGINE_HOME"):
         EngineHome(tmp_path / "engine" / "deeper").check_space(1e6)
     assert not (tmp_path / "engine").exists()
 
 
 async def test_an_engine_that_fails_to_start_reports_its_last_lines(tmp_path: Path) -> None:
-    home = fake_install(tmp_path, 'echo "loading model"; echo "RuntimeError: no KV cache space" >&2; exit 3')
+    home = fake_install(
+        tmp_path, 'echo "loading model"; echo "RuntimeError: no KV cache space" >&2; exit 3'
+    )
     with pytest.raises(ServerError) as info:
         async with local_engine(1, home=home, deadline=30):
             pass
@@ -99,7 +111,9 @@ def test_cores_are_split_between_replicas() -> None:
         core_groups(3, [0, 1])
 
 
-def test_the_server_command_and_environment_carry_the_settings_engine_md_names(tmp_path: Path) -> None:
+def test_the_server_command_and_environment_carry_the_settings_engine_md_names(
+    tmp_path: Path,
+) -> None:
     home = EngineHome(tmp_path)
     argv = engine_command(home, 8123, ["gemma-3-270m", "solver"])
     assert argv[:3] == [str(home.python), "-m", "vllm.entrypoints.openai.api_server"]
