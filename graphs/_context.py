@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Awaitable, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from concilium.agents import CallLedger, current_ledger
 
@@ -22,7 +23,9 @@ from ._events import Event
 T = TypeVar("T")
 Item = TypeVar("Item")
 
-_path: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("concilium_path", default=())
+_path: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "concilium_path", default=()
+)
 
 
 @dataclass
@@ -122,7 +125,9 @@ class RunContext:
         return await map_until_all(fn, items, stop=stop, parallel=parallel)
 
 
-_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("concilium_run", default=None)
+_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "concilium_run", default=None
+)
 
 
 def current_run() -> RunContext:

@@ -15,21 +15,35 @@ the budget, as in the reference.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import Counter
-from typing import Any, Callable, Mapping, Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import Field
 
 from concilium._errors import GraphError
-from concilium.agents import Agent
-from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
-from concilium.graphs import END, START, AnswerFormat, Graph, RunContext, answer_format, majority_vote
+from concilium.agents import Agent, Message
+from concilium.graphs import (
+    END,
+    START,
+    AgentSlot,
+    AnswerFormat,
+    AnswerSpec,
+    Builder,
+    Graph,
+    PatternOptions,
+    PatternSpec,
+    Respondent,
+    RunContext,
+    Turn,
+    ask,
+    register_pattern,
+    report_vote,
+    solve_messages,
+    turn,
+)
 from concilium.prompts import PromptLibrary
-
-from ._common import Respondent, ask, library, solve_messages, turn
 
 DEFAULT_THRESHOLDS = {"beta": 0.95, "majority": 0.8, "entropy": 0.75}
 
@@ -45,7 +59,9 @@ def beta_confidence(a: int, b: int) -> float:
     return sum(math.comb(n, i) for i in range(a + 1)) / 2**n
 
 
-def should_stop(answers: Sequence[str | None], rule: str = "beta", threshold: float | None = None) -> bool:
+def should_stop(
+    answers: Sequence[str | None], rule: str = "beta", threshold: float | None = None
+) -> bool:
     """Whether the answers so far settle the majority under ``rule``.
 
     Example:
@@ -100,32 +116,33 @@ def adaptive_consistency(
         ('7', 4)
     """
     if max_samples < 1 or parallel < 1:
-        raise GraphError(f"adaptive_consistency needs max_samples >= 1 and parallel >= 1, got {max_samples}, {parallel}")
+        raise GraphError(
+            f"adaptive_consistency needs max_samples >= 1 and parallel >= 1, got {max_samples}, {parallel}"
+        )
     if rule not in DEFAULT_THRESHOLDS:
         raise GraphError(f"unknown stopping rule {rule!r}; use beta, majority or entropy")
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    opts = PatternOptions(answer, prompts, name)
     base_seed = agent.seed if isinstance(agent, Agent) else None
 
+    def settled(entries: Sequence[Turn]) -> bool:
+        return should_stop([e["answer"] for e in entries], rule, threshold)
+
     async def sample(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        messages = solve_messages(state, lib, prompt, fmt)
-        entries = await _draw_until(
-            lambda i: _one(ctx, agent, messages, i, fmt, base_seed, state["question"]),
-            stop=lambda got: should_stop([e["answer"] for e in got], rule, threshold),
-            budget=max_samples,
-            parallel=parallel,
-        )
-        answers = [e["answer"] for e in entries]
-        tally = majority_vote(answers)
-        stopped = should_stop(answers, rule, threshold)
-        ctx.emit({"type": "vote", "counts": tally.counts, "winner": tally.winner})
-        carrier = next((e["text"] for e in entries if e["answer"] == tally.winner), None)
-        return {"answer": tally.winner, "text": carrier, "transcript": entries, "votes": tally.as_dict(),
+        messages = solve_messages(state, opts.lib, prompt, opts.fmt)
+
+        async def draw(i: int) -> Turn:
+            return await _one(ctx, agent, messages, i, opts.fmt, base_seed, state["question"])
+
+        # Samples still in flight when the rule says stop are cancelled by map_until.
+        entries = await ctx.map_until(draw, range(max_samples), stop=settled, parallel=parallel)
+        _, update = report_vote(ctx, entries)
+        return {**update, "transcript": entries,
                 "details": {"samples_used": len(entries), "max_samples": max_samples, "rule": rule,
                             "threshold": DEFAULT_THRESHOLDS[rule] if threshold is None else threshold,
-                            "stopped_by_rule": stopped, "arrival_order": [e["sample"] for e in entries]}}  # fmt: skip
+                            "stopped_by_rule": settled(entries),
+                            "arrival_order": [e.get("sample") for e in entries]}}  # fmt: skip
 
-    graph = Graph(name)
+    graph = Graph(opts.name)
     graph.add_node("sample", sample, writes=["answer", "text", "transcript", "votes", "details"])
     graph.add_edge(START, "sample")
     graph.add_edge("sample", END)
@@ -133,39 +150,15 @@ def adaptive_consistency(
 
 
 async def _one(
-    ctx: RunContext, agent: Respondent, messages: list[dict[str, Any]], i: int,
+    ctx: RunContext, agent: Respondent, messages: Sequence[Message], i: int,
     fmt: AnswerFormat, base_seed: int | None, question: str,
-) -> dict[str, Any]:  # fmt: skip
+) -> Turn:  # fmt: skip
+    """Sample ``i`` (seeded ``base_seed + i`` when the agent has a seed), as a turn."""
     seeded = {"seed": base_seed + i} if base_seed is not None else {}
     reply = await ask(ctx, agent, messages, f"s{i}", **seeded)
-    return turn(ctx, reply, text=reply.text, answer=fmt.extract(reply.text), prompt=question, sample=i)
-
-
-async def _draw_until(
-    draw: Callable[[int], Any], *, stop: Callable[[list[dict[str, Any]]], bool], budget: int, parallel: int
-) -> list[dict[str, Any]]:
-    """Keep ``parallel`` draws in flight; after each arrival ask ``stop``; cancel the
-    rest when it says so or when the budget is spent. Returns arrivals in order."""
-    got: list[dict[str, Any]] = []
-    running: set[asyncio.Task[dict[str, Any]]] = set()
-    started = 0
-    try:
-        while True:
-            while len(running) < parallel and started < budget:
-                running.add(asyncio.ensure_future(draw(started)))
-                started += 1
-            if not running:
-                return got
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in sorted(done, key=lambda t: t.result()["sample"]):
-                got.append(task.result())
-                if stop(got):
-                    return got
-    finally:
-        for task in running:
-            task.cancel()
-        if running:
-            await asyncio.gather(*running, return_exceptions=True)
+    return turn(
+        ctx, reply, text=reply.text, answer=fmt.extract(reply.text), prompt=question, sample=i
+    )
 
 
 # -- workflow files -------------------------------------------------------------

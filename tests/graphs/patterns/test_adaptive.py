@@ -33,17 +33,25 @@ def test_beta_needs_these_majorities_for_each_runner_up_count() -> None:
     [("AAAA", "beta", 4), ("ABAAAAA", "beta", 7), ("ABCAAAAA", "beta", 8), ("ABABAAAAAA", "beta", 10),
      ("ABAAA", "majority", 5), ("ABAAA", "entropy", 5), ("A", "beta", None)],
 )  # fmt: skip
-def test_reference_streams_stop_where_the_reference_stops(stream: str, rule: str, stops_at: int | None) -> None:
+def test_reference_streams_stop_where_the_reference_stops(
+    stream: str, rule: str, stops_at: int | None
+) -> None:
     assert stop_point(stream, rule) == stops_at
 
 
 async def test_one_at_a_time_it_uses_exactly_the_samples_the_rule_needs() -> None:
     replies = [f"\\boxed{{{c}}}" for c in "ABAAAAAAAA"]
-    async with SimServer(SimConfig(rules=[Rule(agent="s", replies=replies)], latency=Latency(fixed=0))) as sim:
+    async with SimServer(
+        SimConfig(rules=[Rule(agent="s", replies=replies)], latency=Latency(fixed=0))
+    ) as sim:
         spec = sim.spec(capabilities=Capabilities(n=False))
         result = await run(adaptive_consistency(Agent("s", spec), parallel=1), "q")
         assert len(await sim.requests()) == 7
-    assert result.answer == "A" and result.details["samples_used"] == 7 and result.details["stopped_by_rule"]
+    assert (
+        result.answer == "A"
+        and result.details["samples_used"] == 7
+        and result.details["stopped_by_rule"]
+    )
     assert result.votes["counts"] == {"A": 6, "B": 1}
 
 
@@ -53,7 +61,9 @@ async def test_samples_still_in_flight_are_cancelled_when_the_rule_stops() -> No
     config = SimConfig(rules=rules, latency=Latency(ttft=0.05, per_token=0.01))
     async with SimServer(config, process=True) as sim:
         spec = sim.spec(capabilities=Capabilities(n=False))
-        result = await run(adaptive_consistency(Agent("s", spec, seed=0), parallel=8, max_samples=40), "q")
+        result = await run(
+            adaptive_consistency(Agent("s", spec, seed=0), parallel=8, max_samples=40), "q"
+        )
         stats = await sim.stats()
     assert result.details["samples_used"] == 4  # four quick sevens settle it (P = 0.969)
     # 8 in flight, topped up as the quick ones return; every one still running at the stop is cancelled
@@ -63,8 +73,12 @@ async def test_samples_still_in_flight_are_cancelled_when_the_rule_stops() -> No
 
 async def test_the_budget_caps_an_unsettled_question() -> None:
     replies = [f"\\boxed{{{c}}}" for c in "ABCDEF"]
-    async with SimServer(SimConfig(rules=[Rule(agent="s", replies=replies)], latency=Latency(fixed=0))) as sim:
-        result = await run(adaptive_consistency(Agent("s", sim.spec()), parallel=2, max_samples=6), "q")
+    async with SimServer(
+        SimConfig(rules=[Rule(agent="s", replies=replies)], latency=Latency(fixed=0))
+    ) as sim:
+        result = await run(
+            adaptive_consistency(Agent("s", sim.spec()), parallel=2, max_samples=6), "q"
+        )
     assert result.details["samples_used"] == 6 and not result.details["stopped_by_rule"]
 
 
@@ -87,7 +101,9 @@ async def test_map_until_cancels_the_draws_in_flight_at_the_stop_and_drains_them
 
     got = await current_run().map_until(draw, range(10), stop=lambda got: len(got) == 2, parallel=4)
     assert got == [0, 1] and started[:4] == [0, 1, 2, 3] and len(started) <= 6
-    assert sorted(cancelled) == started[2:]  # every one still running was cancelled before the return
+    assert (
+        sorted(cancelled) == started[2:]
+    )  # every one still running was cancelled before the return
 
 
 async def test_map_until_a_failing_draw_cancels_the_rest_and_surfaces_as_itself() -> None:
