@@ -9,8 +9,9 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -56,7 +57,7 @@ class AgentReply:
         return self.logprobs_all[0] if self.logprobs_all else None
 
 
-def _as_messages(messages: str | Sequence[Message]) -> list[dict[str, Any]]:
+def as_messages(messages: str | Sequence[Message]) -> list[dict[str, Any]]:
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
     return [dict(m) for m in messages]
@@ -121,7 +122,9 @@ class Agent:
         """A copy with some fields changed (agents are immutable)."""
         return replace(self, **changes)
 
-    def _body(self, messages: list[dict[str, Any]], n: int, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    def _body(
+        self, messages: list[dict[str, Any]], n: int, overrides: Mapping[str, Any]
+    ) -> dict[str, Any]:
         system = self.system
         if self.output is not None:
             schema = json.dumps(self.output.model_json_schema())
@@ -145,7 +148,10 @@ class Agent:
         if self.output is not None and self.model.capabilities.structured_output:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": self.output.__name__, "schema": self.output.model_json_schema()},
+                "json_schema": {
+                    "name": self.output.__name__,
+                    "schema": self.output.model_json_schema(),
+                },
             }
         body.update(self.params)
         body.update({k: v for k, v in overrides.items() if v is not None})
@@ -171,7 +177,7 @@ class Agent:
         if on_text is not None and n != 1:
             raise ValueError("on_text streams one sample; call with n=1")
         key = key or f"{self.name}#{next(_anonymous_calls)}"
-        msgs = _as_messages(messages)
+        msgs = as_messages(messages)
         started = time.perf_counter()
         with agent_span(self.name):
             if n == 1 or self.model.capabilities.n:
@@ -201,7 +207,9 @@ class Agent:
         on_text: Callable[[str], None] | None = None,
     ) -> tuple[Completion, bool]:
         body = self._body(msgs, n, overrides)
-        return await current_ledger().chat(self.model, body, agent=self.name, key=key, on_text=on_text)
+        return await current_ledger().chat(
+            self.model, body, agent=self.name, key=key, on_text=on_text
+        )
 
     def _reply(self, completions: Sequence[tuple[Completion, bool]], latency: float) -> AgentReply:
         choices = [c for comp, _ in completions for c in comp.choices]

@@ -17,8 +17,9 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from tenacity import (
     AsyncRetrying,
@@ -166,7 +167,9 @@ class CallLedger:
         self._emit({"type": "call_started", "agent": agent, "key": key, "model": spec.model})
         started = time.perf_counter()
         try:
-            with chat_span(spec.served_name, chat_attributes(spec.served_name, spec.provider, body, agent)) as span:
+            with chat_span(
+                spec.served_name, chat_attributes(spec.served_name, spec.provider, body, agent)
+            ) as span:
                 try:
                     if on_text is None:
                         completion = await self._send_with_retries(spec, body, agent)
@@ -252,7 +255,9 @@ class CallLedger:
         await asyncio.sleep(self.retry.initial_wait * (0.5 + random.random()))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts - 1),
-            wait=wait_exponential_jitter(multiplier=self.retry.initial_wait, max=self.retry.max_wait),
+            wait=wait_exponential_jitter(
+                multiplier=self.retry.initial_wait, max=self.retry.max_wait
+            ),
             retry=retry_if_exception(_retryable),
             before_sleep=lambda state: self._on_retry(state, agent),
             reraise=True,
@@ -262,7 +267,6 @@ class CallLedger:
     def _on_retry(self, state: RetryCallState, agent: str) -> None:
         exc = state.outcome.exception() if state.outcome else None
         self._emit({"type": "call_retry", "agent": agent, "error": str(exc)})
-
 
     async def tool(
         self,
@@ -326,14 +330,18 @@ class CallLedger:
                     record_error(span, exc)
                     recorded = {"error": str(exc)}
                     self.record.put(digest, recorded)
-                    self._tool_event(tool.name, key, agent, "failed", time.perf_counter() - started, str(exc))
+                    self._tool_event(
+                        tool.name, key, agent, "failed", time.perf_counter() - started, str(exc)
+                    )
                     raise
             recorded = {"result": jsonable(result)}
             self.record.put(digest, recorded)
         except BaseException as exc:
             if recorded is None:  # cancelled, or an error that is not the tool's: not a call made
                 self.tool_calls -= 1
-                self._tool_event(tool.name, key, agent, "failed", time.perf_counter() - started, repr(exc))
+                self._tool_event(
+                    tool.name, key, agent, "failed", time.perf_counter() - started, repr(exc)
+                )
             raise
         finally:
             del self._tools_running[digest]
@@ -341,10 +349,18 @@ class CallLedger:
         self._tool_event(tool.name, key, agent, "ok", time.perf_counter() - started, None)
         return result, False
 
-    def _tool_event(self, tool: str, key: str, agent: str | None, status: str, seconds: float, error: object) -> None:
+    def _tool_event(
+        self, tool: str, key: str, agent: str | None, status: str, seconds: float, error: object
+    ) -> None:
         if self.on_event is None:
             return
-        event: Event = {"type": "tool", "tool": tool, "key": key, "status": status, "seconds": round(seconds, 6)}
+        event: Event = {
+            "type": "tool",
+            "tool": tool,
+            "key": key,
+            "status": status,
+            "seconds": round(seconds, 6),
+        }
         if agent is not None:
             event["agent"] = agent
         if error is not None:

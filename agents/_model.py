@@ -12,8 +12,9 @@ import asyncio
 import hashlib
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Collection, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 from ._types import Completion
 
@@ -32,7 +33,11 @@ class SendsChat(Protocol):
     otherwise a streamed call gets the whole text as one delta."""
 
     def chat(
-        self, spec: ModelSpec, api_base: str | None, body: Mapping[str, Any], headers: Mapping[str, str]
+        self,
+        spec: ModelSpec,
+        api_base: str | None,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
     ) -> Awaitable[Completion]: ...
 
 
@@ -95,7 +100,9 @@ class ModelSpec:
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
         if self.routing not in ("least_loaded", "affinity", "round_robin"):
-            raise ValueError(f"routing must be least_loaded, affinity or round_robin, got {self.routing!r}")
+            raise ValueError(
+                f"routing must be least_loaded, affinity or round_robin, got {self.routing!r}"
+            )
 
     @property
     def replicas(self) -> tuple[str, ...]:
@@ -142,7 +149,7 @@ KV_FULL = 0.95
 class Replica:
     """One server of a pool: its URL, a concurrency gate and counters."""
 
-    __slots__ = ("api_base", "in_flight", "sent", "down_until", "waiting", "kv_usage", "_gate")
+    __slots__ = ("_gate", "api_base", "down_until", "in_flight", "kv_usage", "sent", "waiting")
 
     def __init__(self, api_base: str | None, limit: int):
         self.api_base = api_base
@@ -191,7 +198,11 @@ class ModelPool:
         if self.spec.routing == "affinity" and affinity is not None:
             # rendezvous hashing: the same key keeps its replica while that one is up
             home = max(live, key=lambda r: _rank(affinity, r))
-            if home.in_flight < self.spec.max_concurrency and home.waiting == 0 and home.kv_usage < KV_FULL:
+            if (
+                home.in_flight < self.spec.max_concurrency
+                and home.waiting == 0
+                and home.kv_usage < KV_FULL
+            ):
                 return home
         limit = self.spec.max_concurrency
         best = live[0]
@@ -217,7 +228,7 @@ class ModelPool:
                     try:
                         async with session.get(r.api_base.removesuffix("/v1") + "/metrics") as resp:
                             text = await resp.text() if resp.status == 200 else ""
-                    except (aiohttp.ClientError, asyncio.TimeoutError):
+                    except (TimeoutError, aiohttp.ClientError):
                         continue
                     r.waiting = _metric(text, "vllm:num_requests_waiting", sum)
                     r.kv_usage = _metric(text, "vllm:kv_cache_usage_perc", max)
@@ -235,7 +246,11 @@ def _metric(text: str, name: str, combine: Callable[[list[float]], float]) -> fl
     """One Prometheus metric over its label sets (0 when absent).
 
     Example:
-        >>> text = 'vllm:num_requests_waiting{m="a"} 2' + chr(10) + 'vllm:num_requests_waiting{m="b"} 3'
+        >>> text = (
+        ...     'vllm:num_requests_waiting{m="a"} 2'
+        ...     + chr(10)
+        ...     + 'vllm:num_requests_waiting{m="b"} 3'
+        ... )
         >>> _metric(text, "vllm:num_requests_waiting", sum)
         5.0
     """

@@ -48,7 +48,9 @@ class SqliteCallRecord(CallRecord):
     Example:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "calls.db")
-        >>> rec = SqliteCallRecord(path); rec.put("h", {"choices": []}); rec.close()
+        >>> rec = SqliteCallRecord(path)
+        >>> rec.put("h", {"choices": []})
+        >>> rec.close()
         >>> SqliteCallRecord(path).get("h")
         {'choices': []}
     """

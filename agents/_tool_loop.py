@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar, cast
 
 from concilium._errors import ModelError
 from concilium.tools import ToolError, ToolRegistry
 
-from ._agent import Agent, AgentReply, _as_messages
+from ._agent import Agent, AgentReply, as_messages
 from ._ledger import current_ledger
 from ._types import Message
 
@@ -33,8 +34,8 @@ class ToolTurns:
     """The final reply, every tool call made (in order) and the whole conversation."""
 
     reply: AgentReply
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
+    messages: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
 
 
 async def run_with_tools(
@@ -50,20 +51,32 @@ async def run_with_tools(
     Raises:
         ModelError: the model still asks for tools after ``max_turns`` turns.
     """
-    convo: list[dict[str, Any]] = [dict(m) for m in _as_messages(messages)]
+    convo: list[dict[str, Any]] = [dict(m) for m in as_messages(messages)]
     calls: list[dict[str, Any]] = []
     base = key or agent.name
     for turn in range(max_turns):
         reply = await agent.run(convo, key=f"{base}/t{turn}", tools=tools.schemas())
         if not reply.tool_calls:
-            return ToolTurns(reply, calls, convo + [{"role": "assistant", "content": reply.text}])
-        convo.append({"role": "assistant", "content": reply.text or None, "tool_calls": list(reply.tool_calls)})
-        results = await _all_or_none([_one(tools, call, f"{base}/t{turn}/{i}", agent.name)
-                                      for i, call in enumerate(reply.tool_calls)])  # fmt: skip
-        for call, (content, record) in zip(reply.tool_calls, results):
+            return ToolTurns(reply, calls, [*convo, {"role": "assistant", "content": reply.text}])
+        convo.append(
+            {
+                "role": "assistant",
+                "content": reply.text or None,
+                "tool_calls": list(reply.tool_calls),
+            }
+        )
+        results = await _all_or_none(
+            [
+                _one(tools, call, f"{base}/t{turn}/{i}", agent.name)
+                for i, call in enumerate(reply.tool_calls)
+            ]
+        )
+        for call, (content, record) in zip(reply.tool_calls, results, strict=True):
             convo.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": content})
             calls.append({"turn": turn, **record})
-    raise ModelError(f"agent {agent.name!r} still asked for tools after {max_turns} turns; raise max_turns or check its prompt")
+    raise ModelError(
+        f"agent {agent.name!r} still asked for tools after {max_turns} turns; raise max_turns or check its prompt"
+    )
 
 
 async def _all_or_none(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
@@ -79,15 +92,20 @@ async def _all_or_none(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
         raise
 
 
-async def _one(tools: ToolRegistry, call: Mapping[str, Any], key: str, agent: str) -> tuple[str, dict[str, Any]]:
-    function = call.get("function") or {}
+async def _one(
+    tools: ToolRegistry, call: Mapping[str, Any], key: str, agent: str
+) -> tuple[str, dict[str, Any]]:
+    function: Mapping[str, Any] = call.get("function") or {}
     name = str(function.get("name", ""))
     try:
-        arguments = json.loads(function.get("arguments") or "{}")
-        if not isinstance(arguments, dict):
+        decoded: object = json.loads(function.get("arguments") or "{}")
+        if not isinstance(decoded, dict):
             raise ToolError(f"the arguments of {name} must be a JSON object")
+        arguments = cast(dict[str, Any], decoded)
         tool = tools.get(name)
-        result, _ = await current_ledger().tool(tool, arguments, key=key, call_id=call.get("id") or None, agent=agent)
+        result, _ = await current_ledger().tool(
+            tool, arguments, key=key, call_id=call.get("id") or None, agent=agent
+        )
         return str(result), {"tool": name, "arguments": arguments, "result": str(result)}
     except ValueError:
         error = f"the arguments of {name} are not JSON: {function.get('arguments')!r}"

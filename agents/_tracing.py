@@ -10,8 +10,9 @@ and OTLP works through the SDK's standard environment variables.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, cast
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -85,7 +86,9 @@ def tool_span(name: str, description: str, call_id: str | None) -> Any:
     }
     if call_id:
         attrs["gen_ai.tool.call.id"] = call_id
-    return tracer.start_as_current_span(f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attrs)
+    return tracer.start_as_current_span(
+        f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attrs
+    )
 
 
 # --------------------------------------------------------------- JSON-lines export
@@ -130,14 +133,18 @@ def configure_tracing(path: str | Path | None = None) -> Any:
 
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
     provider = TracerProvider(resource=Resource.create({"service.name": "concilium"}))
     if path is not None:
-        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
+        # JsonLinesSpanExporter has SpanExporter's methods without importing the SDK at import time
+        exporter = cast("SpanExporter", JsonLinesSpanExporter(path))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # pyright: ignore[reportMissingImports]  # optional
+                OTLPSpanExporter,
+            )
         except ImportError as exc:
             from concilium._errors import UserError
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, AsyncIterable, Iterable
+from typing import Any
 
 from concilium.agents import current_ledger
 from concilium.tools import Task, ToolError, ToolRegistry, resolve
@@ -76,7 +77,9 @@ class Executor:
         memo: dict[str, Any] | None = None,
     ):
         if on_failure not in ("skip_dependents", "cancel"):
-            raise ValueError(f"on_failure must be 'skip_dependents' or 'cancel', got {on_failure!r}")
+            raise ValueError(
+                f"on_failure must be 'skip_dependents' or 'cancel', got {on_failure!r}"
+            )
         self.registry = registry
         self.on_failure = on_failure
         self.key = key
@@ -91,7 +94,9 @@ class Executor:
     def _now(self) -> float:
         return round(time.perf_counter() - self._origin, 6)
 
-    async def run(self, tasks: Iterable[Task] | AsyncIterable[Task], origin: float | None = None) -> dict[int, TaskRun]:
+    async def run(
+        self, tasks: Iterable[Task] | AsyncIterable[Task], origin: float | None = None
+    ) -> dict[int, TaskRun]:
         """Run every task; returns their records by index (join included).
 
         Raises:
@@ -152,13 +157,19 @@ class Executor:
         results = {d: self.runs[d].result for d in task.deps}
         record.args = args = resolve(task.args, results, task.deps)
         tool = self.registry.get(task.tool)
-        memo_key = json.dumps([task.tool, _jsonable(args)], sort_keys=True, default=str) if tool.side_effects else ""
+        memo_key = (
+            json.dumps([task.tool, _jsonable(args)], sort_keys=True, default=str)
+            if tool.side_effects
+            else ""
+        )
         record.started = self._now()
         try:
             if memo_key in self.memo:
                 record.result, record.replayed = self.memo[memo_key], True
             else:
-                record.result, record.replayed = await current_ledger().tool(tool, args, key=f"{self.key}/{task.index}")
+                record.result, record.replayed = await current_ledger().tool(
+                    tool, args, key=f"{self.key}/{task.index}"
+                )
             record.status = "ok"
         except ToolError as exc:
             record.status, record.error = "failed", str(exc)

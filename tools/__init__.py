@@ -10,7 +10,18 @@ Example:
 
 from ._arithmetic import NotArithmetic, evaluate, find_expression, format_number
 from ._builtin import CALCULATOR, DocumentSearch, builtin_tools, calculator
-from ._plan import END_OF_PLAN, JOIN, PlanError, PlanParser, Ref, Task, parse_arguments, parse_json_plan, parse_plan, resolve
+from ._plan import (
+    END_OF_PLAN,
+    JOIN,
+    PlanError,
+    PlanParser,
+    Ref,
+    Task,
+    parse_arguments,
+    parse_json_plan,
+    parse_plan,
+    resolve,
+)
 from ._registry import Tool, ToolError, ToolRegistry
 
 __all__ = [

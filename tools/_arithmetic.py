@@ -9,8 +9,8 @@ from __future__ import annotations
 import ast
 import operator
 import re
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Callable
 
 _BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add,
@@ -60,7 +60,11 @@ def evaluate(expression: str) -> float | int:
 
 
 def _walk(node: ast.AST) -> float | int:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, (int, float))
+        and not isinstance(node.value, bool)
+    ):
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _walk(node.left), _walk(node.right)

@@ -23,7 +23,9 @@ def calculator(expression: str) -> str:
     try:
         return format_number(evaluate(expression))
     except NotArithmetic as exc:
-        raise ToolError(f"calculator: {exc}; give plain arithmetic such as '(12 * 7) / 4'") from None
+        raise ToolError(
+            f"calculator: {exc}; give plain arithmetic such as '(12 * 7) / 4'"
+        ) from None
     except ZeroDivisionError:
         raise ToolError("calculator: division by zero") from None
 
@@ -44,7 +46,9 @@ class DocumentSearch:
 
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise UserError(f"document folder {str(folder)!r} does not exist; give a folder of .txt or .md files")
+            raise UserError(
+                f"document folder {str(folder)!r} does not exist; give a folder of .txt or .md files"
+            )
         self.passages: list[tuple[str, str]] = []
         for path in sorted(p for p in self.folder.rglob("*") if p.suffix in (".txt", ".md")):
             for block in path.read_text(encoding="utf-8").split("\n\n"):
@@ -65,7 +69,7 @@ class DocumentSearch:
         if not query.strip():
             raise ToolError("search: the query is empty")
         ids, scores = self._index.retrieve(self._tokens([query]), k=self.k, show_progress=False)
-        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
         if not hits:
             return f"no passage matches {query!r}"
         return "\n".join(f"[{self.passages[i][0]}] {self.passages[i][1]}" for i, _ in hits)

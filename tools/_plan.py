@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from concilium._errors import RunError
 
@@ -49,7 +50,9 @@ class PlanError(RunError, ValueError):
     def __init__(self, message: str, line: int | None = None, text: str | None = None):
         self.line = line
         self.text = text
-        where = f"plan line {line}" + (f" ({text.strip()!r})" if text else "") + ": " if line else ""
+        where = (
+            f"plan line {line}" + (f" ({text.strip()!r})" if text else "") + ": " if line else ""
+        )
         super().__init__(where + message)
 
 
@@ -126,14 +129,20 @@ def _hide_bare_refs(text: str) -> str:
     return "".join(out)
 
 
-def _references(value: Any, index: int, earlier: set[int], line: int | None, text: str | None) -> tuple[Any, set[int]]:
+def _references(
+    value: Any, index: int, earlier: set[int], line: int | None, text: str | None
+) -> tuple[Any, set[int]]:
     """Turn sentinel and whole-string references into ``Ref``; collect dependencies."""
     deps: set[int] = set()
 
     def check(n: int) -> None:
         if n not in earlier:
             what = "a later task" if n >= index else "not a task of this plan"
-            raise PlanError(f"task {index} refers to ${n}, which is {what}; refer only to earlier tasks", line, text)
+            raise PlanError(
+                f"task {index} refers to ${n}, which is {what}; refer only to earlier tasks",
+                line,
+                text,
+            )
         deps.add(n)
 
     def walk(v: Any) -> Any:
@@ -169,13 +178,17 @@ def parse_arguments(text: str, index: int = 1, earlier: Iterable[int] = (), line
     try:
         call = ast.parse(f"_({_hide_bare_refs(text)})", mode="eval").body
     except SyntaxError:
-        raise PlanError("the arguments are not valid; write them like search(\"words\", 3) or f(x=$1)", line, raw) from None
+        raise PlanError(
+            'the arguments are not valid; write them like search("words", 3) or f(x=$1)', line, raw
+        ) from None
     assert isinstance(call, ast.Call)
     nodes = [("argument " + str(i + 1), a) for i, a in enumerate(call.args)]
     nodes += [(f"argument {k.arg}", k.value) for k in call.keywords if k.arg]
-    if any(k.arg is None for k in call.keywords) or any(isinstance(a, ast.Starred) for a in call.args):
+    if any(k.arg is None for k in call.keywords) or any(
+        isinstance(a, ast.Starred) for a in call.args
+    ):
         raise PlanError("* and ** are not allowed in arguments", line, raw)
-    values = []
+    values: list[Any] = []
     for label, node in nodes:
         try:
             values.append(ast.literal_eval(node))
@@ -184,8 +197,9 @@ def parse_arguments(text: str, index: int = 1, earlier: Iterable[int] = (), line
             raise PlanError(f"{label} is not a literal value ({shown}); use strings, numbers, lists, "
                             "dicts, True/False/None or $N references", line, raw) from None  # fmt: skip
     resolved, deps = _references(values, index, known, line, raw)
-    positional = resolved[: len(call.args)]
-    keywords = dict(zip((k.arg for k in call.keywords), resolved[len(call.args) :]))
+    positional: list[Any] = resolved[: len(call.args)]
+    names = [k.arg for k in call.keywords if k.arg is not None]  # ** was rejected above
+    keywords: dict[str, Any] = dict(zip(names, resolved[len(call.args) :], strict=True))
     return positional, keywords, tuple(sorted(deps))
 
 
@@ -198,7 +212,9 @@ class PlanParser:
         >>> parser = PlanParser(builtin_tools())
         >>> [t.index for t in parser.feed('1. calculator("2 + 2")\\n2. calcul')]
         [1]
-        >>> [(t.tool, t.deps) for t in parser.feed('ator("$1 * 10")\\n3. join()')] + [(t.tool, t.deps) for t in parser.close()]
+        >>> [(t.tool, t.deps) for t in parser.feed('ator("$1 * 10")\\n3. join()')] + [
+        ...     (t.tool, t.deps) for t in parser.close()
+        ... ]
         [('calculator', (1,)), ('join', (1, 2))]
     """
 
@@ -232,7 +248,9 @@ class PlanParser:
         self._buffer = ""
         if not self.done:
             if not self.tasks:
-                raise PlanError("the plan has no tasks; write numbered lines like 1. search(\"...\") and end with join()")
+                raise PlanError(
+                    'the plan has no tasks; write numbered lines like 1. search("...") and end with join()'
+                )
             out.append(self._join(max(self.tasks) + 1, None, None))
         return out
 
@@ -257,7 +275,11 @@ class PlanParser:
                             self._line, raw)  # fmt: skip
         index, tool, args = int(action.group(1)), action.group(2), action.group(3)
         if self.tasks and index <= max(self.tasks):
-            raise PlanError(f"task number {index} does not follow {max(self.tasks)}; number tasks 1, 2, 3, ...", self._line, raw)
+            raise PlanError(
+                f"task number {index} does not follow {max(self.tasks)}; number tasks 1, 2, 3, ...",
+                self._line,
+                raw,
+            )
         if tool == JOIN:
             return self._join(index, self._line, raw)
         try:
@@ -287,22 +309,36 @@ def parse_json_plan(data: Any, registry: ToolRegistry) -> list[Task]:
 
     Example:
         >>> from concilium.tools import builtin_tools
-        >>> plan = {"tasks": [{"id": 2, "tool": "calculator", "args": ["$1 * 2"]},
-        ...                   {"id": 1, "tool": "calculator", "args": {"expression": "3 + 4"}}]}
+        >>> plan = {
+        ...     "tasks": [
+        ...         {"id": 2, "tool": "calculator", "args": ["$1 * 2"]},
+        ...         {"id": 1, "tool": "calculator", "args": {"expression": "3 + 4"}},
+        ...     ]
+        ... }
         >>> [(t.index, t.deps) for t in parse_json_plan(plan, builtin_tools())]
         [(1, ()), (2, (1,)), (3, (1, 2))]
     """
     items = data.get("tasks") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
-        raise PlanError('a JSON plan is {"tasks": [{"id": 1, "tool": "...", "args": {...}}, ...]} with at least one task')
+        raise PlanError(
+            'a JSON plan is {"tasks": [{"id": 1, "tool": "...", "args": {...}}, ...]} with at least one task'
+        )
     ids: list[int] = []
     for i, item in enumerate(items):
-        if not isinstance(item, dict) or not isinstance(item.get("id"), int) or not isinstance(item.get("tool"), str):
-            raise PlanError(f"task {i + 1} needs an integer 'id' and a 'tool' name: {str(item)[:120]}")
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("id"), int)
+            or not isinstance(item.get("tool"), str)
+        ):
+            raise PlanError(
+                f"task {i + 1} needs an integer 'id' and a 'tool' name: {str(item)[:120]}"
+            )
         ids.append(item["id"])
     if len(set(ids)) != len(ids):
         raise PlanError(f"task ids repeat: {sorted(i for i in set(ids) if ids.count(i) > 1)}")
-    raw: dict[int, tuple[str, Any]] = {item["id"]: (item["tool"], item.get("args", [])) for item in items}
+    raw: dict[int, tuple[str, Any]] = {
+        item["id"]: (item["tool"], item.get("args", [])) for item in items
+    }
     deps: dict[int, set[int]] = {}
     for tid, (_, args) in raw.items():
         found = {int(n) for n in _REF.findall(str(args))}
@@ -317,11 +353,13 @@ def parse_json_plan(data: Any, registry: ToolRegistry) -> list[Task]:
         if state.get(tid) == 2:
             return
         if state.get(tid) == 1:
-            cycle = path[path.index(tid):] + [tid]
-            raise PlanError(f"the plan has a cycle: {' -> '.join(map(str, cycle))}; a task can only use results it does not lead to")
+            cycle = [*path[path.index(tid) :], tid]
+            raise PlanError(
+                f"the plan has a cycle: {' -> '.join(map(str, cycle))}; a task can only use results it does not lead to"
+            )
         state[tid] = 1
         for d in sorted(deps[tid]):
-            visit(d, path + [tid])
+            visit(d, [*path, tid])
         state[tid] = 2
         order.append(tid)
 

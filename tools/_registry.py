@@ -25,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import difflib
 import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -68,7 +69,9 @@ class Tool:
         fields: dict[str, Any] = {}
         for param in signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                raise UserError(f"tool {fn.__name__}: *args and **kwargs cannot be described to a model")
+                raise UserError(
+                    f"tool {fn.__name__}: *args and **kwargs cannot be described to a model"
+                )
             if param.name not in hints:
                 raise UserError(f"tool {fn.__name__}: parameter {param.name!r} needs a type hint")
             default = ... if param.default is param.empty else param.default
@@ -90,36 +93,51 @@ class Tool:
         """The OpenAI ``tools`` entry for this tool."""
         parameters = self.args.model_json_schema()
         parameters.pop("title", None)
-        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": parameters}}
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": parameters,
+            },
+        }
 
-    def bind(self, positional: Sequence[Any] = (), keywords: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def bind(
+        self, positional: Sequence[Any] = (), keywords: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Positional and keyword arguments -> the argument dict (arity checked)."""
         keywords = dict(keywords or {})
         if len(positional) > len(self.params):
             raise ToolError(
                 f"{self.name} takes {len(self.params)} argument(s) ({', '.join(self.params)}), got {len(positional)}"
             )
-        for name, value in zip(self.params, positional):
+        for name, value in zip(
+            self.params, positional, strict=False
+        ):  # fewer positional than params
             if name in keywords:
                 raise ToolError(f"{self.name}: argument {name!r} given twice")
             keywords[name] = value
         unknown = sorted(set(keywords) - set(self.params))
         if unknown:
-            raise ToolError(f"{self.name} has no argument(s) {unknown}; its arguments are {list(self.params)}")
+            raise ToolError(
+                f"{self.name} has no argument(s) {unknown}; its arguments are {list(self.params)}"
+            )
         return keywords
 
     async def __call__(self, arguments: Mapping[str, Any]) -> Any:
         try:
             values = self.args.model_validate(dict(arguments))
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()
+            )
             raise ToolError(f"bad arguments for {self.name}: {problems}") from None
         kwargs = {name: getattr(values, name) for name in self.params}
         try:
             if inspect.iscoroutinefunction(self.fn):
                 return await asyncio.wait_for(self.fn(**kwargs), self.timeout)
             return await asyncio.wait_for(asyncio.to_thread(self.fn, **kwargs), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ToolError(f"{self.name} did not finish within {self.timeout:g} s") from None
         except ToolError:
             raise

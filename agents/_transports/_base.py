@@ -10,7 +10,8 @@ call is done (``ChatOnly`` and ``WholeTextStream`` give that for free).
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Mapping, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from concilium._errors import ModelCallError
 
@@ -61,7 +62,11 @@ class WholeTextStream:
     streams: ClassVar[bool] = False
 
     async def chat(
-        self, spec: ModelSpec, api_base: str | None, body: Mapping[str, Any], headers: Mapping[str, str]
+        self,
+        spec: ModelSpec,
+        api_base: str | None,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
     ) -> Completion:
         raise NotImplementedError
 
@@ -87,7 +92,11 @@ class ChatOnly(WholeTextStream):
         self.inner = inner
 
     async def chat(
-        self, spec: ModelSpec, api_base: str | None, body: Mapping[str, Any], headers: Mapping[str, str]
+        self,
+        spec: ModelSpec,
+        api_base: str | None,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
     ) -> Completion:
         return await self.inner.chat(spec, api_base, body, headers)
 
@@ -112,4 +121,6 @@ def status_error(spec: ModelSpec, api_base: str | None, status: int, detail: str
     message = detail.strip()[:500] or "(empty body)"
     if hint:
         message = f"{message} -- {hint}"
-    return ModelCallError(message, model=spec.model, status=status, retryable=retryable, api_base=api_base)
+    return ModelCallError(
+        message, model=spec.model, status=status, retryable=retryable, api_base=api_base
+    )

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from typing import Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import aiohttp
 
@@ -103,7 +104,9 @@ class DirectTransport:
                 timeout=aiohttp.ClientTimeout(total=spec.timeout),
             ) as resp:
                 if resp.status >= 400:
-                    raise status_error(spec, api_base, resp.status, (await resp.read()).decode(errors="replace"))
+                    raise status_error(
+                        spec, api_base, resp.status, (await resp.read()).decode(errors="replace")
+                    )
                 if on_text is not None:
                     return await _read_stream(spec, resp, on_text, api_base)
                 raw = await resp.read()
@@ -136,7 +139,9 @@ class DirectTransport:
         return completion_from_openai(data, replica=api_base)
 
 
-async def _read_stream(spec: ModelSpec, resp: aiohttp.ClientResponse, on_text: OnText, api_base: str) -> Completion:
+async def _read_stream(
+    spec: ModelSpec, resp: aiohttp.ClientResponse, on_text: OnText, api_base: str
+) -> Completion:
     """Assemble a one-choice completion from an OpenAI event stream, passing on deltas."""
     parts: list[str] = []
     last: dict[str, Any] = {}
@@ -157,7 +162,8 @@ async def _read_stream(spec: ModelSpec, resp: aiohttp.ClientResponse, on_text: O
         last = chunk
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or ():
-            delta = (choice.get("delta") or {}).get("content") or ""
+            delta_part: dict[str, Any] = choice.get("delta") or {}
+            delta = str(delta_part.get("content") or "")
             if delta:
                 parts.append(delta)
                 on_text(delta)

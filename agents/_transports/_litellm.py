@@ -9,7 +9,8 @@ whole text as one delta when the call is done.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from concilium._errors import ModelCallError
 
@@ -103,6 +104,6 @@ class LiteLLMTransport(WholeTextStream):
                 num_retries=0,  # the ledger retries, with its own policy
                 **kwargs,
             )
-        except Exception as exc:  # noqa: BLE001 - every litellm error is mapped here
+        except Exception as exc:
             raise map_litellm_error(spec, api_base, exc) from exc
         return completion_from_openai(response.model_dump(), replica=api_base)

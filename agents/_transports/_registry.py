@@ -10,8 +10,7 @@ transport is one module in this package plus its line in ``NAMED`` (and in
 from __future__ import annotations
 
 import difflib
-import weakref
-from typing import Callable
+from collections.abc import Callable
 
 from concilium._errors import UserError
 
@@ -32,7 +31,7 @@ AUTO: tuple[tuple[Callable[[ModelSpec], bool], Transport], ...] = (
 )
 FALLBACK: Transport = litellm
 
-_adapted: weakref.WeakKeyDictionary[SendsChat, Transport] = weakref.WeakKeyDictionary()
+_chat_only: set[type] = set()  # classes of transport objects without stream
 
 
 def transport_for(spec: ModelSpec) -> Transport:
@@ -40,7 +39,10 @@ def transport_for(spec: ModelSpec) -> Transport:
 
     Example:
         >>> spec = ModelSpec("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
-        >>> type(transport_for(spec)).__name__, type(transport_for(ModelSpec("openai/gpt-4o"))).__name__
+        >>> (
+        ...     type(transport_for(spec)).__name__,
+        ...     type(transport_for(ModelSpec("openai/gpt-4o"))).__name__,
+        ... )
         ('DirectTransport', 'LiteLLMTransport')
     """
     choice = spec.transport
@@ -64,16 +66,11 @@ def transport_for(spec: ModelSpec) -> Transport:
 
 def _full(obj: SendsChat) -> Transport:
     """An object given as ``ModelSpec(transport=...)`` as a full ``Transport``: as it
-    is when it can stream, else behind ``ChatOnly`` (one adapter per object)."""
-    if isinstance(obj, Transport):
+    is when it has the whole protocol, else behind ``ChatOnly``."""
+    if type(obj) not in _chat_only and isinstance(obj, Transport):
         return obj
-    try:
-        adapter = _adapted.get(obj)
-        if adapter is None:
-            adapter = _adapted[obj] = ChatOnly(obj)
-        return adapter
-    except TypeError:  # not weakly referenceable or not hashable: adapt per call
-        return ChatOnly(obj)
+    _chat_only.add(type(obj))  # the common case (FakeModel): skip the protocol check next time
+    return ChatOnly(obj)
 
 
 async def aclose() -> None:

@@ -147,7 +147,11 @@ async def test_connection_refused_is_retryable_and_names_the_server() -> None:
 
 
 async def test_direct_and_litellm_transports_give_identical_completions() -> None:
-    config = SimConfig(seed=5, latency=Latency(fixed=0), rules=[Rule(agent="a", replies=["The answer is \\boxed{84}."])])
+    config = SimConfig(
+        seed=5,
+        latency=Latency(fixed=0),
+        rules=[Rule(agent="a", replies=["The answer is \\boxed{84}."])],
+    )
     async with SimServer(config) as sim:
         direct = sim.spec(transport="direct")
         via_litellm = sim.spec(transport="litellm")
@@ -157,7 +161,9 @@ async def test_direct_and_litellm_transports_give_identical_completions() -> Non
         received = await sim.requests()
     assert one.texts == two.texts
     assert one.usage == two.usage
-    assert one.logprobs == two.logprobs and one.logprobs is not None and len(one.logprobs[0].top) == 2
+    assert (
+        one.logprobs == two.logprobs and one.logprobs is not None and len(one.logprobs[0].top) == 2
+    )
     assert received[0]["body"]["model"] == "concilium-sim"
 
 

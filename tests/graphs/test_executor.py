@@ -14,6 +14,7 @@ from concilium.agents import Budget, CallLedger, SqliteCallRecord, reset_ledger,
 from concilium.graphs import Executor
 from concilium.tools import PlanParser, Task, Tool, ToolError, ToolRegistry, parse_plan
 
+
 async def until(condition: Callable[[], bool], what: str, within_s: float = 10.0) -> None:
     """Poll ``condition`` until it holds; fail after ``within_s`` seconds saying what."""
     loop = asyncio.get_running_loop()
@@ -21,7 +22,6 @@ async def until(condition: Callable[[], bool], what: str, within_s: float = 10.0
     while not condition():
         assert loop.time() < deadline, f"timed out after {within_s} s waiting for {what}"
         await asyncio.sleep(0.005)
-
 
 
 def tools(log: list[str] | None = None) -> ToolRegistry:
@@ -75,7 +75,12 @@ async def test_a_task_starts_while_the_plan_is_still_streaming() -> None:
     done: list[str] = []
     registry = tools(done)
     parser = PlanParser(registry)
-    lines = ['1. wait(0.3, "x")\n', '2. wait(0.05, "$1!")\n', '3. wait(0.01, "late")\n', "4. join()\n"]
+    lines = [
+        '1. wait(0.3, "x")\n',
+        '2. wait(0.05, "$1!")\n',
+        '3. wait(0.01, "late")\n',
+        "4. join()\n",
+    ]
 
     # a slow planner: it writes line 3 only once task 2 has run, and line 4 once task 3
     # has; an executor that waited for more of the plan would time out here
@@ -143,7 +148,9 @@ async def test_bad_arguments_at_run_time_fail_the_task_with_the_reason() -> None
 async def test_every_task_is_a_budgeted_execute_tool_span(spans) -> None:
     spans.clear()
     registry = tools()
-    plan = parse_plan('1. wait(0.01, "a")\n2. wait(0.01, "b")\n3. wait(0.5, "$1 $2")\n4. join()', registry)
+    plan = parse_plan(
+        '1. wait(0.01, "a")\n2. wait(0.01, "b")\n3. wait(0.5, "$1 $2")\n4. join()', registry
+    )
     ledger = CallLedger(budget=Budget(max_tool_calls=2))
     token = use_ledger(ledger)
     try:

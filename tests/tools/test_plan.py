@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from concilium.tools import PlanError, PlanParser, Ref, Tool, ToolRegistry, parse_json_plan, parse_plan, resolve
+from concilium.tools import (
+    PlanError,
+    PlanParser,
+    Ref,
+    Tool,
+    ToolRegistry,
+    parse_json_plan,
+    parse_plan,
+    resolve,
+)
 
 
 def registry() -> ToolRegistry:
@@ -29,10 +38,18 @@ ignored after join"""
 
 def test_a_well_formed_plan() -> None:
     tasks = parse_plan(PLAN, registry())
-    assert [(t.index, t.tool, t.deps) for t in tasks] == [(1, "search", ()), (2, "search", ()), (3, "math", (1, 2)), (4, "join", (1, 2, 3))]
+    assert [(t.index, t.tool, t.deps) for t in tasks] == [
+        (1, "search", ()),
+        (2, "search", ()),
+        (3, "math", (1, 2)),
+        (4, "join", (1, 2, 3)),
+    ]
     assert tasks[0].thought == "look both up" and tasks[1].args == {"query": "First for Women"}
     assert tasks[2].args == {"problem": "ratio of $1 to ${2}", "context": [Ref(1), Ref(2)]}
-    assert resolve(tasks[2].args, {1: 10, 2: [5]}, tasks[2].deps) == {"problem": "ratio of 10 to [5]", "context": [10, [5]]}
+    assert resolve(tasks[2].args, {1: 10, 2: [5]}, tasks[2].deps) == {
+        "problem": "ratio of 10 to [5]",
+        "context": [10, [5]],
+    }
 
 
 def test_streamed_one_character_at_a_time_gives_the_same_tasks_as_soon_as_each_line_ends() -> None:
@@ -81,7 +98,12 @@ def test_json_plans_are_ordered_by_dependency_and_cycles_are_refused() -> None:
     tasks = parse_json_plan(plan, registry())
     assert [(t.index, t.deps) for t in tasks] == [(1, ()), (2, (1,)), (3, (1, 2)), (4, (1, 2, 3))]
     assert tasks[1].args == {"query": Ref(1)}
-    cyclic = {"tasks": [{"id": 1, "tool": "search", "args": ["$2"]}, {"id": 2, "tool": "search", "args": ["$1"]}]}
+    cyclic = {
+        "tasks": [
+            {"id": 1, "tool": "search", "args": ["$2"]},
+            {"id": 2, "tool": "search", "args": ["$1"]},
+        ]
+    }
     with pytest.raises(PlanError, match="cycle: 1 -> 2 -> 1"):
         parse_json_plan(cyclic, registry())
     with pytest.raises(PlanError, match="refers to \\$7"):

@@ -49,13 +49,19 @@ def registry(together: set[str] | frozenset[str] = frozenset()) -> ToolRegistry:
 
 
 def test_joiner_answers_keep_their_parentheses() -> None:
-    assert parse_decision("Thought: t\nAction: Finish(990 (thousand))") == ("finish", "990 (thousand)")
+    assert parse_decision("Thought: t\nAction: Finish(990 (thousand))") == (
+        "finish",
+        "990 (thousand)",
+    )
     assert parse_decision("Action: Replan(need Bergen)") == ("replan", "need Bergen")
     assert parse_decision("just text") == ("finish", "just text")
 
 
 async def test_tasks_start_while_the_plan_streams_and_the_joiner_finishes() -> None:
-    rules = [Rule(agent="planner", replies=[PLAN]), Rule(agent="joiner", replies=["Thought: added\nAction: Finish(990 (thousand))"])]
+    rules = [
+        Rule(agent="planner", replies=[PLAN]),
+        Rule(agent="joiner", replies=["Thought: added\nAction: Finish(990 (thousand))"]),
+    ]
     config = SimConfig(rules=rules, latency=Latency(ttft=0.02, per_token=0.05))
     async with SimServer(config, process=True) as sim:
         graph = plan_and_execute(
@@ -81,9 +87,15 @@ async def test_a_replan_sees_the_earlier_plan_its_results_and_the_reason() -> No
     rules = [Rule(agent="planner", replies=[first, second]),
              Rule(agent="joiner", replies=["Thought: no Bergen\nAction: Replan(Bergen is missing)", "Action: Finish(990)"])]  # fmt: skip
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
-        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry(), max_replans=2)
+        graph = plan_and_execute(
+            Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry(), max_replans=2
+        )
         result = await run(graph, "Oslo plus Bergen?")
-        prompts = [r["body"]["messages"][-1]["content"] for r in await sim.requests() if r["agent"] == "planner"]
+        prompts = [
+            r["body"]["messages"][-1]["content"]
+            for r in await sim.requests()
+            if r["agent"] == "planner"
+        ]
     assert result.answer == "990" and result.details["replans"] == 1
     assert "Previous attempts" not in prompts[0]
     assert 'population({"city": "Oslo"}) -> 700' in prompts[1] and "Bergen is missing" in prompts[1]
@@ -93,10 +105,19 @@ async def test_an_unreadable_plan_goes_back_to_the_planner_with_the_error() -> N
     rules = [Rule(agent="planner", replies=['1. populaton("Oslo")\n2. join()', '1. population("Oslo")\n2. join()']),
              Rule(agent="joiner", replies=["Action: Finish(700)"])]  # fmt: skip
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
-        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry())
+        graph = plan_and_execute(
+            Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry()
+        )
         result = await run(graph, "Oslo?")
-        prompts = [r["body"]["messages"][-1]["content"] for r in await sim.requests() if r["agent"] == "planner"]
-    assert "no tool 'populaton'. Did you mean 'population'" in result.details["rounds"][0]["plan_error"]
+        prompts = [
+            r["body"]["messages"][-1]["content"]
+            for r in await sim.requests()
+            if r["agent"] == "planner"
+        ]
+    assert (
+        "no tool 'populaton'. Did you mean 'population'"
+        in result.details["rounds"][0]["plan_error"]
+    )
     assert "Plan 1 could not be run" in prompts[1] and result.answer == "700"
 
 
@@ -104,19 +125,29 @@ async def test_the_last_round_must_finish() -> None:
     rules = [Rule(agent="planner", replies=['1. population("Oslo")\n2. join()']),
              Rule(agent="joiner", replies=["Action: Replan(want more)"])]  # fmt: skip
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
-        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry(), max_replans=0)
+        graph = plan_and_execute(
+            Agent("planner", sim.spec()), Agent("joiner", sim.spec()), registry(), max_replans=0
+        )
         result = await run(graph, "Oslo?")
         join_prompt = (await sim.requests())[-1]["body"]["messages"][-1]["content"]
-    assert result.details["rounds"][0]["decision"] == "finish" and "This is the last round" in join_prompt
+    assert (
+        result.details["rounds"][0]["decision"] == "finish"
+        and "This is the last round" in join_prompt
+    )
 
 
 async def test_a_json_plan_under_structured_output() -> None:
     plan = json.dumps({"tasks": [{"id": 1, "tool": "population", "args": {"city": "Oslo"}},
                                  {"id": 2, "tool": "calculator", "args": {"expression": "$1 * 2"}}]})  # fmt: skip
-    rules = [Rule(agent="planner", replies=[plan]), Rule(agent="joiner", replies=["Action: Finish(1400)"])]
+    rules = [
+        Rule(agent="planner", replies=[plan]),
+        Rule(agent="joiner", replies=["Action: Finish(1400)"]),
+    ]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
         spec = sim.spec(capabilities=Capabilities(structured_output=True))
-        graph = plan_and_execute(Agent("planner", spec), Agent("joiner", spec), registry(), plan_format="json")
+        graph = plan_and_execute(
+            Agent("planner", spec), Agent("joiner", spec), registry(), plan_format="json"
+        )
         result = await run(graph, "Twice Oslo?")
         body = (await sim.requests())[0]["body"]
     assert body["response_format"]["json_schema"]["name"] == "JsonPlan"
@@ -125,7 +156,16 @@ async def test_a_json_plan_under_structured_output() -> None:
 
 
 async def test_react_calls_one_tool_per_turn() -> None:
-    rules = [Rule(agent="r", replies=['Thought: look up\nAction: population("Oslo")', 'Thought: double\nAction: calculator("700 * 2")', "Answer: 1400"])]
+    rules = [
+        Rule(
+            agent="r",
+            replies=[
+                'Thought: look up\nAction: population("Oslo")',
+                'Thought: double\nAction: calculator("700 * 2")',
+                "Answer: 1400",
+            ],
+        )
+    ]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
         result = await run(react(Agent("r", sim.spec()), registry()), "Twice Oslo?")
         prompts = [r["body"]["messages"][-1]["content"] for r in await sim.requests()]
@@ -144,15 +184,29 @@ def counting_registry(made: list[str]) -> ToolRegistry:
 
 async def test_a_resumed_plan_and_execute_repeats_no_tool_call(tmp_path) -> None:
     made: list[str] = []
-    rules = [Rule(agent="planner", replies=[PLAN]), Rule(agent="joiner", replies=["Action: Finish(990)"])]
+    rules = [
+        Rule(agent="planner", replies=[PLAN]),
+        Rule(agent="joiner", replies=["Action: Finish(990)"]),
+    ]
     db = tmp_path / "run.db"
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
-        graph = plan_and_execute(Agent("planner", sim.spec()), Agent("joiner", sim.spec()), counting_registry(made))
+        graph = plan_and_execute(
+            Agent("planner", sim.spec()), Agent("joiner", sim.spec()), counting_registry(made)
+        )
         with pytest.raises(BudgetExceeded):  # the plan runs, then the joiner's call is over budget
-            await run(graph, "Oslo and Bergen?", budget=Budget(max_calls=1), state_path=db, run_id="r1")
+            await run(
+                graph, "Oslo and Bergen?", budget=Budget(max_calls=1), state_path=db, run_id="r1"
+            )
         assert sorted(made) == ["Bergen", "Oslo"]
         events: list[dict] = []
-        result = await run(graph, "Oslo and Bergen?", state_path=db, run_id="r1", resume=True, on_event=events.append)
+        result = await run(
+            graph,
+            "Oslo and Bergen?",
+            state_path=db,
+            run_id="r1",
+            resume=True,
+            on_event=events.append,
+        )
     assert result.answer == "990" and result.calls == 1  # only the joiner was called again
     assert sorted(made) == ["Bergen", "Oslo"]  # no tool call repeated
     tasks = [t for t in result.details["rounds"][0]["tasks"] if t["tool"] != "join"]
@@ -162,24 +216,46 @@ async def test_a_resumed_plan_and_execute_repeats_no_tool_call(tmp_path) -> None
 
 async def test_a_resumed_react_repeats_no_tool_call(tmp_path, spans) -> None:
     made: list[str] = []
-    rules = [Rule(agent="r", replies=['Action: population("Oslo")', 'Action: population("Bergen")', "Answer: 990"])]
+    rules = [
+        Rule(
+            agent="r",
+            replies=['Action: population("Oslo")', 'Action: population("Bergen")', "Answer: 990"],
+        )
+    ]
     db = tmp_path / "run.db"
     spans.clear()
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
         graph = react(Agent("r", sim.spec()), counting_registry(made))
-        with pytest.raises(BudgetExceeded):  # two steps with their tool calls, then the third step fails
-            await run(graph, "Oslo plus Bergen?", budget=Budget(max_calls=2), state_path=db, run_id="r1")
+        with pytest.raises(
+            BudgetExceeded
+        ):  # two steps with their tool calls, then the third step fails
+            await run(
+                graph, "Oslo plus Bergen?", budget=Budget(max_calls=2), state_path=db, run_id="r1"
+            )
         assert made == ["Oslo", "Bergen"]
         result = await run(graph, "Oslo plus Bergen?", state_path=db, run_id="r1", resume=True)
-    assert result.answer == "990" and result.details["tool_calls"] == 2 and made == ["Oslo", "Bergen"]
+    assert (
+        result.answer == "990" and result.details["tool_calls"] == 2 and made == ["Oslo", "Bergen"]
+    )
     executed = [s for s in spans.get_finished_spans() if s.name == "execute_tool population"]
-    assert len(executed) == 2 and {s.attributes["gen_ai.operation.name"] for s in executed} == {"execute_tool"}
+    assert len(executed) == 2 and {s.attributes["gen_ai.operation.name"] for s in executed} == {
+        "execute_tool"
+    }
 
 
 async def test_the_budget_counts_react_tool_calls() -> None:
     made: list[str] = []
-    rules = [Rule(agent="r", replies=['Action: population("Oslo")', 'Action: population("Bergen")', "Answer: 990"])]
+    rules = [
+        Rule(
+            agent="r",
+            replies=['Action: population("Oslo")', 'Action: population("Bergen")', "Answer: 990"],
+        )
+    ]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
         with pytest.raises(BudgetExceeded, match="1 tool_calls used, the limit is 1"):
-            await run(react(Agent("r", sim.spec()), counting_registry(made)), "?", budget=Budget(max_tool_calls=1))
+            await run(
+                react(Agent("r", sim.spec()), counting_registry(made)),
+                "?",
+                budget=Budget(max_tool_calls=1),
+            )
     assert made == ["Oslo"]
