@@ -111,8 +111,20 @@ class Backend:
             log: receives the embedded engine's start-up lines.
 
         Example:
-            >>> # async with Backend.parse("sim").bind([load_workflow(path)]) as (wf,):
-            >>> #     result = await run(wf.graph, "What is 12 * 7?")
+            >>> import asyncio, pathlib, tempfile
+            >>> from concilium.graphs.workflows import load_workflow
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "vote.yaml"
+            >>> _ = path.write_text('''
+            ... name: vote
+            ... models: {m: {model: hosted_vllm/x, api_base: "http://127.0.0.1:1/v1"}}
+            ... agents: {a: {model: m}}
+            ... workflow: {kind: self_consistency, agent: a, samples: 3}
+            ... ''')
+            >>> async def demo():
+            ...     async with Backend.parse("sim").bind([load_workflow(path)]) as (wf,):
+            ...         return "127.0.0.1:1/v1" in str(wf.models["m"].api_base)
+            >>> asyncio.run(demo())
+            False
         """
         if self.kind == "models":
             yield list(workflows)

@@ -2,7 +2,7 @@
 
 In-process is cheap and is what most tests use; ``process=True`` runs it in a
 separate Python process so its CPU does not compete with the client's event loop
-(benchmarks, the CLI's ``--backend sim``).
+(benchmarks).
 """
 
 from __future__ import annotations
