@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from concilium._errors import OutputParseError
-from concilium.agents import Agent, AgentReply, TokenLogprob, Usage
+from concilium import BudgetExceeded, OutputParseError
+from concilium.agents import Agent, AgentReply, Budget, TokenLogprob, Usage
 from concilium.graphs import run
-from concilium.graphs.patterns import best_of_n, knockout, universal_self_consistency, yes_probability
+from concilium.graphs.patterns import (
+    best_of_n,
+    knockout,
+    universal_self_consistency,
+    yes_probability,
+)
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 CANDIDATES = Rule(agent="gen", replies=["\\boxed{5}", "\\boxed{5}", "\\boxed{7}"])
@@ -85,3 +90,18 @@ async def test_usc_lists_responses_from_zero_and_takes_the_named_one() -> None:
             await run(universal_self_consistency(Agent("gen", spec), Agent("pick", spec), n=3), "again")
     assert "Response 0: red\nResponse 1: blue\nResponse 2: blue" in prompt
     assert result.details["chosen"] == 2 and result.answer == "blue"
+
+
+@pytest.mark.parametrize("pattern", ["best_of_n", "knockout"])
+async def test_a_failed_judge_call_cancels_the_other_judges(pattern: str, settled) -> None:
+    """The budget refuses one judge call (best_of_n: the third of three; knockout:
+    the second match of round 1) while the others wait on a slow server: the run
+    fails at once and no judge request runs to the end."""
+    fast, slow = SimConfig(latency=Latency(fixed=0)), SimConfig(latency=Latency(fixed=5.0))
+    async with SimServer(fast) as generating, SimServer(slow) as judging:
+        gen, judge = Agent("gen", generating.spec()), Agent("judge", judging.spec())
+        graph = best_of_n(gen, judge, n=3) if pattern == "best_of_n" else knockout(gen, judge, n=4)
+        with pytest.raises(BudgetExceeded):  # 1 generation + 2 judge calls, or + 1 match
+            await run(graph, "q", budget=Budget(max_calls=3 if pattern == "best_of_n" else 2))
+        stats = await settled(judging)
+    assert stats["completed"] == 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from concilium.agents import Agent, ModelSpec
+import pytest
+
+from concilium import BudgetExceeded
+from concilium.agents import Agent, Budget, ModelSpec
 from concilium.graphs import as_agent, run
 from concilium.graphs.patterns import debate, mixture_of_agents
 from concilium.serving import Latency, Rule, SimConfig, SimServer
@@ -83,3 +86,15 @@ async def test_a_proposer_can_be_a_debate() -> None:
         agents = [r["agent"] for r in await sim.requests()]
     assert agents.count("d1") == 2 and agents.count("d2") == 2 and agents[-1] == "agg"
     assert result.calls == 6 and result.details["layers"][0]["proposers"] == ["panel", "solo"]
+
+
+async def test_an_error_other_than_a_model_error_cancels_the_layer(settled) -> None:
+    """A failed model call drops its proposer (above); anything else, here the budget
+    refusing the third call, ends the layer at once: the other two requests are
+    cancelled instead of running to the end."""
+    async with SimServer(SimConfig(latency=Latency(fixed=5.0))) as sim:
+        with pytest.raises(BudgetExceeded):
+            await run(mixture_of_agents(proposers(sim.spec()), Agent("agg", sim.spec()), layers=2), "q",
+                      budget=Budget(max_calls=2))  # fmt: skip
+        stats = await settled(sim)
+    assert stats["completed"] == 0

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from concilium.agents import Agent, Capabilities
+from concilium import BudgetExceeded
+from concilium.agents import Agent, Budget, Capabilities
 from concilium.graphs import run
 from concilium.graphs.patterns import recalibrate, round_table
 from concilium.serving import Latency, Rule, SimConfig, SimServer
@@ -62,3 +63,14 @@ async def test_each_agent_sees_the_other_agents_convincing_examples() -> None:
         received = {r["agent"]: r["body"]["messages"][-1]["content"] for r in await sim.requests()}
     assert "EXAMPLE-OF-B" in received["a"] and "EXAMPLE-OF-A" not in received["a"]
     assert "EXAMPLE-OF-A" in received["b"] and "EXAMPLE-OF-B" not in received["b"]
+
+
+async def test_a_failed_call_cancels_the_rounds_other_calls(settled) -> None:
+    """The third agent's call is refused by the budget while the other two wait on
+    a slow server: the round fails at once and neither request runs to the end."""
+    async with SimServer(SimConfig(latency=Latency(fixed=5.0))) as sim:
+        with pytest.raises(BudgetExceeded):
+            await run(round_table([Agent(n, sim.spec()) for n in "abc"], rounds=1), "q",
+                      budget=Budget(max_calls=2))  # fmt: skip
+        stats = await settled(sim)
+    assert stats["completed"] == 0

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from concilium.agents import Agent
+import pytest
+
+from concilium import BudgetExceeded
+from concilium.agents import Agent, Budget
 from concilium.graphs import run
-from concilium.graphs.patterns import confidence_consistency, judgement_value, skeleton_of_thought, tree_of_thoughts
+from concilium.graphs.patterns import (
+    confidence_consistency,
+    judgement_value,
+    skeleton_of_thought,
+    tree_of_thoughts,
+)
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 
@@ -26,6 +34,18 @@ async def test_skeleton_without_points_falls_back_to_a_direct_answer() -> None:
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
         result = await run(skeleton_of_thought(Agent("w", sim.spec())), "q")
     assert result.details["fallback"] and result.answer == "a direct answer"
+
+
+async def test_skeleton_a_failed_point_cancels_the_other_points(settled) -> None:
+    """The budget refuses the third point's call while the first two wait on a slow
+    server: the run fails at once and neither expansion runs to the end."""
+    outline = SimConfig(rules=[Rule(replies=["1. Cost\n2. Speed\n3. Comfort"])], latency=Latency(fixed=0))
+    async with SimServer(outline) as fast, SimServer(SimConfig(latency=Latency(fixed=5.0))) as slow:
+        graph = skeleton_of_thought(Agent("w", fast.spec()), expander=Agent("x", slow.spec()))
+        with pytest.raises(BudgetExceeded):  # the outline + 2 of the 3 points
+            await run(graph, "Why take the train?", budget=Budget(max_calls=3))
+        stats = await settled(slow)
+    assert stats["completed"] == 0
 
 
 def test_judgement_values_use_the_reference_mapping() -> None:
