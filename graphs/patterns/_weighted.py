@@ -13,32 +13,37 @@ probabilities, and the single best-scored sample is the answer; no vote.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import Field
 
 from concilium._errors import GraphError
-from concilium.agents import Agent
-from concilium.graphs import AnswerSpec, Builder, PatternSpec, register_pattern
+from concilium.agents import Agent, AgentReply, TokenLogprob
 from concilium.graphs import (
     DEEPCONF_TOP_K,
     DEEPCONF_WINDOW,
     END,
     START,
     AnswerFormat,
+    AnswerSpec,
+    Builder,
     Graph,
+    PatternOptions,
+    PatternSpec,
     RunContext,
-    answer_format,
+    Turn,
+    ask,
     keep_top_percent,
     majority_vote,
+    register_pattern,
+    sample_turns,
     soft_score,
+    solve_messages,
     trace_confidence,
     weighted_vote,
 )
 from concilium.prompts import PromptLibrary
-
-from ._common import ask, library, sample_turns, solve_messages
 
 
 def confidence_consistency(
@@ -62,47 +67,96 @@ def confidence_consistency(
         score: DeepConf's trace score, or for ``soft`` one of ``mean``, ``min``, ``prod``.
         keep_percent: DeepConf's filter: keep traces at or above the
             ``100 - keep_percent`` percentile of confidence (10 keeps the top 10%).
+
+    Example:
+        >>> from concilium.agents import FakeModel
+        >>> from concilium.graphs import run_sync
+        >>> fake = FakeModel({"s": ["\\\\boxed{7}", "maybe \\\\boxed{8}"]})
+        >>> agent = Agent("s", fake.spec())  # a FakeModel puts every token at logprob -0.1
+        >>> soft = confidence_consistency(agent, samples=2, method="soft", score="mean")
+        >>> result = run_sync(soft, "?")
+        >>> result.answer, result.details["chosen"], len(result.details["confidences"])
+        ('7', 0, 2)
     """
     if not isinstance(agent, Agent):
-        raise GraphError("confidence_consistency needs an Agent (it reads token logprobs), not a nested pattern")
+        raise GraphError(
+            "confidence_consistency needs an Agent (it reads token logprobs), not a nested pattern"
+        )
     if method not in ("deepconf", "soft"):
         raise GraphError(f"confidence_consistency method {method!r} is not 'deepconf' or 'soft'")
     if samples < 1:
         raise GraphError(f"confidence_consistency needs samples >= 1, got {samples}")
-    sampler = agent.with_options(logprobs=True, top_logprobs=top_logprobs if method == "deepconf" else None)
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    sampler = agent.with_options(
+        logprobs=True, top_logprobs=top_logprobs if method == "deepconf" else None
+    )
+    opts = PatternOptions(answer, prompts, name)
 
     async def sample(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        reply = await ask(ctx, sampler, solve_messages(state, lib, prompt, fmt), "samples", n=samples)
-        entries = sample_turns(ctx, reply, fmt, state["question"])
-        for i, (entry, logprobs) in enumerate(zip(entries, reply.logprobs_all)):
-            if not logprobs:
-                raise GraphError(f"sample {i} came back without logprobs; confidence_consistency needs a "
-                                 "server that returns them (capabilities: {logprobs: true})")  # fmt: skip
-            entry["confidence"] = (trace_confidence(logprobs, score, window) if method == "deepconf"  # type: ignore[arg-type]
-                                   else soft_score(logprobs, score))  # type: ignore[arg-type]  # fmt: skip
-        confs = [e["confidence"] for e in entries]
+        messages = solve_messages(state, opts.lib, prompt, opts.fmt)
+        reply = await ask(ctx, sampler, messages, "samples", n=samples)
+        entries = sample_turns(ctx, reply, opts.fmt, state["question"])
+        confs = _score_samples(entries, reply, method, score, window)
         if method == "soft":
-            best = entries[max(range(len(entries)), key=lambda i: confs[i])]
-            return {"answer": best["answer"], "text": best["text"], "transcript": entries,
-                    "votes": majority_vote([e["answer"] for e in entries]).as_dict(),
-                    "details": {"method": "soft", "score": score, "chosen": best["sample"], "confidences": confs}}  # fmt: skip
-        kept = keep_top_percent(confs, keep_percent) if keep_percent else [True] * len(entries)
-        for entry, keep in zip(entries, kept):
-            entry["kept"] = keep
-        tally = weighted_vote([e["answer"] for e, k in zip(entries, kept) if k], [c for c, k in zip(confs, kept) if k])
-        carrier = next((e["text"] for e in entries if e["answer"] == tally.winner), None)
-        return {"answer": tally.winner, "text": carrier, "transcript": entries, "votes": tally.as_dict(),
-                "details": {"method": "deepconf", "score": score, "window": window, "keep_percent": keep_percent,
-                            "kept": sum(kept), "confidences": confs,
-                            "unweighted": majority_vote([e["answer"] for e in entries]).as_dict()}}  # fmt: skip
+            return _best_sample(entries, confs, score)
+        return _deepconf_vote(entries, confs, score, window, keep_percent)
 
-    graph = Graph(name)
+    graph = Graph(opts.name)
     graph.add_node("sample", sample, writes=["answer", "text", "transcript", "votes", "details"])
     graph.add_edge(START, "sample")
     graph.add_edge("sample", END)
     return graph
+
+
+def _score_samples(
+    entries: list[Turn], reply: AgentReply, method: str, score: str, window: int
+) -> list[float]:
+    """Each sample's confidence from its token logprobs, also kept on its turn."""
+    confs: list[float] = []
+    for i, (entry, logprobs) in enumerate(zip(entries, reply.logprobs_all, strict=False)):
+        if not logprobs:
+            raise GraphError(f"sample {i} came back without logprobs; confidence_consistency needs a "
+                             "server that returns them (capabilities: {logprobs: true})")  # fmt: skip
+        entry["confidence"] = _score(logprobs, method, score, window)
+        confs.append(entry["confidence"])
+    return confs
+
+
+def _score(logprobs: Sequence[TokenLogprob], method: str, score: str, window: int) -> float:
+    """DeepConf's trace confidence, or soft self-consistency's sample score; an
+    unknown ``score`` fails as ``trace_confidence`` / ``soft_score`` do."""
+    if method == "soft":
+        if score in ("mean", "min", "prod"):
+            return soft_score(logprobs, score)
+        raise ValueError(f"unknown soft score {score!r}; use mean, min or prod")
+    if score in ("mean", "lowest_group", "bottom_10", "tail"):
+        return trace_confidence(logprobs, score, window)
+    raise ValueError(f"unknown trace score {score!r}; use mean, lowest_group, bottom_10 or tail")
+
+
+def _best_sample(entries: list[Turn], confs: list[float], score: str) -> dict[str, Any]:
+    """Soft self-consistency: the best-scored sample is the answer; no vote."""
+    best = max(range(len(entries)), key=lambda i: confs[i])  # = its ``sample`` index
+    return {"answer": entries[best]["answer"], "text": entries[best]["text"], "transcript": entries,
+            "votes": majority_vote([e["answer"] for e in entries]).as_dict(),
+            "details": {"method": "soft", "score": score, "chosen": best, "confidences": confs}}  # fmt: skip
+
+
+def _deepconf_vote(
+    entries: list[Turn], confs: list[float], score: str, window: int, keep_percent: float | None
+) -> dict[str, Any]:
+    """DeepConf: keep the most confident traces (all without ``keep_percent``) and
+    vote their answers, each weighted by its trace's confidence."""
+    kept = keep_top_percent(confs, keep_percent) if keep_percent else [True] * len(entries)
+    for entry, keep in zip(entries, kept, strict=True):
+        entry["kept"] = keep
+    answers = [e["answer"] for e in entries]
+    tally = weighted_vote([a for a, k in zip(answers, kept, strict=True) if k],
+                          [c for c, k in zip(confs, kept, strict=True) if k])  # fmt: skip
+    carrier = next((e["text"] for e in entries if e["answer"] == tally.winner), None)
+    return {"answer": tally.winner, "text": carrier, "transcript": entries, "votes": tally.as_dict(),
+            "details": {"method": "deepconf", "score": score, "window": window, "keep_percent": keep_percent,
+                        "kept": sum(kept), "confidences": confs,
+                        "unweighted": majority_vote(answers).as_dict()}}  # fmt: skip
 
 
 # -- workflow files -------------------------------------------------------------
@@ -124,7 +178,11 @@ class ConfidenceConsistencySpec(PatternSpec):
 
 @register_pattern(ConfidenceConsistencySpec)
 def _build(spec: ConfidenceConsistencySpec, b: Builder) -> Graph:
-    allowed = ("mean", "min", "prod") if spec.method == "soft" else ("lowest_group", "bottom_10", "tail", "mean")
+    allowed = (
+        ("mean", "min", "prod")
+        if spec.method == "soft"
+        else ("lowest_group", "bottom_10", "tail", "mean")
+    )
     if spec.score not in allowed:
         raise b.fail(
             f"score {spec.score!r} does not go with method {spec.method!r}: deepconf takes "
