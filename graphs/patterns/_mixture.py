@@ -153,7 +153,7 @@ def mixture_of_agents(
                 "details": {"layers": layer_log, "dropped": dropped}}  # fmt: skip
 
     async def aggregate(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        refs = state.get("references") or []
+        refs: list[str] = state.get("references") or []
         reply = await ask(ctx, aggregator, with_references(state["messages"], refs), "final")
         value = fmt.extract(reply.text)
         entry = turn(ctx, reply, text=reply.text, answer=value, prompt=state["question"],
@@ -227,16 +227,20 @@ def parse_selection(text: str, count: int, k: int) -> tuple[list[int], bool] | N
     if not match:
         return None
     try:
-        data = json.loads(match.group(0))
+        data: object = json.loads(match.group(0))
     except ValueError:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("chosen"), list):
+    if not isinstance(data, dict):
+        return None
+    verdict = cast("dict[str, object]", data)  # JSON object keys are strings
+    chosen = verdict.get("chosen")
+    if not isinstance(chosen, list):
         return None
     keep: list[int] = []
-    for i in data["chosen"]:
+    for i in cast("list[object]", chosen):
         if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < count and i not in keep:
             keep.append(i)
-    return (keep[:k], bool(data.get("end", False))) if keep else None
+    return (keep[:k], bool(verdict.get("end", False))) if keep else None
 
 
 async def _select(
