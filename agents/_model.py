@@ -14,6 +14,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 from ._types import Completion
@@ -122,7 +123,7 @@ class ModelSpec:
         head, sep, _ = self.model.partition("/")
         return head if sep else "openai"
 
-    @property
+    @cached_property  # read on every call by transport_for; a frozen spec cannot change it
     def openai_compatible(self) -> bool:
         """Served at a URL by a server that speaks the OpenAI wire format (vLLM,
         SGLang, llama.cpp, the simulated server); ``transport="auto"`` then takes
