@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from concilium import BudgetExceeded
-from concilium.agents import Agent, Budget
+from concilium.agents import Agent, Budget, CallRecord
 from concilium.graphs import run
 from concilium.graphs.patterns import (
     confidence_consistency,
@@ -67,6 +67,36 @@ async def test_tree_search_keeps_the_best_states_and_values_duplicates_zero() ->
     assert first["kept"] == ["good step"] and result.answer == "24"
     valued = [r for r in received if r["agent"] == "v"]
     assert all(r["body"]["n"] == 3 for r in valued) and len(valued) == 3  # 2 distinct states, then 1
+
+
+async def test_tree_search_a_refused_value_call_cancels_the_other_values(settled) -> None:
+    """The budget refuses the third state's value call while the first two wait on
+    a slow evaluator: the run fails at once and neither judgement runs to the end."""
+    ideas = SimConfig(rules=[Rule(replies=["s1\ns2\ns3"])], latency=Latency(fixed=0))
+    async with SimServer(ideas) as fast, SimServer(SimConfig(latency=Latency(fixed=5.0))) as slow:
+        graph = tree_of_thoughts(Agent("p", fast.spec()), Agent("v", slow.spec()), depth=1)
+        with pytest.raises(BudgetExceeded):  # the proposal + 2 of the 3 values
+            await run(graph, "q", budget=Budget(max_calls=3))
+        stats = await settled(slow)
+    assert stats["completed"] == 0
+
+
+async def test_tree_search_records_turns_in_plan_order_and_a_rerun_replays_them() -> None:
+    rules = [Rule(agent="p", match="Steps so far", replies=["Answer: 24"]),
+             Rule(agent="p", replies=["x\ny"]), Rule(agent="v", replies=["likely"])]  # fmt: skip
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        proposer, evaluator = Agent("p", sim.spec()), Agent("v", sim.spec())
+        graph = tree_of_thoughts(proposer, evaluator, depth=2, keep=2, n_evaluate=1)
+        record = CallRecord()
+        first = await run(graph, "q", record=record)
+        again = await run(graph, "q", record=record)
+    roles = [(e["round"], e["role"]) for e in first.transcript]
+    assert roles == [(1, "propose"), (1, "value"), (1, "value"), (2, "propose"), (2, "propose"),
+                     (2, "value"), (2, "value")]  # fmt: skip
+    valued = [e["prompt"] for e in first.transcript if e["role"] == "value"]
+    assert "\nx\n" in valued[0] and "\ny\n" in valued[1]  # in proposal order
+    assert again.calls == 0 and again.replayed == first.calls == 7
+    assert again.transcript == first.transcript
 
 
 async def test_deepconf_weights_samples_by_their_logprob_confidence() -> None:
