@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from concilium.agents import Agent, Capabilities, ModelSpec, pool_for
 from concilium.graphs import run
