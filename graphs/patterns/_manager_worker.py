@@ -17,18 +17,34 @@ the source. The input is the source, and a last line starting with ``Question:``
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, Field
 
 from concilium._errors import GraphError
 from concilium.agents import Agent
-from concilium.graphs import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
-from concilium.graphs import END, START, AnswerFormat, Branch, Graph, RunContext, answer_format
+from concilium.graphs import (
+    END,
+    START,
+    AgentSlot,
+    AnswerFormat,
+    AnswerSpec,
+    Branch,
+    Builder,
+    Graph,
+    PatternOptions,
+    PatternSpec,
+    Respondent,
+    RunContext,
+    Turn,
+    ask,
+    distinct_names,
+    register_pattern,
+    turn,
+    user,
+)
 from concilium.prompts import PromptLibrary
-
-from ._common import Respondent, ask, distinct_names, library, turn, user
 
 
 class Subtask(BaseModel):
@@ -40,6 +56,22 @@ class Plan(BaseModel):
     """The manager's plan (its structured output)."""
 
     subtasks: list[Subtask] = Field(min_length=1)
+
+
+class _Assignment(TypedDict):
+    """One planned sub-task in ``details["assignments"]``: who runs it (the planned
+    worker if there is one by that name, else the next in turn)."""
+
+    index: int
+    task: str
+    worker: str
+    planned_worker: str
+
+
+class _WorkOrder(_Assignment):
+    """A ``work`` branch's input: its assignment and the question."""
+
+    question: str
 
 
 def manager_worker(
@@ -57,7 +89,9 @@ def manager_worker(
         >>> from concilium.agents import FakeModel
         >>> from concilium.graphs import run_sync
         >>> plan = '{"subtasks": [{"task": "find x"}, {"task": "find y"}, {"task": "find z"}]}'
-        >>> fake = FakeModel({"boss": [plan, "x, y and z"]}, fn=lambda agent, i, msgs: f"{agent} did it")
+        >>> def did_it(agent, i, msgs):  # every worker
+        ...     return f"{agent} did it"
+        >>> fake = FakeModel({"boss": [plan, "x, y and z"]}, fn=did_it)
         >>> team = [Agent("w1", fake.spec()), Agent("w2", fake.spec())]
         >>> result = run_sync(manager_worker(Agent("boss", fake.spec()), team), "a task")
         >>> result.answer, [w["worker"] for w in result.details["assignments"]]
@@ -68,28 +102,33 @@ def manager_worker(
     if max_subtasks < 1:
         raise GraphError(f"manager_worker needs max_subtasks >= 1, got {max_subtasks}")
     names = distinct_names(workers, "manager_worker")
-    by_name = dict(zip(names, workers))
+    by_name = dict(zip(names, workers, strict=True))
     planner = manager.with_options(output=Plan)
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    opts = PatternOptions(answer, prompts, name)
+    fmt, lib = opts.fmt, opts.lib
 
     async def plan(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        text = lib.render("manager_worker/plan", question=state["question"], workers=names, max_subtasks=max_subtasks)
+        text = lib.render(
+            "manager_worker/plan",
+            question=state["question"],
+            workers=names,
+            max_subtasks=max_subtasks,
+        )
         reply = await ask(ctx, planner, user(text), "plan")
-        subtasks = reply.parsed.subtasks[:max_subtasks]
-        assignments = []
-        for i, sub in enumerate(subtasks):
-            worker = sub.worker if sub.worker in by_name else names[i % len(names)]
-            assignments.append({"index": i, "task": sub.task, "worker": worker, "planned_worker": sub.worker})
+        planned: Plan = reply.parsed
+        assignments = _assign(planned.subtasks[:max_subtasks], names)
         entry = turn(ctx, reply, text=reply.text, answer=None, prompt=text, step="plan")
-        ctx.emit({"type": "round_started", "round": 1, "agents": [a["worker"] for a in assignments]})
+        ctx.emit(
+            {"type": "round_started", "round": 1, "agents": [a["worker"] for a in assignments]}
+        )
         return {"transcript": [entry], "details": {"assignments": assignments,
-                "planned": len(reply.parsed.subtasks)}}  # fmt: skip
+                "planned": len(planned.subtasks)}}  # fmt: skip
 
     def fan_out(state: Mapping[str, Any]) -> list[Branch]:
-        return [Branch("work", {**a, "question": state["question"]}) for a in state["details"]["assignments"]]
+        assignments: list[_Assignment] = state["details"]["assignments"]
+        return [Branch("work", _WorkOrder(**a, question=state["question"])) for a in assignments]
 
-    async def work(payload: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+    async def work(payload: _WorkOrder, ctx: RunContext) -> dict[str, Any]:
         worker = by_name[payload["worker"]]
         text = lib.render("manager_worker/work", question=payload["question"], task=payload["task"])
         reply = await ask(ctx, worker, user(text), f"task{payload['index']}")
@@ -98,15 +137,14 @@ def manager_worker(
         return {"transcript": [entry]}
 
     async def synthesize(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        reports = sorted((e for e in state["transcript"] if e.get("step") == "work"), key=lambda e: e["index"])
         text = lib.render("manager_worker/synthesize", question=state["question"], answer_format=fmt.instruction,
-                          reports=[{"worker": e["agent"], "task": e["task"], "text": e["text"]} for e in reports])  # fmt: skip
+                          reports=_reports(state["transcript"]))  # fmt: skip
         reply = await ask(ctx, manager, user(text), "synthesize")
         value = fmt.extract(reply.text)
         entry = turn(ctx, reply, text=reply.text, answer=value, prompt=text, step="synthesize")
         return {"answer": value, "text": reply.text, "transcript": [entry]}
 
-    graph = Graph(name)
+    graph = Graph(opts.name)
     graph.add_node("plan", plan, writes=["transcript", "details"])
     graph.add_node("work", work, writes=["transcript"], parallel=True)
     graph.add_node("synthesize", synthesize, writes=["answer", "text", "transcript"])
@@ -115,6 +153,25 @@ def manager_worker(
     graph.add_edge("work", "synthesize")
     graph.add_edge("synthesize", END)
     return graph
+
+
+def _assign(subtasks: Sequence[Subtask], names: Sequence[str]) -> list[_Assignment]:
+    """Each sub-task to the worker the plan names, or else to the next in turn."""
+    assignments: list[_Assignment] = []
+    for i, sub in enumerate(subtasks):
+        worker = sub.worker if sub.worker in names else names[i % len(names)]
+        assignments.append(
+            {"index": i, "task": sub.task, "worker": worker, "planned_worker": sub.worker}
+        )
+    return assignments
+
+
+def _reports(transcript: Sequence[Turn]) -> list[dict[str, str]]:
+    """The workers' reports, in sub-task order, as the manager reads them."""
+    done = sorted(
+        (e for e in transcript if e.get("step") == "work"), key=lambda e: e.get("index", 0)
+    )
+    return [{"worker": e["agent"], "task": e.get("task", ""), "text": e["text"]} for e in done]
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -177,28 +234,36 @@ def chain_of_agents(
         >>> result.details["chunks"], result.answer
         (3, 'm note 0')
     """
-    fmt = answer if isinstance(answer, AnswerFormat) else answer_format(answer)
-    lib = library(prompts)
+    opts = PatternOptions(answer, prompts, name)
+    fmt, lib = opts.fmt, opts.lib
 
     async def read(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         source, asked = split_query(state["question"])
         question = asked or query
         chunks = chunk_sentences(source, chunk_words)
         summary = ""
-        entries = []
+        entries: list[Turn] = []
         for i, chunk in enumerate(chunks):  # strictly in order: each reads the last summary
-            text = lib.render("chain_of_agents/worker", chunk=chunk, previous=summary, query=question)
+            text = lib.render(
+                "chain_of_agents/worker", chunk=chunk, previous=summary, query=question
+            )
             reply = await ask(ctx, worker, user(text), f"chunk{i}")
             summary = reply.text
-            entries.append(turn(ctx, reply, text=summary, answer=None, prompt=f"chunk {i + 1} of {len(chunks)}", chunk=i))
-        text = lib.render("chain_of_agents/manager", summary=summary, query=question, answer_format=fmt.instruction)
+            seen = f"chunk {i + 1} of {len(chunks)}"
+            entries.append(turn(ctx, reply, text=summary, answer=None, prompt=seen, chunk=i))
+        text = lib.render(
+            "chain_of_agents/manager",
+            summary=summary,
+            query=question,
+            answer_format=fmt.instruction,
+        )
         reply = await ask(ctx, manager, user(text), "answer")
         value = fmt.extract(reply.text)
         entries.append(turn(ctx, reply, text=reply.text, answer=value, prompt=text, step="manager"))
         return {"answer": value, "text": reply.text, "transcript": entries,
                 "details": {"chunks": len(chunks), "chunk_words": chunk_words, "question": question}}  # fmt: skip
 
-    graph = Graph(name)
+    graph = Graph(opts.name)
     graph.add_node("read", read, writes=["answer", "text", "transcript", "details"])
     graph.add_edge(START, "read")
     graph.add_edge("read", END)
