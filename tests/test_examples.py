@@ -17,9 +17,20 @@ from concilium._progress import Progress
 from concilium.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-LONG_TEXT = " ".join(f"Fact {i} about the lighthouse is recorded here." for i in range(20)) + "\nQuestion: when was it built?"
-QUESTION = "How tall is the Halvik lighthouse, when was it built, and how many years before 2024 was that?"
-INPUTS = {"plan_and_execute": QUESTION, "react": QUESTION, "chain_of_agents": LONG_TEXT, "tree_of_thoughts": "Use 4 6 10 2 to make 24.", "skeleton_of_thought": "Why take the bus?"}
+LONG_TEXT = (
+    " ".join(f"Fact {i} about the lighthouse is recorded here." for i in range(20))
+    + "\nQuestion: when was it built?"
+)
+QUESTION = (
+    "How tall is the Halvik lighthouse, when was it built, and how many years before 2024 was that?"
+)
+INPUTS = {
+    "plan_and_execute": QUESTION,
+    "react": QUESTION,
+    "chain_of_agents": LONG_TEXT,
+    "tree_of_thoughts": "Use 4 6 10 2 to make 24.",
+    "skeleton_of_thought": "Why take the bus?",
+}
 # what each pattern must report in details
 DETAILS = {
     "debate": "per_round", "self_consistency": "samples", "nested": "per_round", "round_table": "per_round",
@@ -47,7 +58,9 @@ def _ok(result: Result) -> None:
 
 def _run(name: str, *extra: str) -> Result:
     path = str(ROOT / "examples" / f"{name}.yaml")
-    return cli("run", path, "--backend", "sim", "--input", INPUTS.get(name, "What is 12 * 7?"), *extra)
+    return cli(
+        "run", path, "--backend", "sim", "--input", INPUTS.get(name, "What is 12 * 7?"), *extra
+    )
 
 
 def test_every_example_is_covered() -> None:
