@@ -6,7 +6,13 @@ import json
 
 from concilium.agents import Agent, Capabilities
 from concilium.graphs import as_agent, run
-from concilium.graphs.patterns import chain_of_agents, chunk_sentences, manager_worker, self_consistency, synthesis
+from concilium.graphs.patterns import (
+    chain_of_agents,
+    chunk_sentences,
+    manager_worker,
+    self_consistency,
+    synthesis,
+)
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 PLAN = json.dumps({"subtasks": [{"task": "price of A", "worker": "w2"}, {"task": "price of B", "worker": "nobody"},
@@ -20,14 +26,24 @@ async def test_the_plan_fans_out_to_concurrent_workers_and_the_manager_combines_
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0.1)), process=True) as sim:
         spec = sim.spec(capabilities=Capabilities(structured_output=True))
         team = [Agent("w1", spec), Agent("w2", spec)]
-        result = await run(manager_worker(Agent("boss", spec), team, answer="boxed"), "Total price?")
+        result = await run(
+            manager_worker(Agent("boss", spec), team, answer="boxed"), "Total price?"
+        )
         received = await sim.requests()
         stats = await sim.stats()
-    assert [a["worker"] for a in result.details["assignments"]] == ["w2", "w2", "w1"]  # named, else in turn
+    assert [a["worker"] for a in result.details["assignments"]] == [
+        "w2",
+        "w2",
+        "w1",
+    ]  # named, else in turn
     assert received[0]["body"]["response_format"]["json_schema"]["name"] == "Plan"
     assert stats["max_in_flight"] == 3 and result.calls == 5 and result.answer == "60"
     synthesis_prompt = received[-1]["body"]["messages"][-1]["content"]
-    assert synthesis_prompt.index('"price of A"') < synthesis_prompt.index('"price of B"') < synthesis_prompt.index('"price of C"')
+    assert (
+        synthesis_prompt.index('"price of A"')
+        < synthesis_prompt.index('"price of B"')
+        < synthesis_prompt.index('"price of C"')
+    )
 
 
 async def test_a_worker_can_be_a_self_consistency_ensemble() -> None:
@@ -44,27 +60,43 @@ async def test_a_worker_can_be_a_self_consistency_ensemble() -> None:
 def test_chunks_keep_every_sentence_and_respect_the_budget() -> None:
     text = " ".join(f"Sentence {i} has five words." for i in range(10))
     chunks = chunk_sentences(text, 12)
-    assert " ".join(chunks) == text and all(len(c.split()) <= 12 for c in chunks) and len(chunks) == 5
+    assert (
+        " ".join(chunks) == text and all(len(c.split()) <= 12 for c in chunks) and len(chunks) == 5
+    )
 
 
-async def test_chain_workers_run_in_order_passing_the_summary_and_the_manager_sees_only_the_last() -> None:
+async def test_chain_workers_run_in_order_passing_the_summary_and_the_manager_sees_only_the_last() -> (
+    None
+):
     source = " ".join(f"Fact number {i} is here." for i in range(6))
-    rules = [Rule(agent="w", replies=["summary-1", "summary-2", "summary-3"]), Rule(agent="m", replies=["the answer"])]
+    rules = [
+        Rule(agent="w", replies=["summary-1", "summary-2", "summary-3"]),
+        Rule(agent="m", replies=["the answer"]),
+    ]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0.05)), process=True) as sim:
         result = await run(chain_of_agents(Agent("w", sim.spec()), Agent("m", sim.spec()), chunk_words=10),
                            source + "\nQuestion: which facts?")  # fmt: skip
         received = [r["body"]["messages"][-1]["content"] for r in await sim.requests()]
         stats = await sim.stats()
     assert result.details["chunks"] == 3 and stats["max_in_flight"] == 1
-    assert "previous source text: summary-1" in received[1] and "previous source text: summary-2" in received[2]
-    assert "summary-3" in received[3] and "Fact number" not in received[3] and "which facts?" in received[3]
+    assert (
+        "previous source text: summary-1" in received[1]
+        and "previous source text: summary-2" in received[2]
+    )
+    assert (
+        "summary-3" in received[3]
+        and "Fact number" not in received[3]
+        and "which facts?" in received[3]
+    )
 
 
 async def test_synthesizer_reads_every_exploration() -> None:
     rules = [Rule(agent="small", replies=["try \\boxed{5}", "try \\boxed{6}", "try \\boxed{6}"]),
              Rule(agent="big", replies=["Having read them: \\boxed{6}"])]  # fmt: skip
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
-        result = await run(synthesis(Agent("small", sim.spec()), Agent("big", sim.spec()), samples=3), "q")
+        result = await run(
+            synthesis(Agent("small", sim.spec()), Agent("big", sim.spec()), samples=3), "q"
+        )
         received = await sim.requests()
     assert len(received) == 2 and received[0]["body"]["n"] == 3
     prompt = received[1]["body"]["messages"][-1]["content"]

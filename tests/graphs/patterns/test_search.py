@@ -26,7 +26,11 @@ async def test_skeleton_points_expand_concurrently_and_join_in_outline_order() -
         result = await run(graph, "Why take the train?")
         stats = await sim.stats()
     assert stats["max_in_flight"] == 3 and result.calls == 4
-    assert result.answer == "1. Cheap.\n2. Fast.\n3. Roomy." and result.details["points"] == ["Cost", "Speed", "Comfort"]
+    assert result.answer == "1. Cheap.\n2. Fast.\n3. Roomy." and result.details["points"] == [
+        "Cost",
+        "Speed",
+        "Comfort",
+    ]
 
 
 async def test_skeleton_without_points_falls_back_to_a_direct_answer() -> None:
@@ -39,7 +43,9 @@ async def test_skeleton_without_points_falls_back_to_a_direct_answer() -> None:
 async def test_skeleton_a_failed_point_cancels_the_other_points(settled) -> None:
     """The budget refuses the third point's call while the first two wait on a slow
     server: the run fails at once and neither expansion runs to the end."""
-    outline = SimConfig(rules=[Rule(replies=["1. Cost\n2. Speed\n3. Comfort"])], latency=Latency(fixed=0))
+    outline = SimConfig(
+        rules=[Rule(replies=["1. Cost\n2. Speed\n3. Comfort"])], latency=Latency(fixed=0)
+    )
     async with SimServer(outline) as fast, SimServer(SimConfig(latency=Latency(fixed=5.0))) as slow:
         graph = skeleton_of_thought(Agent("w", fast.spec()), expander=Agent("x", slow.spec()))
         with pytest.raises(BudgetExceeded):  # the outline + 2 of the 3 points
@@ -59,14 +65,18 @@ async def test_tree_search_keeps_the_best_states_and_values_duplicates_zero() ->
              Rule(agent="v", match="good step", replies=["sure"]),
              Rule(agent="v", replies=["impossible"])]  # fmt: skip
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
-        graph = tree_of_thoughts(Agent("p", sim.spec()), Agent("v", sim.spec()), depth=2, keep=1, n_evaluate=3)
+        graph = tree_of_thoughts(
+            Agent("p", sim.spec()), Agent("v", sim.spec()), depth=2, keep=1, n_evaluate=3
+        )
         result = await run(graph, "Make 24 from 4 4 6 6.")
         received = await sim.requests()
     first = result.details["steps"][0]
     assert first["values"] == [60.0, 0.003, 0.0]  # 3 x sure; 3 x impossible; the repeat counts 0
     assert first["kept"] == ["good step"] and result.answer == "24"
     valued = [r for r in received if r["agent"] == "v"]
-    assert all(r["body"]["n"] == 3 for r in valued) and len(valued) == 3  # 2 distinct states, then 1
+    assert (
+        all(r["body"]["n"] == 3 for r in valued) and len(valued) == 3
+    )  # 2 distinct states, then 1
 
 
 async def test_tree_search_a_refused_value_call_cancels_the_other_values(settled) -> None:
@@ -102,7 +112,9 @@ async def test_tree_search_records_turns_in_plan_order_and_a_rerun_replays_them(
 async def test_deepconf_weights_samples_by_their_logprob_confidence() -> None:
     rules = [Rule(agent="s", replies=["\\boxed{1}", "\\boxed{2}", "\\boxed{2}", "\\boxed{1}"])]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
-        graph = confidence_consistency(Agent("s", sim.spec()), samples=4, keep_percent=50, score="mean")
+        graph = confidence_consistency(
+            Agent("s", sim.spec()), samples=4, keep_percent=50, score="mean"
+        )
         result = await run(graph, "q")
         body = (await sim.requests())[0]["body"]
     assert body["n"] == 4 and body["logprobs"] and body["top_logprobs"] == 20
@@ -119,7 +131,10 @@ async def test_deepconf_weights_samples_by_their_logprob_confidence() -> None:
 async def test_soft_self_consistency_picks_the_single_most_probable_sample() -> None:
     rules = [Rule(agent="s", replies=["\\boxed{1}", "\\boxed{2}", "\\boxed{3}"])]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
-        result = await run(confidence_consistency(Agent("s", sim.spec()), samples=3, method="soft", score="mean"), "q")
+        result = await run(
+            confidence_consistency(Agent("s", sim.spec()), samples=3, method="soft", score="mean"),
+            "q",
+        )
     confs = result.details["confidences"]
     assert result.details["chosen"] == confs.index(max(confs))
     assert result.answer == str(confs.index(max(confs)) + 1)
