@@ -53,6 +53,8 @@ class RunResult:
         replayed: calls answered from the call record (resume).
         usage: tokens of the calls answered by a model.
         elapsed_s: wall time of the run.
+        tool_calls: tool calls run in this run (failed ones included).
+        tools_replayed: tool calls answered from the call record (resume).
     """
 
     answer: str | None
@@ -65,6 +67,8 @@ class RunResult:
     replayed: int = 0
     usage: Usage = field(default_factory=Usage)
     elapsed_s: float = 0.0
+    tool_calls: int = 0
+    tools_replayed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,8 @@ class RunResult:
             "run_id": self.run_id,
             "calls": self.calls,
             "replayed": self.replayed,
+            "tool_calls": self.tool_calls,
+            "tools_replayed": self.tools_replayed,
             "usage": {
                 "prompt_tokens": self.usage.prompt_tokens,
                 "completion_tokens": self.usage.completion_tokens,
@@ -130,7 +136,7 @@ async def run(
     Args:
         graph: a pattern or a hand-built ``Graph``.
         input: the question, or OpenAI-style chat messages.
-        budget: max calls / tokens; exceeding it raises ``BudgetExceeded``.
+        budget: max model calls / tokens / tool calls; exceeding it raises ``BudgetExceeded``.
         run_id: names the run; with ``state_path`` it is the checkpoint thread.
         state_path: SQLite file for LangGraph checkpoints (the call record goes
             beside it, see ``calls_path``).
@@ -184,6 +190,8 @@ async def run(
         replayed=ledger.replayed,
         usage=ledger.usage,
         elapsed_s=time.perf_counter() - started,
+        tool_calls=ledger.tool_calls,
+        tools_replayed=ledger.tools_replayed,
     )
 
 
