@@ -21,7 +21,8 @@ from ._common import Respondent
 from ._debate import debate
 from ._manager_worker import Plan, Subtask, chain_of_agents, chunk_sentences, manager_worker, split_query
 from ._mixture import mixture_of_agents, parse_selection
-from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute, react
+from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute
+from ._react import react
 from ._round_table import recalibrate, round_table, top_groups
 from ._self_consistency import self_consistency
 from ._skeleton import outline_points, skeleton_of_thought

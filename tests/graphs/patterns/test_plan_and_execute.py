@@ -259,3 +259,46 @@ async def test_the_budget_counts_react_tool_calls() -> None:
                 budget=Budget(max_tool_calls=1),
             )
     assert made == ["Oslo"]
+
+
+async def test_a_tool_budget_fails_the_plan_and_the_result_counts_tool_calls() -> None:
+    made: list[str] = []
+    rules = [
+        Rule(agent="planner", replies=[PLAN]),
+        Rule(agent="joiner", replies=["Action: Finish(990)"]),
+    ]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        graph = plan_and_execute(
+            Agent("planner", sim.spec()), Agent("joiner", sim.spec()), counting_registry(made)
+        )
+        with pytest.raises(BudgetExceeded, match="1 tool_calls used, the limit is 1"):
+            await run(graph, "Oslo and Bergen?", budget=Budget(max_tool_calls=1))
+        assert len(made) == 1  # the second lookup was refused, not made
+        result = await run(graph, "Oslo and Bergen?", budget=Budget(max_tool_calls=3))
+    assert result.answer == "990" and (result.tool_calls, result.tools_replayed) == (3, 0)
+    assert result.to_json()["tool_calls"] == 3 and result.to_json()["tools_replayed"] == 0
+
+
+async def test_a_cancelled_run_closes_the_planners_stream() -> None:
+    """The planner streams while the executor runs its tasks; cancelling the run
+    (the caller gave up) stops both: the planner's request is closed, not left
+    writing in the background."""
+    made: list[str] = []
+    rambling = "Thought: " + " ".join(["and then"] * 100)  # under the sim's 256 words
+    plan = f'1. population("Oslo")\n{rambling}\n2. join()'
+    rules = [Rule(agent="planner", replies=[plan]), Rule(agent="joiner", replies=["Action: Finish(700)"])]  # fmt: skip
+    config = SimConfig(rules=rules, latency=Latency(ttft=0.01, per_token=0.05))
+    events: list[dict] = []
+    async with SimServer(config, process=True) as sim:
+        graph = plan_and_execute(
+            Agent("planner", sim.spec()), Agent("joiner", sim.spec()), counting_registry(made)
+        )
+        running = asyncio.ensure_future(run(graph, "Oslo?", on_event=events.append))
+        await until(lambda: made == ["Oslo"], "the first task to run while the plan streams")
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        planner = [
+            e for e in events if e.get("agent") == "planner" and e["type"].startswith("call_")
+        ]
+    assert [e["type"] for e in planner] == ["call_started", "call_failed"]
