@@ -99,6 +99,7 @@ async def _run_workflow(
 @click.option("--resume", is_flag=True, help="Continue --run-id from --state; completed calls are not repeated.")
 @click.option("--max-calls", type=click.IntRange(min=1), help="Budget: at most this many model calls.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Budget: at most this many tokens.")
+@click.option("--max-tool-calls", type=click.IntRange(min=1), help="Budget: at most this many tool calls.")
 @_guard
 def run(
     workflow: str,
@@ -111,6 +112,7 @@ def run(
     resume: bool,
     max_calls: int | None,
     max_tokens: int | None,
+    max_tool_calls: int | None,
 ) -> None:
     """Run a WORKFLOW file on a question."""
     from concilium.agents import Budget
@@ -122,7 +124,8 @@ def run(
         from concilium.agents import configure_tracing
 
         provider = configure_tracing(trace)
-    budget = Budget(max_calls, max_tokens) if (max_calls or max_tokens) else None
+    limits = (max_calls, max_tokens, max_tool_calls)
+    budget = Budget(*limits) if any(limits) else None
     options = {"budget": budget, "state_path": state, "run_id": run_id, "resume": resume}
     from ._progress import Progress
 

@@ -105,3 +105,34 @@ def test_schema_and_graph() -> None:
     assert "workflow" in schema["properties"]
     mermaid = cli("graph", "examples/debate.yaml").stdout
     assert "speak" in mermaid and "vote" in mermaid
+
+
+def test_the_json_result_counts_tool_calls() -> None:
+    out = cli("run", "examples/plan_and_execute.yaml", "-b", "sim", "-i", "How old?", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    # two searches in the first plan, the calculator in the replan
+    assert (result["tool_calls"], result["tools_replayed"]) == (3, 0)
+
+
+def test_max_tool_calls_on_the_command_line_stops_the_plan() -> None:
+    out = cli(
+        "run", "examples/plan_and_execute.yaml", "-b", "sim", "-i", "q", "--max-tool-calls", "1"
+    )
+    assert out.returncode == 1
+    assert "budget exceeded: 1 tool_calls used, the limit is 1" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_max_tool_calls_in_the_workflow_files_budget(tmp_path: Path) -> None:
+    text = (ROOT / "examples/react.yaml").read_text()
+    text = text.replace("documents: docs", f"documents: {ROOT / 'examples/docs'}")
+    limited = tmp_path / "react.yaml"
+    limited.write_text(text + "\nbudget:\n  max_tool_calls: 1\n")
+    out = cli("run", str(limited), "-b", "sim", "-i", "q")
+    assert out.returncode == 1
+    assert "budget exceeded: 1 tool_calls used, the limit is 1" in out.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text + "\nbudget:\n  max_tool_calls: 0\n")
+    out = cli("validate", str(bad))
+    assert out.returncode == 2 and "max_tool_calls" in out.stderr

@@ -170,5 +170,9 @@ def build_workflow(
     graph = PatternBuilder(agents, prompts, fail, registry).pattern(
         spec.workflow, ("workflow",), spec.name
     )
-    budget = Budget(spec.budget.max_calls, spec.budget.max_tokens) if spec.budget else None
+    budget = (
+        Budget(spec.budget.max_calls, spec.budget.max_tokens, spec.budget.max_tool_calls)
+        if spec.budget
+        else None
+    )
     return Workflow(spec, graph, models, agents, file, budget, spec.simulate, lines)

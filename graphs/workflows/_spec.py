@@ -78,6 +78,7 @@ class ToolsSpec(Strict):
 class BudgetSpec(Strict):
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
+    max_tool_calls: int | None = Field(default=None, ge=1)
 
 
 class WorkflowSpec(Strict):
