@@ -212,6 +212,7 @@ async def test_a_resumed_plan_and_execute_repeats_no_tool_call(tmp_path) -> None
     tasks = [t for t in result.details["rounds"][0]["tasks"] if t["tool"] != "join"]
     assert len(tasks) == 3 and all(t["replayed"] for t in tasks) and tasks[2]["result"] == "990"
     assert [e["status"] for e in events if e["type"] == "tool"] == ["replayed"] * 3
+    assert (result.tool_calls, result.tools_replayed) == (0, 3)
 
 
 async def test_a_resumed_react_repeats_no_tool_call(tmp_path, spans) -> None:
@@ -237,6 +238,7 @@ async def test_a_resumed_react_repeats_no_tool_call(tmp_path, spans) -> None:
     assert (
         result.answer == "990" and result.details["tool_calls"] == 2 and made == ["Oslo", "Bergen"]
     )
+    assert (result.tool_calls, result.tools_replayed) == (0, 2)
     executed = [s for s in spans.get_finished_spans() if s.name == "execute_tool population"]
     assert len(executed) == 2 and {s.attributes["gen_ai.operation.name"] for s in executed} == {
         "execute_tool"
