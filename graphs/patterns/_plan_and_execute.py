@@ -141,9 +141,15 @@ def plan_and_execute(
     if max_replans < 0:
         raise GraphError(f"max_replans must be >= 0, got {max_replans}")
     compiler = _Compiler(
-        planner, planner.with_options(output=json_plan_model(tools)), joiner, tools,
-        prompt_library(prompts), max_replans, plan_format, on_failure,
-    )  # fmt: skip
+        planner=planner,
+        json_planner=planner.with_options(output=json_plan_model(tools)),
+        joiner=joiner,
+        tools=tools,
+        lib=prompt_library(prompts),
+        max_replans=max_replans,
+        plan_format=plan_format,
+        on_failure=on_failure,
+    )
 
     async def solve(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         return await _solve(compiler, state, ctx)
@@ -307,8 +313,9 @@ async def _plan_text(
     c: _Compiler, ctx: RunContext, rnd: _Round
 ) -> tuple[AgentReply, dict[int, TaskRun]]:
     """The planner writes while the executor runs what it wrote so far. Both run on
-    ``ctx.gather``: when one fails (a tool budget used up, say) or the run is
-    cancelled, the other is cancelled too, the planner's request closed with it."""
+    ``ctx.gather``: if the planner's call fails, the tasks still running are
+    cancelled; if the executor fails, or the run is cancelled, the planner's
+    request is closed rather than left writing."""
     stream = _PlanStream(c.tools)
     await ctx.gather(
         stream.write(ctx, c.planner, rnd), rnd.executor.run(stream.tasks(), origin=rnd.origin)
