@@ -38,7 +38,7 @@ class TurnExtra(TypedDict, total=False):
     Attributes:
         round: 1-based round of a multi-round pattern (debate, round table, mixture layer).
         sample: 0-based sample index of a sampling pattern (self-consistency, best-of-n).
-        step: which step of the method spoke (``"plan"``, ``"synthesize"``, ...).
+        step: which step of the method spoke (``"plan"``, ``"synthesize"``, ...; ReAct: the turn number).
         saw: whose answers the speaker was shown (names), or how many references.
         role: the speaker's role in the step (tree of thoughts: ``"propose"``, ``"value"``).
         index: the subtask index (manager/worker).
@@ -53,7 +53,7 @@ class TurnExtra(TypedDict, total=False):
 
     round: int
     sample: int
-    step: str
+    step: str | int
     saw: list[str] | int
     role: str
     index: int
@@ -129,7 +129,7 @@ class TurnEvent(_Located):
     answer: str | None
     round: NotRequired[int]
     sample: NotRequired[int]
-    step: NotRequired[str]
+    step: NotRequired[str | int]
 
 
 class VoteEvent(_Located):

@@ -7,6 +7,8 @@ Example:
     True
 """
 
+from concilium.graphs import Respondent
+
 from ._adaptive import adaptive_consistency, beta_confidence, should_stop
 from ._best_of_n import (
     best_of_n,
@@ -17,9 +19,15 @@ from ._best_of_n import (
     universal_self_consistency,
     yes_probability,
 )
-from ._common import Respondent
 from ._debate import debate
-from ._manager_worker import Plan, Subtask, chain_of_agents, chunk_sentences, manager_worker, split_query
+from ._manager_worker import (
+    Plan,
+    Subtask,
+    chain_of_agents,
+    chunk_sentences,
+    manager_worker,
+    split_query,
+)
 from ._mixture import mixture_of_agents, parse_selection
 from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute
 from ._react import react

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import Field
 
@@ -28,7 +28,6 @@ from concilium.graphs import (
     PatternSpec,
     RunContext,
     Turn,
-    TurnExtra,
     ask,
     prompt_library,
     register_pattern,
@@ -120,10 +119,8 @@ async def _loop(r: _React, state: Mapping[str, Any], ctx: RunContext) -> dict[st
 
 
 def _step_turn(ctx: RunContext, reply: AgentReply, prompt: str, step: int) -> Turn:
-    # ReAct's transcript has always numbered its steps (0, 1, ...) where other
-    # patterns name theirs ("plan", "join"); TurnExtra types step as a name.
-    extra = cast(TurnExtra, {"step": step})
-    return turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, **extra)
+    # ReAct numbers its steps (0, 1, ...) where other patterns name theirs ("plan").
+    return turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step=step)
 
 
 async def _act(
