@@ -14,6 +14,7 @@ from ._ledger import Budget, CallLedger, RetryPolicy, current_ledger, request_di
 from ._model import Capabilities, ModelPool, ModelSpec, Replica, pool_for
 from ._schemas import OUTPUT_SCHEMAS, AnswerConfidence
 from ._record import CallRecord, SqliteCallRecord
+from ._redact import private_file, redact
 from ._tracing import JsonLinesSpanExporter, configure_tracing
 from ._transports import DirectTransport, Transport, aclose, transport_for
 from ._types import Choice, Completion, Message, TokenLogprob, Usage, completion_from_openai
@@ -60,6 +61,9 @@ __all__ = [
     # tracing
     "configure_tracing",
     "JsonLinesSpanExporter",
+    # secrets: credentials masked in what is written, files only their owner reads
+    "redact",
+    "private_file",
     # test doubles
     "FakeModel",
     "FakeRequest",

@@ -34,6 +34,7 @@ from concilium.tools import Tool, ToolError
 
 from ._model import ModelSpec, Replica, pool_for
 from ._record import CallRecord, NoRecord
+from ._redact import redact
 from ._tracing import chat_attributes, chat_span, record_error, tool_span
 from ._transports import transport_for
 from ._types import Completion, Usage, completion_from_openai
@@ -188,12 +189,14 @@ class CallLedger:
                             "gen_ai.response.finish_reasons": [
                                 c.finish_reason or "" for c in completion.choices
                             ],
-                            "server.address": completion.replica or "",
+                            "server.address": redact(completion.replica),
                         }
                     )
         except BaseException as exc:
             self._reserved -= 1
-            self._emit({"type": "call_failed", "agent": agent, "key": key, "error": str(exc)})
+            self._emit(
+                {"type": "call_failed", "agent": agent, "key": key, "error": redact(str(exc))}
+            )
             raise
 
         self.calls += 1
@@ -238,7 +241,7 @@ class CallLedger:
                     if not exc.connection_failed or len(tried) >= pool.size or on_text is not None:
                         raise
                     pool.mark_down(replica)
-            self._emit({"type": "call_failover", "agent": agent, "from": replica.api_base})
+            self._emit({"type": "call_failover", "agent": agent, "from": redact(replica.api_base)})
 
     async def _send_with_retries(
         self, spec: ModelSpec, body: Mapping[str, Any], agent: str
@@ -251,7 +254,7 @@ class CallLedger:
             if not exc.retryable or self.retry.attempts <= 1:
                 raise
             first_error = exc
-        self._emit({"type": "call_retry", "agent": agent, "error": str(first_error)})
+        self._emit({"type": "call_retry", "agent": agent, "error": redact(str(first_error))})
         await asyncio.sleep(self.retry.initial_wait * (0.5 + random.random()))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts - 1),
@@ -266,7 +269,7 @@ class CallLedger:
 
     def _on_retry(self, state: RetryCallState, agent: str) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        self._emit({"type": "call_retry", "agent": agent, "error": str(exc)})
+        self._emit({"type": "call_retry", "agent": agent, "error": redact(str(exc))})
 
     async def tool(
         self,

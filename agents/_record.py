@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ._redact import private_file
+
 
 class CallRecord:
     """An in-memory record of completed calls."""
@@ -43,7 +45,9 @@ class NoRecord(CallRecord):
 
 
 class SqliteCallRecord(CallRecord):
-    """A record persisted in a SQLite file; safe to reopen after a crash.
+    """A record persisted in a SQLite file; safe to reopen after a crash. A new file
+    is created readable by its owner only (mode 0600; SQLite gives its journal the
+    same mode): it holds every reply of the run.
 
     Example:
         >>> import tempfile, os
@@ -57,8 +61,7 @@ class SqliteCallRecord(CallRecord):
 
     def __init__(self, path: str | Path):
         super().__init__()
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = private_file(path)
         # check_same_thread=False: LangGraph may run sync pieces in worker threads.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()

@@ -17,6 +17,8 @@ from typing import Any, cast
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ._redact import redact
+
 tracer = trace.get_tracer("concilium")
 
 # Sampling parameters that map onto gen_ai.request.* attributes.
@@ -49,9 +51,10 @@ def chat_attributes(
 
 
 def record_error(span: trace.Span, exc: BaseException) -> None:
+    """Mark ``span`` failed with ``exc``'s type and its message, credentials masked."""
     if span.is_recording():
         span.set_attribute("error.type", type(exc).__name__)
-        span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+        span.set_status(Status(StatusCode.ERROR, redact(str(exc))[:200]))
 
 
 def agent_span(name: str, **attrs: Any) -> Any:
@@ -95,12 +98,19 @@ def tool_span(name: str, description: str, call_id: str | None) -> Any:
 
 
 class JsonLinesSpanExporter:
-    """Writes each finished span as one JSON line (``span.to_json()``, compact)."""
+    """Writes each finished span as one JSON line (``span.to_json()``, compact).
+
+    A new file is created readable by its owner only (mode 0600): spans carry
+    prompts' metadata, agent names and server addresses.
+    """
 
     def __init__(self, path: str | Path):
+        import os
+
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file = os.fdopen(fd, "a", encoding="utf-8")
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[Any]) -> Any:
@@ -108,7 +118,8 @@ class JsonLinesSpanExporter:
 
         with self._lock:
             for span in spans:
-                self._file.write(span.to_json(indent=None) + "\n")
+                # a last guard: an exception's message or an address may still hold a credential
+                self._file.write(redact(span.to_json(indent=None)) + "\n")
             self._file.flush()
         return SpanExportResult.SUCCESS
 

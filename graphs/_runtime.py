@@ -27,6 +27,7 @@ from concilium.agents import (
     SqliteCallRecord,
     Usage,
     aclose,
+    private_file,
     reset_ledger,
     use_ledger,
 )
@@ -203,7 +204,8 @@ async def _invoke(
         return dict(await graph.compile(None).ainvoke(given, config))
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    async with AsyncSqliteSaver.from_conn_string(str(state_path)) as saver:
+    # created 0600 before SQLite opens it: checkpoints hold the prompts and answers
+    async with AsyncSqliteSaver.from_conn_string(str(private_file(state_path))) as saver:
         compiled = graph.compile(saver)
         if resume:
             snapshot = await compiled.aget_state(config)

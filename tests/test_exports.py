@@ -39,8 +39,8 @@ EXPECTED_ALL = {
         DirectTransport transport_for aclose CallLedger Budget RetryPolicy current_ledger
         use_ledger reset_ledger request_digest CallRecord SqliteCallRecord Completion Choice
         TokenLogprob Usage Message completion_from_openai wire configure_tracing
-        JsonLinesSpanExporter FakeModel FakeRequest SimConfig Latency Rule Statistical
-        Faults
+        JsonLinesSpanExporter redact private_file FakeModel FakeRequest SimConfig Latency
+        Rule Statistical Faults
     """,
     "concilium.bench": """
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from concilium._errors import ModelCallError
 
 from .._model import ModelSpec, SendsChat
+from .._redact import redact, scrub
 from .._types import Completion
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -102,7 +103,9 @@ class ChatOnly(WholeTextStream):
 
 
 def status_error(spec: ModelSpec, api_base: str | None, status: int, detail: str) -> ModelCallError:
-    """The error for an HTTP status, with a hint at the usual fix.
+    """The error for an HTTP status, with a hint at the usual fix. The server's
+    ``detail`` is cut to 300 characters and, like ``api_base``, has its credentials
+    masked (a server may echo the key it was sent).
 
     Example:
         >>> err = status_error(ModelSpec("hosted_vllm/m"), "http://h/v1", 429, "slow down")
@@ -118,9 +121,13 @@ def status_error(spec: ModelSpec, api_base: str | None, status: int, detail: str
         404: f"check that the server serves model {spec.served_name!r} at this api_base",
         429: "the server is rate limiting; lower max_concurrency or the fan-out",
     }.get(status, "retrying" if retryable else "")
-    message = detail.strip()[:500] or "(empty body)"
+    message = scrub(detail) or "(empty body)"
     if hint:
         message = f"{message} -- {hint}"
     return ModelCallError(
-        message, model=spec.model, status=status, retryable=retryable, api_base=api_base
+        message,
+        model=spec.model,
+        status=status,
+        retryable=retryable,
+        api_base=api_base and redact(api_base),
     )

@@ -19,6 +19,7 @@ import aiohttp
 from concilium._errors import ModelCallError
 
 from .._model import ModelSpec
+from .._redact import redact, scrub
 from .._types import Completion, completion_from_openai
 from ._base import OnText, status_error
 
@@ -112,11 +113,12 @@ class DirectTransport:
                 raw = await resp.read()
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise ModelCallError(
-                f"connection failed ({type(exc).__name__}: {exc}); is the server running?",
+                f"connection failed ({type(exc).__name__}: {scrub(str(exc))}); "
+                "is the server running?",
                 model=spec.model,
                 retryable=True,
                 connection_failed=True,
-                api_base=api_base,
+                api_base=redact(api_base),
             ) from exc
         except TimeoutError as exc:
             raise ModelCallError(
@@ -124,17 +126,17 @@ class DirectTransport:
                 "or check the server's load",
                 model=spec.model,
                 retryable=True,
-                api_base=api_base,
+                api_base=redact(api_base),
             ) from exc
         try:
             data = json.loads(raw)
         except ValueError as exc:
             raise ModelCallError(
-                f"the server's reply is not JSON: {raw[:200]!r}",
+                f"the server's reply is not JSON: {scrub(repr(raw[:200]))}",
                 model=spec.model,
                 status=resp.status,
                 retryable=True,
-                api_base=api_base,
+                api_base=redact(api_base),
             ) from exc
         return completion_from_openai(data, replica=api_base)
 
@@ -157,8 +159,8 @@ async def _read_stream(
         try:
             chunk = json.loads(data)
         except ValueError:
-            raise ModelCallError(f"a streamed event is not JSON: {data[:200]!r}", model=spec.model,
-                                 status=resp.status, api_base=api_base) from None  # fmt: skip
+            raise ModelCallError(f"a streamed event is not JSON: {scrub(repr(data[:200]))}", model=spec.model,
+                                 status=resp.status, api_base=redact(api_base)) from None  # fmt: skip
         last = chunk
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or ():

@@ -15,6 +15,7 @@ from typing import Any
 from concilium._errors import ModelCallError
 
 from .._model import ModelSpec
+from .._redact import redact, scrub
 from .._types import Completion, completion_from_openai
 from ._base import RETRYABLE_STATUS, WholeTextStream, status_error
 
@@ -64,11 +65,11 @@ def map_litellm_error(spec: ModelSpec, api_base: str | None, exc: Exception) -> 
         return status_error(spec, api_base, status, str(exc))
     retryable = name in _RETRYABLE_NAMES or (isinstance(status, int) and status in RETRYABLE_STATUS)
     return ModelCallError(
-        f"{name}: {exc}",
+        f"{name}: {scrub(str(exc))}",
         model=spec.model,
         status=status if isinstance(status, int) else None,
         retryable=retryable,
-        api_base=api_base,
+        api_base=api_base and redact(api_base),
     )
 
 
