@@ -89,6 +89,7 @@ class Executor:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._cancelled = False
         self._fatal: Exception | None = None
+        self._reader: asyncio.Task[None] | None = None
         self._origin = 0.0
 
     def _now(self) -> float:
@@ -106,8 +107,7 @@ class Executor:
         self._origin = time.perf_counter() if origin is None else origin
         try:
             if isinstance(tasks, AsyncIterable):
-                async for task in tasks:
-                    self._start(task)
+                await self._read_stream(tasks)
             else:
                 for task in tasks:
                     self._start(task)
@@ -119,6 +119,21 @@ class Executor:
         if self._fatal is not None:
             raise self._fatal
         return self.runs
+
+    async def _read_stream(self, tasks: AsyncIterable[Task]) -> None:
+        """Start tasks as the plan streams in. A fatal error (the budget, say) stops
+        the reading at once instead of when the planner finishes writing."""
+        self._reader = asyncio.ensure_future(self._start_each(tasks))
+        try:
+            await self._reader
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._fatal is None or (current is not None and current.cancelling()):
+                raise
+
+    async def _start_each(self, tasks: AsyncIterable[Task]) -> None:
+        async for task in tasks:
+            self._start(task)
 
     def _start(self, task: Task) -> None:
         record = TaskRun(task.index, task.tool, task.deps, emitted=self._now())
@@ -150,6 +165,8 @@ class Executor:
             record.status, record.error = "failed", str(exc)
             self._fatal = self._fatal or exc
             self._cancel_others(task.index)
+            if self._reader is not None:
+                self._reader.cancel()
         finally:
             self._finished[task.index].set()
 

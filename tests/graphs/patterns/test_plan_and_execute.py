@@ -304,3 +304,25 @@ async def test_a_cancelled_run_closes_the_planners_stream() -> None:
             e for e in events if e.get("agent") == "planner" and e["type"].startswith("call_")
         ]
     assert [e["type"] for e in planner] == ["call_started", "call_failed"]
+
+
+async def test_a_tool_budget_stops_the_planner_mid_stream() -> None:
+    """The second task breaks the tool budget while the planner is still writing:
+    the run fails at once and the planner's request is closed, instead of the
+    executor reading the rest of the plan first."""
+    made: list[str] = []
+    rambling = "Thought: " + " ".join(["and then"] * 100)  # under the sim's 256 words
+    plan = f'1. population("Oslo")\n2. population("Bergen")\n{rambling}\n3. join()'
+    rules = [Rule(agent="planner", replies=[plan]), Rule(agent="joiner", replies=["Action: Finish(1)"])]  # fmt: skip
+    config = SimConfig(rules=rules, latency=Latency(ttft=0.01, per_token=0.05))
+    events: list[dict] = []
+    async with SimServer(config, process=True) as sim:
+        graph = plan_and_execute(
+            Agent("planner", sim.spec()), Agent("joiner", sim.spec()), counting_registry(made)
+        )
+        with pytest.raises(BudgetExceeded, match="tool_calls"):
+            await run(graph, "Oslo?", budget=Budget(max_tool_calls=1), on_event=events.append)
+    planner = [e for e in events if e.get("agent") == "planner" and e["type"].startswith("call_")]
+    assert made == ["Oslo"]
+    # the planner's streamed call ended as failed (closed), not as a finished reply
+    assert [e["type"] for e in planner] == ["call_started", "call_failed"]
