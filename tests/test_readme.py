@@ -10,11 +10,36 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_readme_quickstart_is_the_example_file_and_its_output_is_true() -> None:
     readme = (ROOT / "README.md").read_text()
-    code = re.search(r"<!-- quickstart: examples/quickstart.py -->\n```python\n(.*?)```", readme, re.S).group(1)
+    code = re.search(
+        r"<!-- quickstart: examples/quickstart.py -->\n```python\n(.*?)```", readme, re.S
+    ).group(1)
     assert code == (ROOT / "examples" / "quickstart.py").read_text()
     shown = re.search(r"<!-- quickstart-output -->\n```text\n(.*?)```", readme, re.S).group(1)
-    out = subprocess.run([sys.executable, "-P", "examples/quickstart.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-P", "examples/quickstart.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout == shown
+
+
+def test_readme_own_pattern_is_the_example_file_and_its_output_is_true() -> None:
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(
+        r"<!-- own-pattern: examples/own_pattern.py -->\n```python\n(.*?)```", readme, re.S
+    )
+    assert code is not None and code.group(1) == (ROOT / "examples" / "own_pattern.py").read_text()
+    shown = re.search(r"<!-- own-pattern-output -->\n```text\n(.*?)```", readme, re.S)
+    out = subprocess.run(
+        [sys.executable, "-P", "examples/own_pattern.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown is not None and out.stdout == shown.group(1)
 
 
 def test_readme_gives_the_two_setup_commands() -> None:
@@ -24,7 +49,9 @@ def test_readme_gives_the_two_setup_commands() -> None:
 
 def test_readme_pattern_list_links_every_pattern_module_and_example() -> None:
     readme = (ROOT / "README.md").read_text()
-    modules = [p.name for p in (ROOT / "graphs" / "patterns").glob("_*.py") if p.name != "__init__.py"]
+    modules = [
+        p.name for p in (ROOT / "graphs" / "patterns").glob("_*.py") if p.name != "__init__.py"
+    ]
     examples = [p.name for p in (ROOT / "examples").glob("*.yaml")]
     assert [m for m in modules if f"(graphs/patterns/{m})" not in readme] == []
     assert [e for e in examples if f"(examples/{e})" not in readme] == []
