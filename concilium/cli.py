@@ -260,17 +260,18 @@ def serve_local(replicas: int, port: int, deadline: float) -> None:
 @click.option("--backend", "-b", callback=_backend, help="sim (simulated server), local (embedded engine), or a URL.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback needs --api-key).")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--api-key", envvar="CONCILIUM_API_KEY", help="Require this bearer token (env CONCILIUM_API_KEY).")
+@click.option("--api-key", envvar="CONCILIUM_API_KEY", help="Require this bearer token, 16+ characters beyond loopback (env CONCILIUM_API_KEY).")
+@click.option("--max-body", default=1024 * 1024, show_default=True, type=click.IntRange(min=1024), help="Largest request body in bytes (413 beyond).")
 @_guard
-def serve_api(workflows: tuple[str, ...], backend: Backend, host: str, port: int, api_key: str | None) -> None:
+def serve_api(workflows: tuple[str, ...], backend: Backend, host: str, port: int, api_key: str | None, max_body: int) -> None:
     """Serve WORKFLOWS as OpenAI-compatible models (one model per workflow)."""
     from concilium.serving import check_bind
 
     check_bind(host, api_key)
-    asyncio.run(_serve_api(workflows, backend, host, port, api_key))
+    asyncio.run(_serve_api(workflows, backend, host, port, api_key, max_body))
 
 
-async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: int, api_key: str | None) -> None:
+async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: int, api_key: str | None, max_body: int) -> None:
     import socket
 
     import uvicorn
@@ -294,10 +295,20 @@ async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: 
             sock.bind((host, port))
         except OSError as exc:
             raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or 0 for a free one") from None
-        server = uvicorn.Server(uvicorn.Config(create_app(loaded, api_key=api_key), log_level="warning", lifespan="off"))
+        bound_port = sock.getsockname()[1]
+        app = create_app(loaded, api_key=api_key, bind=(host, bound_port), max_body=max_body)
+        shown = f"[{host}]" if ":" in host else host
+        ready = f"serving {sorted(loaded)} at http://{shown}:{bound_port}/v1"
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                if not self.should_exit:  # the socket listens now: clients may connect
+                    click.echo(ready, err=True)
+
+        server = Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
         if backend.notice:
             click.echo(backend.notice, err=True)
-        click.echo(f"serving {sorted(loaded)} at http://{host}:{sock.getsockname()[1]}/v1", err=True)
         try:
             await server.serve(sockets=[sock])
         finally:
