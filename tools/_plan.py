@@ -27,7 +27,7 @@ import ast
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from concilium._errors import RunError
 
@@ -36,6 +36,7 @@ from ._registry import ToolError, ToolRegistry
 END_OF_PLAN = "<END_OF_PLAN>"
 JOIN = "join"
 _ACTION = re.compile(r"^\s*(\d+)\s*\.\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$", re.S)
+_ACTION_START = re.compile(r"^\s*\d+\s*\.\s*[A-Za-z_]\w*\s*\(")
 _THOUGHT = re.compile(r"^\s*Thought\s*:\s*(.*)$", re.I)
 _REF = re.compile(r"\$\{?(\d+)\}?")
 _WHOLE_REF = re.compile(r"^\s*\$\{?(\d+)\}?\s*$")
@@ -69,7 +70,7 @@ class Task:
 
     index: int
     tool: str
-    args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict[str, Any])
     deps: tuple[int, ...] = ()
     thought: str | None = None
     line: int | None = None
@@ -93,11 +94,11 @@ def resolve(value: Any, results: Mapping[int, Any], deps: Iterable[int]) -> Any:
             value = re.sub(_EMBEDDED_REF.format(n=n), lambda _m, n=n: str(results[n]), value)
         return value
     if isinstance(value, list):
-        return [resolve(v, results, deps) for v in value]
+        return [resolve(v, results, deps) for v in cast("list[Any]", value)]
     if isinstance(value, tuple):
-        return tuple(resolve(v, results, deps) for v in value)
+        return tuple(resolve(v, results, deps) for v in cast("tuple[Any, ...]", value))
     if isinstance(value, dict):
-        return {k: resolve(v, results, deps) for k, v in value.items()}
+        return {k: resolve(v, results, deps) for k, v in cast("dict[Any, Any]", value).items()}
     return value
 
 
@@ -156,14 +157,55 @@ def _references(
                     deps.add(int(m.group(1)))
             return v
         if isinstance(v, list):
-            return [walk(x) for x in v]
+            return [walk(x) for x in cast("list[Any]", v)]
         if isinstance(v, tuple):
-            return tuple(walk(x) for x in v)
+            return tuple(walk(x) for x in cast("tuple[Any, ...]", v))
         if isinstance(v, dict):
-            return {k: walk(x) for k, x in v.items()}
+            return {k: walk(x) for k, x in cast("dict[Any, Any]", v).items()}
         return v
 
     return walk(value), deps
+
+
+_AROUND_THE_CALL: dict[type[ast.AST], str] = {
+    ast.Attribute: "an attribute after the call",
+    ast.Call: "a second call on the result",
+    ast.Subscript: "a subscript after the call",
+    ast.Tuple: "a comma and another expression after the call",
+}
+
+
+def _one_call(hidden: str, line: int | None, raw: str | None) -> ast.Call:
+    """``_(<hidden>)`` parsed, if it is exactly one call and nothing else.
+
+    The line's arguments are cut from between its first ``(`` and its last ``)``, so a
+    line such as ``search("a").x()`` or ``search("a"), 2`` reaches here as arguments
+    that close the call early; those must be refused, never read as a different call.
+    """
+    source = f"_({hidden})"
+    try:
+        node = ast.parse(source, mode="eval").body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        raise PlanError(
+            "the arguments are not valid; write exactly one call per line with literal "
+            'arguments, like search("words", 3) or f(x=$1)',
+            line,
+            raw,
+        ) from None
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_":
+        if node.end_col_offset == len(source.encode()):
+            return node
+        what = "a comment after the call"  # "# ..." swallowed the closing parenthesis
+    elif isinstance(node, ast.Call) and not isinstance(node.func, ast.Name):
+        what = _AROUND_THE_CALL.get(type(node.func), "more code around the call")
+    else:
+        what = _AROUND_THE_CALL.get(type(node), "more code around the call")
+    raise PlanError(
+        f"a plan line is exactly one tool call, but this one has {what}; write one call "
+        'per line with literal arguments and $N references, like 2. search("words", $1)',
+        line,
+        raw,
+    )
 
 
 def parse_arguments(text: str, index: int = 1, earlier: Iterable[int] = (), line: int | None = None,
@@ -175,13 +217,7 @@ def parse_arguments(text: str, index: int = 1, earlier: Iterable[int] = (), line
         (['price $10', Ref(index=1)], {'k': [Ref(index=2)]}, (1, 2))
     """
     known = set(earlier)
-    try:
-        call = ast.parse(f"_({_hide_bare_refs(text)})", mode="eval").body
-    except SyntaxError:
-        raise PlanError(
-            'the arguments are not valid; write them like search("words", 3) or f(x=$1)', line, raw
-        ) from None
-    assert isinstance(call, ast.Call)
+    call = _one_call(_hide_bare_refs(text), line, raw)
     nodes = [("argument " + str(i + 1), a) for i, a in enumerate(call.args)]
     nodes += [(f"argument {k.arg}", k.value) for k in call.keywords if k.arg]
     if any(k.arg is None for k in call.keywords) or any(
@@ -230,7 +266,7 @@ class PlanParser:
         if self.done:
             return []
         self._buffer += chunk
-        out = []
+        out: list[Task] = []
         while "\n" in self._buffer and not self.done:
             line, self._buffer = self._buffer.split("\n", 1)
             task = self._read(line)
@@ -240,7 +276,7 @@ class PlanParser:
 
     def close(self) -> list[Task]:
         """The last line, and an implicit ``join`` if the plan did not end with one."""
-        out = []
+        out: list[Task] = []
         if not self.done and self._buffer.strip():
             task = self._read(self._buffer)
             if task is not None:
@@ -270,6 +306,10 @@ class PlanParser:
             self._thought = thought.group(1).strip()
             return None
         action = _ACTION.match(text)
+        if action is None and _ACTION_START.match(text):
+            raise PlanError("cannot read this line as one tool call; a plan line is exactly one call "
+                            "that ends with its ')', like 2. search(\"words\", $1), with nothing after it",
+                            self._line, raw)  # fmt: skip
         if action is None:
             raise PlanError("cannot read this line; write 'N. tool(arguments)', 'Thought: ...' or 'N. join()'",
                             self._line, raw)  # fmt: skip
@@ -318,26 +358,25 @@ def parse_json_plan(data: Any, registry: ToolRegistry) -> list[Task]:
         >>> [(t.index, t.deps) for t in parse_json_plan(plan, builtin_tools())]
         [(1, ()), (2, (1,)), (3, (1, 2))]
     """
-    items = data.get("tasks") if isinstance(data, dict) else None
+    items: Any = cast("dict[str, Any]", data).get("tasks") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise PlanError(
             'a JSON plan is {"tasks": [{"id": 1, "tool": "...", "args": {...}}, ...]} with at least one task'
         )
     ids: list[int] = []
-    for i, item in enumerate(items):
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("id"), int)
-            or not isinstance(item.get("tool"), str)
-        ):
+    entries: list[dict[str, Any]] = []
+    for i, item in enumerate(cast("list[Any]", items)):
+        entry = cast("dict[str, Any]", item) if isinstance(item, dict) else {}
+        if not isinstance(entry.get("id"), int) or not isinstance(entry.get("tool"), str):
             raise PlanError(
-                f"task {i + 1} needs an integer 'id' and a 'tool' name: {str(item)[:120]}"
+                f"task {i + 1} needs an integer 'id' and a 'tool' name: {str(cast('object', item))[:120]}"
             )
-        ids.append(item["id"])
+        ids.append(entry["id"])
+        entries.append(entry)
     if len(set(ids)) != len(ids):
         raise PlanError(f"task ids repeat: {sorted(i for i in set(ids) if ids.count(i) > 1)}")
     raw: dict[int, tuple[str, Any]] = {
-        item["id"]: (item["tool"], item.get("args", [])) for item in items
+        entry["id"]: (entry["tool"], entry.get("args", [])) for entry in entries
     }
     deps: dict[int, set[int]] = {}
     for tid, (_, args) in raw.items():
@@ -372,8 +411,8 @@ def parse_json_plan(data: Any, registry: ToolRegistry) -> list[Task]:
             spec = registry.get(tool)
         except ToolError as exc:
             raise PlanError(f"task {tid}: {exc}") from None
-        positional = list(args) if isinstance(args, list) else []
-        keywords = dict(args) if isinstance(args, dict) else {}
+        positional = list(cast("list[Any]", args)) if isinstance(args, list) else []
+        keywords = dict(cast("dict[str, Any]", args)) if isinstance(args, dict) else {}
         resolved, _ = _references([positional, keywords], tid, deps[tid], None, None)
         try:
             arguments = spec.bind(resolved[0], resolved[1])

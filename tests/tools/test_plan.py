@@ -10,6 +10,7 @@ from concilium.tools import (
     Ref,
     Tool,
     ToolRegistry,
+    parse_arguments,
     parse_json_plan,
     parse_plan,
     resolve,
@@ -108,3 +109,48 @@ def test_json_plans_are_ordered_by_dependency_and_cycles_are_refused() -> None:
         parse_json_plan(cyclic, registry())
     with pytest.raises(PlanError, match="refers to \\$7"):
         parse_json_plan({"tasks": [{"id": 1, "tool": "search", "args": ["$7"]}]}, registry())
+
+
+HOSTILE_LINES = [
+    ('search("a").upper()', "an attribute after the call"),
+    ('search("a").real', "cannot read this line as one tool call"),
+    ('search("a")("b")', "a second call on the result"),
+    ('search("a")["x"]("b")', "a subscript after the call"),
+    ('search("a")[0]', "cannot read this line as one tool call"),
+    ('search("a") search("b")', "exactly one call per line"),
+    ('search("a"); search("b")', "exactly one call per line"),
+    ('search("a"), 2', "cannot read this line as one tool call"),
+    ('search("a"), (2)', "a comma and another expression after the call"),
+    ('search("a") or search("b")', "more code around the call"),
+    ('search("a") if $1 else math("b")', "more code around the call"),
+    ('search("a")  # a comment)', "a comment after the call"),
+    ('x = search("a")', "cannot read this line"),
+]
+
+
+@pytest.mark.parametrize("line, message", HOSTILE_LINES)
+def test_a_line_with_more_than_one_call_is_a_plan_error_naming_the_line(
+    line: str, message: str
+) -> None:
+    plan = f'1. search("first")\n2. {line}\n3. join()'
+    with pytest.raises(PlanError, match=message) as caught:
+        parse_plan(plan, registry())
+    assert caught.value.line == 2 and caught.value.text == f"2. {line}"
+    streamed = PlanParser(registry())
+
+    def feed_one_character_at_a_time() -> None:
+        for ch in plan:
+            streamed.feed(ch)
+
+    with pytest.raises(PlanError, match=message):
+        feed_one_character_at_a_time()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    ['"a").upper(', '"a")("b"', '"a")["x"]("b"', '"a"), (2', '"a") or search("b"', '"a")  # )'],
+)
+def test_parse_arguments_never_reads_code_after_the_call_as_other_arguments(arguments: str) -> None:
+    # ReAct reads "Action: tool(<arguments>)" with its own pattern and calls this directly
+    with pytest.raises(PlanError, match="exactly one"):
+        parse_arguments(arguments)
