@@ -24,7 +24,7 @@ from concilium.tools import ToolRegistry
 
 from ._builder import Loc, PatternBuilder, agent_from_entry, model_from_entry, suggest, tools_for
 from ._spec import WorkflowSpec, all_field_names, spec_models
-from ._yaml import line_of, load_yaml
+from ._yaml import line_of, load_yaml, read_workflow_text
 
 
 def _fields_for(siblings: Iterable[str]) -> set[str]:
@@ -92,6 +92,7 @@ def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, A
             file=file,
             line=1,
         )
+    _check_pattern_depth(data.get("workflow"), ("workflow",), lines, file)
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
@@ -106,6 +107,33 @@ def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, A
             _format_error(first, data), file=file, line=line_of(data, lines, loc)
         ) from None
     return spec, data, lines
+
+
+MAX_PATTERN_DEPTH = 16
+"""Patterns nested in patterns, at most (each level multiplies the calls)."""
+
+
+def _check_pattern_depth(
+    value: Any, path: tuple[Any, ...], lines: dict[Any, int], file: str, depth: int = 0
+) -> None:
+    """Refuse patterns nested deeper than ``MAX_PATTERN_DEPTH`` before validating."""
+    if isinstance(value, dict):
+        if "kind" in value:
+            depth += 1
+            if depth > MAX_PATTERN_DEPTH:
+                raise WorkflowError(
+                    f"patterns nested more than {MAX_PATTERN_DEPTH} deep; every level "
+                    "multiplies the calls, nest fewer patterns",
+                    file=file,
+                    line=lines.get(path),
+                )
+        items: Iterable[tuple[Any, Any]] = value.items()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    elif isinstance(value, list):
+        items = enumerate(value)  # pyright: ignore[reportUnknownArgumentType]
+    else:
+        return
+    for key, item in items:
+        _check_pattern_depth(item, (*path, key), lines, file, depth)
 
 
 def load_workflow(
@@ -126,12 +154,7 @@ def load_workflow(
         >>> # wf = load_workflow("examples/debate.yaml"); run_sync(wf.graph, "What is 12 * 7?")
     """
     file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WorkflowError("no such file; check the path", file=file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowError(f"cannot read it: {exc}", file=file) from None
+    text = read_workflow_text(path, file)  # bounded: regular files, 1 MiB, UTF-8
     spec, data, lines = parse_workflow(text, file)
     return build_workflow(spec, file=file, lines=lines, data=data, api_base=api_base, tools=tools)
 
