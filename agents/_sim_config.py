@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_LATENCY = 3600.0
+"""The longest simulated latency, in seconds."""
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # no .inf or .nan: an infinite latency would hang every request
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Latency(_Strict):
@@ -18,10 +22,10 @@ class Latency(_Strict):
     is how a batched engine's decode step slows as its batch grows.
     """
 
-    fixed: float | None = Field(default=None, ge=0)
-    ttft: float = Field(default=0.02, ge=0)
-    per_token: float = Field(default=0.001, ge=0)
-    load_slope: float = Field(default=0.0, ge=0)
+    fixed: float | None = Field(default=None, ge=0, le=MAX_LATENCY)
+    ttft: float = Field(default=0.02, ge=0, le=MAX_LATENCY)
+    per_token: float = Field(default=0.001, ge=0, le=60)
+    load_slope: float = Field(default=0.0, ge=0, le=60)
 
 
 class Rule(_Strict):
@@ -61,9 +65,9 @@ class Faults(_Strict):
     fails with ``error_rate``, hangs with ``hang_rate`` or has its connection dropped
     with ``drop_rate`` (seeded)."""
 
-    first_errors: int = Field(default=0, ge=0)
+    first_errors: int = Field(default=0, ge=0, le=1_000_000)
     error_rate: float = Field(default=0.0, ge=0, le=1)
-    error_status: int = 503
+    error_status: int = Field(default=503, ge=400, le=599)
     hang_rate: float = Field(default=0.0, ge=0, le=1)
     drop_rate: float = Field(default=0.0, ge=0, le=1)
 
@@ -78,10 +82,11 @@ class SimConfig(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     statistical: Statistical = Field(default_factory=Statistical)
     faults: Faults = Field(default_factory=Faults)
-    max_tokens: int = Field(default=256, ge=1)
-    prefix_block: int = Field(default=16, ge=1)
+    max_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    prefix_block: int = Field(default=16, ge=1, le=1_000_000)
     max_running: int | None = Field(
         default=None,
         ge=1,
+        le=1_000_000,
         description="requests decoded at once; more wait (vllm:num_requests_waiting)",
     )
