@@ -134,6 +134,11 @@ def run(
         result = asyncio.run(
             _run_workflow(workflow, question, backend, options, progress.on_event if progress else None)
         )
+    except Exception as exc:
+        if progress:
+            progress.close()  # clear the progress line before the report
+        _report_partial(exc, as_json)
+        raise  # _guard prints the error and exits 1 (2 for a user error)
     finally:
         if progress:
             progress.close()
@@ -149,6 +154,25 @@ def run(
         click.echo(render_result(result))
         if trace:
             click.echo(f"trace: {trace}")
+
+
+def _report_partial(exc: Exception, as_json: bool) -> None:
+    """What a failed run did before it stopped: with --json the partial result (with
+    "partial": true and the error) on stdout, else the usage so far on stderr."""
+    from concilium.graphs import partial_result
+
+    done = partial_result(exc)
+    if done is None:
+        return
+    if as_json:
+        click.echo(json.dumps(done.to_json(), ensure_ascii=False))
+    else:
+        usage = done.usage
+        click.echo(
+            f"usage so far: {done.calls} calls, {usage.prompt_tokens} prompt + "
+            f"{usage.completion_tokens} completion tokens, {len(done.transcript)} turns",
+            err=True,
+        )
 
 
 # -------------------------------------------------------------------- validate

@@ -80,7 +80,16 @@ from ._kit import (
     user,
 )
 from ._registry import AgentSlot, AnswerSpec, AnyPatternSpec, Builder, PatternSpec, SlotAgent, pattern_kinds, pattern_specs, register_pattern, registered_pattern
-from ._runtime import GraphAgent, RunResult, as_agent, run, run_sync, split_input, stream
+from ._runtime import (
+    GraphAgent,
+    RunResult,
+    as_agent,
+    partial_result,
+    run,
+    run_sync,
+    split_input,
+    stream,
+)
 
 __all__ = [
     # building
@@ -97,6 +106,7 @@ __all__ = [
     "run_sync",
     "stream",
     "RunResult",
+    "partial_result",
     "RunContext",
     "current_run",
     "split_input",

@@ -56,6 +56,10 @@ class RunResult:
         elapsed_s: wall time of the run.
         tool_calls: tool calls run in this run (failed ones included).
         tools_replayed: tool calls answered from the call record (resume).
+        partial: the run failed and this is what it did before (see
+            ``partial_result``): usage and calls so far, and a transcript of the
+            turns taken, read from their ``turn`` events (no prompt or tokens).
+        error: why a partial run stopped.
     """
 
     answer: str | None
@@ -70,10 +74,14 @@ class RunResult:
     elapsed_s: float = 0.0
     tool_calls: int = 0
     tools_replayed: int = 0
+    partial: bool = False
+    error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "answer": self.answer,
+            "partial": self.partial,
+            "error": self.error,
             "workflow": self.workflow,
             "run_id": self.run_id,
             "calls": self.calls,
@@ -163,7 +171,16 @@ async def run(
     if record is None:
         record = SqliteCallRecord(calls_path(state_path)) if state_path else CallRecord()
     ledger = CallLedger(budget=budget, record=record)
-    ctx = RunContext(run_id=run_id, workflow=graph.name, ledger=ledger, sink=on_event)
+    turns: list[Turn] = []  # the transcript so far, should the run fail
+
+    def sink(event: Event) -> None:
+        if event["type"] == "turn":
+            entry = {k: v for k, v in event.items() if k not in ("type", "t")}
+            turns.append(cast(Turn, entry))  # a Turn without prompt and tokens
+        if on_event is not None:
+            on_event(event)
+
+    ctx = RunContext(run_id=run_id, workflow=graph.name, ledger=ledger, sink=sink)
     # The ledger's events are plain dicts of the Call*/Tool event types.
     ledger.on_event = cast(Callable[[dict[str, Any]], None], ctx.emit)
     started = time.perf_counter()
@@ -176,6 +193,9 @@ async def run(
             final = await _invoke(graph, split_input(input), run_id, state_path, resume)
             if span.is_recording() and final.get("votes"):
                 span.set_attribute("concilium.votes", str(final["votes"].get("counts")))
+    except Exception as exc:
+        setattr(exc, "partial", _partial(ledger, graph.name, run_id, turns, started, exc))  # noqa: B010
+        raise
     finally:
         reset_ledger(token)
         if owns_record:
@@ -194,6 +214,54 @@ async def run(
         tool_calls=ledger.tool_calls,
         tools_replayed=ledger.tools_replayed,
     )
+
+
+def _partial(
+    ledger: CallLedger,
+    workflow: str,
+    run_id: str,
+    turns: list[Turn],
+    started: float,
+    exc: Exception,
+) -> RunResult:
+    from concilium.agents import redact
+
+    return RunResult(
+        answer=None,
+        run_id=run_id,
+        workflow=workflow,
+        transcript=list(turns),
+        calls=ledger.calls,
+        replayed=ledger.replayed,
+        usage=ledger.usage,
+        elapsed_s=time.perf_counter() - started,
+        tool_calls=ledger.tool_calls,
+        tools_replayed=ledger.tools_replayed,
+        partial=True,
+        error=redact(str(exc) or type(exc).__name__),
+    )
+
+
+def partial_result(error: BaseException) -> RunResult | None:
+    """What a failed ``run`` did before ``error`` stopped it, or ``None`` when the
+    error did not come out of a run. The result has ``partial=True``, the usage and
+    calls so far, the turns taken and the ``error``'s message.
+
+    Example:
+        >>> from concilium import BudgetExceeded
+        >>> from concilium.agents import Agent, Budget, FakeModel
+        >>> from concilium.graphs.patterns import debate
+        >>> fake = FakeModel(fn=lambda agent, i, msgs: "so \\\\boxed{4}")
+        >>> pair = [Agent(name, fake.spec()) for name in ("ann", "bob")]
+        >>> try:
+        ...     run_sync(debate(pair, rounds=2), "2+2?", budget=Budget(max_calls=3))
+        ... except BudgetExceeded as exc:
+        ...     done = partial_result(exc)
+        >>> done.partial, done.calls, [t["agent"] for t in done.transcript]
+        (True, 3, ['ann', 'bob', 'ann'])
+    """
+    found = getattr(error, "partial", None)
+    return found if isinstance(found, RunResult) else None
 
 
 async def _invoke(
