@@ -32,6 +32,7 @@ from tenacity import (
 from concilium._errors import BudgetExceeded, ModelCallError
 from concilium.tools import Tool, ToolError
 
+from ._budget import Budget, BudgetMeter, Hold
 from ._model import ModelSpec, Replica, pool_for
 from ._record import CallRecord, NoRecord
 from ._redact import redact
@@ -41,19 +42,6 @@ from ._types import Completion, Usage, completion_from_openai
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Limits for one run; exceeding one raises ``BudgetExceeded``.
-
-    ``max_calls`` and ``max_tokens`` count model calls, ``max_tool_calls`` tool
-    calls; calls replayed from the record (resume) count against none of them.
-    """
-
-    max_calls: int | None = None
-    max_tokens: int | None = None
-    max_tool_calls: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,19 +112,12 @@ class CallLedger:
         self.usage = Usage()
         self.tool_calls = 0
         self.tools_replayed = 0
-        self._reserved = 0
+        self.meter = BudgetMeter(self.budget)
         self._tools_running: dict[str, asyncio.Future[ToolEntry | None]] = {}
 
     def _emit(self, event: Event) -> None:
         if self.on_event is not None:
             self.on_event(event)
-
-    def _check_budget(self) -> None:
-        b = self.budget
-        if b.max_calls is not None and self._reserved >= b.max_calls:
-            raise BudgetExceeded("calls", self._reserved, b.max_calls)
-        if b.max_tokens is not None and self.usage.total_tokens >= b.max_tokens:
-            raise BudgetExceeded("tokens", self.usage.total_tokens, b.max_tokens)
 
     async def chat(
         self,
@@ -163,8 +144,9 @@ class CallLedger:
                 on_text(completion.choices[0].text)
             return completion, True
 
-        self._check_budget()
-        self._reserved += 1
+        body = dict(body)  # the meter may cap max_tokens; the digest is of the caller's body
+        hold = await self.meter.reserve(body, spec.model)
+        hold_token = _hold.set(hold)
         self._emit({"type": "call_started", "agent": agent, "key": key, "model": spec.model})
         started = time.perf_counter()
         try:
@@ -193,12 +175,17 @@ class CallLedger:
                         }
                     )
         except BaseException as exc:
-            self._reserved -= 1
+            self.meter.fail(
+                hold, answered=isinstance(exc, ModelCallError) and exc.status is not None
+            )
             self._emit(
                 {"type": "call_failed", "agent": agent, "key": key, "error": redact(str(exc))}
             )
             raise
+        finally:
+            _hold.reset(hold_token)
 
+        self.meter.settle(hold, completion.usage)
         self.calls += 1
         self.usage = self.usage + completion.usage
         self.record.put(digest, completion.to_json())
@@ -229,6 +216,7 @@ class CallLedger:
         tried: list[Replica] = []
         while True:
             async with pool.slot(affinity, tried) as replica:
+                _mark_sent()  # from here a cancelled call counts against the budget
                 try:
                     if on_text is None:
                         return await transport.chat(spec, replica.api_base, body, headers)
@@ -376,6 +364,16 @@ def _affinity(body: Mapping[str, Any]) -> str | None:
     share a replica, and so its prefix cache."""
     messages = body.get("messages") or ()
     return json.dumps(messages[0], sort_keys=True, default=str) if messages else None
+
+
+_hold: contextvars.ContextVar[Hold | None] = contextvars.ContextVar("concilium_hold", default=None)
+
+
+def _mark_sent() -> None:
+    """The current call's request goes out: cancelling it no longer frees its budget."""
+    hold = _hold.get()
+    if hold is not None:
+        hold.sent = True
 
 
 _default_ledger = CallLedger(record=NoRecord())

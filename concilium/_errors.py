@@ -100,16 +100,28 @@ class RunError(ConciliumError):
 
 
 class BudgetExceeded(RunError):
-    """The run's budget (calls or tokens) is used up."""
+    """The run's budget (calls, tokens or tool calls) cannot pay for the next call.
 
-    def __init__(self, what: str, used: int, limit: int):
+    Raised before the call is sent. ``used`` is what finished calls spent,
+    ``reserved`` what the calls still in flight may spend, ``needed`` what the
+    refused call asked for (0 when unknown).
+    """
+
+    def __init__(self, what: str, used: int, limit: int, *, reserved: int = 0, needed: int = 0):
         self.what = what
         self.used = used
         self.limit = limit
+        self.reserved = reserved
+        self.needed = needed
+        held = f" and {reserved} reserved by calls in flight" if reserved else ""
+        asked = f"; the next call needs up to {needed}" if needed else ""
         super().__init__(
-            f"budget exceeded: {used} {what} used, the limit is {limit}; "
-            f"raise the budget (max_{what}) or make the workflow smaller"
+            f"budget exceeded: {used} {what} used{held}, the limit is {limit}{asked}; "
+            f"raise the budget (max_{what}) or {_SMALLER.get(what, 'make the workflow smaller')}"
         )
+
+
+_SMALLER = {"tokens": "lower the agents' max_tokens or the number of samples"}
 
 
 class ServerError(RunError):

@@ -1,0 +1,193 @@
+"""Budgets that hold under any fan-out: reserve a call's worst case before it is
+sent, settle to its real usage when it completes.
+
+The ledger asks ``BudgetMeter.reserve`` before each model request. A reservation
+holds the request's calls (1, or ``n`` with ``Budget.count_samples``) and its worst
+case in tokens: an estimate of the prompt plus ``max_tokens`` for each of the ``n``
+samples. A request without ``max_tokens`` under a token budget is given one: it
+holds every token still free and its ``max_tokens`` is capped to that (so such
+calls run one at a time under a token budget; give agents ``max_tokens`` to let
+them run side by side). The check and the reservation happen with no ``await``
+between them, so concurrent branches cannot both take the last tokens.
+
+A request that does not fit beside the calls in flight waits for them to settle;
+one that cannot fit even if they spend nothing more raises ``BudgetExceeded``
+before it is sent. When a call completes its hold is settled to the real usage and
+the unused part is freed. A call that fails or is cancelled frees its hold only if
+no request was sent; once sent it counts as a call, and its tokens (unknown: the
+server may have generated them) count at their worst case, unless the server
+answered with an error status. Replayed calls (resume) never reach the meter.
+
+The prompt is estimated before the call from its words (what the simulated server
+counts), scaled by the largest ratio of counted prompt tokens to estimate seen so
+far for that model in the run. So the estimate is exact against the simulated
+server and learns a real tokenizer's ratio from the first answer; the calls sent
+before any answer of a real model may under-estimate their prompts (their
+completions, the part that varies, are bounded by ``max_tokens`` all the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from concilium._errors import BudgetExceeded
+
+from ._types import Usage
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits for one run; a call that would exceed one raises ``BudgetExceeded``
+    before it is sent.
+
+    ``max_calls`` counts model requests (retries of one request count once), or
+    samples with ``count_samples=True`` (an ``n=64`` request is then 64 calls);
+    ``max_tokens`` counts prompt plus completion tokens, reserved at their worst
+    case while a call is in flight; ``max_tool_calls`` counts tool calls. Calls
+    replayed from the record (resume) count against none of them.
+
+    Example:
+        >>> Budget(max_calls=10, count_samples=True).count_samples
+        True
+    """
+
+    max_calls: int | None = None
+    max_tokens: int | None = None
+    max_tool_calls: int | None = None
+    count_samples: bool = False
+
+
+def prompt_words(body: Mapping[str, Any]) -> int:
+    """The words of a request's messages (or prompt) and tools: its prompt tokens
+    as the simulated server counts them, before any scaling."""
+    messages = body.get("messages") or ()
+    texts = [str(m.get("content") or "") for m in messages if isinstance(m, Mapping)]
+    if "prompt" in body:
+        texts.append(str(body["prompt"]))
+    if body.get("tools"):
+        texts.append(json.dumps(body["tools"], default=str))
+    return sum(len(text.split()) for text in texts)
+
+
+@dataclass
+class Hold:
+    """What one request has reserved, and whether it reached a server."""
+
+    calls: int
+    tokens: int
+    model: str = ""
+    prompt_words: int = 0
+    sent: bool = False
+
+
+class BudgetMeter:
+    """Reserves, settles and releases the budget of one run's model calls.
+
+    Example:
+        >>> import asyncio
+        >>> meter = BudgetMeter(Budget(max_tokens=100))
+        >>> body = {"messages": [{"role": "user", "content": "2 + 2?"}], "max_tokens": 20}
+        >>> hold = asyncio.run(meter.reserve(body, "m"))
+        >>> hold.tokens, meter.reserved_tokens
+        (23, 23)
+        >>> meter.settle(hold, Usage(3, 5))
+        >>> meter.used_tokens, meter.reserved_tokens
+        (8, 0)
+    """
+
+    def __init__(self, budget: Budget):
+        self.budget = budget
+        self.used_calls = 0
+        self.used_tokens = 0
+        self.reserved_calls = 0
+        self.reserved_tokens = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self._ratio: dict[str, float] = {}  # model -> counted prompt tokens per word
+
+    async def reserve(self, body: dict[str, Any], model: str) -> Hold:
+        """Reserve what ``body`` may cost, waiting for calls in flight to settle when
+        it does not fit beside them. A body without ``max_tokens`` under a token
+        budget gets one (the tokens still free, split over its samples).
+
+        Raises:
+            BudgetExceeded: the call cannot fit even if the calls in flight spend
+                nothing more.
+        """
+        while True:
+            hold = self._try_reserve(body, model)
+            if hold is not None:
+                return hold
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _try_reserve(self, body: dict[str, Any], model: str) -> Hold | None:
+        # Synchronous on purpose: the check and the reservation are one step of the loop.
+        b = self.budget
+        n = int(body.get("n") or 1)
+        calls = n if b.count_samples else 1
+        if b.max_calls is not None:
+            if self.used_calls + calls > b.max_calls:
+                raise BudgetExceeded(
+                    "calls", self.used_calls, b.max_calls,
+                    reserved=self.reserved_calls, needed=calls,
+                )  # fmt: skip
+            if self.used_calls + self.reserved_calls + calls > b.max_calls:
+                return None
+        tokens = words = 0
+        if b.max_tokens is not None:
+            words = prompt_words(body)
+            prompt = math.ceil(words * self._ratio.get(model, 1.0))
+            asked = body.get("max_tokens")
+            least = prompt + (int(asked) * n if asked else n)  # at least one token a sample
+            if self.used_tokens + least > b.max_tokens:
+                raise BudgetExceeded(
+                    "tokens", self.used_tokens, b.max_tokens,
+                    reserved=self.reserved_tokens, needed=least,
+                )  # fmt: skip
+            free = b.max_tokens - self.used_tokens - self.reserved_tokens
+            if least > free:
+                return None
+            tokens = least
+            if not asked:  # the whole of what is free, and max_tokens capped to it
+                body["max_tokens"] = (free - prompt) // n
+                tokens = prompt + body["max_tokens"] * n
+        self.reserved_calls += calls
+        self.reserved_tokens += tokens
+        return Hold(calls, tokens, model, words)
+
+    def settle(self, hold: Hold, usage: Usage) -> None:
+        """A call completed: charge its calls and real tokens, free the rest."""
+        self._free(hold)
+        self.used_calls += hold.calls
+        self.used_tokens += usage.total_tokens
+        if hold.prompt_words and usage.prompt_tokens > hold.prompt_words:
+            ratio = usage.prompt_tokens / hold.prompt_words
+            self._ratio[hold.model] = max(ratio, self._ratio.get(hold.model, 1.0))
+
+    def fail(self, hold: Hold, *, answered: bool) -> None:
+        """A call failed or was cancelled. Unsent, it costs nothing; sent, it counts
+        as a call, and its tokens at their worst case unless the server ``answered``
+        with an error (which generates none)."""
+        self._free(hold)
+        if hold.sent:
+            self.used_calls += hold.calls
+            if not answered:
+                self.used_tokens += hold.tokens
+
+    def _free(self, hold: Hold) -> None:
+        self.reserved_calls -= hold.calls
+        self.reserved_tokens -= hold.tokens
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
