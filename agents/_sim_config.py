@@ -62,14 +62,19 @@ class Statistical(_Strict):
 
 class Faults(_Strict):
     """Injected failures: the first ``first_errors`` requests fail, then each request
-    fails with ``error_rate``, hangs with ``hang_rate`` or has its connection dropped
-    with ``drop_rate`` (seeded)."""
+    fails with ``error_rate`` (status ``error_status``), is refused with 429 with
+    ``rate_limit_rate``, hangs with ``hang_rate`` (for ``hang_seconds``, then answers)
+    or has its connection dropped with ``drop_rate`` (seeded). Failures carry a
+    ``Retry-After: retry_after`` header when that is set."""
 
     first_errors: int = Field(default=0, ge=0, le=1_000_000)
     error_rate: float = Field(default=0.0, ge=0, le=1)
     error_status: int = Field(default=503, ge=400, le=599)
+    rate_limit_rate: float = Field(default=0.0, ge=0, le=1)
     hang_rate: float = Field(default=0.0, ge=0, le=1)
+    hang_seconds: float = Field(default=3600.0, ge=0, le=3600)
     drop_rate: float = Field(default=0.0, ge=0, le=1)
+    retry_after: float | None = Field(default=None, ge=0, le=3600)
 
 
 class SimConfig(_Strict):

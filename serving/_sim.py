@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from concilium.agents import SimConfig, wire
+from concilium.agents import Faults, SimConfig, wire
 
 from ._sim_model import SimAnswer, SimulatedModel, words
 
@@ -106,6 +106,7 @@ class SimApp:
                 web.get("/sim/stats", self.sim_stats),
                 web.get("/sim/requests", self.sim_requests),
                 web.post("/sim/reset", self.sim_reset),
+                web.post("/sim/faults", self.sim_faults),
             ]
         )
 
@@ -135,17 +136,21 @@ class SimApp:
         return lat.ttft + lat.per_token * tokens * load
 
     def fault(self) -> str | None:
-        """``error``, ``hang``, ``drop`` or ``None`` for the current request (seeded)."""
+        """``error``, ``rate_limit``, ``hang``, ``drop`` or ``None`` for the current
+        request (seeded)."""
         f = self.config.faults
         if self.stats.requests <= f.first_errors:
             return "error"
         roll = self._fault_rng.random()
-        if roll < f.error_rate:
-            return "error"
-        if roll < f.error_rate + f.hang_rate:
-            return "hang"
-        if roll < f.error_rate + f.hang_rate + f.drop_rate:
-            return "drop"
+        for fault, rate in (
+            ("error", f.error_rate),
+            ("rate_limit", f.rate_limit_rate),
+            ("hang", f.hang_rate),
+            ("drop", f.drop_rate),
+        ):
+            if roll < rate:
+                return fault
+            roll -= rate
         return None
 
     # ---------------------------------------------------------------- handlers
@@ -166,6 +171,15 @@ class SimApp:
     async def sim_reset(self, request: web.Request) -> web.Response:
         self.reset()
         return web.json_response({"reset": True})
+
+    async def sim_faults(self, request: web.Request) -> web.Response:
+        """Replace the injected faults (a JSON ``Faults``): a sick replica recovers."""
+        try:
+            faults = Faults.model_validate(await request.json())
+        except ValueError as exc:
+            return _error(400, f"not a Faults object: {exc}")
+        self.config.faults = faults
+        return web.json_response(faults.model_dump())
 
     async def metrics(self, request: web.Request) -> web.Response:
         s = self.stats
@@ -213,7 +227,12 @@ class SimApp:
         stats.requests += 1
         stats.by_agent[agent] += 1
         self.log.append(
-            {"agent": agent, "endpoint": "chat" if chat else "completions", "body": body}
+            {
+                "agent": agent,
+                "endpoint": "chat" if chat else "completions",
+                "body": body,
+                "t": time.time(),  # when it arrived: tests check a client's waits with it
+            }
         )
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
@@ -229,11 +248,15 @@ class SimApp:
                 stats.waiting -= 1
         try:
             fault = self.fault()
-            if fault == "error":
+            if fault in ("error", "rate_limit"):
                 stats.errors += 1
-                return _error(self.config.faults.error_status, "injected fault (simulated server)")
+                faults = self.config.faults
+                status = faults.error_status if fault == "error" else 429
+                wait = faults.retry_after
+                headers = {} if wait is None else {"Retry-After": f"{wait:g}"}
+                return _error(status, "injected fault (simulated server)", headers)
             if fault == "hang":
-                await asyncio.sleep(3600)
+                await asyncio.sleep(self.config.faults.hang_seconds)
             if fault == "drop":
                 if request.transport is not None:
                     request.transport.close()
@@ -353,7 +376,9 @@ def _invalid(body: object, chat: bool) -> str | None:
     return None
 
 
-def _error(status: int, message: str) -> web.Response:
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(
-        wire.error(message, "simulated_error", status), status=status, headers=HEADERS
+        wire.error(message, "simulated_error", status),
+        status=status,
+        headers={**HEADERS, **(headers or {})},
     )
