@@ -223,7 +223,7 @@ def serve() -> None:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="SimConfig as YAML or JSON.")
 @click.option("--config-json", help="SimConfig as a JSON string.")
-@click.option("--latency", type=click.FloatRange(min=0), help="Fixed seconds per request.")
+@click.option("--latency", type=click.FloatRange(0, 3600), help="Fixed seconds per request.")
 @click.option("--accuracy", type=click.FloatRange(0, 1), help="Chance of a right answer.")
 @click.option("--seed", type=int, help="Seed of the simulated answers.")
 @_guard

@@ -147,6 +147,11 @@ def run_scope(ctx: RunContext) -> Iterator[RunContext]:
         _run.reset(token)
 
 
+def current_path() -> str:
+    """The node path of the running code, ``/``-joined (``RunContext.path``)."""
+    return "/".join(_path.get())
+
+
 @contextmanager
 def node_scope(*names: str) -> Iterator[None]:
     token = _path.set(_path.get() + names)

@@ -11,6 +11,7 @@ to that SQLite file and the call record to a sibling file (``run.calls.db`` besi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -33,7 +34,7 @@ from concilium.agents import (
 )
 from concilium.agents._tracing import workflow_span
 
-from ._context import RunContext, gather_all, node_scope, run_scope
+from ._context import RunContext, current_path, gather_all, node_scope, run_scope
 from ._events import Event, StreamEvent, Turn
 from ._graph import Graph
 
@@ -338,12 +339,20 @@ class GraphAgent:
         started = time.perf_counter()
         given = split_input(messages)
         key = key or self.name
-
-        async def once(i: int) -> dict[str, Any]:
-            with node_scope(key if n == 1 else f"{key}#{i}"):
-                return await invoke_graph(self.graph, given)
-
-        results = await gather_all([once(i) for i in range(n)])
+        # A key from ``ctx.key`` starts with the current node path. The outermost
+        # graph agent scopes its graph under the whole key (the keys state files of
+        # one level of nesting hold); a nested one only under the part past the path,
+        # so keys grow with the depth instead of doubling per level.
+        outer = _nesting.get()
+        prefix = f"{current_path()}/"
+        scope = key[len(prefix) :] if outer and key.startswith(prefix) else key
+        token = _nesting.set(outer + 1)
+        try:
+            results = await gather_all(
+                [self._once(given, scope if n == 1 else f"{scope}#{i}") for i in range(n)]
+            )
+        finally:
+            _nesting.reset(token)
         return AgentReply(
             agent=self.name,
             texts=tuple(str(r.get("text") or r.get("answer") or "") for r in results),
@@ -362,6 +371,15 @@ class GraphAgent:
                 {"votes": r.get("votes"), "transcript": r.get("transcript")} for r in results
             ),
         )
+
+
+    async def _once(self, given: dict[str, Any], scope: str) -> dict[str, Any]:
+        with node_scope(scope):
+            return await invoke_graph(self.graph, given)
+
+
+_nesting: contextvars.ContextVar[int] = contextvars.ContextVar("concilium_nesting", default=0)
+"""How many graph agents the current code runs inside."""
 
 
 def as_agent(graph: Graph, name: str | None = None) -> GraphAgent:

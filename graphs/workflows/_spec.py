@@ -16,7 +16,8 @@ from concilium.graphs import AnyPatternSpec, pattern_specs
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # no .inf or .nan anywhere: an infinite timeout or latency would hang a run
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CapabilitiesSpec(Strict):
@@ -37,9 +38,9 @@ class ModelEntry(Strict):
         default=None, description="name of the environment variable that holds the API key"
     )
     capabilities: CapabilitiesSpec = Field(default_factory=CapabilitiesSpec)
-    max_concurrency: int = Field(default=256, ge=1)
+    max_concurrency: int = Field(default=256, ge=1, le=65_536)
     transport: Literal["auto", "direct", "litellm"] = "auto"
-    timeout: float = Field(default=120.0, gt=0)
+    timeout: float = Field(default=120.0, gt=0, le=86_400, description="seconds per request")
     routing: Literal["least_loaded", "affinity", "round_robin"] = Field(
         default="least_loaded",
         description="how calls pick among replicas (affinity: same prompt, same replica)",
@@ -57,7 +58,7 @@ class AgentEntry(Strict):
     system_prompt: str | None = Field(default=None, description="system prompt template name")
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
     seed: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
