@@ -256,13 +256,25 @@ async def until(check: Callable[[], Awaitable[bool]], seconds: float = 30) -> No
         await asyncio.sleep(0.05)
 
 
-async def test_a_client_that_leaves_cancels_its_run() -> None:
+async def read_stream(proc: ManagedProcess) -> None:
+    """A streamed request read until the server is cancelled under it."""
+    body = {"model": "self_consistency", "messages": Q, "stream": True}
+    async with httpx.AsyncClient(timeout=300) as client:
+        async with client.stream("POST", url(proc) + "/chat/completions", json=body) as reply:
+            async for _ in reply.aiter_lines():
+                pass
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_client_that_leaves_cancels_its_run(streamed: bool) -> None:
     async with SimServer(SimConfig(latency=Latency(fixed=120))) as slow:
         proc = await start("examples/self_consistency.yaml", backend=slow.url)
         try:
             client = openai.AsyncOpenAI(base_url=url(proc), api_key="unused", max_retries=0)
             request = asyncio.ensure_future(
-                client.chat.completions.create(model="self_consistency", messages=Q)
+                read_stream(proc)
+                if streamed
+                else client.chat.completions.create(model="self_consistency", messages=Q)
             )
 
             async def in_flight() -> bool:
@@ -279,7 +291,8 @@ async def test_a_client_that_leaves_cancels_its_run() -> None:
             await client.close()
         finally:
             await proc.stop()
-        assert any("the client went away" in line for line in proc.lines)
+        if not streamed:
+            assert any("the client went away" in line for line in proc.lines)
 
 
 @pytest_asyncio.fixture
