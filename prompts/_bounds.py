@@ -32,7 +32,7 @@ MAX_RANGE = 10_000
 """The most items one ``range()`` may have."""
 MAX_WORK = 1_000_000
 """Loop steps, ``range`` items and filter input items, in all, per render."""
-MAX_POWER_BITS = 100_000
+MAX_POWER_BITS = 10_000
 """The largest integer ``**`` may compute, in bits."""
 MAX_SEPARATOR = 256
 """The longest separator ``join`` may repeat between items."""
@@ -208,7 +208,7 @@ class BoundedSandbox(SandboxedEnvironment):
                         f"repeating a value of {_size(seq)} items {times} times"
                     )
             if _bits(left) + _bits(right) > MAX_POWER_BITS:
-                raise TemplateTooCostly("a product of more than 100,000 bits")
+                raise TemplateTooCostly(f"a product of more than {MAX_POWER_BITS} bits")
         elif operator == "**":
             if _bits(left) > 1 and _bits(left) * abs(_int(right)) > MAX_POWER_BITS:
                 raise TemplateTooCostly(f"{left} ** {right} is too large a number")
