@@ -127,9 +127,9 @@ def _check_pattern_depth(
                     file=file,
                     line=lines.get(path),
                 )
-        items: Iterable[tuple[Any, Any]] = value.items()  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        items: Iterable[tuple[Any, Any]] = value.items()
     elif isinstance(value, list):
-        items = enumerate(value)  # pyright: ignore[reportUnknownArgumentType]
+        items = enumerate(value)
     else:
         return
     for key, item in items:
