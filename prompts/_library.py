@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jinja2.meta
 
 from concilium._errors import PromptError
 
@@ -78,6 +79,41 @@ class PromptLibrary:
         except (OSError, UnicodeDecodeError) as exc:
             raise PromptError(f"prompt {name!r} cannot be read: {exc}; save it as UTF-8") from None
         return self.render_template(template, name, variables)
+
+    def check(self, name: str) -> None:
+        """Load template ``name`` and the templates it includes, imports or extends
+        by a literal name, without rendering: a syntax error or a missing template is
+        a ``PromptError`` (what ``concilium validate`` can know before a run).
+
+        Example:
+            >>> PromptLibrary().check("debate/round")
+        """
+        pending, seen = [name + SUFFIX], set[str]()
+        while pending:
+            file = pending.pop()
+            if file in seen:
+                continue
+            seen.add(file)
+            try:
+                source = self._env.loader.get_source(self._env, file)[0] if self._env.loader else ""
+                refs = jinja2.meta.find_referenced_templates(self._env.parse(source, file))
+            except jinja2.TemplateNotFound:
+                if file == name + SUFFIX:
+                    raise self._missing(name) from None
+                raise PromptError(
+                    f"prompt {name!r} includes or imports {file!r}, which does not exist; "
+                    "fix the name or add the template"
+                ) from None
+            except jinja2.TemplateSyntaxError as exc:
+                raise PromptError(
+                    f"prompt {name!r}: {exc.name or file} line {exc.lineno}: {exc.message}; "
+                    "fix the template's syntax"
+                ) from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise PromptError(
+                    f"prompt {name!r} cannot be read: {exc}; save it as UTF-8"
+                ) from None
+            pending.extend(ref for ref in refs if ref is not None)
 
     def render_string(self, source: str, **variables: Any) -> str:
         """Render an inline template (a system prompt written in a workflow file).

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from concilium._errors import WorkflowError
+from concilium._errors import PromptError, WorkflowError
 from concilium.agents import Agent, Budget, ModelSpec, SimConfig
 from concilium.graphs import Graph, pattern_kinds
 from concilium.prompts import PromptLibrary
@@ -181,6 +181,13 @@ def build_workflow(
         raise fail(
             f"prompts_dir {spec.prompts_dir!r} is not a folder next to the file", ("prompts_dir",)
         )
+    if spec.prompts_dir:  # the file's own templates are checked now, not mid-run
+        folder = base / spec.prompts_dir
+        for template in sorted(folder.rglob("*.j2")):
+            try:
+                prompts.check(str(template.relative_to(folder).with_suffix("")))
+            except PromptError as exc:
+                raise fail(str(exc), ("prompts_dir",)) from None
 
     models = {
         name: model_from_entry(name, entry, api_base, fail) for name, entry in spec.models.items()

@@ -1,4 +1,4 @@
-"""Hostile workflow files: a generated corpus of bad files, each refused by
+"""Hostile workflow files: a generated corpus of bad files (and prompt templates), each refused by
 ``concilium validate`` with exit 2 and a message naming the file (and the line where
 there is one), no traceback, bounded memory, no hang; and nested patterns whose
 call keys grow linearly with the depth."""
@@ -73,6 +73,18 @@ def _dev_zero(path: Path) -> None:
     path.symlink_to("/dev/zero")
 
 
+def _with_template(source: str) -> Callable[[Path], None]:
+    """A workflow whose prompts_dir holds one template file with ``source``."""
+
+    def make(path: Path) -> None:
+        folder = path.parent / f"prompts_{path.stem}" / "debate"
+        folder.mkdir(parents=True)
+        (folder / "round.j2").write_text(source)
+        path.write_text(HEAD + TAIL + f"prompts_dir: prompts_{path.stem}\n")
+
+    return make
+
+
 CORPUS: dict[str, Case] = {
     "alias_bomb": Case(_bomb()),
     "deep_flow_nesting": Case(HEAD + TAIL + "description: " + "[" * 1000 + "]" * 1000 + "\n"),
@@ -116,6 +128,8 @@ CORPUS: dict[str, Case] = {
     "five_megabytes": Case(
         HEAD + TAIL + "description: '" + "x" * 5_000_000 + "'\n", has_line=False
     ),
+    "template_file_syntax": Case(None, make=_with_template("{% for %}")),
+    "template_file_missing_include": Case(None, make=_with_template("{% include 'x/y.j2' %}")),
     "fifo": Case(None, has_line=False, make=_fifo),
     "dev_zero_link": Case(None, has_line=False, make=_dev_zero),
 }
@@ -247,6 +261,8 @@ def test_the_messages_say_what_and_how_to_fix(
     assert "NUL byte at byte offset" in said["nul_byte"]
     assert "not UTF-8" in said["latin1_bytes"] and "0xf4" in said["latin1_bytes"]
     assert "larger than 1024 KiB" in said["five_megabytes"]
+    assert "'debate/round'" in said["template_file_syntax"]
+    assert "'x/y.j2', which does not exist" in said["template_file_missing_include"]
     assert "a FIFO" in said["fifo"] and "a character device" in said["dev_zero_link"]
 
 
