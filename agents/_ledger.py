@@ -21,14 +21,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
-
 from concilium._errors import BudgetExceeded, ModelCallError
 from concilium.tools import Tool, ToolError
 
@@ -46,15 +38,55 @@ EventSink = Callable[[Event], None]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries for retryable errors: timeouts, 408/429/5xx, lost connections."""
+    """How a call that fails retryably (a timeout, 408/409/425/429/5xx, a lost
+    connection) is tried again; see ``CallLedger._send_with_retries``.
+
+    Attributes:
+        attempts: requests one call may send in all, the first included.
+        initial_wait: seconds (with jitter) before the first retry that goes back
+            to a replica already tried; doubling per retry up to ``max_wait``. A
+            retry that can go to another ready replica goes at once.
+        max_wait: the longest backoff.
+        max_retry_after: the longest wait a server's ``Retry-After`` may impose;
+            a longer one is cut to this.
+
+    Example:
+        >>> policy = RetryPolicy()
+        >>> policy.wait(1, retry_after=2.0), policy.wait(1, retry_after=3600.0)
+        (2.0, 30.0)
+    """
 
     attempts: int = 4
     initial_wait: float = 0.25
     max_wait: float = 8.0
+    max_retry_after: float = 30.0
+
+    def wait(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds before retry number ``retry`` (from 1): the backoff, or the
+        server's ``Retry-After`` (capped) when that is longer."""
+        backoff = min(self.initial_wait * 2 ** (retry - 1), self.max_wait)
+        backoff *= 0.5 + random.random() / 2  # jitter: [0.5, 1) of it, never past the cap
+        if retry_after is None:
+            return backoff
+        return max(min(retry_after, self.max_retry_after), backoff)
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ModelCallError) and exc.retryable
+def _timed_out(exc: ModelCallError) -> bool:
+    """A read or total timeout: no status, yet a connection was made."""
+    return exc.status is None and not exc.connection_failed and "timeout" in exc.detail.lower()
+
+
+def _gave_up(exc: ModelCallError, attempts: int) -> ModelCallError:
+    """The last error of a call that used all its attempts, saying so."""
+    return ModelCallError(
+        f"gave up after {attempts} attempts; the last one failed: {exc.detail}",
+        model=exc.model,
+        status=exc.status,
+        retryable=exc.retryable,
+        api_base=exc.api_base,
+        connection_failed=exc.connection_failed,
+        retry_after=exc.retry_after,
+    )
 
 
 def request_digest(model: str, body: Mapping[str, Any], key: str) -> str:
@@ -132,7 +164,7 @@ class CallLedger:
 
         ``on_text`` streams the reply: it gets each text delta as it arrives (the
         whole text at once for a replayed call or a transport that cannot stream).
-        A streamed call is not retried, since its deltas may already be used.
+        A streamed call is retried only until its first delta has gone out.
         """
         digest = request_digest(spec.model, body, key)
         cached = self.record.get(digest)
@@ -154,10 +186,7 @@ class CallLedger:
                 spec.served_name, chat_attributes(spec.served_name, spec.provider, body, agent)
             ) as span:
                 try:
-                    if on_text is None:
-                        completion = await self._send_with_retries(spec, body, agent)
-                    else:
-                        completion = await self._send(spec, body, agent, on_text)
+                    completion = await self._send_with_retries(spec, body, agent, on_text)
                 except BaseException as exc:
                     record_error(span, exc)
                     raise
@@ -208,56 +237,79 @@ class CallLedger:
         agent: str,
         on_text: Callable[[str], None] | None = None,
     ) -> Completion:
-        self.attempts += 1
+        """Kept for callers of the old name: one call with retries and failover."""
+        return await self._send_with_retries(spec, body, agent, on_text)
+
+    async def _send_with_retries(
+        self,
+        spec: ModelSpec,
+        body: Mapping[str, Any],
+        agent: str,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Completion:
+        """Send one call, trying again on a retryable failure (``RetryPolicy``).
+
+        Each request picks a replica the call has not tried when one is ready
+        (``ModelPool.pick``) and reports its outcome to the replica's circuit
+        breaker. A retry that has such a replica goes at once (failover); one that
+        must go back to a replica already tried waits the backoff, or as long as
+        the server's ``Retry-After`` asked (capped), and after a timeout not at all
+        (the timeout was the wait). A streamed call is retried only while none of
+        its text has gone out. The last error says how many attempts were made.
+        """
         transport = transport_for(spec)
         headers = {"X-Concilium-Agent": agent}
         pool = pool_for(spec)
         affinity = _affinity(body) if spec.routing == "affinity" else None
         tried: list[Replica] = []
+        streamed = False
+
+        def pass_on(delta: str) -> None:
+            nonlocal streamed
+            streamed = True
+            if on_text is not None:
+                on_text(delta)
+
+        attempt = waits = 0
         while True:
+            attempt += 1
+            self.attempts += 1
             async with pool.slot(affinity, tried) as replica:
                 _mark_sent()  # from here a cancelled call counts against the budget
                 try:
                     if on_text is None:
-                        return await transport.chat(spec, replica.api_base, body, headers)
-                    # a transport that cannot stream (streams=False) passes the whole text once
-                    return await transport.stream(spec, replica.api_base, body, headers, on_text)
+                        completion = await transport.chat(spec, replica.api_base, body, headers)
+                    else:  # a transport that cannot stream passes the whole text once
+                        completion = await transport.stream(
+                            spec, replica.api_base, body, headers, pass_on
+                        )
                 except ModelCallError as exc:
-                    # Failover: no server answered, so nothing was generated for this call;
-                    # send it once to another replica (never a streamed call with deltas out).
-                    tried.append(replica)
-                    if not exc.connection_failed or len(tried) >= pool.size or on_text is not None:
-                        raise
-                    pool.mark_down(replica)
-            self._emit({"type": "call_failover", "agent": agent, "from": redact(replica.api_base)})
-
-    async def _send_with_retries(
-        self, spec: ModelSpec, body: Mapping[str, Any], agent: str
-    ) -> Completion:
-        # Fast path: most calls succeed first time, and building a tenacity
-        # controller costs more than the rest of the ledger on a wide fan-out.
-        try:
-            return await self._send(spec, body, agent)
-        except ModelCallError as exc:
-            if not exc.retryable or self.retry.attempts <= 1:
-                raise
-            first_error = exc
-        self._emit({"type": "call_retry", "agent": agent, "error": redact(str(first_error))})
-        await asyncio.sleep(self.retry.initial_wait * (0.5 + random.random()))
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.retry.attempts - 1),
-            wait=wait_exponential_jitter(
-                multiplier=self.retry.initial_wait, max=self.retry.max_wait
-            ),
-            retry=retry_if_exception(_retryable),
-            before_sleep=lambda state: self._on_retry(state, agent),
-            reraise=True,
-        )
-        return await retrying(self._send, spec, body, agent)
-
-    def _on_retry(self, state: RetryCallState, agent: str) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        self._emit({"type": "call_retry", "agent": agent, "error": redact(str(exc))})
+                    error = exc
+                    if exc.retryable:
+                        pool.failed(replica, exc.retry_after)
+                    else:
+                        pool.succeeded(replica)  # it answered: a bad request is not a sick server
+                    if exc.connection_failed:
+                        pool.mark_down(replica)
+                else:
+                    pool.succeeded(replica)
+                    return completion
+            if replica not in tried:
+                tried.append(replica)
+            if not error.retryable or streamed:
+                raise error
+            if attempt >= self.retry.attempts:
+                raise _gave_up(error, attempt)
+            now = time.monotonic()
+            if any(pool.ready(r, now) for r in pool.replicas if r not in tried):
+                self._emit(
+                    {"type": "call_failover", "agent": agent, "from": redact(replica.api_base)}
+                )
+                continue
+            self._emit({"type": "call_retry", "agent": agent, "error": redact(str(error))})
+            if not _timed_out(error):
+                waits += 1
+                await asyncio.sleep(self.retry.wait(waits, error.retry_after))
 
     async def tool(
         self,

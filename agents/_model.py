@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -65,15 +66,32 @@ class ModelSpec:
         max_concurrency: requests in flight per replica; more wait their turn.
         transport: ``"auto"`` (direct for OpenAI-compatible URLs, else litellm),
             ``"direct"``, ``"litellm"``, or a ``Transport`` object (test doubles).
-        timeout: seconds for one request.
+        timeout: seconds for one request, whole (120 s: generous, since a long
+            generation on a CPU server legitimately takes minutes).
+        ttft_timeout: seconds to wait for the server's first byte, and, when
+            streaming, for each next event. This is what catches a hung server in
+            seconds instead of waiting out ``timeout``. 30 s by default: a local
+            server sends a streamed reply's first event after prefill (well under a
+            second on a GPU, a few seconds on the embedded CPU engine, which takes
+            ~3-6 s for a whole 64-token answer). A server sends a whole
+            (non-streamed) reply only when it is complete, so for those calls this
+            also bounds the generation: raise it for long answers on slow hardware.
+            The direct transport honours it; litellm gets only ``timeout``.
+        connect_timeout: seconds to open a connection (5 s: a local or LAN server
+            connects in milliseconds, so 5 s means it is down).
         routing: how calls pick a replica: ``"least_loaded"`` (fewest in flight),
             ``"affinity"`` (calls sharing their first message go to the same replica,
             so they share its prefix cache, unless it is at its concurrency limit),
-            or ``"round_robin"``. A replica that refuses connections is skipped for
-            ``DOWN_SECONDS`` and the call goes to another.
+            or ``"round_robin"``. Under every mode a replica whose circuit breaker is
+            open gets no calls (see ``ModelPool``), a retry prefers a replica the
+            call has not tried, and a replica that refuses connections is skipped for
+            ``DOWN_SECONDS``.
         load_metrics: also read each replica's vLLM ``/metrics`` (every
             ``METRICS_INTERVAL`` s): requests waiting there (from any client) count
             as load, and a replica whose KV cache is nearly full is avoided.
+        max_response_bytes: the most bytes one reply may bring (a whole body, or a
+            whole stream and each of its lines), counted after decompression; a
+            larger reply fails with ``MalformedReplyError`` (direct transport).
 
     Example:
         >>> spec = ModelSpec("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
@@ -90,6 +108,9 @@ class ModelSpec:
     timeout: float = 120.0
     routing: Routing = "least_loaded"
     load_metrics: bool = False
+    ttft_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    max_response_bytes: int = 16 * 2**20
 
     def __post_init__(self) -> None:
         bases = self.api_base
@@ -98,8 +119,14 @@ class ModelSpec:
         elif isinstance(bases, str):
             bases = (bases,)
         object.__setattr__(self, "api_base", tuple(b.rstrip("/") for b in bases))
+        if self.max_response_bytes < 1024:
+            raise ValueError(f"max_response_bytes must be >= 1024, got {self.max_response_bytes}")
         if self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        for name in ("timeout", "ttft_timeout", "connect_timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
         if self.routing not in ("least_loaded", "affinity", "round_robin"):
             raise ValueError(
                 f"routing must be least_loaded, affinity or round_robin, got {self.routing!r}"
@@ -145,20 +172,36 @@ class ModelSpec:
 DOWN_SECONDS = 10.0  # a replica that refused a connection is skipped this long
 METRICS_INTERVAL = 0.5
 KV_FULL = 0.95
+BREAKER_FAILURES = 3  # consecutive retryable failures (timeouts included) that open a breaker
+BREAKER_COOLDOWN = 5.0  # seconds an open breaker waits before its half-open probe
+BREAKER_MAX_COOLDOWN = 60.0  # the cool-down doubles after each failed probe, up to this
 
 
 class Replica:
-    """One server of a pool: its URL, a concurrency gate and counters."""
+    """One server of a pool: its URL, a concurrency gate, counters and a circuit breaker.
 
-    __slots__ = ("_gate", "api_base", "down_until", "in_flight", "kv_usage", "sent", "waiting")
+    The breaker is closed while ``failures`` (consecutive retryable failures) is
+    under the pool's ``breaker_failures``; then it is open until ``open_until``,
+    after which one call at a time (the half-open probe) may go: a success closes
+    it, a failure opens it again for twice as long.
+    """
+
+    __slots__ = (
+        "_gate", "api_base", "down_until", "failures", "in_flight", "kv_usage",
+        "open_until", "probing", "reopened", "sent", "waiting",
+    )  # fmt: skip
 
     def __init__(self, api_base: str | None, limit: int):
         self.api_base = api_base
         self.in_flight = 0  # holding or waiting for a slot
         self.sent = 0
-        self.down_until = 0.0
+        self.down_until = 0.0  # refused a connection, or asked to wait (Retry-After)
         self.waiting = 0.0  # vllm:num_requests_waiting, when load_metrics is on
         self.kv_usage = 0.0  # vllm:kv_cache_usage_perc
+        self.failures = 0
+        self.open_until = 0.0
+        self.reopened = 0  # failed probes since the breaker last closed
+        self.probing = False
         self._gate = asyncio.Semaphore(limit)
 
     def up(self, now: float) -> bool:
@@ -166,6 +209,12 @@ class Replica:
 
     def load(self, limit: int) -> float:
         return self.in_flight + self.waiting + (limit if self.kv_usage >= KV_FULL else 0)
+
+    def breaker(self, threshold: int, now: float) -> Literal["closed", "open", "half_open"]:
+        """The breaker's state: ``half_open`` once an open breaker's cool-down is over."""
+        if self.failures < threshold:
+            return "closed"
+        return "open" if now < self.open_until or self.probing else "half_open"
 
 
 def _rank(key: str, replica: Replica) -> bytes:
@@ -175,22 +224,41 @@ def _rank(key: str, replica: Replica) -> bytes:
 class ModelPool:
     """Routes each call of one ``ModelSpec`` to a replica (see ``ModelSpec.routing``).
 
-    Use ``async with pool.slot(affinity) as replica:`` around a request; the slot
-    both limits concurrency per replica (callers wait: backpressure, not 429s) and
-    counts load for routing.
+    Use ``async with pool.slot(affinity, exclude) as replica:`` around a request; the
+    slot both limits concurrency per replica (callers wait: backpressure, not 429s)
+    and counts load for routing. Report each request's outcome with ``succeeded``
+    or ``failed``: that drives the replicas' circuit breakers, which every routing
+    mode respects (``breaker_failures`` consecutive retryable failures open one for
+    ``breaker_cooldown`` seconds; tests may lower both on a pool).
     """
 
     def __init__(self, spec: ModelSpec):
         self.spec = spec
         bases: tuple[str | None, ...] = spec.replicas or (None,)
         self.replicas = [Replica(b, spec.max_concurrency) for b in bases]
+        self.breaker_failures = BREAKER_FAILURES
+        self.breaker_cooldown = BREAKER_COOLDOWN
         self._next = 0
         self._poller: asyncio.Task[None] | None = None
 
+    def ready(self, replica: Replica, now: float) -> bool:
+        """Whether ``replica`` may take a call now: up, and its breaker not open."""
+        return replica.up(now) and replica.breaker(self.breaker_failures, now) != "open"
+
     def pick(self, affinity: str | None = None, exclude: Collection[Replica] = ()) -> Replica:
+        """The replica for the next request.
+
+        Only ready replicas are candidates (``ready``), those not in ``exclude``
+        (the ones this call already tried) first. When none is ready, the one that
+        will be soonest is used: with nothing healthy to prefer, a call still goes.
+        """
         now = time.monotonic()
-        candidates = [r for r in self.replicas if r not in exclude] or self.replicas
-        live = [r for r in candidates if r.up(now)] or candidates
+        fresh = [r for r in self.replicas if r not in exclude]
+        live = [r for r in fresh if self.ready(r, now)] or [
+            r for r in self.replicas if self.ready(r, now)
+        ]
+        if not live:
+            return min(fresh or self.replicas, key=lambda r: max(r.open_until, r.down_until))
         if len(live) == 1:
             return live[0]
         if self.spec.routing == "round_robin":
@@ -215,7 +283,29 @@ class ModelPool:
     def slot(self, affinity: str | None = None, exclude: Collection[Replica] = ()) -> _Slot:
         if self.spec.load_metrics and self._poller is None and len(self.replicas) > 1:
             self._poller = asyncio.ensure_future(self._poll_metrics())
-        return _Slot(self.pick(affinity, exclude))
+        replica = self.pick(affinity, exclude)
+        probe = replica.breaker(self.breaker_failures, time.monotonic()) == "half_open"
+        if probe:
+            replica.probing = True  # the one call that decides; the others keep away
+        return _Slot(replica, probe)
+
+    def succeeded(self, replica: Replica) -> None:
+        """A request got an answer (any answer that is not a retryable failure)."""
+        replica.failures = 0
+        replica.reopened = 0
+        replica.open_until = 0.0
+
+    def failed(self, replica: Replica, retry_after: float | None = None) -> None:
+        """A request failed retryably (5xx, 429, timeout, lost connection)."""
+        now = time.monotonic()
+        replica.failures += 1
+        if retry_after:
+            replica.down_until = max(replica.down_until, now + retry_after)
+        if replica.failures >= self.breaker_failures:
+            if replica.probing:  # the half-open probe failed: open again, for longer
+                replica.reopened += 1
+            cooldown = min(self.breaker_cooldown * 2**replica.reopened, BREAKER_MAX_COOLDOWN)
+            replica.open_until = now + cooldown
 
     async def _poll_metrics(self) -> None:
         """Keep each replica's waiting count and KV-cache use from its /metrics."""
@@ -266,10 +356,11 @@ def _metric(text: str, name: str, combine: Callable[[list[float]], float]) -> fl
 
 
 class _Slot:
-    __slots__ = ("replica",)
+    __slots__ = ("probe", "replica")
 
-    def __init__(self, replica: Replica):
+    def __init__(self, replica: Replica, probe: bool = False):
         self.replica = replica
+        self.probe = probe
 
     async def __aenter__(self) -> Replica:
         r = self.replica
@@ -278,6 +369,8 @@ class _Slot:
             await r._gate.acquire()
         except BaseException:
             r.in_flight -= 1
+            if self.probe:
+                r.probing = False
             raise
         r.sent += 1
         return r
@@ -285,6 +378,8 @@ class _Slot:
     async def __aexit__(self, *exc: object) -> None:
         self.replica._gate.release()
         self.replica.in_flight -= 1
+        if self.probe:  # decided (succeeded/failed was called) or cancelled: let another probe
+            self.replica.probing = False
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ModelSpec, ModelPool]] = (

@@ -12,6 +12,30 @@ Every message says what happened, the bad value, and the fix.
 
 from __future__ import annotations
 
+import re
+
+# C0 controls but tab and newline, DEL, C1 controls, and the bidi overrides that can
+# make a terminal show text in another order than it has
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def escape_controls(text: str) -> str:
+    r"""``text`` safe to print on a terminal: control characters (but newline and tab)
+    shown as escapes, so a model's or a server's text cannot move the cursor, recolour
+    or rewrite the user's terminal.
+
+    Example:
+        >>> print(escape_controls("red \x1b[31mtext\r\nnext line"))
+        red \x1b[31mtext\x0d
+        next line
+    """
+    return _CONTROLS.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
 
 class ConciliumError(Exception):
     """Base class of every error concilium raises on purpose."""
@@ -59,6 +83,9 @@ class ModelCallError(ModelError):
         model: the model string of the call.
         status: HTTP status when there was one (``None`` for connection errors).
         retryable: whether retrying the same call could succeed.
+        retry_after: seconds the server asked to wait before a retry (its
+            ``Retry-After`` header on a 429 or 503), else ``None``.
+        detail: the message without the model/status prefix.
     """
 
     def __init__(
@@ -70,8 +97,11 @@ class ModelCallError(ModelError):
         retryable: bool = False,
         api_base: str | None = None,
         connection_failed: bool = False,
+        retry_after: float | None = None,
     ):
         self.connection_failed = connection_failed  # no server answered: another replica may
+        self.retry_after = retry_after  # seconds the server asked us to wait (Retry-After)
+        self.detail = message
         self.model = model
         self.status = status
         self.retryable = retryable
@@ -79,7 +109,23 @@ class ModelCallError(ModelError):
         status_text = f"status {status}" if status is not None else "no response"
         where = f" at {api_base}" if api_base else ""
         kind = "retryable" if retryable else "not retryable"
+        # the message may quote what a server sent: never raw control characters
+        message = escape_controls(message)
         super().__init__(f"model {model!r}{where}: {status_text} ({kind}): {message}")
+
+
+class MalformedReplyError(ModelCallError):
+    """A server answered, but its reply cannot be used: not JSON, the wrong shape
+    (no choices, a number for the text, negative token counts), or over the size cap.
+
+    Retryable only when the server also said it failed (a 5xx status): a server that
+    sends a malformed reply with 200 would most likely send it again.
+
+    Example:
+        >>> err = MalformedReplyError("choices: empty", model="m", status=200, api_base="http://h/v1")
+        >>> isinstance(err, ModelCallError), err.retryable
+        (True, False)
+    """
 
 
 class OutputParseError(ModelError):

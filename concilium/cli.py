@@ -100,6 +100,7 @@ async def _run_workflow(
 @click.option("--max-calls", type=click.IntRange(min=1), help="Budget: at most this many model calls.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Budget: at most this many tokens.")
 @click.option("--max-tool-calls", type=click.IntRange(min=1), help="Budget: at most this many tool calls.")
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True, max=10**7), help="Stop the run after this many seconds.")
 @_guard
 def run(
     workflow: str,
@@ -113,6 +114,7 @@ def run(
     max_calls: int | None,
     max_tokens: int | None,
     max_tool_calls: int | None,
+    deadline: float | None,
 ) -> None:
     """Run a WORKFLOW file on a question."""
     from concilium.agents import Budget
@@ -126,7 +128,7 @@ def run(
         provider = configure_tracing(trace)
     limits = (max_calls, max_tokens, max_tool_calls)
     budget = Budget(*limits) if any(limits) else None
-    options = {"budget": budget, "state_path": state, "run_id": run_id, "resume": resume}
+    options = {"budget": budget, "state_path": state, "run_id": run_id, "resume": resume, "deadline_s": deadline}
     from ._progress import Progress
 
     progress = Progress.for_terminal(sys.stderr)
@@ -489,6 +491,18 @@ def bench_cluster(json_file: str | None, requests: int) -> None:
     from concilium.bench import cluster
 
     cluster.main(requests=requests, json_file=json_file)
+
+
+@bench.command("faults")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+@click.option("--runs", default=100, show_default=True, type=click.IntRange(min=1), help="Debates to run.")
+@click.option("--latency", default=0.2, show_default=True, type=click.FloatRange(min=0.001, max=60), help="Server latency (s).")
+@_guard
+def bench_faults(json_file: str | None, runs: int, latency: float) -> None:
+    """Runs completed, requests over the minimum and the slowest run under 503s, 429s and hangs."""
+    from concilium.bench import faults
+
+    faults.main(runs=runs, latency=latency, json_file=json_file)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -140,6 +141,7 @@ async def run(
     resume: bool = False,
     on_event: Callable[[Event], None] | None = None,
     record: CallRecord | None = None,
+    deadline_s: float | None = None,
 ) -> RunResult:
     """Run a graph on a question (or chat messages) and return its ``RunResult``.
 
@@ -153,6 +155,8 @@ async def run(
         resume: continue run ``run_id`` from ``state_path`` instead of starting over.
         on_event: called with each progress event (node, call, round, vote).
         record: a call record to use (replay tests); default: fresh, or the file.
+        deadline_s: seconds the whole run may take; past them its calls are
+            cancelled and ``RunError`` names the deadline (``--deadline`` on the CLI).
 
     Example:
         >>> from concilium.agents import Agent, FakeModel
@@ -167,6 +171,10 @@ async def run(
         from concilium._errors import UserError
 
         raise UserError("resume=True needs the state_path and run_id of the run to resume")
+    if deadline_s is not None and not 0 < deadline_s < math.inf:
+        from concilium._errors import UserError
+
+        raise UserError(f"deadline_s must be a finite number of seconds > 0, got {deadline_s!r}")
     run_id = run_id or uuid.uuid4().hex[:12]
     owns_record = record is None
     if record is None:
@@ -191,7 +199,8 @@ async def run(
             run_scope(ctx),
             workflow_span(graph.name, **{"gen_ai.conversation.id": run_id}) as span,
         ):
-            final = await _invoke(graph, split_input(input), run_id, state_path, resume)
+            work = _invoke(graph, split_input(input), run_id, state_path, resume)
+            final = await _within(deadline_s, work)
             if span.is_recording() and final.get("votes"):
                 span.set_attribute("concilium.votes", str(final["votes"].get("counts")))
     except Exception as exc:
@@ -215,6 +224,26 @@ async def run(
         tool_calls=ledger.tool_calls,
         tools_replayed=ledger.tools_replayed,
     )
+
+
+async def _within(deadline_s: float | None, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Await ``work``, cancelling it after ``deadline_s`` seconds with a ``RunError``."""
+    if deadline_s is None:
+        return await work
+    scope = asyncio.timeout(deadline_s)
+    try:
+        async with scope:
+            return await work
+    except TimeoutError:
+        if not scope.expired():
+            raise  # a timeout of the run's own, not the deadline
+        from concilium._errors import RunError
+
+        raise RunError(
+            f"the run passed its deadline of {deadline_s:g} s (deadline_s / --deadline) and "
+            "was stopped, its calls in flight cancelled; raise the deadline, or make the "
+            "workflow smaller or the servers faster"
+        ) from None
 
 
 def _partial(

@@ -10,6 +10,10 @@ call is done (``ChatOnly`` and ``WholeTextStream`` give that for free).
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import math
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -102,15 +106,49 @@ class ChatOnly(WholeTextStream):
         return await self.inner.chat(spec, api_base, body, headers)
 
 
-def status_error(spec: ModelSpec, api_base: str | None, status: int, detail: str) -> ModelCallError:
-    """The error for an HTTP status, with a hint at the usual fix. The server's
-    ``detail`` is cut to 300 characters and, like ``api_base``, has its credentials
-    masked (a server may echo the key it was sent).
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """The wait a ``Retry-After`` header asks for, in seconds (never negative), or
+    ``None`` when there is none or it is unreadable. It is either a number of
+    seconds or an HTTP date; the ledger caps it (``RetryPolicy.max_retry_after``).
 
     Example:
-        >>> err = status_error(ModelSpec("hosted_vllm/m"), "http://h/v1", 429, "slow down")
-        >>> err.retryable, "max_concurrency" in str(err)
-        (True, True)
+        >>> retry_after_seconds("2"), retry_after_seconds(None), retry_after_seconds("soon")
+        (2.0, None, None)
+        >>> retry_after_seconds("Tue, 24 Nov 2026 17:00:30 GMT", now=1795539600.0)
+        30.0
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def status_error(
+    spec: ModelSpec,
+    api_base: str | None,
+    status: int,
+    detail: str,
+    retry_after: float | None = None,
+) -> ModelCallError:
+    """The error for an HTTP status, with a hint at the usual fix. The server's
+    ``detail`` is cut to 300 characters and, like ``api_base``, has its credentials
+    masked (a server may echo the key it was sent). ``retry_after`` is the wait the
+    server asked for (``retry_after_seconds``), kept on the error for the ledger.
+
+    Example:
+        >>> err = status_error(ModelSpec("hosted_vllm/m"), "http://h/v1", 429, "slow down", 2.0)
+        >>> err.retryable, "max_concurrency" in str(err), err.retry_after
+        (True, True, 2.0)
     """
     retryable = status in RETRYABLE_STATUS
     hint = {
@@ -120,7 +158,7 @@ def status_error(spec: ModelSpec, api_base: str | None, status: int, detail: str
         403: "check api_key and that this key may use the model",
         404: f"check that the server serves model {spec.served_name!r} at this api_base",
         429: "the server is rate limiting; lower max_concurrency or the fan-out",
-    }.get(status, "retrying" if retryable else "")
+    }.get(status, "the server failed or is overloaded; check its log" if status >= 500 else "")
     message = scrub(detail) or "(empty body)"
     if hint:
         message = f"{message} -- {hint}"
@@ -130,4 +168,5 @@ def status_error(spec: ModelSpec, api_base: str | None, status: int, detail: str
         status=status,
         retryable=retryable,
         api_base=api_base and redact(api_base),
+        retry_after=retry_after if retryable else None,
     )

@@ -17,7 +17,7 @@ from concilium._errors import ModelCallError
 from .._model import ModelSpec
 from .._redact import redact, scrub
 from .._types import Completion, completion_from_openai
-from ._base import RETRYABLE_STATUS, WholeTextStream, status_error
+from ._base import RETRYABLE_STATUS, WholeTextStream, retry_after_seconds, status_error
 
 # Fields of the OpenAI body litellm takes as keyword arguments; the rest go in
 # extra_body so server-specific fields (vLLM's structured_outputs) pass through.
@@ -61,8 +61,10 @@ def map_litellm_error(spec: ModelSpec, api_base: str | None, exc: Exception) -> 
     """
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    wait = retry_after_seconds(headers.get("retry-after")) if isinstance(headers, Mapping) else None
     if isinstance(status, int) and status >= 400 and name not in _RETRYABLE_NAMES:
-        return status_error(spec, api_base, status, str(exc))
+        return status_error(spec, api_base, status, str(exc), wait)
     retryable = name in _RETRYABLE_NAMES or (isinstance(status, int) and status in RETRYABLE_STATUS)
     return ModelCallError(
         f"{name}: {scrub(str(exc))}",
@@ -70,6 +72,7 @@ def map_litellm_error(spec: ModelSpec, api_base: str | None, exc: Exception) -> 
         status=status if isinstance(status, int) else None,
         retryable=retryable,
         api_base=api_base and redact(api_base),
+        retry_after=wait if retryable else None,
     )
 
 
