@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -26,6 +29,7 @@ from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
 from concilium.serving import Faults, Latency, SimConfig, SimServer
 
+ROOT = Path(__file__).resolve().parents[2]
 SICK = {"503": Faults(error_rate=1.0), "hang": Faults(hang_rate=1.0)}
 
 
@@ -195,3 +199,16 @@ def test_bench_faults_reports_completion_requests_and_tail() -> None:
     figures = faults.main(runs=3, latency=0.02)
     assert figures["runs"] == 3 and figures["completed"] == 3, figures["failures"]
     assert figures["requests"] >= figures["calls"] > 0
+
+
+def test_cli_run_deadline_stops_a_run_on_a_hung_server_naming_it(tmp_path: Path) -> None:
+    text = (ROOT / "examples/self_consistency.yaml").read_text()
+    hung = tmp_path / "hung.yaml"
+    hung.write_text(text + "  faults: {hang_rate: 1.0}\n")
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "concilium", "run", str(hung), "-b", "sim", "-i", "q",
+         "--deadline", "1.5"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert "deadline of 1.5 s" in out.stderr and "Traceback" not in out.stderr
