@@ -10,9 +10,10 @@ calls run one at a time under a token budget; give agents ``max_tokens`` to let
 them run side by side). The check and the reservation happen with no ``await``
 between them, so concurrent branches cannot both take the last tokens.
 
-A request that does not fit beside the calls in flight waits for them to settle;
-one that cannot fit even if they spend nothing more raises ``BudgetExceeded``
-before it is sent. When a call completes its hold is settled to the real usage and
+A request whose calls do not fit beside the calls in flight raises
+``BudgetExceeded`` before it is sent (a call in flight is as good as spent). One
+whose tokens do not fit beside them waits for them to settle, since a worst case
+is rarely spent; it raises only when it cannot fit even if they spend nothing more. When a call completes its hold is settled to the real usage and
 the unused part is freed. A call that fails or is cancelled frees its hold only if
 no request was sent; once sent it counts as a call, and its tokens (unknown: the
 server may have generated them) count at their worst case, unless the server
@@ -111,12 +112,12 @@ class BudgetMeter:
 
     async def reserve(self, body: dict[str, Any], model: str) -> Hold:
         """Reserve what ``body`` may cost, waiting for calls in flight to settle when
-        it does not fit beside them. A body without ``max_tokens`` under a token
-        budget gets one (the tokens still free, split over its samples).
+        its tokens do not fit beside them. A body without ``max_tokens`` under a
+        token budget gets one (the tokens still free, split over its samples).
 
         Raises:
-            BudgetExceeded: the call cannot fit even if the calls in flight spend
-                nothing more.
+            BudgetExceeded: its calls do not fit beside the calls in flight, or its
+                tokens cannot fit even if the calls in flight spend nothing more.
         """
         while True:
             hold = self._try_reserve(body, model)
@@ -135,14 +136,12 @@ class BudgetMeter:
         b = self.budget
         n = int(body.get("n") or 1)
         calls = n if b.count_samples else 1
-        if b.max_calls is not None:
-            if self.used_calls + calls > b.max_calls:
-                raise BudgetExceeded(
-                    "calls", self.used_calls, b.max_calls,
-                    reserved=self.reserved_calls, needed=calls,
-                )  # fmt: skip
-            if self.used_calls + self.reserved_calls + calls > b.max_calls:
-                return None
+        # A call in flight will almost surely be spent (a sent call counts), so there
+        # is no point waiting for it: a call that does not fit beside it fails now.
+        if b.max_calls is not None and self.used_calls + self.reserved_calls + calls > b.max_calls:
+            raise BudgetExceeded(
+                "calls", self.used_calls, b.max_calls, reserved=self.reserved_calls, needed=calls
+            )
         tokens = words = 0
         if b.max_tokens is not None:
             words = prompt_words(body)

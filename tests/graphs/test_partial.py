@@ -29,7 +29,7 @@ async def test_a_run_over_budget_raises_with_its_partial_result(sim: SimServer) 
                   on_event=events.append)  # fmt: skip
     done = partial_result(info.value)
     assert done is not None and done.partial and done.answer is None
-    assert done.calls == 4 and done.usage.total_tokens > 0
+    assert done.calls == 3 and done.usage.total_tokens > 0  # the 4th was cancelled in flight
     first_round = [(t["agent"], t.get("round")) for t in done.transcript[:3]]
     assert sorted(first_round) == [("alice", 1), ("bob", 1), ("carol", 1)]
     assert all("[simulated reply]" in t["text"] for t in done.transcript)
