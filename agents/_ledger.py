@@ -79,7 +79,8 @@ def _timed_out(exc: ModelCallError) -> bool:
 def _gave_up(exc: ModelCallError, attempts: int) -> ModelCallError:
     """The last error of a call that used all its attempts, saying so."""
     return ModelCallError(
-        f"gave up after {attempts} attempts; the last one failed: {exc.detail}",
+        f"gave up after {attempts} attempt{'s' if attempts > 1 else ''}; "
+        f"the last one failed: {exc.detail}",
         model=exc.model,
         status=exc.status,
         retryable=exc.retryable,
