@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from concilium.agents import Agent
+from concilium.graphs import run
+from concilium.graphs.patterns import plan_and_execute
+from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import (
+    CALCULATOR,
     PlanError,
     PlanParser,
     Ref,
@@ -154,3 +159,25 @@ def test_parse_arguments_never_reads_code_after_the_call_as_other_arguments(argu
     # ReAct reads "Action: tool(<arguments>)" with its own pattern and calls this directly
     with pytest.raises(PlanError, match="exactly one"):
         parse_arguments(arguments)
+
+
+async def test_a_line_with_code_after_the_call_goes_back_to_the_planner() -> None:
+    # the contract with plan_and_execute: a PlanError (not an AssertionError) is a failed
+    # round that the next planner prompt explains, never the end of the run
+    hostile = '1. calculator("6 * 7").real()\n2. join()'
+    fixed = '1. calculator("6 * 7")\n2. join()'
+    rules = [Rule(agent="planner", replies=[hostile, fixed]),
+             Rule(agent="joiner", replies=["Action: Finish(42)"])]  # fmt: skip
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        graph = plan_and_execute(
+            Agent("planner", sim.spec()), Agent("joiner", sim.spec()), ToolRegistry([CALCULATOR])
+        )
+        result = await run(graph, "6 * 7?")
+        prompts = [
+            r["body"]["messages"][-1]["content"]
+            for r in await sim.requests()
+            if r["agent"] == "planner"
+        ]
+    error = result.details["rounds"][0]["plan_error"]
+    assert "plan line 1" in error and "an attribute after the call" in error
+    assert "Plan 1 could not be run" in prompts[1] and result.answer == "42"
