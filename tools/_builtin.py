@@ -165,7 +165,11 @@ def _candidates(root: Path, note: Callable[[str], None]) -> Iterator[Path]:
     """The ``.txt``/``.md`` entries under ``root`` in a stable order; links to folders
     are not followed (a folder could link back to itself or out of ``root``)."""
     count = 0
-    for here, folders, files in os.walk(root, followlinks=False):
+
+    def unreadable(exc: OSError) -> None:
+        note(f"{exc.filename}: skipped, {exc.strerror or exc}")
+
+    for here, folders, files in os.walk(root, onerror=unreadable, followlinks=False):
         base = Path(here)
         for folder in sorted(folders):
             if (base / folder).is_symlink():
