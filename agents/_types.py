@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from concilium._errors import MalformedReplyError
+
 from . import _wire
+from ._redact import redact
 
 Message = Mapping[str, Any]
 
@@ -89,41 +92,70 @@ class Completion:
         return _wire.chat_completion(self.id, self.model, choices, usage, created=0)
 
 
-def _logprobs(raw: Any) -> tuple[TokenLogprob, ...] | None:
-    if not raw:
-        return None
-    content = raw.get("content") if isinstance(raw, Mapping) else None
-    if content is None:
+def _logprobs(raw: _wire.LogprobsReply | None) -> tuple[TokenLogprob, ...] | None:
+    if raw is None or raw.content is None:
         return None
     return tuple(
-        TokenLogprob(
-            token=t.get("token", ""),
-            logprob=float(t.get("logprob", 0.0)),
-            top=tuple(
-                (a.get("token", ""), float(a.get("logprob", 0.0)))
-                for a in (t.get("top_logprobs") or ())
-            ),
-        )
-        for t in content
+        TokenLogprob(t.token, t.logprob, tuple((a.token, a.logprob) for a in t.top_logprobs or ()))
+        for t in raw.content
     )
 
 
-def completion_from_openai(data: Mapping[str, Any], replica: str | None = None) -> Completion:
-    """Read an OpenAI chat-completions response (a dict) into a ``Completion``."""
-    choices = sorted(data.get("choices") or (), key=lambda c: c.get("index", 0))
-    usage = data.get("usage") or {}
+def completion_from_openai(
+    data: Mapping[str, Any],
+    replica: str | None = None,
+    *,
+    model: str | None = None,
+    status: int | None = None,
+) -> Completion:
+    """Read an OpenAI chat-completions response (a dict) into a ``Completion``.
+
+    The body is checked first (``_wire.check_reply``); one that is not a
+    chat-completions reply (no choices, a number for the text, negative token
+    counts, a lone surrogate) raises ``MalformedReplyError`` naming ``model``, the
+    ``replica`` it came from (credentials masked) and what is wrong. It is
+    retryable only when ``status`` says the server failed (5xx).
+
+    Example:
+        >>> completion_from_openai({"choices": [{"message": {"content": "hi"}}]}).choices[0].text
+        'hi'
+        >>> try:
+        ...     completion_from_openai({"choices": []}, "http://h/v1", model="m")
+        ... except MalformedReplyError as exc:
+        ...     print(exc.retryable, exc.api_base, "choices: empty" in str(exc))
+        False http://h/v1 True
+    """
+    try:
+        reply = _wire.check_reply(data)
+    except _wire.ReplyShapeError as exc:
+        raise malformed_reply(str(exc), replica, model=model, status=status) from None
+    choices = sorted(reply.choices, key=lambda c: c.index)
+    usage = reply.usage or _wire.UsageReply()
     return Completion(
         choices=tuple(
             Choice(
-                text=(c.get("message") or {}).get("content") or "",
-                finish_reason=c.get("finish_reason"),
-                logprobs=_logprobs(c.get("logprobs")),
-                tool_calls=tuple((c.get("message") or {}).get("tool_calls") or ()),
+                text=c.message.content or "",
+                finish_reason=c.finish_reason,
+                logprobs=_logprobs(c.logprobs),
+                tool_calls=tuple(c.message.tool_calls or ()),
             )
             for c in choices
         ),
-        usage=Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)),
-        model=data.get("model") or "",
-        id=data.get("id") or "",
+        usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0),
+        model=reply.model or "",
+        id=reply.id or "",
         replica=replica,
+    )
+
+
+def malformed_reply(
+    message: str, replica: str | None, *, model: str | None, status: int | None = None
+) -> MalformedReplyError:
+    """The error for a reply that cannot be used; retryable only after a 5xx status."""
+    return MalformedReplyError(
+        message,
+        model=model or "?",
+        status=status,
+        retryable=status is not None and status >= 500,
+        api_base=replica and redact(replica),
     )

@@ -8,6 +8,9 @@ why both ``concilium.agents`` and ``concilium.serving`` can use it.
 
 Reading a body back into a ``Completion`` is ``completion_from_openai`` (beside the
 values it builds, in ``_types``); reading message text is :func:`message_text` here.
+What a server sends is checked first against the reply models at the end of this
+module (:func:`check_reply`, :func:`check_chunk`): a server is not trusted to send
+the shape it promises.
 
 Example:
     >>> body = chat_completion("r1", "m", [chat_choice(0, "hi")], usage(3, 1), created=0)
@@ -20,7 +23,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NotRequired, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 # A JSON object as it goes on the wire (bodies carry extension fields, hence Any).
 JsonObject = dict[str, Any]
@@ -288,3 +293,147 @@ def model_list(cards: Iterable[JsonObject]) -> JsonObject:
 def sse(event: Mapping[str, Any]) -> bytes:
     """One server-sent event carrying a JSON body (end the stream with ``SSE_DONE``)."""
     return f"data: {json.dumps(event)}\n\n".encode()
+
+
+# ----------------------------------------------------------- reading replies
+#
+# The shape concilium reads from a server, checked before it is used. Unknown fields
+# are ignored (servers add their own), but every field concilium reads must have its
+# documented type: a server that sends a number for the text or negative token
+# counts gets a clear error instead of a traceback or a wrong total.
+
+
+class ReplyShapeError(ValueError):
+    """A reply (or a streamed event) does not have the chat-completions shape;
+    the message says where and what (``choices[0].message.content: ...``)."""
+
+
+def _utf8(text: str) -> str:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"not valid text ({exc.reason} at {exc.start})") from None
+    return text
+
+
+_Text = Annotated[str, Field(strict=True), AfterValidator(_utf8)]
+# 2**53: past any real count, and still exact as a JSON number in every reader
+_Count = Annotated[int, Field(strict=True, ge=0, le=2**53)]
+
+
+class _Reading(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TopLogprobReply(_Reading):
+    token: _Text = ""
+    logprob: float = 0.0
+
+
+class TokenLogprobReply(_Reading):
+    token: _Text = ""
+    logprob: float = 0.0
+    top_logprobs: list[TopLogprobReply] | None = None
+
+
+class LogprobsReply(_Reading):
+    content: list[TokenLogprobReply] | None = None
+
+
+class MessageReply(_Reading):
+    content: _Text | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChoiceReply(_Reading):
+    index: _Count = 0
+    message: MessageReply
+    finish_reason: _Text | None = None
+    logprobs: LogprobsReply | None = None
+
+
+class UsageReply(_Reading):
+    prompt_tokens: _Count | None = 0
+    completion_tokens: _Count | None = 0
+
+
+class ChatCompletionReply(_Reading):
+    """A ``chat.completion`` body as concilium reads it: at least one choice."""
+
+    id: _Text | None = ""
+    model: _Text | None = ""
+    choices: list[ChoiceReply] = Field(min_length=1)
+    usage: UsageReply | None = None
+
+
+class DeltaReply(_Reading):
+    content: _Text | None = None
+
+
+class DeltaChoiceReply(_Reading):
+    index: _Count = 0
+    delta: DeltaReply | None = None
+    finish_reason: _Text | None = None
+
+
+class ChunkReply(_Reading):
+    """One streamed ``chat.completion.chunk`` (the usage-only last one has no choices)."""
+
+    id: _Text | None = ""
+    model: _Text | None = ""
+    choices: list[DeltaChoiceReply] | None = None
+    usage: UsageReply | None = None
+
+
+def _shape_error(exc: ValidationError, what: str) -> ReplyShapeError:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in first["loc"])
+    where = where.replace(".[", "[") or "the body"
+    shown = repr(first.get("input"))
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    more = exc.error_count() - 1
+    also = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    message = first["msg"].removeprefix("Value error, ")
+    message = message[:1].lower() + message[1:]
+    if first["type"] == "too_short" and where == "choices":
+        message = "empty (the server returned no answer)"
+    return ReplyShapeError(f"{what} {where}: {message}, got {shown}{also}")
+
+
+def check_reply(data: object) -> ChatCompletionReply:
+    """``data`` checked as a ``chat.completion`` body, or ``ReplyShapeError`` saying
+    where it is wrong.
+
+    Example:
+        >>> reply = check_reply(chat_completion("r", "m", [chat_choice(0, "hi")]))
+        >>> reply.choices[0].message.content
+        'hi'
+        >>> try:
+        ...     check_reply({"choices": [{"message": {"content": 42}}]})
+        ... except ReplyShapeError as exc:
+        ...     print(exc)
+        the reply's choices[0].message.content: input should be a valid string, got 42
+    """
+    if not isinstance(data, Mapping):
+        raise ReplyShapeError(f"the reply is not a JSON object but {_json_kind(data)}")
+    try:
+        return ChatCompletionReply.model_validate(data)
+    except ValidationError as exc:
+        raise _shape_error(exc, "the reply's") from None
+
+
+def check_chunk(data: object) -> ChunkReply:
+    """``data`` checked as one streamed ``chat.completion.chunk``."""
+    if not isinstance(data, Mapping):
+        raise ReplyShapeError(f"a streamed event is not a JSON object but {_json_kind(data)}")
+    try:
+        return ChunkReply.model_validate(data)
+    except ValidationError as exc:
+        raise _shape_error(exc, "a streamed event's") from None
+
+
+def _json_kind(data: object) -> str:
+    kinds = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if data is None else kinds.get(type(data), type(data).__name__)

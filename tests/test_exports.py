@@ -28,7 +28,7 @@ PACKAGES: list[str] = PYPROJECT["tool"]["setuptools"]["packages"]
 EXPECTED_ALL = {
     "concilium": """
         ConciliumError UserError WorkflowError GraphError PromptError ModelError
-        ModelCallError OutputParseError RunError BudgetExceeded ServerError Agent AgentReply
+        ModelCallError MalformedReplyError OutputParseError RunError BudgetExceeded ServerError Agent AgentReply
         ModelSpec Capabilities Budget FakeModel configure_tracing aclose Graph Branch START
         END run run_sync stream RunResult as_agent load_workflow majority_vote debate
         self_consistency SimServer SimConfig
