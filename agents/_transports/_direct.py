@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
 
-from concilium._errors import ModelCallError
+from concilium._errors import MalformedReplyError, ModelCallError
 
+from .. import _wire
 from .._model import ModelSpec
 from .._redact import redact, scrub
-from .._types import Completion, completion_from_openai
-from ._base import OnText, status_error
+from .._types import Completion, completion_from_openai, malformed_reply
+from ._base import OnText, retry_after_seconds, status_error
 
 
 class DirectTransport:
@@ -97,21 +99,33 @@ class DirectTransport:
         if spec.api_key:
             request_headers["Authorization"] = f"Bearer {spec.api_key}"
         url = f"{api_base}/chat/completions"
-        try:
+        try:  # timeouts first: aiohttp's are also ClientConnectionErrors
             async with self.session().post(
                 url,
                 data=payload,
                 headers=request_headers,
-                timeout=aiohttp.ClientTimeout(total=spec.timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=spec.timeout,
+                    sock_connect=spec.connect_timeout,
+                    sock_read=spec.ttft_timeout,  # the first byte, then each next read
+                ),
             ) as resp:
                 if resp.status >= 400:
+                    head = await _read_head(resp)
+                    wait = retry_after_seconds(resp.headers.get("Retry-After"))
                     raise status_error(
-                        spec, api_base, resp.status, (await resp.read()).decode(errors="replace")
+                        spec, api_base, resp.status, head.decode(errors="replace"), wait
                     )
                 if on_text is not None:
                     return await _read_stream(spec, resp, on_text, api_base)
-                raw = await resp.read()
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                raw = await _read_body(spec, resp, api_base)
+        except TimeoutError as exc:
+            raise timeout_error(spec, api_base, exc) from exc
+        except (
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            aiohttp.ClientResponseError,  # a bad status line or headers: not HTTP
+        ) as exc:
             raise ModelCallError(
                 f"connection failed ({type(exc).__name__}: {scrub(str(exc))}); "
                 "is the server running?",
@@ -120,57 +134,179 @@ class DirectTransport:
                 connection_failed=True,
                 api_base=redact(api_base),
             ) from exc
-        except TimeoutError as exc:
-            raise ModelCallError(
-                f"no answer within {spec.timeout:g} s; raise ModelSpec(timeout=...) "
-                "or check the server's load",
-                model=spec.model,
-                retryable=True,
-                api_base=redact(api_base),
-            ) from exc
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ModelCallError(
-                f"the server's reply is not JSON: {scrub(repr(raw[:200]))}",
-                model=spec.model,
-                status=resp.status,
-                retryable=True,
-                api_base=redact(api_base),
-            ) from exc
-        return completion_from_openai(data, replica=api_base)
+        return _completion(spec, api_base, resp.status, raw)
+
+
+def timeout_error(spec: ModelSpec, api_base: str, exc: TimeoutError) -> ModelCallError:
+    """The error for a request that ran out of time, naming the timeout that fired.
+    A connect timeout is a failed connection (nothing was generated: another
+    replica may take the call); a read timeout means the server went quiet.
+
+    Example:
+        >>> spec = ModelSpec("hosted_vllm/m", ttft_timeout=2)
+        >>> err = timeout_error(spec, "http://h/v1", aiohttp.SocketTimeoutError())
+        >>> err.retryable, "ttft_timeout" in str(err)
+        (True, True)
+    """
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        what, failed = f"no connection within {spec.connect_timeout:g} s (connect_timeout)", True
+    elif isinstance(exc, aiohttp.SocketTimeoutError):
+        what, failed = (
+            f"the server sent nothing for {spec.ttft_timeout:g} s (ttft_timeout): it may "
+            "be hung or overloaded; raise ttft_timeout for long unstreamed answers on "
+            "slow hardware",
+            False,
+        )
+    else:
+        what, failed = f"no whole answer within {spec.timeout:g} s (timeout)", False
+    return ModelCallError(
+        f"{what}; or check the server's load",
+        model=spec.model,
+        retryable=True,
+        connection_failed=failed,
+        api_base=redact(api_base),
+    )
+
+
+SSE_LINE_CAP = 4 * 2**20  # one streamed event; OpenAI servers send a few hundred bytes
+_HEAD = 4096  # what is read of an error body (status_error shows 300 characters)
+_CHUNK = 2**16
+# a JSON escape of a UTF-16 surrogate: only then can a body hold a lone one
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _too_large(spec: ModelSpec, api_base: str, status: int, what: str) -> MalformedReplyError:
+    limit = spec.max_response_bytes
+    return MalformedReplyError(
+        f"{what} is over {limit:,} bytes; if the reply is meant to be this large, "
+        f"raise ModelSpec(max_response_bytes=...)",
+        model=spec.model,
+        status=status,
+        api_base=redact(api_base),
+    )
+
+
+async def _read_head(resp: aiohttp.ClientResponse) -> bytes:
+    """The start of an error body; the rest is never read (the connection is dropped)."""
+    head = b""
+    async for chunk in resp.content.iter_chunked(_HEAD):
+        head += chunk
+        if len(head) >= _HEAD:
+            break
+    return head[:_HEAD]
+
+
+async def _read_body(spec: ModelSpec, resp: aiohttp.ClientResponse, api_base: str) -> bytes:
+    """The whole body, refused past ``spec.max_response_bytes`` of decompressed bytes
+    (aiohttp decompresses as it reads, so a gzip bomb is stopped at the cap)."""
+    limit = spec.max_response_bytes
+    if resp.content_length is not None and resp.content_length > limit:
+        raise _too_large(spec, api_base, resp.status, f"the reply ({resp.content_length:,} bytes)")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(spec, api_base, resp.status, "the reply")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _completion(spec: ModelSpec, api_base: str, status: int, raw: bytes) -> Completion:
+    """A checked ``Completion`` from a body, or ``MalformedReplyError`` saying what is wrong."""
+    try:
+        data = json.loads(raw)
+        if _SURROGATE_ESCAPE.search(raw):
+            json.dumps(data, ensure_ascii=False).encode()  # a lone surrogate fails here
+    except UnicodeEncodeError:
+        raise malformed_reply(
+            "the reply holds a lone UTF-16 surrogate (not valid text)",
+            api_base, model=spec.model, status=status,
+        ) from None  # fmt: skip
+    except (ValueError, RecursionError) as exc:
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
+        raise malformed_reply(
+            f"the reply is {problem}: {scrub(repr(raw[:200]))}",
+            api_base, model=spec.model, status=status,
+        ) from None  # fmt: skip
+    return completion_from_openai(data, replica=api_base, model=spec.model, status=status)
+
+
+async def _sse_lines(
+    spec: ModelSpec, resp: aiohttp.ClientResponse, api_base: str
+) -> AsyncIterator[bytes]:
+    """The stream's lines, split here rather than by aiohttp (whose reader fails on a
+    line over 64 KiB): each line up to ``SSE_LINE_CAP``, the whole stream up to
+    ``spec.max_response_bytes``."""
+    total_limit = spec.max_response_bytes
+    line_limit = min(SSE_LINE_CAP, total_limit)
+    buffer = bytearray()
+    size = 0
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > total_limit:
+            raise _too_large(spec, api_base, resp.status, "the stream")
+        start = 0
+        end = chunk.find(b"\n")
+        while end >= 0:
+            if buffer:
+                buffer += chunk[start:end]
+                line = bytes(buffer)
+                buffer.clear()
+            else:
+                line = chunk[start:end]
+            if len(line) > line_limit:
+                raise _too_large(spec, api_base, resp.status, "a streamed line")
+            yield line
+            start = end + 1
+            end = chunk.find(b"\n", start)
+        buffer += chunk[start:]
+        if len(buffer) > line_limit:
+            raise _too_large(spec, api_base, resp.status, "a streamed line")
+    if buffer:
+        yield bytes(buffer)
 
 
 async def _read_stream(
     spec: ModelSpec, resp: aiohttp.ClientResponse, on_text: OnText, api_base: str
 ) -> Completion:
-    """Assemble a one-choice completion from an OpenAI event stream, passing on deltas."""
+    """Assemble a one-choice completion from an OpenAI event stream, passing on deltas.
+
+    Every event is checked (``_wire.check_chunk``); the first malformed one ends the
+    call with ``MalformedReplyError``."""
     parts: list[str] = []
-    last: dict[str, Any] = {}
+    last = _wire.ChunkReply()
     finish = None
-    usage: dict[str, Any] = {}
-    async for raw_line in resp.content:
-        line = raw_line.decode(errors="replace").strip()
-        if not line.startswith("data:"):
+    usage: _wire.UsageReply | None = None
+    async for raw_line in _sse_lines(spec, resp, api_base):
+        line = raw_line.strip()
+        if not line.startswith(b"data:"):
             continue
         data = line[5:].strip()
-        if data == "[DONE]":
+        if data == b"[DONE]":
             break
         try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise ModelCallError(f"a streamed event is not JSON: {scrub(repr(data[:200]))}", model=spec.model,
-                                 status=resp.status, api_base=redact(api_base)) from None  # fmt: skip
+            chunk = _wire.check_chunk(json.loads(data))
+        except (ValueError, RecursionError) as exc:
+            problem = str(exc) if isinstance(exc, _wire.ReplyShapeError) else (
+                f"a streamed event is not JSON: {scrub(repr(data[:200]))}"
+            )  # fmt: skip
+            raise malformed_reply(problem, api_base, model=spec.model, status=resp.status) from None
         last = chunk
-        usage = chunk.get("usage") or usage
-        for choice in chunk.get("choices") or ():
-            delta_part: dict[str, Any] = choice.get("delta") or {}
-            delta = str(delta_part.get("content") or "")
+        usage = chunk.usage or usage
+        for choice in chunk.choices or ():
+            delta = choice.delta.content if choice.delta is not None else None
             if delta:
                 parts.append(delta)
                 on_text(delta)
-            finish = choice.get("finish_reason") or finish
-    message = {"role": "assistant", "content": "".join(parts)}
-    data = {"id": last.get("id", ""), "model": last.get("model", ""), "usage": usage,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}]}  # fmt: skip
-    return completion_from_openai(data, replica=api_base)
+            finish = choice.finish_reason or finish
+    if finish is None and not parts:
+        raise malformed_reply(
+            "the stream ended without a choice (no text and no finish reason)",
+            api_base, model=spec.model, status=resp.status,
+        )  # fmt: skip
+    choice = _wire.chat_choice(0, "".join(parts), finish)
+    counts = usage or _wire.UsageReply()
+    body = _wire.chat_completion(last.id or "", last.model or "", [choice],
+                                 _wire.usage(counts.prompt_tokens or 0, counts.completion_tokens or 0), created=0)  # fmt: skip
+    return completion_from_openai(body, replica=api_base, model=spec.model, status=resp.status)
