@@ -1,5 +1,9 @@
 """What the CLI shows: a live status line on a terminal, and the result as text.
 
+Everything shown passes through ``escape_controls``: answers are a model's text,
+and a model (or a hostile server) must not be able to move the cursor or rewrite
+the user's terminal with escape sequences.
+
 Both read transcript entries, events, votes and details generically: every pattern
 reports its own keys (a confidence-weighted vote has ``weights``, not ``counts``;
 Mixture-of-Agents says how *many* answers an agent saw, debate *which*), so nothing
@@ -13,6 +17,8 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TextIO, cast
+
+from ._errors import escape_controls
 
 __all__ = ["Progress", "render_result"]
 
@@ -92,7 +98,7 @@ class Progress:
             f"calls done: {self.done}",
             f"tokens: {self.tokens}",
         ]
-        return " | ".join(p for p in parts if p)
+        return escape_controls(" | ".join(p for p in parts if p))
 
     def _draw(self) -> None:
         now = time.monotonic()
@@ -260,4 +266,4 @@ def render_result(result: _Result, *, backend: str | None = None) -> str:
         f"calls: {result.calls}, tokens: {result.usage.prompt_tokens} in / "
         f"{result.usage.completion_tokens} out, {result.elapsed_s:.2f} s"
     )
-    return "\n".join(lines)
+    return escape_controls("\n".join(lines))
