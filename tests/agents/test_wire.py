@@ -4,26 +4,31 @@ through ``completion_from_openai``."""
 from __future__ import annotations
 
 import json
+import re
 
 import openai.types
 import openai.types.chat
+import pytest
 
+from concilium import MalformedReplyError
 from concilium.agents import Choice, Completion, TokenLogprob, Usage, completion_from_openai, wire
 
 
 def test_a_chat_completion_parses_with_the_openai_types_and_reads_back() -> None:
     call = wire.tool_call("call-1", "search", {"query": "lighthouse"})
-    lp = {"content": [wire.token_logprob("hi", -0.5, [("hi", -0.5), ("ho", -2.0)])]}
+    lp: wire.LogprobsBody = {
+        "content": [wire.token_logprob("hi", -0.5, [("hi", -0.5), ("ho", -2.0)])]
+    }
     body = wire.chat_completion(
         "r1", "m", [wire.chat_choice(0, "hi", logprobs=lp), wire.chat_choice(1, None, "tool_calls", tool_calls=[call])],
         wire.usage(3, 2), created=7, system_fingerprint="x",
     )  # fmt: skip
     parsed = openai.types.chat.ChatCompletion.model_validate(body)
     assert parsed.usage is not None and parsed.usage.total_tokens == 5
-    assert parsed.choices[1].message.tool_calls[0].function.name == "search"  # type: ignore[index]
-    assert json.loads(parsed.choices[1].message.tool_calls[0].function.arguments) == {
-        "query": "lighthouse"
-    }  # type: ignore[index]
+    calls = parsed.choices[1].message.tool_calls
+    assert calls and isinstance(calls[0], openai.types.chat.ChatCompletionMessageFunctionToolCall)
+    assert calls[0].function.name == "search"
+    assert json.loads(calls[0].function.arguments) == {"query": "lighthouse"}
     completion = completion_from_openai(body)
     assert completion.choices[0].logprobs == (
         TokenLogprob("hi", -0.5, (("hi", -0.5), ("ho", -2.0))),
@@ -52,7 +57,7 @@ def test_chunks_text_completions_errors_and_model_lists() -> None:
     for event in (first, last):
         openai.types.chat.ChatCompletionChunk.model_validate(event)
     assert wire.sse(last).startswith(b"data: {") and wire.sse(last).endswith(b"}\n\n")
-    lp = {"content": [wire.token_logprob("a", -1.0, [("a", -1.0), ("b", -3.0)])]}
+    lp: wire.LogprobsBody = {"content": [wire.token_logprob("a", -1.0, [("a", -1.0), ("b", -3.0)])]}
     text = wire.text_completion(
         "r", "m", [wire.text_choice(0, "a", logprobs=lp)], wire.usage(1, 1), created=1
     )
@@ -78,3 +83,30 @@ def test_message_text_joins_content_parts() -> None:
         wire.message_text([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]) == "a b"
     )
     assert wire.message_text(None) == "" and wire.message_text("x") == "x"
+
+
+def test_replies_with_extension_fields_read_and_bad_shapes_say_where() -> None:
+    body = wire.chat_completion(
+        "r", "m", [wire.chat_choice(0, None, "tool_calls", tool_calls=[wire.tool_call("c", "f", {})])],
+        wire.usage(3, 1), created=0, system_fingerprint="x", kv_transfer_params=None,
+    )  # fmt: skip
+    body["usage"]["prompt_tokens_details"] = None  # vLLM's extension fields
+    completion = completion_from_openai(body)
+    assert completion.choices[0].text == "" and completion.choices[0].tool_calls[0]["id"] == "c"
+    assert (
+        completion_from_openai({"choices": [{"message": {"content": "a"}}], "usage": None}).usage
+        == Usage()
+    )
+    for bad, where in [
+        ({"choices": [{"message": {"content": "a"}}], "usage": {"completion_tokens": -2}}, "usage.completion_tokens"),
+        ({"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": True}}, "usage.prompt_tokens"),
+        ({"choices": [{"message": {"content": "a"}, "logprobs": {"content": [{"logprob": "x"}]}}]}, "logprobs.content[0].logprob"),
+        ({"choices": []}, "choices: empty"),
+        ({"choices": [{"index": -1, "message": {}}]}, "choices[0].index"),
+    ]:  # fmt: skip
+        with pytest.raises(MalformedReplyError, match=re.escape(where)) as info:
+            completion_from_openai(bad, "http://u:secret@h/v1", model="m")
+        assert "secret" not in str(info.value) and not info.value.retryable
+    with pytest.raises(MalformedReplyError) as info:
+        completion_from_openai({"choices": []}, status=502)
+    assert info.value.retryable
