@@ -90,9 +90,12 @@ def _gave_up(exc: ModelCallError, attempts: int) -> ModelCallError:
     )
 
 
-def request_digest(model: str, body: Mapping[str, Any], key: str) -> str:
-    """The record key of a call: model, body and the caller's call key."""
-    blob = json.dumps([model, key, body], sort_keys=True, separators=(",", ":"), default=str)
+def request_digest(model: str, body: Mapping[str, Any], key: str, run_id: str | None = None) -> str:
+    """The record key of a call: model, body, the caller's call key and, for a run
+    kept in a state file, its run id (so another run on the same file never replays
+    this run's calls; without one, the key is what it always was)."""
+    parts = [model, key, body] if run_id is None else [model, key, body, run_id]
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -105,10 +108,14 @@ def jsonable(value: Any) -> Any:
         return str(value)
 
 
-def tool_digest(name: str, arguments: Mapping[str, Any], scope: str) -> str:
+def tool_digest(
+    name: str, arguments: Mapping[str, Any], scope: str, run_id: str | None = None
+) -> str:
     """The record key of a tool call: its scope (the call key, or ``"side-effect"``
-    for a tool with side effects), the tool and its arguments."""
-    blob = json.dumps([scope, name, jsonable(arguments)], sort_keys=True, default=str)
+    for a tool with side effects), the tool, its arguments and the run id (as in
+    ``request_digest``)."""
+    parts = [scope, name, jsonable(arguments)] + ([] if run_id is None else [run_id])
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return "tool:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -134,8 +141,10 @@ class CallLedger:
         record: CallRecord | None = None,
         on_event: EventSink | None = None,
         retry: RetryPolicy = RetryPolicy(),
+        run_id: str | None = None,
     ):
         self.budget = budget or Budget()
+        self.run_id = run_id  # part of every record key (see ``request_digest``)
         self.record = record if record is not None else CallRecord()
         self.on_event = on_event
         self.retry = retry
@@ -167,7 +176,7 @@ class CallLedger:
         whole text at once for a replayed call or a transport that cannot stream).
         A streamed call is retried only until its first delta has gone out.
         """
-        digest = request_digest(spec.model, body, key)
+        digest = request_digest(spec.model, body, key, self.run_id)
         cached = self.record.get(digest)
         if cached is not None:
             self.replayed += 1
@@ -346,7 +355,9 @@ class CallLedger:
             >>> asyncio.run(ledger.tool(tool, {"x": 21}, key="d1")), ledger.tool_calls
             ((42, True), 1)
         """
-        digest = tool_digest(tool.name, arguments, "side-effect" if tool.side_effects else key)
+        digest = tool_digest(
+            tool.name, arguments, "side-effect" if tool.side_effects else key, self.run_id
+        )
         entry = self.record.get(digest)
         running = self._tools_running.get(digest) if entry is None else None
         if running is not None:

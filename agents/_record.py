@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from concilium._errors import UserError
+
 from ._redact import private_file
 
 
@@ -65,12 +67,20 @@ class SqliteCallRecord(CallRecord):
         # check_same_thread=False: LangGraph may run sync pieces in worker threads.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS concilium_calls (digest TEXT PRIMARY KEY, response TEXT)"
-        )
-        for digest, response in self._db.execute("SELECT digest, response FROM concilium_calls"):
-            self._data[digest] = json.loads(response)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS concilium_calls (digest TEXT PRIMARY KEY, response TEXT)"
+            )
+            for digest, response in self._db.execute(
+                "SELECT digest, response FROM concilium_calls"
+            ):
+                self._data[digest] = json.loads(response)
+        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise _damaged(self.path, exc) from None
 
     def put(self, digest: str, response: dict[str, Any]) -> None:
         super().put(digest, response)
@@ -83,3 +93,12 @@ class SqliteCallRecord(CallRecord):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _damaged(path: Path, exc: BaseException) -> UserError:
+    """A call record SQLite or JSON cannot read: say which file and what to do."""
+    return UserError(
+        f"the state file {str(path)!r} is damaged or not a concilium call record "
+        f"({type(exc).__name__}: {exc}); move it away, or start with a new --state FILE "
+        "(state_path=)"
+    )
