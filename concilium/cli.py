@@ -83,7 +83,11 @@ async def _run_workflow(
     budget = options.pop("budget") or workflow.budget
     async with backend.bind([workflow], log=_echo_err) as (wf,):
         try:
-            return await run(wf.graph, question, budget=budget, on_event=on_event, **options)
+            # the file's spec, not the bound graph: a resume on another backend still fits
+            fingerprint = json.dumps(workflow.spec.model_dump(mode="json"), sort_keys=True)
+            return await run(
+                wf.graph, question, budget=budget, on_event=on_event, fingerprint=fingerprint, **options
+            )
         finally:
             await aclose()
 
@@ -97,6 +101,7 @@ async def _run_workflow(
 @click.option("--state", type=click.Path(dir_okay=False), help="SQLite file for checkpoints and the call record.")
 @click.option("--run-id", help="Name of the run (the checkpoint thread with --state).")
 @click.option("--resume", is_flag=True, help="Continue --run-id from --state; completed calls are not repeated.")
+@click.option("--force", is_flag=True, help="With --resume: resume even though the workflow or input changed.")
 @click.option("--max-calls", type=click.IntRange(min=1), help="Budget: at most this many model calls.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Budget: at most this many tokens.")
 @click.option("--max-tool-calls", type=click.IntRange(min=1), help="Budget: at most this many tool calls.")
@@ -111,6 +116,7 @@ def run(
     state: str | None,
     run_id: str | None,
     resume: bool,
+    force: bool,
     max_calls: int | None,
     max_tokens: int | None,
     max_tool_calls: int | None,
@@ -121,6 +127,8 @@ def run(
 
     if resume and not (state and run_id):
         raise click.UsageError("--resume needs --state FILE and --run-id ID of the run to continue")
+    if force and not resume:
+        raise click.UsageError("--force only goes with --resume (resume a run whose workflow or input changed)")
     provider = None
     if trace:
         from concilium.agents import configure_tracing
@@ -128,7 +136,7 @@ def run(
         provider = configure_tracing(trace)
     limits = (max_calls, max_tokens, max_tool_calls)
     budget = Budget(*limits) if any(limits) else None
-    options = {"budget": budget, "state_path": state, "run_id": run_id, "resume": resume, "deadline_s": deadline}
+    options = {"budget": budget, "state_path": state, "run_id": run_id, "resume": resume, "force_resume": force, "deadline_s": deadline}
     from ._progress import Progress
 
     progress = Progress.for_terminal(sys.stderr)

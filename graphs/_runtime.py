@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import math
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -38,6 +39,14 @@ from concilium.agents._tracing import workflow_span
 from ._context import RunContext, current_path, gather_all, node_scope, run_scope
 from ._events import Event, StreamEvent, Turn
 from ._graph import Graph
+from ._resume import (
+    RunClaim,
+    claim_run,
+    corrupt_state,
+    fingerprint_of,
+    graph_fingerprint,
+    is_corruption,
+)
 
 RECURSION_LIMIT = 10_000  # rounds x 2 supersteps; LangGraph's default of 25 is too low
 
@@ -142,6 +151,8 @@ async def run(
     on_event: Callable[[Event], None] | None = None,
     record: CallRecord | None = None,
     deadline_s: float | None = None,
+    fingerprint: str | None = None,
+    force_resume: bool = False,
 ) -> RunResult:
     """Run a graph on a question (or chat messages) and return its ``RunResult``.
 
@@ -157,6 +168,15 @@ async def run(
         record: a call record to use (replay tests); default: fresh, or the file.
         deadline_s: seconds the whole run may take; past them its calls are
             cancelled and ``RunError`` names the deadline (``--deadline`` on the CLI).
+        fingerprint: what identifies the workflow for resume checks (the CLI gives
+            a hash of the workflow file's spec); default: the graph's structure.
+        force_resume: resume even though the workflow or input changed since the
+            run started (``--resume --force``).
+
+    A run with ``state_path`` holds a lock on its run id while it runs (a second
+    one on the same id fails at once) and records the fingerprints of its workflow
+    and input: starting an id the file already holds, or resuming one whose
+    workflow or input changed, is a ``UserError`` (see ``concilium.graphs._resume``).
 
     Example:
         >>> from concilium.agents import Agent, FakeModel
@@ -176,10 +196,18 @@ async def run(
 
         raise UserError(f"deadline_s must be a finite number of seconds > 0, got {deadline_s!r}")
     run_id = run_id or uuid.uuid4().hex[:12]
+    given = split_input(input)
+    claim = _claim(graph, given, run_id, state_path, resume, fingerprint, force_resume)
     owns_record = record is None
     if record is None:
-        record = SqliteCallRecord(calls_path(state_path)) if state_path else CallRecord()
-    ledger = CallLedger(budget=budget, record=record)
+        try:
+            record = SqliteCallRecord(calls_path(state_path)) if state_path else CallRecord()
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
+    # a state file's record keys carry the run id: other runs in it never replay these
+    ledger = CallLedger(budget=budget, record=record, run_id=run_id if state_path else None)
     turns: list[Turn] = []  # the transcript so far, should the run fail
 
     def sink(event: Event) -> None:
@@ -199,7 +227,7 @@ async def run(
             run_scope(ctx),
             workflow_span(graph.name, **{"gen_ai.conversation.id": run_id}) as span,
         ):
-            work = _invoke(graph, split_input(input), run_id, state_path, resume)
+            work = _invoke(graph, given, run_id, state_path, resume)
             final = await _within(deadline_s, work)
             if span.is_recording() and final.get("votes"):
                 span.set_attribute("concilium.votes", str(final["votes"].get("counts")))
@@ -210,6 +238,8 @@ async def run(
         reset_ledger(token)
         if owns_record:
             record.close()
+        if claim is not None:
+            claim.release()
     return RunResult(
         answer=final.get("answer"),
         run_id=run_id,
@@ -302,16 +332,48 @@ async def _invoke(
         return dict(await graph.compile(None).ainvoke(given, config))
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    # created 0600 before SQLite opens it: checkpoints hold the prompts and answers
-    async with AsyncSqliteSaver.from_conn_string(str(private_file(state_path))) as saver:
-        compiled = graph.compile(saver)
-        if resume:
-            snapshot = await compiled.aget_state(config)
-            if snapshot.values:
-                if not snapshot.next:
-                    return dict(snapshot.values)  # it had finished: nothing to do
-                return dict(await compiled.ainvoke(None, config))
-        return dict(await compiled.ainvoke(given, config))
+    try:
+        # created 0600 before SQLite opens it: checkpoints hold the prompts and answers
+        async with AsyncSqliteSaver.from_conn_string(str(private_file(state_path))) as saver:
+            compiled = graph.compile(saver)
+            if resume:
+                try:
+                    snapshot = await compiled.aget_state(config)
+                except (ValueError, TypeError) as exc:  # a checkpoint that does not decode
+                    raise corrupt_state(state_path, exc) from None
+                if snapshot.values:
+                    if not snapshot.next:
+                        return dict(snapshot.values)  # it had finished: nothing to do
+                    return dict(await compiled.ainvoke(None, config))
+            return dict(await compiled.ainvoke(given, config))
+    except sqlite3.DatabaseError as exc:
+        if not is_corruption(exc):
+            raise
+        raise corrupt_state(state_path, exc) from None
+
+
+def _claim(
+    graph: Graph,
+    given: dict[str, Any],
+    run_id: str,
+    state_path: str | Path | None,
+    resume: bool,
+    fingerprint: str | None,
+    force: bool,
+) -> RunClaim | None:
+    """Lock the run id of a run with a state file and check its fingerprints."""
+    if state_path is None:
+        return None
+    return claim_run(
+        state_path,
+        calls_path(state_path),
+        run_id,
+        workflow=graph.name,
+        workflow_fingerprint=graph_fingerprint(graph, fingerprint),
+        input_fingerprint=fingerprint_of(given),
+        resume=resume,
+        force=force,
+    )
 
 
 def run_sync(graph: Graph, input: str | Sequence[Message], **options: Any) -> RunResult:
