@@ -201,6 +201,12 @@ def test_cli_refuses_an_edited_workflow_and_resumes_it_with_force(tmp_path: Path
     assert restarted.returncode == 2 and "already exists" in restarted.stderr
 
 
+def test_cli_force_goes_only_with_resume(tmp_path: Path) -> None:
+    out = cli("run", "examples/debate.yaml", "-b", "sim", "-i", QUESTION,
+              "--state", str(tmp_path / "s.db"), "--run-id", "r", "--force")  # fmt: skip
+    assert out.returncode == 2 and "--force only goes with --resume" in out.stderr
+
+
 def test_cli_a_damaged_state_file_exits_2_without_traceback(tmp_path: Path) -> None:
     state = tmp_path / "state.db"
     garbage(state)
