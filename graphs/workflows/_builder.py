@@ -57,6 +57,8 @@ def model_from_entry(
         max_concurrency=entry.max_concurrency,
         transport=entry.transport,
         timeout=entry.timeout,
+        ttft_timeout=entry.ttft_timeout,
+        connect_timeout=entry.connect_timeout,
         routing=entry.routing,
         load_metrics=entry.load_metrics,
     )

@@ -41,6 +41,16 @@ class ModelEntry(Strict):
     max_concurrency: int = Field(default=256, ge=1, le=65_536)
     transport: Literal["auto", "direct", "litellm"] = "auto"
     timeout: float = Field(default=120.0, gt=0, le=86_400, description="seconds per request")
+    ttft_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="seconds to the server's first byte (a whole reply's first byte comes "
+        "when it is complete), and between streamed events: what catches a hung server",
+    )
+    connect_timeout: float = Field(
+        default=5.0, gt=0, le=3_600, description="seconds to open a connection"
+    )
     routing: Literal["least_loaded", "affinity", "round_robin"] = Field(
         default="least_loaded",
         description="how calls pick among replicas (affinity: same prompt, same replica)",

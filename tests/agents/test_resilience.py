@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from concilium import ModelCallError, RunError
+from concilium import ModelCallError, RunError, WorkflowError
 from concilium.agents import (
     Agent,
     CallLedger,
@@ -27,6 +27,7 @@ from concilium.agents import (
 )
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
+from concilium.graphs.workflows import load_workflow
 from concilium.serving import Faults, Latency, SimConfig, SimServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,3 +213,23 @@ def test_cli_run_deadline_stops_a_run_on_a_hung_server_naming_it(tmp_path: Path)
     )  # fmt: skip
     assert out.returncode == 1, out.stderr
     assert "deadline of 1.5 s" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("value", [".inf", "0", "-1", ".nan"])
+def test_a_workflow_file_refuses_an_absurd_first_byte_timeout(tmp_path: Path, value: str) -> None:
+    text = (ROOT / "examples/self_consistency.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        text.replace("    capabilities:", f"    ttft_timeout: {value}\n    capabilities:", 1)
+    )
+    with pytest.raises(WorkflowError, match="ttft_timeout"):
+        load_workflow(bad)
+
+
+def test_a_workflow_file_sets_the_timeouts_of_its_models(tmp_path: Path) -> None:
+    text = (ROOT / "examples/self_consistency.yaml").read_text()
+    path = tmp_path / "ok.yaml"
+    timeouts = "    ttft_timeout: 2.5\n    connect_timeout: 1\n    capabilities:"
+    path.write_text(text.replace("    capabilities:", timeouts, 1))
+    spec = load_workflow(path).models["solver"]
+    assert (spec.ttft_timeout, spec.connect_timeout, spec.timeout) == (2.5, 1.0, 120.0)
