@@ -6,6 +6,8 @@ the result from the final state. With a ``state_path`` the LangGraph checkpoints
 to that SQLite file and the call record to a sibling file (``run.calls.db`` beside
 ``run.db``: two connections writing one file from one event loop would deadlock), so
 ``resume=True`` continues where a failed run stopped and repeats no completed call.
+Before it starts, a run with a state file is claimed (``_resume.claim_run``): its run
+id locked, its workflow and input checked against what the file recorded.
 """
 
 from __future__ import annotations
