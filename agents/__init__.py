@@ -15,7 +15,7 @@ from ._model import Capabilities, ModelPool, ModelSpec, Replica, pool_for
 from ._schemas import OUTPUT_SCHEMAS, AnswerConfidence
 from ._record import CallRecord, SqliteCallRecord
 from ._redact import private_file, redact
-from ._tracing import JsonLinesSpanExporter, configure_tracing
+from ._tracing import JsonLinesSpanExporter, configure_tracing, workflow_span
 from ._transports import DirectTransport, Transport, aclose, transport_for
 from ._types import Choice, Completion, Message, TokenLogprob, Usage, completion_from_openai
 from . import _wire as wire
@@ -61,6 +61,7 @@ __all__ = [
     # tracing
     "configure_tracing",
     "JsonLinesSpanExporter",
+    "workflow_span",
     # secrets: credentials masked in what is written, files only their owner reads
     "redact",
     "private_file",

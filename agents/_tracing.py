@@ -67,7 +67,13 @@ def agent_span(name: str, **attrs: Any) -> Any:
 
 
 def workflow_span(name: str, **attrs: Any) -> Any:
-    """``invoke_workflow {name}`` around a whole run."""
+    """A span ``invoke_workflow {name}`` around a whole run (a context manager).
+
+    Example:
+        >>> with workflow_span("demo") as span:
+        ...     span.is_recording() in (True, False)
+        True
+    """
     return tracer.start_as_current_span(
         f"invoke_workflow {name}",
         kind=SpanKind.INTERNAL,

@@ -35,8 +35,8 @@ from concilium.agents import (
     private_file,
     reset_ledger,
     use_ledger,
+    workflow_span,
 )
-from concilium.agents._tracing import workflow_span
 
 from ._context import RunContext, current_path, gather_all, node_scope, run_scope
 from ._events import Event, StreamEvent, Turn
