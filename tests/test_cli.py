@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,7 +127,7 @@ def test_max_tool_calls_on_the_command_line_stops_the_plan() -> None:
 
 def test_max_tool_calls_in_the_workflow_files_budget(tmp_path: Path) -> None:
     text = (ROOT / "examples/react.yaml").read_text()
-    text = text.replace("documents: docs", f"documents: {ROOT / 'examples/docs'}")
+    shutil.copytree(ROOT / "examples/docs", tmp_path / "docs")  # inside the file's folder
     limited = tmp_path / "react.yaml"
     limited.write_text(text + "\nbudget:\n  max_tool_calls: 1\n")
     out = cli("run", str(limited), "-b", "sim", "-i", "q")

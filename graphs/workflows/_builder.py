@@ -67,18 +67,39 @@ def model_from_entry(
     return spec
 
 
+DOCUMENT_ROOTS_ENV = "CONCILIUM_DOCUMENT_ROOTS"
+
+
+def document_folder(documents: str, base: Path, fail: Fail) -> Path:
+    """``tools.documents`` read from the workflow's folder ``base``. With links resolved
+    it must lie inside ``base``, or inside a folder the user lists in the environment
+    variable ``CONCILIUM_DOCUMENT_ROOTS``: a workflow file someone else wrote cannot
+    point the search tool at ``..`` or ``/etc`` and grant itself that access."""
+    folder = base / documents
+    if not folder.is_dir():
+        raise fail(
+            f"tools.documents {documents!r} is not a folder next to the file",
+            ("tools", "documents"),
+        )
+    real = folder.resolve()
+    allowed = os.environ.get(DOCUMENT_ROOTS_ENV, "").split(os.pathsep)
+    roots = [base.resolve(), *(Path(p).resolve() for p in allowed if p.strip())]
+    if not any(real.is_relative_to(root) for root in roots):
+        raise fail(
+            f"tools.documents {documents!r} is {real}, outside the workflow's folder {roots[0]}; "
+            "put the documents in a folder next to the workflow file, or allow this folder by "
+            f"listing it (or a folder above it) in the environment variable {DOCUMENT_ROOTS_ENV} "
+            f"(folders separated by {os.pathsep!r})",
+            ("tools", "documents"),
+        )
+    return folder
+
+
 def tools_for(
     documents: str | None, base: Path, given: ToolRegistry | None, fail: Fail
 ) -> ToolRegistry:
     """The built-in tools (search only with a documents folder), then the caller's."""
-    folder = None
-    if documents:
-        folder = base / documents
-        if not folder.is_dir():
-            raise fail(
-                f"tools.documents {documents!r} is not a folder next to the file",
-                ("tools", "documents"),
-            )
+    folder = document_folder(documents, base, fail) if documents else None
     try:
         registry = builtin_tools(folder)
         if given is not None:

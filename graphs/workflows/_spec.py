@@ -82,7 +82,9 @@ class ToolsSpec(Strict):
 
     documents: str | None = Field(
         default=None,
-        description="folder of .txt/.md files for the search tool, relative to the file",
+        description="folder of .txt/.md files for the search tool, relative to the file; it must "
+        "be inside the file's folder (links resolved), or inside a folder listed in the "
+        "environment variable CONCILIUM_DOCUMENT_ROOTS",
     )
 
 
