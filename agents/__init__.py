@@ -6,19 +6,27 @@ Example:
     'solver'
 """
 
+from . import _wire as wire
 from ._agent import Agent, AgentReply, parse_json_output
 from ._fake import FakeModel, FakeRequest
-from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
-from ._tool_loop import ToolTurns, run_with_tools
-from ._ledger import Budget, CallLedger, RetryPolicy, current_ledger, request_digest, reset_ledger, use_ledger
+from ._ledger import (
+    Budget,
+    CallLedger,
+    RetryPolicy,
+    current_ledger,
+    request_digest,
+    reset_ledger,
+    use_ledger,
+)
 from ._model import Capabilities, ModelPool, ModelSpec, Replica, pool_for
-from ._schemas import OUTPUT_SCHEMAS, AnswerConfidence
 from ._record import CallRecord, SqliteCallRecord
 from ._redact import private_file, redact
+from ._schemas import OUTPUT_SCHEMAS, AnswerConfidence
+from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
+from ._tool_loop import ToolTurns, run_with_tools
 from ._tracing import JsonLinesSpanExporter, configure_tracing, workflow_span
 from ._transports import DirectTransport, Transport, aclose, transport_for
 from ._types import Choice, Completion, Message, TokenLogprob, Usage, completion_from_openai
-from . import _wire as wire
 
 __all__ = [
     # agents

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 from concilium.agents import Agent, Capabilities, ModelSpec, aclose
 from concilium.bench._report import emit
@@ -25,7 +26,7 @@ from concilium.serving import Latency, SimConfig, SimServer
 
 
 @contextlib.asynccontextmanager
-async def _replicas(k: int, latency: float) -> Any:
+async def _replicas(k: int, latency: float) -> AsyncIterator[list[SimServer]]:
     async with contextlib.AsyncExitStack() as stack:
         yield [await stack.enter_async_context(SimServer(SimConfig(seed=i, latency=Latency(fixed=latency)), process=True))
                for i in range(k)]  # fmt: skip
@@ -33,7 +34,9 @@ async def _replicas(k: int, latency: float) -> Any:
 
 async def _throughput(k: int, requests: int, capacity: int, latency: float) -> float:
     async with _replicas(k, latency) as servers:
-        spec = ModelSpec("hosted_vllm/concilium-sim", api_base=[s.url for s in servers], max_concurrency=capacity)
+        spec = ModelSpec(
+            "hosted_vllm/concilium-sim", api_base=[s.url for s in servers], max_concurrency=capacity
+        )
         agent = Agent("load", spec, max_tokens=16)
         started = time.perf_counter()
         await asyncio.gather(*(agent.run(f"What is {i} + 1?") for i in range(requests)))
@@ -42,10 +45,15 @@ async def _throughput(k: int, requests: int, capacity: int, latency: float) -> f
     return requests / elapsed
 
 
-async def _hit_rate(routing: str, k: int = 4, questions: int = 16, samples: int = 8) -> dict[str, Any]:
+async def _hit_rate(
+    routing: Literal["least_loaded", "affinity", "round_robin"],
+    k: int = 4,
+    questions: int = 16,
+    samples: int = 8,
+) -> dict[str, Any]:
     async with _replicas(k, 0.02) as servers:
         spec = ModelSpec("hosted_vllm/concilium-sim", api_base=[s.url for s in servers], routing=routing,
-                         capabilities=Capabilities(n=False))  # type: ignore[arg-type]  # fmt: skip
+                         capabilities=Capabilities(n=False))  # fmt: skip
         await asyncio.gather(*(run(self_consistency(Agent("s", spec), samples=samples), f"Question {q}: what is {q} * 3?")
                                for q in range(questions)))  # fmt: skip
         stats = [await s.stats() for s in servers]
@@ -55,14 +63,25 @@ async def _hit_rate(routing: str, k: int = 4, questions: int = 16, samples: int 
             "requests_per_replica": [s["requests"] for s in stats]}  # fmt: skip
 
 
-def main(*, requests: int = 512, capacity: int = 16, latency: float = 0.1, json_file: str | None = None) -> dict[str, Any]:
+def main(
+    *, requests: int = 512, capacity: int = 16, latency: float = 0.1, json_file: str | None = None
+) -> dict[str, Any]:
     base = asyncio.run(_throughput(1, requests, capacity, latency))
     rows = [{"replicas": 1, "requests_per_s": round(base, 1), "ratio": 1.0, "goal": 0.9}]
     for k in (2, 4):
         rate = asyncio.run(_throughput(k, requests, capacity, latency))
-        rows.append({"replicas": k, "requests_per_s": round(rate, 1), "ratio": round(rate / base, 2), "goal": round(0.9 * k, 1)})
+        rows.append(
+            {
+                "replicas": k,
+                "requests_per_s": round(rate, 1),
+                "ratio": round(rate / base, 2),
+                "goal": round(0.9 * k, 1),
+            }
+        )
     affinity = {routing: asyncio.run(_hit_rate(routing)) for routing in ("affinity", "round_robin")}
-    print(f"{requests} requests, {capacity} at a time per replica, {latency * 1000:.0f} ms each (simulated servers)")
+    print(
+        f"{requests} requests, {capacity} at a time per replica, {latency * 1000:.0f} ms each (simulated servers)"
+    )
     print("| replicas | requests/s | ratio to one | goal |\n| --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['replicas']} | {r['requests_per_s']} | {r['ratio']} | >= {r['goal']} |")

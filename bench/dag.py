@@ -49,7 +49,7 @@ def plan_text(shape: list[tuple[float, tuple[int, ...]]]) -> str:
     for i, (seconds, deps) in enumerate(shape, start=1):
         label = " ".join(f"${d}" for d in deps) or f"t{i}"
         lines.append(f'{i}. work({seconds}, "{label}")')
-    return "\n".join(lines + [f"{len(shape) + 1}. join()<END_OF_PLAN>"])
+    return "\n".join([*lines, f"{len(shape) + 1}. join()<END_OF_PLAN>"])
 
 
 def critical_path(shape: list[tuple[float, tuple[int, ...]]]) -> float:
@@ -66,7 +66,9 @@ async def superstep(tasks: list[Task]) -> float:
         level[t.index] = 1 + max((level[d] for d in t.deps), default=-1)
     started = time.perf_counter()
     for depth in range(max(level.values()) + 1):  # durations only: results do not change the timing
-        await asyncio.gather(*(work(t.args["seconds"]) for t in tasks if level[t.index] == depth and not t.is_join))
+        await asyncio.gather(
+            *(work(t.args["seconds"]) for t in tasks if level[t.index] == depth and not t.is_join)
+        )
     return time.perf_counter() - started
 
 
@@ -87,13 +89,17 @@ async def _executor(shape: list[tuple[float, tuple[int, ...]]], repeats: int) ->
 
 async def _end_to_end(shape: list[tuple[float, tuple[int, ...]]]) -> dict[str, float]:
     plan = plan_text(shape)
-    steps = [f'Thought: next\nAction: work({s}, "t{i}")' for i, (s, _) in enumerate(shape, start=1)] + ["Answer: done"]
+    steps = [
+        f'Thought: next\nAction: work({s}, "t{i}")' for i, (s, _) in enumerate(shape, start=1)
+    ] + ["Answer: done"]
     rules = [Rule(agent="planner", replies=[plan]), Rule(agent="joiner", replies=["Action: Finish(done)"]),
              Rule(agent="react", replies=steps)]  # fmt: skip
     config = SimConfig(rules=rules, latency=Latency(ttft=0.02, per_token=0.01))
     async with SimServer(config, process=True) as sim:
         spec = sim.spec()
-        graph = plan_and_execute(Agent("planner", spec), Agent("joiner", spec), TOOLS, max_replans=0)
+        graph = plan_and_execute(
+            Agent("planner", spec), Agent("joiner", spec), TOOLS, max_replans=0
+        )
         started = time.perf_counter()
         result = await run(graph, "run the plan")
         compiled = time.perf_counter() - started
@@ -112,9 +118,16 @@ async def _end_to_end(shape: list[tuple[float, tuple[int, ...]]]) -> dict[str, f
 def main(*, repeats: int = 3, json_file: str | None = None) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for name, shape in SHAPES.items():
-        figures[name] = {**asyncio.run(_executor(shape, repeats)), **asyncio.run(_end_to_end(shape))}
-    print("DAG executor on simulated tools (median of %d); end to end on the simulated server" % repeats)
-    print("| shape | critical path | event-driven | /cp | superstep | /cp | plan_and_execute | ReAct | speedup | line->start mean / max |")
+        figures[name] = {
+            **asyncio.run(_executor(shape, repeats)),
+            **asyncio.run(_end_to_end(shape)),
+        }
+    print(
+        f"DAG executor on simulated tools (median of {repeats}); end to end on the simulated server"
+    )
+    print(
+        "| shape | critical path | event-driven | /cp | superstep | /cp | plan_and_execute | ReAct | speedup | line->start mean / max |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, f in figures.items():
         print(f"| {name} | {f['critical_path_s']} s | {f['event_driven_s']} s | {f['event_driven_over_cp']} | "

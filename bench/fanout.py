@@ -23,9 +23,11 @@ import os
 import statistics
 import sys
 import time
-from typing import Annotated, Any, Awaitable, Callable, TypedDict
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypedDict
 
 import aiohttp
+
 from concilium.agents import (
     Agent,
     CallLedger,
@@ -77,7 +79,9 @@ class Contenders:
 
         async def one() -> Any:
             async with self.session.post(
-                f"{self.url}/chat/completions", data=body, headers={"Content-Type": "application/json"}
+                f"{self.url}/chat/completions",
+                data=body,
+                headers={"Content-Type": "application/json"},
             ) as resp:
                 return json.loads(await resp.read())
 
@@ -116,8 +120,10 @@ class Contenders:
             return {"out": [await self._litellm_call()]}
 
         g = StateGraph(S)
-        g.add_node("call", call)
-        g.add_conditional_edges(START, lambda s: [Send("call", {}) for _ in range(s["n"])], ["call"])
+        g.add_node("call", call)  # pyright: ignore[reportArgumentType]  # LangGraph types node input loosely
+        g.add_conditional_edges(
+            START, lambda s: [Send("call", {}) for _ in range(s["n"])], ["call"]
+        )
         g.add_edge("call", END)
         await g.compile().ainvoke({"n": n})
 
@@ -144,7 +150,9 @@ async def measure(sizes: list[int], latency: float, repeats: int) -> dict[str, A
                     ("langgraph_s", c.langgraph),
                 ):
                     row[name] = round(await _median(repeats, lambda fn=fn, n=n: fn(n)), 4)
-                row["loop_s"] = round(await _median(1, lambda n=n: c.loop(n)), 4) if n <= LOOP_MAX else None
+                row["loop_s"] = (
+                    round(await _median(1, lambda n=n: c.loop(n)), 4) if n <= LOOP_MAX else None
+                )
                 row["ratio"] = round(row["concilium_s"] / one, 3)
                 row["vs_floor"] = round(row["concilium_s"] / row["floor_s"], 3)
                 row["graph_vs_floor"] = round(row["graph_s"] / row["floor_s"], 3)
@@ -162,9 +170,14 @@ async def per_call_overhead(calls: int) -> dict[str, Any]:
     async with SimServer(SimConfig(latency=Latency(fixed=0.0)), process=True) as sim:
         c = Contenders(sim.url, sim.config.model)
         try:
-            await c.floor(4), await c.concilium(4), await c.litellm_gather(4)
+            for warm in (c.floor, c.concilium, c.litellm_gather):
+                await warm(4)
             out = {}
-            for name, fn in (("floor", c.floor), ("concilium", c.concilium), ("litellm", c.litellm_gather)):
+            for name, fn in (
+                ("floor", c.floor),
+                ("concilium", c.concilium),
+                ("litellm", c.litellm_gather),
+            ):
                 started = time.perf_counter()
                 for _ in range(calls):
                     await fn(1)
@@ -177,7 +190,17 @@ async def per_call_overhead(calls: int) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = ["n", "floor_s", "concilium_s", "graph_s", "litellm_s", "langgraph_s", "loop_s", "ratio", "vs_floor"]
+    head = [
+        "n",
+        "floor_s",
+        "concilium_s",
+        "graph_s",
+        "litellm_s",
+        "langgraph_s",
+        "loop_s",
+        "ratio",
+        "vs_floor",
+    ]
     lines = ["  ".join(f"{h:>11}" for h in head)]
     for row in result["rows"]:
         cells = [row[h] if row[h] is not None else "-" for h in head]
@@ -191,9 +214,13 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(sizes: list[int], *, latency: float = 0.2, repeats: int = 3, json_file: str | None = None) -> dict[str, Any]:
+def main(
+    sizes: list[int], *, latency: float = 0.2, repeats: int = 3, json_file: str | None = None
+) -> dict[str, Any]:
     result = asyncio.run(measure(sizes, latency, repeats))
-    print(f"fan-out of agent calls, simulated server in its own process, {latency * 1000:.0f} ms per call")
+    print(
+        f"fan-out of agent calls, simulated server in its own process, {latency * 1000:.0f} ms per call"
+    )
     print(table(result))
     emit(result, json_file)
     return result

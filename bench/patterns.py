@@ -26,7 +26,9 @@ from concilium.graphs import run
 from concilium.graphs.patterns import adaptive_consistency, mixture_of_agents, self_consistency
 from concilium.serving import Latency, SimConfig, SimServer, Statistical
 
-QUESTIONS = [f"What is {a} * {b}?" for a, b in [(12, 7), (13, 9), (17, 4), (21, 3), (8, 11), (14, 6)]]
+QUESTIONS = [
+    f"What is {a} * {b}?" for a, b in [(12, 7), (13, 9), (17, 4), (21, 3), (8, 11), (14, 6)]
+]
 
 
 async def _moa(latency: float, repeats: int) -> dict[str, Any]:
@@ -38,11 +40,13 @@ async def _moa(latency: float, repeats: int) -> dict[str, Any]:
 
         async def sequential() -> None:  # the reference's evaluation loop: one call at a time
             refs: list[str] = []
-            for layer in range(3):
+            for _layer in range(3):
                 outs = []
                 for p in proposers:
                     system = "Responses:\n" + "\n".join(f"{i + 1}. {r}" for i, r in enumerate(refs))
-                    msgs = ([{"role": "system", "content": system}] if refs else []) + [{"role": "user", "content": "Plan a picnic."}]
+                    msgs = ([{"role": "system", "content": system}] if refs else []) + [
+                        {"role": "user", "content": "Plan a picnic."}
+                    ]
                     outs.append((await p.run(msgs)).text)
                 refs = outs
             await aggregator.run([{"role": "user", "content": "Plan a picnic."}])
@@ -71,14 +75,18 @@ async def _moa(latency: float, repeats: int) -> dict[str, Any]:
 async def _adaptive(fixed_n: int) -> list[dict[str, Any]]:
     rows = []
     for accuracy in (0.9, 0.7, 0.5):
-        config = SimConfig(seed=1, latency=Latency(fixed=0.0), statistical=Statistical(accuracy=accuracy))
+        config = SimConfig(
+            seed=1, latency=Latency(fixed=0.0), statistical=Statistical(accuracy=accuracy)
+        )
         async with SimServer(config) as sim:
             spec = sim.spec(capabilities=Capabilities(n=False))
             used, agree = [], 0
             for i, question in enumerate(QUESTIONS):
                 agent = Agent("s", spec, seed=1000 * i)
                 fixed = await run(self_consistency(agent, samples=fixed_n), question)
-                adaptive = await run(adaptive_consistency(agent, max_samples=fixed_n, parallel=4), question)
+                adaptive = await run(
+                    adaptive_consistency(agent, max_samples=fixed_n, parallel=4), question
+                )
                 used.append(adaptive.details["samples_used"])
                 agree += adaptive.answer == fixed.answer
             await aclose()
@@ -87,18 +95,32 @@ async def _adaptive(fixed_n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def main(*, latency: float = 0.2, repeats: int = 3, fixed_n: int = 40, json_file: str | None = None) -> dict[str, Any]:
+def main(
+    *, latency: float = 0.2, repeats: int = 3, fixed_n: int = 40, json_file: str | None = None
+) -> dict[str, Any]:
     moa = asyncio.run(_moa(latency, repeats))
     adaptive = asyncio.run(_adaptive(fixed_n))
-    print(f"Mixture-of-Agents, 3 layers x 4 proposers + aggregator, {latency * 1000:.0f} ms per call (simulated server)")
+    print(
+        f"Mixture-of-Agents, 3 layers x 4 proposers + aggregator, {latency * 1000:.0f} ms per call (simulated server)"
+    )
     print("| run | wall time | in call latencies |\n| --- | --- | --- |")
-    print(f"| concilium (layers concurrent) | {moa['concilium_s']} s | {moa['concilium_in_call_latencies']} |")
-    print(f"| reference-style sequential loop | {moa['sequential_s']} s | {moa['sequential_in_call_latencies']} |")
+    print(
+        f"| concilium (layers concurrent) | {moa['concilium_s']} s | {moa['concilium_in_call_latencies']} |"
+    )
+    print(
+        f"| reference-style sequential loop | {moa['sequential_s']} s | {moa['sequential_in_call_latencies']} |"
+    )
     print(f"speedup {moa['speedup']}x; ideal {moa['ideal_s']} s (4 call latencies)\n")
-    print(f"Adaptive-Consistency (Beta 0.95, 4 in flight) vs fixed N = {fixed_n}, {len(QUESTIONS)} questions")
-    print("| accuracy | fixed samples | adaptive mean samples | saving | same answer |\n| --- | --- | --- | --- | --- |")
+    print(
+        f"Adaptive-Consistency (Beta 0.95, 4 in flight) vs fixed N = {fixed_n}, {len(QUESTIONS)} questions"
+    )
+    print(
+        "| accuracy | fixed samples | adaptive mean samples | saving | same answer |\n| --- | --- | --- | --- | --- |"
+    )
     for r in adaptive:
-        print(f"| {r['accuracy']} | {r['fixed_samples']} | {r['adaptive_mean_samples']} | {r['saving']}x | {r['same_answer']} |")
+        print(
+            f"| {r['accuracy']} | {r['fixed_samples']} | {r['adaptive_mean_samples']} | {r['saving']}x | {r['same_answer']} |"
+        )
     figures = {"mixture_of_agents": moa, "adaptive_consistency": adaptive}
     emit(figures, json_file)
     return figures

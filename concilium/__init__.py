@@ -79,8 +79,30 @@ __all__ = [
     "RunError",
     "BudgetExceeded",
     "ServerError",
-    # lazily imported
-    *_LAZY,
+    # lazily imported (the keys of _LAZY; spelled out so type checkers read them)
+    "Agent",
+    "AgentReply",
+    "ModelSpec",
+    "Capabilities",
+    "Budget",
+    "FakeModel",
+    "configure_tracing",
+    "aclose",
+    "Graph",
+    "Branch",
+    "START",
+    "END",
+    "run",
+    "run_sync",
+    "stream",
+    "RunResult",
+    "as_agent",
+    "load_workflow",
+    "majority_vote",
+    "debate",
+    "self_consistency",
+    "SimServer",
+    "SimConfig",
 ]
 
 

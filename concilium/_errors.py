@@ -122,7 +122,9 @@ class MalformedReplyError(ModelCallError):
     sends a malformed reply with 200 would most likely send it again.
 
     Example:
-        >>> err = MalformedReplyError("choices: empty", model="m", status=200, api_base="http://h/v1")
+        >>> err = MalformedReplyError(
+        ...     "choices: empty", model="m", status=200, api_base="http://h/v1"
+        ... )
         >>> isinstance(err, ModelCallError), err.retryable
         (True, False)
     """

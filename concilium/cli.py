@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from concilium.graphs import Event
     from concilium.serving import Backend
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,7 +74,7 @@ async def _run_workflow(
     question: str,
     backend: Any,
     options: dict[str, Any],
-    on_event: Callable[[dict[str, Any]], None] | None,
+    on_event: Callable[[Event], None] | None,
 ) -> Any:
     from concilium.agents import aclose
     from concilium.graphs import run
@@ -86,7 +87,12 @@ async def _run_workflow(
             # the file's spec, not the bound graph: a resume on another backend still fits
             fingerprint = json.dumps(workflow.spec.model_dump(mode="json"), sort_keys=True)
             return await run(
-                wf.graph, question, budget=budget, on_event=on_event, fingerprint=fingerprint, **options
+                wf.graph,
+                question,
+                budget=budget,
+                on_event=on_event,
+                fingerprint=fingerprint,
+                **options,
             )
         finally:
             await aclose()
@@ -95,17 +101,42 @@ async def _run_workflow(
 @main.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.option("--input", "-i", "question", required=True, help="The question to answer.")
-@click.option("--backend", "-b", callback=_backend, help="sim (simulated server), local (embedded engine), or a URL.")
+@click.option(
+    "--backend",
+    "-b",
+    callback=_backend,
+    help="sim (simulated server), local (embedded engine), or a URL.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
-@click.option("--trace", type=click.Path(dir_okay=False), help="Write OpenTelemetry spans here (JSON lines).")
-@click.option("--state", type=click.Path(dir_okay=False), help="SQLite file for checkpoints and the call record.")
+@click.option(
+    "--trace", type=click.Path(dir_okay=False), help="Write OpenTelemetry spans here (JSON lines)."
+)
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False),
+    help="SQLite file for checkpoints and the call record.",
+)
 @click.option("--run-id", help="Name of the run (the checkpoint thread with --state).")
-@click.option("--resume", is_flag=True, help="Continue --run-id from --state; completed calls are not repeated.")
-@click.option("--force", is_flag=True, help="With --resume: resume even though the workflow or input changed.")
-@click.option("--max-calls", type=click.IntRange(min=1), help="Budget: at most this many model calls.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue --run-id from --state; completed calls are not repeated.",
+)
+@click.option(
+    "--force", is_flag=True, help="With --resume: resume even though the workflow or input changed."
+)
+@click.option(
+    "--max-calls", type=click.IntRange(min=1), help="Budget: at most this many model calls."
+)
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Budget: at most this many tokens.")
-@click.option("--max-tool-calls", type=click.IntRange(min=1), help="Budget: at most this many tool calls.")
-@click.option("--deadline", type=click.FloatRange(min=0, min_open=True, max=10**7), help="Stop the run after this many seconds.")
+@click.option(
+    "--max-tool-calls", type=click.IntRange(min=1), help="Budget: at most this many tool calls."
+)
+@click.option(
+    "--deadline",
+    type=click.FloatRange(min=0, min_open=True, max=10**7),
+    help="Stop the run after this many seconds.",
+)
 @_guard
 def run(
     workflow: str,
@@ -128,7 +159,9 @@ def run(
     if resume and not (state and run_id):
         raise click.UsageError("--resume needs --state FILE and --run-id ID of the run to continue")
     if force and not resume:
-        raise click.UsageError("--force only goes with --resume (resume a run whose workflow or input changed)")
+        raise click.UsageError(
+            "--force only goes with --resume (resume a run whose workflow or input changed)"
+        )
     provider = None
     if trace:
         from concilium.agents import configure_tracing
@@ -136,13 +169,22 @@ def run(
         provider = configure_tracing(trace)
     limits = (max_calls, max_tokens, max_tool_calls)
     budget = Budget(*limits) if any(limits) else None
-    options = {"budget": budget, "state_path": state, "run_id": run_id, "resume": resume, "force_resume": force, "deadline_s": deadline}
+    options = {
+        "budget": budget,
+        "state_path": state,
+        "run_id": run_id,
+        "resume": resume,
+        "force_resume": force,
+        "deadline_s": deadline,
+    }
     from ._progress import Progress
 
     progress = Progress.for_terminal(sys.stderr)
     try:
         result = asyncio.run(
-            _run_workflow(workflow, question, backend, options, progress.on_event if progress else None)
+            _run_workflow(
+                workflow, question, backend, options, progress.on_event if progress else None
+            )
         )
     except Exception as exc:
         if progress:
@@ -230,8 +272,19 @@ def serve() -> None:
 
 @serve.command("sim")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="SimConfig as YAML or JSON.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0 picks a free port.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="SimConfig as YAML or JSON.",
+)
 @click.option("--config-json", help="SimConfig as a JSON string.")
 @click.option("--latency", type=click.FloatRange(0, 3600), help="Fixed seconds per request.")
 @click.option("--accuracy", type=click.FloatRange(0, 1), help="Chance of a right answer.")
@@ -272,9 +325,23 @@ def serve_sim(
 
 
 @serve.command("local")
-@click.option("--replicas", default=1, show_default=True, type=click.IntRange(min=1), help="Servers, one per group of cores.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="First port; 0 picks free ports.")
-@click.option("--deadline", default=300.0, show_default=True, type=float, help="Seconds to wait for /health.")
+@click.option(
+    "--replicas",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Servers, one per group of cores.",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="First port; 0 picks free ports.",
+)
+@click.option(
+    "--deadline", default=300.0, show_default=True, type=float, help="Seconds to wait for /health."
+)
 @_guard
 def serve_local(replicas: int, port: int, deadline: float) -> None:
     """Run the embedded engine (vLLM CPU build, Gemma 3 270M base) until Ctrl-C."""
@@ -291,13 +358,46 @@ def serve_local(replicas: int, port: int, deadline: float) -> None:
 
 @serve.command("api")
 @click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--backend", "-b", callback=_backend, help="sim (simulated server), local (embedded engine), or a URL.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback needs --api-key).")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
-@click.option("--api-key", envvar="CONCILIUM_API_KEY", help="Require this bearer token, 16+ characters beyond loopback (env CONCILIUM_API_KEY).")
-@click.option("--max-body", default=1024 * 1024, show_default=True, type=click.IntRange(min=1024), help="Largest request body in bytes (413 beyond).")
+@click.option(
+    "--backend",
+    "-b",
+    callback=_backend,
+    help="sim (simulated server), local (embedded engine), or a URL.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (beyond loopback needs --api-key).",
+)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0 picks a free port.",
+)
+@click.option(
+    "--api-key",
+    envvar="CONCILIUM_API_KEY",
+    help="Require this bearer token, 16+ characters beyond loopback (env CONCILIUM_API_KEY).",
+)
+@click.option(
+    "--max-body",
+    default=1024 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    help="Largest request body in bytes (413 beyond).",
+)
 @_guard
-def serve_api(workflows: tuple[str, ...], backend: Backend, host: str, port: int, api_key: str | None, max_body: int) -> None:
+def serve_api(
+    workflows: tuple[str, ...],
+    backend: Backend,
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_body: int,
+) -> None:
     """Serve WORKFLOWS as OpenAI-compatible models (one model per workflow)."""
     from concilium.serving import check_bind
 
@@ -305,7 +405,14 @@ def serve_api(workflows: tuple[str, ...], backend: Backend, host: str, port: int
     asyncio.run(_serve_api(workflows, backend, host, port, api_key, max_body))
 
 
-async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: int, api_key: str | None, max_body: int) -> None:
+async def _serve_api(
+    paths: tuple[str, ...],
+    backend: Backend,
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_body: int,
+) -> None:
     import socket
 
     import uvicorn
@@ -319,7 +426,9 @@ async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: 
     seen: set[str] = set()
     for path, wf in zip(paths, workflows, strict=True):
         if wf.name in seen:
-            raise UserError(f"two workflows are named {wf.name!r} ({path}); give each a different name:")
+            raise UserError(
+                f"two workflows are named {wf.name!r} ({path}); give each a different name:"
+            )
         seen.add(wf.name)
     async with backend.bind(workflows, log=_echo_err) as bound:
         loaded = {wf.name: wf for wf in bound}
@@ -328,7 +437,9 @@ async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: 
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or 0 for a free one") from None
+            raise UserError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or 0 for a free one"
+            ) from None
         bound_port = sock.getsockname()[1]
         app = create_app(loaded, api_key=api_key, bind=(host, bound_port), max_body=max_body)
         shown = f"[{host}]" if ":" in host else host
@@ -350,11 +461,23 @@ async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: 
 
 
 @serve.command("vllm")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Cluster spec YAML (models: [...]).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="Cluster spec YAML (models: [...]).",
+)
 @click.option("--model", help="Hugging Face id or folder (instead of --config).")
 @click.option("--name", help="Served model name (default: the model's last path part).")
 @click.option("--gpus", default="", help="GPU indices, e.g. 0,1,2,3.")
-@click.option("--tp", "tensor_parallel_size", default=1, show_default=True, type=click.IntRange(min=1), help="GPUs per replica.")
+@click.option(
+    "--tp",
+    "tensor_parallel_size",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="GPUs per replica.",
+)
 @click.option("--replicas", type=click.IntRange(min=1), help="Default: one per GPU group.")
 @click.option("--max-model-len", type=click.IntRange(min=1))
 @click.option("--server", type=click.Choice(["vllm", "engine", "sim"]), default="vllm", show_default=True,
@@ -363,11 +486,24 @@ async def _serve_api(paths: tuple[str, ...], backend: Backend, host: str, port: 
 @click.option("--chat-template", help="A chat template file for the server.")
 @click.option("--speculative-config", help="JSON passed to vLLM's --speculative-config.")
 @click.option("--extra", multiple=True, help="An extra vllm serve argument (repeatable).")
-@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="First port; 0 picks free ports.")
-@click.option("--pool-file", default="cluster-pool.yaml", show_default=True, help="Where to write the models: section.")
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="First port; 0 picks free ports.",
+)
+@click.option(
+    "--pool-file",
+    default="cluster-pool.yaml",
+    show_default=True,
+    help="Where to write the models: section.",
+)
 @click.option("--deadline", type=float, help="Seconds for every replica to answer /health.")
 @_guard
-def serve_vllm(config_file: str | None, model: str | None, name: str | None, gpus: str, **options: Any) -> None:
+def serve_vllm(
+    config_file: str | None, model: str | None, name: str | None, gpus: str, **options: Any
+) -> None:
     """Start a local cluster of vLLM servers, one per GPU group, until Ctrl-C."""
     from concilium._errors import UserError
     from concilium.serving import ClusterSpec, launch_cluster, load_cluster_spec
@@ -379,7 +515,9 @@ def serve_vllm(config_file: str | None, model: str | None, name: str | None, gpu
         try:
             gpu_list = [int(g) for g in gpus.split(",") if g.strip()]
         except ValueError:
-            raise click.BadParameter(f"{gpus!r} is not a comma-separated list of GPU indices", param_hint="--gpus") from None
+            raise click.BadParameter(
+                f"{gpus!r} is not a comma-separated list of GPU indices", param_hint="--gpus"
+            ) from None
         spec_json = options.pop("speculative_config")
         deployment = {"name": name or model.rstrip("/").rsplit("/", 1)[-1], "model": model, "gpus": gpu_list,
                       "extra_args": list(options.pop("extra")),
@@ -436,7 +574,9 @@ def engine_info() -> None:
     click.echo(f"home:        {home.root}")
     click.echo(f"pins:        {' '.join(engine_pins())}")
     click.echo(f"environment: {'ready' if home.env_ready() else 'not installed'}")
-    click.echo(f"model:       {'ready' if home.model_ready() else 'not converted'} ({home.model_dir})")
+    click.echo(
+        f"model:       {'ready' if home.model_ready() else 'not converted'} ({home.model_dir})"
+    )
 
 
 # ----------------------------------------------------------------------- bench
@@ -448,10 +588,18 @@ def bench() -> None:
 
 
 @bench.command("fanout")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
 @click.option("--sizes", default="1,4,16,64,256", show_default=True, help="Fan-out widths.")
 @click.option("--latency", default=0.2, show_default=True, type=float, help="Server latency (s).")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Median of this many.")
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Median of this many.",
+)
 @_guard
 def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int) -> None:
     """Wall time of N concurrent agent calls: concilium vs raw aiohttp, litellm, LangGraph, a loop."""
@@ -467,10 +615,30 @@ def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int
 
 
 @bench.command("patterns")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
-@click.option("--latency", default=0.2, show_default=True, type=float, help="Server latency (s) for the MoA run.")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Median of this many.")
-@click.option("--fixed-n", default=40, show_default=True, type=click.IntRange(min=1), help="Self-consistency's N.")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--latency",
+    default=0.2,
+    show_default=True,
+    type=float,
+    help="Server latency (s) for the MoA run.",
+)
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Median of this many.",
+)
+@click.option(
+    "--fixed-n",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Self-consistency's N.",
+)
 @_guard
 def bench_patterns(json_file: str | None, latency: float, repeats: int, fixed_n: int) -> None:
     """MoA layers run concurrently vs a sequential loop; adaptive vs fixed-N consistency."""
@@ -480,8 +648,16 @@ def bench_patterns(json_file: str | None, latency: float, repeats: int, fixed_n:
 
 
 @bench.command("dag")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Median of this many.")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Median of this many.",
+)
 @_guard
 def bench_dag(json_file: str | None, repeats: int) -> None:
     """The DAG executor vs a superstep executor and ReAct, on four DAG shapes."""
@@ -491,8 +667,16 @@ def bench_dag(json_file: str | None, repeats: int) -> None:
 
 
 @bench.command("cluster")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
-@click.option("--requests", default=512, show_default=True, type=click.IntRange(min=1), help="Requests per run.")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--requests",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Requests per run.",
+)
 @_guard
 def bench_cluster(json_file: str | None, requests: int) -> None:
     """Throughput of 1, 2, 4 replicas; prefix-cache hits with affinity vs round robin."""
@@ -502,9 +686,19 @@ def bench_cluster(json_file: str | None, requests: int) -> None:
 
 
 @bench.command("faults")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")
-@click.option("--runs", default=100, show_default=True, type=click.IntRange(min=1), help="Debates to run.")
-@click.option("--latency", default=0.2, show_default=True, type=click.FloatRange(min=0.001, max=60), help="Server latency (s).")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--runs", default=100, show_default=True, type=click.IntRange(min=1), help="Debates to run."
+)
+@click.option(
+    "--latency",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(min=0.001, max=60),
+    help="Server latency (s).",
+)
 @_guard
 def bench_faults(json_file: str | None, runs: int, latency: float) -> None:
     """Runs completed, requests over the minimum and the slowest run under 503s, 429s and hangs."""

@@ -6,7 +6,11 @@ Example:
     >>> g = Graph("echo")
     >>> async def echo(state):
     ...     return {"answer": state["question"]}
-    >>> _ = g.add_node("echo", echo, writes=["answer"]).add_edge(START, "echo").add_edge("echo", END)
+    >>> _ = (
+    ...     g.add_node("echo", echo, writes=["answer"])
+    ...     .add_edge(START, "echo")
+    ...     .add_edge("echo", END)
+    ... )
     >>> run_sync(g, "hi").answer
     'hi'
 """
@@ -79,7 +83,18 @@ from ._kit import (
     turn,
     user,
 )
-from ._registry import AgentSlot, AnswerSpec, AnyPatternSpec, Builder, PatternSpec, SlotAgent, pattern_kinds, pattern_specs, register_pattern, registered_pattern
+from ._registry import (
+    AgentSlot,
+    AnswerSpec,
+    AnyPatternSpec,
+    Builder,
+    PatternSpec,
+    SlotAgent,
+    pattern_kinds,
+    pattern_specs,
+    register_pattern,
+    registered_pattern,
+)
 from ._runtime import (
     GraphAgent,
     RunResult,

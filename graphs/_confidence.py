@@ -20,8 +20,9 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 from concilium.agents import TokenLogprob
 
@@ -66,7 +67,9 @@ def group_confidences(confidences: Sequence[float], window: int = DEEPCONF_WINDO
 
 
 def trace_confidence(
-    logprobs: Sequence[TokenLogprob], score: TraceScore = "lowest_group", window: int = DEEPCONF_WINDOW
+    logprobs: Sequence[TokenLogprob],
+    score: TraceScore = "lowest_group",
+    window: int = DEEPCONF_WINDOW,
 ) -> float:
     """One DeepConf score for a whole trace (higher is more confident)."""
     cs = token_confidences(logprobs)
@@ -154,7 +157,7 @@ def weighted_vote(answers: Sequence[str | None], weights: Sequence[float]) -> We
         raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
     tally: dict[str, float] = {}
     abstained = 0
-    for answer, weight in zip(answers, weights):
+    for answer, weight in zip(answers, weights, strict=False):
         if answer is None:
             abstained += 1
         else:

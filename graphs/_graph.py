@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import inspect
 import operator
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Awaitable, Callable, Mapping, Sequence, TypedDict, Union
+from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
@@ -35,7 +36,7 @@ def append(left: list[Any] | None, right: Any) -> list[Any]:
     left = list(left or ())
     if isinstance(right, list):
         return left + right
-    return left + [right]
+    return [*left, right]
 
 
 def merge(left: Mapping[str, Any] | None, right: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -67,7 +68,7 @@ class Branch:
     payload: Mapping[str, Any]
 
 
-RouteFn = Callable[[State], Union[str, Sequence[str], Sequence[Branch]]]
+RouteFn = Callable[[State], str | Sequence[str] | Sequence[Branch]]
 
 
 @dataclass
@@ -98,7 +99,11 @@ class Graph:
         >>> g = Graph("hello")
         >>> async def greet(state):
         ...     return {"answer": "hi " + state["question"]}
-        >>> _ = g.add_node("greet", greet, writes=["answer"]).add_edge(START, "greet").add_edge("greet", END)
+        >>> _ = (
+        ...     g.add_node("greet", greet, writes=["answer"])
+        ...     .add_edge(START, "greet")
+        ...     .add_edge("greet", END)
+        ... )
         >>> from concilium.graphs import run_sync
         >>> run_sync(g, "there").answer
         'hi there'
@@ -138,7 +143,9 @@ class Graph:
         transcript to this graph's, with the node name in each entry's path.
         """
         if name in self.nodes or name in (START, END):
-            raise GraphError(f"graph {self.name!r}: node name {name!r} is already used; pick another")
+            raise GraphError(
+                f"graph {self.name!r}: node name {name!r} is already used; pick another"
+            )
         if isinstance(action, Graph):
             self.nodes[name] = _Node(
                 name,
@@ -256,9 +263,7 @@ class Graph:
         for source, target in self.edges:
             builder.add_edge(source, target)
         for route in self.routes:
-            builder.add_conditional_edges(
-                route.source, _route_fn(self, route), list(route.targets)
-            )
+            builder.add_conditional_edges(route.source, _route_fn(self, route), list(route.targets))
         compiled = builder.compile(checkpointer=checkpointer, name=self.name)
         self._compiled[cache_key] = compiled
         return compiled
@@ -322,10 +327,14 @@ def _subgraph_node(
     async def run_subgraph(state: State) -> dict[str, Any]:
         from ._runtime import invoke_graph
 
-        given = dict(inputs(state)) if inputs else {
-            "question": state.get("question"),
-            "messages": state.get("messages"),
-        }
+        given = (
+            dict(inputs(state))
+            if inputs
+            else {
+                "question": state.get("question"),
+                "messages": state.get("messages"),
+            }
+        )
         result = await invoke_graph(inner, given)
         return {
             output: result.get("answer"),

@@ -465,7 +465,6 @@ class GraphAgent:
             ),
         )
 
-
     async def _once(self, given: dict[str, Any], scope: str) -> dict[str, Any]:
         with node_scope(scope):
             return await invoke_graph(self.graph, given)

@@ -2,7 +2,9 @@
 
 Example:
     >>> from concilium.prompts import render
-    >>> "\\\\boxed" in render("debate/initial", question="2+2?", answer_format="in the form \\\\boxed{answer}")
+    >>> "\\\\boxed" in render(
+    ...     "debate/initial", question="2+2?", answer_format="in the form \\\\boxed{answer}"
+    ... )
     True
 """
 

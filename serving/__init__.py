@@ -9,13 +9,24 @@ Example:
 
 from ._api import check_bind, create_app
 from ._backends import Backend
-from ._cluster import FAMILIES, ClusterSpec, Deployment, Family, family_of, launch_cluster, load_cluster_spec, plan_replicas, pool_config, vllm_command
+from ._cluster import (
+    FAMILIES,
+    ClusterSpec,
+    Deployment,
+    Family,
+    family_of,
+    launch_cluster,
+    load_cluster_spec,
+    plan_replicas,
+    pool_config,
+    vllm_command,
+)
 from ._engine import LocalEngine, local_engine
 from ._engine_install import ENGINE_MODEL, EngineHome, engine_pins, install_engine
 from ._process import ManagedProcess
 from ._sim import SimApp
-from ._sim_model import SimulatedModel
 from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
+from ._sim_model import SimulatedModel
 from ._sim_server import SimServer, serve_forever, start_app
 
 __all__ = [

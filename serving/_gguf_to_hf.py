@@ -14,6 +14,10 @@ What it must get right (each broke the output until fixed, see shared/ENGINE.md)
   a list of parts, and does not insist on strict alternation.
 """
 
+# Runs in the engine's own environment (torch, gguf, safetensors, transformers), which
+# the core environment the type checker sees does not have.
+# pyright: reportMissingImports=false
+
 from __future__ import annotations
 
 import json
@@ -103,7 +107,10 @@ def config_from(reader: Any) -> dict[str, Any]:
         "rope_theta": float(field(reader, "gemma3.rope.freq_base")),
         "rope_local_base_freq": LOCAL_ROPE_THETA,
         "rope_parameters": {
-            "full_attention": {"rope_type": "default", "rope_theta": float(field(reader, "gemma3.rope.freq_base"))},
+            "full_attention": {
+                "rope_type": "default",
+                "rope_theta": float(field(reader, "gemma3.rope.freq_base")),
+            },
             "sliding_attention": {"rope_type": "default", "rope_theta": LOCAL_ROPE_THETA},
         },
         "hidden_activation": "gelu_pytorch_tanh",
@@ -145,10 +152,18 @@ def convert(gguf_path: Path, out_dir: Path) -> None:
     config = config_from(reader)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
     (out_dir / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
-                    "pad_token_id": config["pad_token_id"]})  # fmt: skip
+        json.dumps(
+            {
+                "bos_token_id": config["bos_token_id"],
+                "eos_token_id": config["eos_token_id"],
+                "pad_token_id": config["pad_token_id"],
+            }
+        )
     )
-    tensors = {k: torch.from_numpy(v).to(torch.bfloat16).contiguous() for k, v in tensors_from(reader).items()}
+    tensors = {
+        k: torch.from_numpy(v).to(torch.bfloat16).contiguous()
+        for k, v in tensors_from(reader).items()
+    }
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     tokenizer.add_bos_token = True

@@ -16,16 +16,39 @@ def bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_bench_patterns_reports_moa_and_adaptive_figures(tmp_path: Path) -> None:
-    out = bench("patterns", "--latency", "0.05", "--repeats", "1", "--fixed-n", "8", "--json", str(tmp_path / "p.json"))
+    out = bench(
+        "patterns",
+        "--latency",
+        "0.05",
+        "--repeats",
+        "1",
+        "--fixed-n",
+        "8",
+        "--json",
+        str(tmp_path / "p.json"),
+    )
     assert out.returncode == 0, out.stderr
     figures = json.loads((tmp_path / "p.json").read_text())
     assert figures["mixture_of_agents"]["calls"] == 13  # 3 layers x 4 proposers + the aggregator
     assert all(1 <= row["adaptive_mean_samples"] <= 8 for row in figures["adaptive_consistency"])
-    assert "| concilium (layers concurrent) |" in out.stdout and json.loads(out.stdout.strip().splitlines()[-1]) == figures
+    assert (
+        "| concilium (layers concurrent) |" in out.stdout
+        and json.loads(out.stdout.strip().splitlines()[-1]) == figures
+    )
 
 
 def test_bench_fanout_writes_its_table_and_json(tmp_path: Path) -> None:
-    out = bench("fanout", "--sizes", "1,4", "--repeats", "1", "--latency", "0.01", "--json", str(tmp_path / "f.json"))
+    out = bench(
+        "fanout",
+        "--sizes",
+        "1,4",
+        "--repeats",
+        "1",
+        "--latency",
+        "0.01",
+        "--json",
+        str(tmp_path / "f.json"),
+    )
     assert out.returncode == 0, out.stderr
     figures = json.loads((tmp_path / "f.json").read_text())
     assert json.loads(out.stdout.strip().splitlines()[-1]) == figures
@@ -37,7 +60,12 @@ def test_bench_dag_reports_every_shape(tmp_path: Path) -> None:
     figures = json.loads((tmp_path / "d.json").read_text())
     assert sorted(figures) == ["deep", "fan_in_8", "unbalanced", "wide"]
     for f in figures.values():
-        assert {"event_driven_over_cp", "superstep_over_cp", "speedup_over_react", "line_to_start_max_ms"} <= set(f)
+        assert {
+            "event_driven_over_cp",
+            "superstep_over_cp",
+            "speedup_over_react",
+            "line_to_start_max_ms",
+        } <= set(f)
 
 
 def test_bench_cluster_reports_throughput_ratios_and_hit_rates(tmp_path: Path) -> None:

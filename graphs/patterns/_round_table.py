@@ -229,7 +229,9 @@ class RoundTableSpec(PatternSpec):
     kind: Literal["round_table"]
     agents: list[AgentSlot] = Field(min_length=2)
     rounds: int = Field(default=3, ge=1, le=20)
-    examples: dict[str, list[str]] = Field(default_factory=dict, description="convincing examples per agent name")
+    examples: dict[str, list[str]] = Field(
+        default_factory=dict, description="convincing examples per agent name"
+    )
     answer: AnswerSpec = "text"
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -35,8 +36,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.asyncio(loop_scope="session"))  # the engine fixture's loop
     if ours and not _installed():
         if os.environ.get("CONCILIUM_REQUIRE_ENGINE") == "1":
-            raise pytest.UsageError("CONCILIUM_REQUIRE_ENGINE=1 but the engine is not installed; run `concilium engine install`")
-        skip = pytest.mark.skip(reason="the embedded engine is not installed (concilium engine install)")
+            raise pytest.UsageError(
+                "CONCILIUM_REQUIRE_ENGINE=1 but the engine is not installed; run `concilium engine install`"
+            )
+        skip = pytest.mark.skip(
+            reason="the embedded engine is not installed (concilium engine install)"
+        )
         for item in ours:
             item.add_marker(skip)
 

@@ -64,7 +64,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_every_gguf_tensor_lands_under_a_transformers_name_with_its_shape(reference: dict) -> None:
     assert reference["tensors"] == reference["gguf_tensors"]
     # nothing missing but the tied output head; nothing unexpected
-    assert [k for k in reference["missing"] if k != "lm_head.weight"] == [] and reference["unexpected"] == []
+    assert [k for k in reference["missing"] if k != "lm_head.weight"] == [] and reference[
+        "unexpected"
+    ] == []
     assert reference["shapes"] == {
         "model.embed_tokens.weight": [262144, 640],
         "model.layers.0.self_attn.q_proj.weight": [1024, 640],  # 4 heads x 256
@@ -83,7 +85,9 @@ def test_the_converted_config_has_what_the_gguf_lacks() -> None:
     assert config["rope_local_base_freq"] == 10_000.0 and config["eos_token_id"] == [1, 106]
 
 
-async def test_engine_greedy_tokens_match_the_reference_forward_pass(engine, reference: dict) -> None:
+async def test_engine_greedy_tokens_match_the_reference_forward_pass(
+    engine, reference: dict
+) -> None:
     assert reference["prompt_ids"][0] == 2  # the tokenizer adds <bos>
     body = {"model": "gemma-3-270m", "prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0.0,
             "logprobs": 1, "return_tokens_as_token_ids": True}  # fmt: skip
@@ -91,6 +95,8 @@ async def test_engine_greedy_tokens_match_the_reference_forward_pass(engine, ref
         async with session.post(f"{engine.urls[0]}/completions", json=body) as resp:
             assert resp.status == 200, await resp.text()
             data = await resp.json()
-    engine_ids = [int(t.removeprefix("token_id:")) for t in data["choices"][0]["logprobs"]["tokens"]]
+    engine_ids = [
+        int(t.removeprefix("token_id:")) for t in data["choices"][0]["logprobs"]["tokens"]
+    ]
     # bf16 on the engine vs float32 here: the first tokens must agree exactly
     assert engine_ids[:5] == reference["greedy"][:5], (engine_ids, reference["greedy"])

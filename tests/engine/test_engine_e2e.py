@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from concilium._errors import ModelCallError
-from concilium.agents import AnswerConfidence, Agent, aclose
+from concilium.agents import Agent, AnswerConfidence, aclose
 from concilium.graphs import run, trace_confidence, weighted_vote
 from concilium.graphs.patterns import debate, self_consistency
 from concilium.serving import local_engine
@@ -46,7 +46,10 @@ async def test_self_consistency_gets_n_distinct_samples_from_one_request(engine)
 
 
 async def test_debate_runs_each_rounds_calls_concurrently(engine) -> None:
-    agents = [Agent(name, engine.spec(), temperature=0.8, max_tokens=24) for name in ("alice", "bob", "carol")]
+    agents = [
+        Agent(name, engine.spec(), temperature=0.8, max_tokens=24)
+        for name in ("alice", "bob", "carol")
+    ]
     events, on_event = _recorder()
     result = await run(debate(agents, rounds=2), "What is 6 * 7?", on_event=on_event)
     calls = [(t, e) for t, e in events if e["type"] in ("call_started", "call_finished")]
@@ -60,7 +63,9 @@ async def test_debate_runs_each_rounds_calls_concurrently(engine) -> None:
 
 
 async def test_logprobs_reach_the_confidence_code(engine) -> None:
-    agent = Agent("judge", engine.spec(), temperature=1.0, max_tokens=16, logprobs=True, top_logprobs=5)
+    agent = Agent(
+        "judge", engine.spec(), temperature=1.0, max_tokens=16, logprobs=True, top_logprobs=5
+    )
     reply = await agent.run("Name a prime number.", n=3)
     confidences = []
     for logprobs in reply.logprobs_all:
@@ -73,7 +78,9 @@ async def test_logprobs_reach_the_confidence_code(engine) -> None:
 
 
 async def test_json_schema_output_parses(engine) -> None:
-    agent = Agent("structured", engine.spec(), temperature=0.0, max_tokens=96, output=AnswerConfidence)
+    agent = Agent(
+        "structured", engine.spec(), temperature=0.0, max_tokens=96, output=AnswerConfidence
+    )
     reply = await agent.run("What is 2 + 2? Give your answer and confidence.")
     parsed = reply.parsed
     assert isinstance(parsed, AnswerConfidence) and 0.0 <= parsed.confidence <= 1.0
@@ -117,7 +124,11 @@ async def test_a_replica_killed_mid_run_is_a_clear_error() -> None:
 
 def _skeleton(text: str) -> list[str]:
     """Each line up to its first colon: who spoke in which round, what was printed."""
-    return [line.split(":")[0] for line in text.strip().splitlines() if not line.startswith("engine ready")]
+    return [
+        line.split(":")[0]
+        for line in text.strip().splitlines()
+        if not line.startswith("engine ready")
+    ]
 
 
 def test_make_demo_command_prints_what_the_readme_shows(tmp_path: Path) -> None:

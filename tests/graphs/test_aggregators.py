@@ -1,6 +1,13 @@
 import pytest
 
-from concilium.graphs import answer_format, extract_boxed, extract_last_number, extract_option, majority_vote, normalize_number
+from concilium.graphs import (
+    answer_format,
+    extract_boxed,
+    extract_last_number,
+    extract_option,
+    majority_vote,
+    normalize_number,
+)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +38,9 @@ def test_normalize_number() -> None:
 
 def test_regex_and_field_formats() -> None:
     assert answer_format({"regex": r"ANSWER:\s*(\w+)"}).extract("x ANSWER: yes. ANSWER: no") == "no"
-    assert answer_format({"field": "answer"}).extract('noise {"answer": 42, "confidence": 1}') == "42"
+    assert (
+        answer_format({"field": "answer"}).extract('noise {"answer": 42, "confidence": 1}') == "42"
+    )
 
 
 def test_unknown_format_suggests_a_close_name() -> None:

@@ -20,7 +20,9 @@ def test_parallel_node_writing_a_key_without_reducer_is_rejected_at_build() -> N
     g = Graph("g", state={"results": None})
     g.add_node("work", _noop, writes=["results"], parallel=True)
     g.add_route(START, lambda s: [Branch("work", {})], ["work"]).add_edge("work", END)
-    with pytest.raises(GraphError, match="'work' runs in parallel and writes 'results', which has no reducer"):
+    with pytest.raises(
+        GraphError, match="'work' runs in parallel and writes 'results', which has no reducer"
+    ):
         g.compile()
 
 
@@ -76,7 +78,9 @@ async def test_fanout_results_arrive_in_branch_order() -> None:
         return {"answer": ",".join(map(str, state["results"]))}
 
     g = Graph("g", state={"results": append})
-    g.add_node("work", work, writes=["results"], parallel=True).add_node("join", join, writes=["answer"])
+    g.add_node("work", work, writes=["results"], parallel=True).add_node(
+        "join", join, writes=["answer"]
+    )
     g.add_fanout(START, "work", lambda s: [{"i": i} for i in range(5)])
     g.add_edge("work", "join").add_edge("join", END)
     assert (await run(g, "q")).answer == "0,1,2,3,4"

@@ -80,7 +80,9 @@ def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
 
 
 def test_python_tags_are_refused(tmp_path: Path) -> None:
-    err = _error(tmp_path, GOOD.replace("name: t", "name: !!python/object/apply:os.system ['true']"))
+    err = _error(
+        tmp_path, GOOD.replace("name: t", "name: !!python/object/apply:os.system ['true']")
+    )
     assert err.line == 1
 
 
@@ -93,7 +95,9 @@ def test_unknown_answer_format_and_prompt(tmp_path: Path) -> None:
 
 def test_missing_api_key_variable(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("NO_SUCH_KEY", raising=False)
-    err = _error(tmp_path, GOOD.replace("api_base: http://127.0.0.1:1/v1}", "api_key_env: NO_SUCH_KEY}"))
+    err = _error(
+        tmp_path, GOOD.replace("api_base: http://127.0.0.1:1/v1}", "api_key_env: NO_SUCH_KEY}")
+    )
     assert err.line == 3 and "export NO_SUCH_KEY" in str(err)
 
 
@@ -118,4 +122,6 @@ def test_examples_are_valid(path: Path) -> None:
 
 def test_schema_is_json_schema() -> None:
     schema = WorkflowSpec.model_json_schema()
-    assert schema["type"] == "object" and {"models", "agents", "workflow"} <= set(schema["required"])
+    assert schema["type"] == "object" and {"models", "agents", "workflow"} <= set(
+        schema["required"]
+    )

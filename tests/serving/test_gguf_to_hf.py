@@ -16,8 +16,13 @@ from concilium.serving import _gguf_to_hf as conv
 
 def test_tensor_names_map_to_transformers_gemma3() -> None:
     assert conv.hf_name("blk.3.attn_q.weight") == "model.layers.3.self_attn.q_proj.weight"
-    assert conv.hf_name("blk.17.post_ffw_norm.weight") == "model.layers.17.post_feedforward_layernorm.weight"
-    assert conv.hf_name("blk.0.ffn_norm.weight") == "model.layers.0.pre_feedforward_layernorm.weight"
+    assert (
+        conv.hf_name("blk.17.post_ffw_norm.weight")
+        == "model.layers.17.post_feedforward_layernorm.weight"
+    )
+    assert (
+        conv.hf_name("blk.0.ffn_norm.weight") == "model.layers.0.pre_feedforward_layernorm.weight"
+    )
     assert conv.hf_name("token_embd.weight") == "model.embed_tokens.weight"
     assert conv.hf_name("output_norm.weight") == "model.norm.weight"
     assert conv.is_norm("blk.1.attn_k_norm.weight") and not conv.is_norm("blk.1.attn_k.weight")

@@ -62,7 +62,9 @@ async def test_one_agent_gets_the_reflection_prompt() -> None:
 
 async def test_agents_may_use_different_models() -> None:
     small, big = FakeModel(default="\\boxed{1}"), FakeModel(default="\\boxed{2}")
-    result = await run(debate([Agent("s", small.spec("small")), Agent("b", big.spec("big"))], rounds=1), "q")
+    result = await run(
+        debate([Agent("s", small.spec("small")), Agent("b", big.spec("big"))], rounds=1), "q"
+    )
     assert result.details["per_round"][0]["answers"] == {"s": "1", "b": "2"}
     assert result.answer == "1"  # a tie goes to the first agent in order
 
@@ -76,7 +78,10 @@ async def test_a_debater_can_be_a_self_consistency_ensemble() -> None:
     result = await run(debate([Agent("solo", fake.spec()), crowd], rounds=2), "q")
     assert result.details["per_round"][1]["answers"] == {"solo": "9", "crowd_vote": "7"}
     crowd_turns = [e for e in result.transcript if e["agent"] == "crowd_vote"]
-    assert [t["completion_tokens"] for t in crowd_turns] == [5, 5]  # its 5 one-word samples, not the others'
+    assert [t["completion_tokens"] for t in crowd_turns] == [
+        5,
+        5,
+    ]  # its 5 one-word samples, not the others'
     crowd_requests = fake.requests_of("crowd")
     assert len(crowd_requests) == 2 and all(r.body["n"] == 5 for r in crowd_requests)
     # in round 2 the ensemble is given the debate conversation, not a fresh prompt

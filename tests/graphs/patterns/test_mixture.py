@@ -16,10 +16,14 @@ def proposers(spec, names="pqr"):
 
 
 async def test_each_layer_sees_the_previous_layers_responses_numbered_in_a_system_prompt() -> None:
-    rules = [Rule(agent=n, replies=[f"{n}-layer1", f"{n}-layer2"]) for n in "pqr"] + [Rule(agent="agg", replies=["final"])]
+    rules = [Rule(agent=n, replies=[f"{n}-layer1", f"{n}-layer2"]) for n in "pqr"] + [
+        Rule(agent="agg", replies=["final"])
+    ]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0.1)), process=True) as sim:
         spec = sim.spec()
-        result = await run(mixture_of_agents(proposers(spec), Agent("agg", spec), layers=3), "Plan a picnic.")
+        result = await run(
+            mixture_of_agents(proposers(spec), Agent("agg", spec), layers=3), "Plan a picnic."
+        )
         received = await sim.requests()
         stats = await sim.stats()
     assert result.calls == 7 and result.answer == "final" and stats["max_in_flight"] == 3
@@ -36,14 +40,19 @@ async def test_each_layer_sees_the_previous_layers_responses_numbered_in_a_syste
 async def test_references_are_appended_to_an_existing_system_message() -> None:
     async with SimServer(SimConfig(rules=[Rule(replies=["ok"])], latency=Latency(fixed=0))) as sim:
         messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"}]
-        await run(mixture_of_agents(proposers(sim.spec(), "p"), Agent("agg", sim.spec()), layers=2), messages)
+        await run(
+            mixture_of_agents(proposers(sim.spec(), "p"), Agent("agg", sim.spec()), layers=2),
+            messages,
+        )
         final = (await sim.requests())[-1]["body"]["messages"]
     assert final[0]["content"].startswith("Be kind.\n\n") and "1. ok" in final[0]["content"]
     assert [m["role"] for m in final] == ["system", "user"]
 
 
 async def test_a_failed_proposer_is_dropped_and_reported() -> None:
-    async with SimServer(SimConfig(rules=[Rule(replies=["fine"])], latency=Latency(fixed=0))) as sim:
+    async with SimServer(
+        SimConfig(rules=[Rule(replies=["fine"])], latency=Latency(fixed=0))
+    ) as sim:
         dead = ModelSpec("hosted_vllm/x", api_base="http://127.0.0.1:9/v1", timeout=2)
         team = [Agent("p", sim.spec()), Agent("broken", dead)]
         result = await run(mixture_of_agents(team, Agent("agg", sim.spec()), layers=2), "q")
@@ -54,23 +63,37 @@ async def test_a_failed_proposer_is_dropped_and_reported() -> None:
 
 async def test_sparse_judge_keeps_top_k_and_stops_early() -> None:
     rules = [Rule(agent=n, replies=[f"{n}-says"]) for n in "pqr"] + [
-        Rule(agent="judge", replies=['{"reasoning": "r and p agree", "chosen": [2, 0], "end": true}']),
+        Rule(
+            agent="judge", replies=['{"reasoning": "r and p agree", "chosen": [2, 0], "end": true}']
+        ),
         Rule(agent="agg", replies=["final"]),
     ]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
         spec = sim.spec()
-        graph = mixture_of_agents(proposers(spec), Agent("agg", spec), layers=3, judge=Agent("judge", spec), k=2)
+        graph = mixture_of_agents(
+            proposers(spec), Agent("agg", spec), layers=3, judge=Agent("judge", spec), k=2
+        )
         result = await run(graph, "q")
         received = await sim.requests()
-    assert [r["agent"] for r in received] == ["p", "q", "r", "judge", "agg"]  # stopped after layer 1
+    assert [r["agent"] for r in received] == [
+        "p",
+        "q",
+        "r",
+        "judge",
+        "agg",
+    ]  # stopped after layer 1
     assert "Response 0.\np-says" in received[3]["body"]["messages"][-1]["content"]
     assert "1. r-says\n2. p-says" in received[4]["body"]["messages"][0]["content"]
     assert result.details["layers"][0]["kept"] == ["r", "p"] and result.details["layers"][0]["end"]
 
 
 async def test_sparse_unusable_verdict_keeps_the_first_k_and_says_so() -> None:
-    rules = [Rule(agent=n, replies=[f"{n}-says"]) for n in "pqr"] + [Rule(agent="judge", replies=["I like them all"])]
-    async with SimServer(SimConfig(rules=rules + [Rule(replies=["x"])], latency=Latency(fixed=0))) as sim:
+    rules = [Rule(agent=n, replies=[f"{n}-says"]) for n in "pqr"] + [
+        Rule(agent="judge", replies=["I like them all"])
+    ]
+    async with SimServer(
+        SimConfig(rules=[*rules, Rule(replies=["x"])], latency=Latency(fixed=0))
+    ) as sim:
         spec = sim.spec()
         result = await run(mixture_of_agents(proposers(spec), Agent("agg", spec), layers=2,
                                              judge=Agent("judge", spec), k=2), "q")  # fmt: skip
@@ -82,7 +105,10 @@ async def test_a_proposer_can_be_a_debate() -> None:
     async with SimServer(SimConfig(seed=3, latency=Latency(fixed=0))) as sim:
         spec = sim.spec()
         inner = as_agent(debate([Agent("d1", spec), Agent("d2", spec)], rounds=2), "panel")
-        result = await run(mixture_of_agents([inner, Agent("solo", spec)], Agent("agg", spec), layers=2), "What is 6 * 7?")
+        result = await run(
+            mixture_of_agents([inner, Agent("solo", spec)], Agent("agg", spec), layers=2),
+            "What is 6 * 7?",
+        )
         agents = [r["agent"] for r in await sim.requests()]
     assert agents.count("d1") == 2 and agents.count("d2") == 2 and agents[-1] == "agg"
     assert result.calls == 6 and result.details["layers"][0]["proposers"] == ["panel", "solo"]

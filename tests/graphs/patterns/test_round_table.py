@@ -18,7 +18,16 @@ def said(answer: str, confidence: float, why: str = "reasons") -> str:
 
 
 def test_recalibration_boundaries() -> None:
-    assert [recalibrate(p) for p in (1.0, 0.9, 0.89, 0.8, 0.79, 0.61, 0.6, 0.0)] == [1.0, 0.8, 0.5, 0.5, 0.3, 0.3, 0.1, 0.1]
+    assert [recalibrate(p) for p in (1.0, 0.9, 0.89, 0.8, 0.79, 0.61, 0.6, 0.0)] == [
+        1.0,
+        0.8,
+        0.5,
+        0.5,
+        0.3,
+        0.3,
+        0.1,
+        0.1,
+    ]
     with pytest.raises(ValueError, match="not between 0 and 1"):
         recalibrate(90)
 
@@ -46,7 +55,10 @@ async def test_weighted_vote_overturns_the_majority_then_grouped_answers_bring_c
 
 
 async def test_only_the_two_largest_groups_are_shown() -> None:
-    rules = [Rule(agent=n, replies=[said(v, 0.95, f"{n} says {v}")]) for n, v in zip("abcd", ["1", "1", "2", "3"])]
+    rules = [
+        Rule(agent=n, replies=[said(v, 0.95, f"{n} says {v}")])
+        for n, v in zip("abcd", ["1", "1", "2", "3"], strict=False)
+    ]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
         result = await run(round_table([Agent(n, sim.spec()) for n in "abcd"], rounds=2), "q")
         received = await sim.requests()
@@ -59,7 +71,9 @@ async def test_each_agent_sees_the_other_agents_convincing_examples() -> None:
     examples = {"a": ["EXAMPLE-OF-A"], "b": ["EXAMPLE-OF-B"]}
     rules = [Rule(replies=[said("5", 1.0)])]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
-        await run(round_table([Agent(n, sim.spec()) for n in "ab"], rounds=1, examples=examples), "q")
+        await run(
+            round_table([Agent(n, sim.spec()) for n in "ab"], rounds=1, examples=examples), "q"
+        )
         received = {r["agent"]: r["body"]["messages"][-1]["content"] for r in await sim.requests()}
     assert "EXAMPLE-OF-B" in received["a"] and "EXAMPLE-OF-A" not in received["a"]
     assert "EXAMPLE-OF-A" in received["b"] and "EXAMPLE-OF-B" not in received["b"]

@@ -9,7 +9,9 @@ from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 
 async def test_n_capable_model_gets_one_request_with_n(sim) -> None:
-    result = await run(self_consistency(Agent("s", sim.spec(), temperature=1.0), samples=8), "What is 6 * 7?")
+    result = await run(
+        self_consistency(Agent("s", sim.spec(), temperature=1.0), samples=8), "What is 6 * 7?"
+    )
     received = await sim.requests()
     assert len(received) == 1 and received[0]["body"]["n"] == 8
     assert len(result.transcript) == 8 and result.calls == 1
@@ -19,7 +21,9 @@ async def test_n_capable_model_gets_one_request_with_n(sim) -> None:
 async def test_without_n_support_samples_are_concurrent_requests() -> None:
     async with SimServer(SimConfig(latency=Latency(fixed=0.2)), process=True) as sim:
         spec = sim.spec(capabilities=Capabilities(n=False))
-        result = await run(self_consistency(Agent("s", spec, seed=100), samples=6), "What is 6 * 7?")
+        result = await run(
+            self_consistency(Agent("s", spec, seed=100), samples=6), "What is 6 * 7?"
+        )
         received = await sim.requests()
         stats = await sim.stats()
     assert len(received) == 6 and stats["max_in_flight"] == 6
@@ -28,8 +32,18 @@ async def test_without_n_support_samples_are_concurrent_requests() -> None:
 
 
 async def test_majority_of_scripted_samples() -> None:
-    rules = [Rule(agent="s", replies=["\\boxed{1}", "\\boxed{2}", "\\boxed{2}", "no answer here", "\\boxed{1}"])]
+    rules = [
+        Rule(
+            agent="s",
+            replies=["\\boxed{1}", "\\boxed{2}", "\\boxed{2}", "no answer here", "\\boxed{1}"],
+        )
+    ]
     async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
         result = await run(self_consistency(Agent("s", sim.spec()), samples=5), "q")
-    assert result.votes == {"winner": "1", "counts": {"1": 2, "2": 2}, "abstained": 1, "agreement": 0.5}
+    assert result.votes == {
+        "winner": "1",
+        "counts": {"1": 2, "2": 2},
+        "abstained": 1,
+        "agreement": 0.5,
+    }
     assert result.answer == "1"  # tie: first seen
