@@ -26,9 +26,27 @@ ALLOWED = {
         "concilium.agents",
         "concilium.graphs",
     },
+    "concilium.evals": {
+        "concilium",
+        "concilium.prompts",
+        "concilium.tools",
+        "concilium.agents",
+        "concilium.graphs",
+        "concilium.serving",
+    },
+    "concilium.ui": {
+        "concilium",
+        "concilium.prompts",
+        "concilium.tools",
+        "concilium.agents",
+        "concilium.graphs",
+        "concilium.serving",
+        "concilium.evals",
+    },
 }
 PUBLIC_PACKAGES = ["concilium.agents", "concilium.graphs", "concilium.graphs.patterns",
-                   "concilium.tools", "concilium.prompts", "concilium.serving"]  # fmt: skip
+                   "concilium.tools", "concilium.prompts", "concilium.serving",
+                   "concilium.evals", "concilium.ui"]  # fmt: skip
 
 
 def _folder(package: str) -> Path:
