@@ -167,6 +167,44 @@ def answer_format(spec: str | Mapping[str, str]) -> AnswerFormat:
     raise ValueError(f"answer format {dict(spec)!r} needs a name, 'regex' or 'field'")
 
 
+# -------------------------------------------------------------------------- echoes
+
+# The words prompts use as the answer's placeholder ("\\boxed{answer}", "<answer>"):
+# a model that returns one of them (a base model echoing its instructions) said nothing.
+_PLACEHOLDERS = frozenset(
+    {"answer", "your answer", "the answer", "final answer", "your final answer",
+     "answer here", "your answer here", "short answer"}
+)  # fmt: skip
+_WRAPPERS = re.compile(r"^(?:\\boxed\{(.*)\}|<(.*)>|\{\{?(.*?)\}?\}|\[(.*)\]|\((.*)\))$")
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.lower().replace("_", " ").split()).strip(" .:!\"'`")
+
+
+def is_echo(answer: str, instructions: str = "") -> bool:
+    """Whether ``answer`` only echoes a prompt's placeholder (``answer``, ``<answer>``,
+    ``{answer}``, ``\\boxed{answer}``, ``your answer``) or a verbatim line of
+    ``instructions``: such a reply is an abstention, never a vote.
+
+    Example:
+        >>> is_echo("\\\\boxed{answer}"), is_echo("<Your answer>"), is_echo("Paris")
+        (True, True, False)
+        >>> is_echo("Answer with one word.", "Q: France\\nAnswer with one word.")
+        True
+    """
+    text = _folded(answer)
+    for _ in range(3):  # unwrap nested brackets: "{<answer>}"
+        m = _WRAPPERS.match(text)
+        if m is None:
+            break
+        text = _folded(next(g for g in m.groups() if g is not None))
+    if not text or text in _PLACEHOLDERS:
+        return True
+    lines = {_folded(line) for line in instructions.splitlines()}
+    return len(text) > 3 and text in lines
+
+
 # -------------------------------------------------------------------------- votes
 
 
@@ -197,8 +235,9 @@ class Vote:
         }
 
 
-def majority_vote(answers: Sequence[str | None]) -> Vote:
-    """Most frequent answer; ties go to the one seen first; ``None`` abstains.
+def majority_vote(answers: Sequence[str | None], instructions: str = "") -> Vote:
+    """Most frequent answer; ties go to the one seen first; ``None`` and echoes of
+    the prompt (see ``is_echo``; ``instructions`` is the prompt's text) abstain.
 
     Example:
         >>> majority_vote(["7", "8", "8", "7", None]).as_dict()
@@ -207,7 +246,7 @@ def majority_vote(answers: Sequence[str | None]) -> Vote:
     counts: dict[str, int] = {}
     abstained = 0
     for answer in answers:
-        if answer is None:
+        if answer is None or is_echo(answer, instructions):
             abstained += 1
         else:
             counts[answer] = counts.get(answer, 0) + 1

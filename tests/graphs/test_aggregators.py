@@ -58,3 +58,37 @@ def test_majority_vote_ignores_abstentions() -> None:
     assert vote.winner == "3" and vote.abstained == 2 and vote.agreement == 1.0
     empty = majority_vote([None])
     assert empty.winner is None and empty.agreement == 0.0
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "answer",
+        "<answer>",
+        "{answer}",
+        "{{ answer }}",
+        "\\boxed{answer}",
+        "Your answer",
+        "[final answer].",
+    ],
+)
+def test_an_echo_of_the_placeholder_abstains_in_the_vote(echo):
+    tally = majority_vote([echo, echo, echo, "Paris"])
+    assert tally.winner == "Paris"
+    assert tally.counts == {"Paris": 1}
+    assert tally.abstained == 3
+
+
+def test_an_echo_of_an_instruction_line_abstains_but_real_answers_count():
+    instructions = "Answer with the capital city only.\nQ: France\nA:"
+    tally = majority_vote(
+        ["Answer with the capital city only.", "Paris", "Lyon", "Paris"], instructions
+    )
+    assert tally.as_dict() == {"winner": "Paris", "counts": {"Paris": 2, "Lyon": 1}, "abstained": 1,
+                               "agreement": round(2 / 3, 4)}  # fmt: skip
+    # short answers that happen to appear in the prompt ("A", "8") still vote
+    assert majority_vote(["8", "8"], "3 + 5 = 8\nA:").winner == "8"
+
+
+def test_only_echoes_leave_no_winner():
+    assert majority_vote(["answer", "\\boxed{answer}", None]).as_dict()["winner"] is None
