@@ -209,7 +209,10 @@ CallFailover = TypedDict(
         "t": NotRequired[float],
     },
 )
-CallFailover.__doc__ = "No server answered at ``from``; the call goes to another replica."
+CallFailover.__doc__ = (
+    "The replica at ``from`` failed the call (no connection, a 5xx or 429 reply, or a "
+    "timeout); the call goes to another healthy replica."
+)
 
 
 class ResultEvent(TypedDict):

@@ -133,7 +133,8 @@ def agent_from_entry(
         else:
             system = None
     except PromptError as exc:
-        raise fail(str(exc), ("agents", name)) from None
+        field = "system_prompt" if entry.system_prompt else "system"
+        raise fail(str(exc), ("agents", name, field)) from None
     output = None
     if entry.output is not None:
         output = OUTPUT_SCHEMAS.get(entry.output)
