@@ -128,8 +128,6 @@ def test_schema_is_json_schema() -> None:
 
 
 def test_inline_system_jinja_error_points_at_the_system_line(tmp_path: Path) -> None:
-    text = GOOD.replace(
-        "  a: {model: m}\n", "  a:\n    model: m\n    system: 'Hi {{ name '\n"
-    )
+    text = GOOD.replace("  a: {model: m}\n", "  a:\n    model: m\n    system: 'Hi {{ name '\n")
     err = _error(tmp_path, text)
     assert err.line == 7 and str(err).startswith(f"{err.file}:7:")
