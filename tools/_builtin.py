@@ -161,9 +161,11 @@ class DocumentSearch:
         return Tool.from_function(self.search, name=name, timeout=10.0)
 
 
-def _candidates(root: Path, note: Callable[[str], None]) -> Iterator[Path]:
-    """The ``.txt``/``.md`` entries under ``root`` in a stable order; links to folders
-    are not followed (a folder could link back to itself or out of ``root``)."""
+def _candidates(
+    root: Path, note: Callable[[str], None], suffixes: tuple[str, ...] = SUFFIXES
+) -> Iterator[Path]:
+    """The entries under ``root`` ending in ``suffixes`` in a stable order; links to
+    folders are not followed (a folder could link back to itself or out of ``root``)."""
     count = 0
 
     def unreadable(exc: OSError) -> None:
@@ -176,7 +178,7 @@ def _candidates(root: Path, note: Callable[[str], None]) -> Iterator[Path]:
                 note(f"{(base / folder).relative_to(root).as_posix()}: skipped, a link to a folder")
         folders[:] = sorted(f for f in folders if not (base / f).is_symlink())
         for file in sorted(files):
-            if not file.endswith(SUFFIXES):
+            if not file.endswith(suffixes):
                 continue
             count += 1
             if count > MAX_FILES:
