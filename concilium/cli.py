@@ -28,15 +28,16 @@ def _guard(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from concilium._errors import ConciliumError, UserError
+        from concilium._errors import ConciliumError, UserError, escape_controls
 
+        # Messages can quote a model's reply or a file's text: no terminal escapes.
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {escape_controls(str(exc))}", err=True)
             sys.exit(2)
         except ConciliumError as exc:
-            click.echo(f"run failed: {exc}", err=True)
+            click.echo(f"run failed: {escape_controls(str(exc))}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -66,7 +67,9 @@ def _backend(ctx: click.Context, param: click.Parameter, value: str | None) -> A
 
 
 def _echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    from concilium._errors import escape_controls
+
+    click.echo(escape_controls(message), err=True)
 
 
 async def _run_workflow(
@@ -98,6 +101,14 @@ async def _run_workflow(
             await aclose()
 
 
+def _otlp_env() -> bool:
+    """Whether the standard variables name an OTLP collector for traces."""
+    import os
+
+    names = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    return any(os.environ.get(name) for name in names)
+
+
 @main.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.option("--input", "-i", "question", required=True, help="The question to answer.")
@@ -110,6 +121,10 @@ async def _run_workflow(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 @click.option(
     "--trace", type=click.Path(dir_okay=False), help="Write OpenTelemetry spans here (JSON lines)."
+)
+@click.option(
+    "--otlp-endpoint",
+    help="Send spans to this OTLP/HTTP collector (or set OTEL_EXPORTER_OTLP_ENDPOINT).",
 )
 @click.option(
     "--state",
@@ -137,6 +152,9 @@ async def _run_workflow(
     type=click.FloatRange(min=0, min_open=True, max=10**7),
     help="Stop the run after this many seconds.",
 )
+@click.option(
+    "--report", type=click.Path(dir_okay=False), help="Write the run as one self-contained HTML file."
+)
 @_guard
 def run(
     workflow: str,
@@ -144,6 +162,7 @@ def run(
     backend: Backend,
     as_json: bool,
     trace: str | None,
+    otlp_endpoint: str | None,
     state: str | None,
     run_id: str | None,
     resume: bool,
@@ -152,6 +171,7 @@ def run(
     max_tokens: int | None,
     max_tool_calls: int | None,
     deadline: float | None,
+    report: str | None,
 ) -> None:
     """Run a WORKFLOW file on a question."""
     from concilium.agents import Budget
@@ -163,10 +183,10 @@ def run(
             "--force only goes with --resume (resume a run whose workflow or input changed)"
         )
     provider = None
-    if trace:
+    if trace or otlp_endpoint or _otlp_env():
         from concilium.agents import configure_tracing
 
-        provider = configure_tracing(trace)
+        provider = configure_tracing(trace, otlp_endpoint=otlp_endpoint)
     limits = (max_calls, max_tokens, max_tool_calls)
     budget = Budget(*limits) if any(limits) else None
     options = {
@@ -180,12 +200,14 @@ def run(
     from ._progress import Progress
 
     progress = Progress.for_terminal(sys.stderr)
+    on_event = progress.on_event if progress else None
+    if report:
+        from concilium.ui import EventLog
+
+        log = EventLog(on_event)
+        on_event = log
     try:
-        result = asyncio.run(
-            _run_workflow(
-                workflow, question, backend, options, progress.on_event if progress else None
-            )
-        )
+        result = asyncio.run(_run_workflow(workflow, question, backend, options, on_event))
     except Exception as exc:
         if progress:
             progress.close()  # clear the progress line before the report
@@ -196,6 +218,8 @@ def run(
             progress.close()
         if provider is not None:
             provider.shutdown()
+    if report:
+        Path(report).write_text(log.report(result, Path(workflow).stem, question), "utf-8")
     if as_json:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
     else:
@@ -389,6 +413,10 @@ def serve_local(replicas: int, port: int, deadline: float) -> None:
     type=click.IntRange(min=1024),
     help="Largest request body in bytes (413 beyond).",
 )
+@click.option(
+    "--otlp-endpoint",
+    help="Send spans to this OTLP/HTTP collector (or set OTEL_EXPORTER_OTLP_ENDPOINT).",
+)
 @_guard
 def serve_api(
     workflows: tuple[str, ...],
@@ -397,12 +425,22 @@ def serve_api(
     port: int,
     api_key: str | None,
     max_body: int,
+    otlp_endpoint: str | None,
 ) -> None:
     """Serve WORKFLOWS as OpenAI-compatible models (one model per workflow)."""
     from concilium.serving import check_bind
 
     check_bind(host, api_key)
-    asyncio.run(_serve_api(workflows, backend, host, port, api_key, max_body))
+    provider = None
+    if otlp_endpoint or _otlp_env():
+        from concilium.agents import configure_tracing
+
+        provider = configure_tracing(otlp_endpoint=otlp_endpoint)
+    try:
+        asyncio.run(_serve_api(workflows, backend, host, port, api_key, max_body))
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the spans still batched
 
 
 async def _serve_api(
@@ -706,6 +744,14 @@ def bench_faults(json_file: str | None, runs: int, latency: float) -> None:
 
     faults.main(runs=runs, latency=latency, json_file=json_file)
 
+
+from ._cli_ui import ui as _ui  # noqa: E402  (the command module imports this one)
+
+main.add_command(_ui)
+
+from ._cli_eval import eval_command  # noqa: E402  (registered after the group exists)
+
+main.add_command(eval_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,6 +1,14 @@
-"""The local web UI and self-contained HTML reports of runs.
+"""A local web UI for concilium runs: live runs, history, self-contained reports."""
 
-The public names are listed in ``__all__``; the modules behind them are private.
-"""
+from ._app import add_ui, find_workflows
+from ._history import RunHistory, RunSummary
+from ._render import EventLog, render_report
 
-__all__: list[str] = []
+__all__ = [
+    "add_ui",
+    "find_workflows",
+    "RunHistory",
+    "RunSummary",
+    "render_report",
+    "EventLog",
+]

@@ -1,0 +1,57 @@
+"""``concilium ui``: the local web UI (Run and History pages)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import click
+
+from .cli import _backend, _echo_err, _guard
+
+
+@click.command("ui")
+@click.option(
+    "--backend", "-b", callback=_backend, help="sim (simulated server), local (embedded engine), or a URL."
+)
+@click.option("--state", type=click.Path(dir_okay=False), help="SQLite file that keeps the run history.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback needs --api-key).")
+@click.option("--port", default=8090, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--api-key", envvar="CONCILIUM_API_KEY", help="Bearer token, needed beyond loopback (16+ characters).")
+@click.option("--workflows", "workflow_dirs", multiple=True, type=click.Path(exists=True), help="A workflow file or folder to offer (repeatable).")
+@_guard
+def ui(backend: Any, state: str | None, host: str, port: int, api_key: str | None, workflow_dirs: tuple[str, ...]) -> None:
+    """Watch runs in a browser: start a workflow, see its agents live, read past runs."""
+    from concilium.serving import check_bind
+
+    check_bind(host, api_key)
+    asyncio.run(_serve(backend, state, host, port, api_key, workflow_dirs))
+
+
+async def _serve(backend: Any, state: str | None, host: str, port: int, api_key: str | None, dirs: tuple[str, ...]) -> None:
+    import uvicorn
+
+    from concilium._errors import UserError
+    from concilium.serving import create_app
+    from concilium.ui import add_ui
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or 0 for a free one") from None
+    bound = sock.getsockname()[1]
+    app = add_ui(create_app({}, api_key=api_key, bind=(host, bound)), backend=backend, state=state, workflow_dirs=dirs, api_key=api_key)
+    shown = f"[{host}]" if ":" in host else host
+    ready = f"concilium ui at http://{shown}:{bound}/"
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if not self.should_exit:
+                _echo_err(ready)
+
+    server = Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    await server.serve(sockets=[sock])

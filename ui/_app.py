@@ -1,0 +1,187 @@
+"""The web UI: start a workflow, watch it over server-sent events, read past runs."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+
+from ._history import RunHistory
+from ._render import EventLog, render_page
+
+_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def find_workflows(dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
+    """Workflow files by name: the examples shipped in the repo, then ``dirs``."""
+    found: dict[str, Path] = {}
+    for folder in [_EXAMPLES, *map(Path, dirs)]:
+        if folder.is_file():
+            found[folder.stem] = folder
+        elif folder.is_dir():
+            for path in sorted(folder.glob("*.yaml")):
+                found[path.stem] = path
+    return found
+
+
+class _LiveRun:
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+        self.changed = asyncio.Event()
+        self.done = False
+        self.error: str | None = None
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.record["events"].append(event)
+        self.changed.set()
+
+
+async def _execute(live: _LiveRun, path: Path, backend: Any, history: RunHistory | None) -> None:
+    from concilium.agents import aclose
+    from concilium.graphs import run
+    from concilium.graphs.workflows import load_workflow
+
+    log = EventLog()
+    log.events = live.record["events"]  # the page streams this list as it grows
+
+    def on_event(event: Any) -> None:
+        log(event)
+        live.changed.set()
+
+    try:
+        workflow = load_workflow(path)
+        async with backend.bind([workflow]) as (wf,):
+            try:
+                result = await run(wf.graph, live.record["question"], on_event=on_event)
+            finally:
+                await aclose()
+        live.record["result"] = result.to_json()
+        live.record["run_id"] = live.record["run_id"]  # the UI's id, not the runtime's
+        if history is not None:
+            history.save(live.record)
+    except Exception as exc:  # shown on the page; the server keeps serving
+        live.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        live.done = True
+        live.changed.set()
+
+
+def add_ui(
+    app: FastAPI,
+    *,
+    backend: Any,
+    state: str | Path | None = None,
+    workflow_dirs: Sequence[str | Path] = (),
+    prefix: str = "",
+    api_key: str | None = None,
+) -> FastAPI:
+    """Add the UI's pages to ``app`` under ``prefix`` (``concilium ui``, ``serve api --ui``).
+
+    Example:
+        >>> from concilium.serving import create_app
+        >>> app = add_ui(create_app({}, bind=("127.0.0.1", 8000)), backend=None, prefix="/ui")
+        >>> any(getattr(r, "path", "") == "/ui/history" for r in app.routes)
+        True
+    """
+    history = RunHistory(state) if state else None
+    workflows = find_workflows(workflow_dirs)
+    live: dict[str, _LiveRun] = {}
+    tasks: set[asyncio.Task[None]] = set()
+
+    def check_key(request: Request) -> None:
+        # beyond loopback: the key as a bearer token or, for a browser, the ?key= cookie
+        if not api_key:
+            return
+        given = request.headers.get("authorization", "").removeprefix("Bearer ")
+        given = given or request.cookies.get("concilium_key", "") or request.query_params.get("key", "")
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key; open the page once with ?key=<key>")
+
+    def page(html: str) -> HTMLResponse:
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    def record_of(run_id: str) -> dict[str, Any]:
+        if run_id in live:
+            return live[run_id].record
+        found = history.get(run_id) if history else None
+        if found is None:
+            raise HTTPException(404, f"no run {run_id!r}; see the History page")
+        return found
+
+    @app.get(prefix + "/", response_class=HTMLResponse, dependencies=[Depends(check_key)])
+    async def start_page() -> HTMLResponse:
+        return page(render_page("start", "Run a workflow", prefix=prefix, workflows=workflows))
+
+    @app.post(prefix + "/runs", dependencies=[Depends(check_key)])
+    async def start(workflow: str = Form(), question: str = Form()) -> RedirectResponse:
+        if workflow not in workflows:
+            raise HTTPException(400, f"no workflow {workflow!r}; choose one of {sorted(workflows)}")
+        run_id = uuid.uuid4().hex[:12]
+        record: dict[str, Any] = {
+            "run_id": run_id,
+            "workflow": workflow,
+            "question": question,
+            "started": time.time(),
+            "events": [],
+            "result": None,
+        }
+        live[run_id] = _LiveRun(record)
+        task = asyncio.create_task(_execute(live[run_id], workflows[workflow], backend, history))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return RedirectResponse(f"{prefix}/runs/{run_id}", status_code=303)
+
+    @app.get(prefix + "/runs/{run_id}", response_class=HTMLResponse, dependencies=[Depends(check_key)])
+    async def view(run_id: str) -> HTMLResponse:
+        rec = record_of(run_id)
+        running = run_id in live and rec.get("result") is None
+        shown = {**rec, "events": []} if running else rec
+        title = f"{rec['workflow']}: run {run_id}"
+        return page(render_page("view", title, prefix=prefix, records=[shown], live=running))
+
+    @app.get(prefix + "/runs/{run_id}/events", dependencies=[Depends(check_key)])
+    async def events(run_id: str) -> StreamingResponse:
+        if run_id not in live:
+            raise HTTPException(404, f"run {run_id!r} is not running here")
+        run = live[run_id]
+
+        async def stream() -> AsyncIterator[bytes]:
+            sent = 0
+            while True:
+                run.changed.clear()
+                evs = run.record["events"]
+                for event in evs[sent:]:
+                    yield f"event: event\ndata: {json.dumps(event)}\n\n".encode()
+                sent = len(evs)
+                if run.done:
+                    break
+                await run.changed.wait()
+            if run.error is not None:
+                yield f"event: failed\ndata: {json.dumps(run.error)}\n\n".encode()
+            else:
+                yield f"event: result\ndata: {json.dumps(run.record['result'])}\n\n".encode()
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @app.get(prefix + "/history", response_class=HTMLResponse, dependencies=[Depends(check_key)])
+    async def history_page() -> HTMLResponse:
+        runs = history.list() if history else []
+        return page(render_page("history", "History", prefix=prefix, runs=runs))
+
+    @app.get(prefix + "/compare", response_class=HTMLResponse, dependencies=[Depends(check_key)])
+    async def compare(request: Request) -> HTMLResponse:
+        ids = request.query_params.getlist("run")[:2]
+        if not ids:
+            raise HTTPException(400, "pick two runs on the History page (?run=A&run=B)")
+        recs = [record_of(i) for i in ids]
+        return page(render_page("view", "Side by side", prefix=prefix, records=recs))
+
+    return app

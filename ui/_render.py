@@ -1,0 +1,92 @@
+"""The UI's pages and the self-contained report, from one template and one script."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from importlib.resources import files
+from typing import Any
+
+import jinja2
+
+_TEMPLATES = files("concilium.ui") / "templates"
+_env = jinja2.Environment(
+    loader=jinja2.FunctionLoader(lambda name: (_TEMPLATES / name).read_text("utf-8")),
+    autoescape=True,
+)
+
+
+def _inline_json(value: object) -> str:
+    # "</" would end the <script> element the JSON sits in
+    return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+
+
+def render_page(mode: str, title: str, *, prefix: str = "", **context: Any) -> str:
+    """One page: ``start``, ``history``, or ``view`` (``records``: the runs to show)."""
+    records = context.pop("records", [])
+    return _env.get_template("page.html").render(
+        mode=mode,
+        title=title,
+        prefix=prefix,
+        css=(_TEMPLATES / "style.css").read_text("utf-8"),
+        js=(_TEMPLATES / "view.js").read_text("utf-8"),
+        records=records,
+        data=_inline_json(records),
+        **context,
+    )
+
+
+def render_report(record: dict[str, Any]) -> str:
+    """A finished run as one HTML file: styles, script and the run's data inline.
+
+    Example:
+        >>> html = render_report({"run_id": "r", "workflow": "debate", "question": "q",
+        ...                       "events": [], "result": None})
+        >>> "<script" in html and "http" not in html.split("<body>")[1]
+        True
+    """
+    return render_page(
+        "view", f"{record['workflow']}: run {record['run_id']}", records=[record], report=True
+    )
+
+
+class EventLog:
+    """An ``on_event`` sink that keeps a run's events with their time, for a report.
+
+    Args:
+        forward: another sink to pass each event on to (e.g. the progress line).
+
+    Example:
+        >>> log = EventLog()
+        >>> log({"type": "node_started", "node": "speak"})
+        >>> [e["type"] for e in log.events], "t" in log.events[0]
+        (['node_started'], True)
+    """
+
+    def __init__(self, forward: Callable[[Any], None] | None = None):
+        self.forward = forward
+        self.events: list[dict[str, Any]] = []
+        self._t0 = time.monotonic()
+        self.started = time.time()
+
+    def __call__(self, event: Any) -> None:
+        self.events.append({**event, "t": round(time.monotonic() - self._t0, 4)})
+        if self.forward is not None:
+            self.forward(event)
+
+    def record(self, result: Any, workflow: str, question: str) -> dict[str, Any]:
+        """The run as the UI keeps it: ids, question, events and ``result.to_json()``."""
+        done = result.to_json()
+        return {
+            "run_id": done.get("run_id") or "run",
+            "workflow": done.get("workflow") or workflow,
+            "question": question,
+            "started": self.started,
+            "events": self.events,
+            "result": done,
+        }
+
+    def report(self, result: Any, workflow: str, question: str) -> str:
+        """The finished run as a self-contained HTML file (``run --report``)."""
+        return render_report(self.record(result, workflow, question))
