@@ -3,8 +3,9 @@
 concilium emits ``invoke_workflow {name}``, ``invoke_agent {name}``, ``chat {model}``
 and ``execute_tool {name}`` spans through the global tracer provider; with none set,
 the spans are no-ops that cost a few microseconds. No exporter is forced:
-``configure_tracing(path)`` writes spans as JSON lines (the CLI's ``--trace FILE``),
-and OTLP works through the SDK's standard environment variables.
+``configure_tracing(path)`` writes spans as JSON lines (the CLI's ``--trace FILE``);
+``configure_tracing(otlp_endpoint=URL)`` or the standard ``OTEL_EXPORTER_OTLP_*``
+variables send them to an OpenTelemetry collector through the official exporter.
 """
 
 from __future__ import annotations
@@ -137,38 +138,73 @@ class JsonLinesSpanExporter:
         return True
 
 
-def configure_tracing(path: str | Path | None = None) -> Any:
-    """Install an SDK tracer provider; with ``path``, spans go there as JSON lines.
+def _traces_url(endpoint: str) -> str:
+    """The OTLP/HTTP traces URL for a base ``endpoint`` (``/v1/traces`` added, as the SDK does)."""
+    base = endpoint.rstrip("/")
+    return base if base.endswith("/v1/traces") else f"{base}/v1/traces"
 
-    Returns the provider (call ``.shutdown()`` to flush). Without ``path`` the OTLP
-    exporter is used when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+
+def otlp_endpoint_from_env() -> str | None:
+    """The traces URL the standard ``OTEL_EXPORTER_OTLP_*`` variables name, if any."""
+    import os
+
+    traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces  # a signal-specific URL is used as written
+    base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return _traces_url(base) if base else None
+
+
+def _otlp_exporter(endpoint: str) -> Any:
+    """The official OTLP/HTTP (protobuf) exporter to ``endpoint``; headers from the environment."""
+    from urllib.parse import urlsplit
+
+    from concilium._errors import UserError
+
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(
+            f"OTLP endpoint {redact(endpoint)!r} is not an http(s) URL; "
+            "give one like http://127.0.0.1:4318 (the collector's OTLP/HTTP port)"
+        )
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:
+        raise UserError(
+            f"an OTLP endpoint is set ({redact(endpoint)}) but the OTLP exporter is not installed; "
+            "pip install opentelemetry-exporter-otlp-proto-http==1.45.2"
+        ) from exc
+    # OTEL_EXPORTER_OTLP_(TRACES_)HEADERS, timeout and compression are read by the exporter itself
+    return OTLPSpanExporter(endpoint=endpoint)
+
+
+def configure_tracing(path: str | Path | None = None, *, otlp_endpoint: str | None = None) -> Any:
+    """Install an SDK tracer provider; spans go to a JSON-lines file and/or an OTLP collector.
+
+    Args:
+        path: write spans here as JSON lines (the CLI's ``--trace FILE``).
+        otlp_endpoint: an OTLP/HTTP collector's base URL (``/v1/traces`` is added
+            unless present; the CLI's ``--otlp-endpoint``). Without it, the standard
+            ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``
+            is used when set; ``OTEL_EXPORTER_OTLP_HEADERS`` adds headers.
+
+    Returns the provider: call ``.shutdown()`` before exiting to flush the spans.
 
     Example:
         >>> provider = configure_tracing("/tmp/concilium-trace.jsonl")  # doctest: +SKIP
     """
-    import os
-
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
+    endpoint = _traces_url(otlp_endpoint) if otlp_endpoint else otlp_endpoint_from_env()
+    otlp = _otlp_exporter(endpoint) if endpoint else None
     provider = TracerProvider(resource=Resource.create({"service.name": "concilium"}))
     if path is not None:
         # JsonLinesSpanExporter has SpanExporter's methods without importing the SDK at import time
         exporter = cast("SpanExporter", JsonLinesSpanExporter(path))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-    elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # pyright: ignore[reportMissingImports]  # optional
-                OTLPSpanExporter,
-            )
-        except ImportError as exc:
-            from concilium._errors import UserError
-
-            raise UserError(
-                "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not installed; "
-                "pip install opentelemetry-exporter-otlp-proto-http"
-            ) from exc
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if otlp is not None:
+        provider.add_span_processor(BatchSpanProcessor(otlp))
     trace.set_tracer_provider(provider)
     return provider
