@@ -67,7 +67,7 @@ EXPECTED_ALL = {
         yes_probability mixture_of_agents parse_selection manager_worker Plan Subtask
         chain_of_agents chunk_sentences split_query synthesis plan_and_execute react
         parse_decision JsonPlan skeleton_of_thought outline_points tree_of_thoughts
-        judgement_value
+        judgement_value graph_of_thoughts Operation sort_errors
     """,
     "concilium.graphs.workflows": """
         Workflow load_workflow parse_workflow build_workflow WorkflowSpec ModelEntry
@@ -89,8 +89,13 @@ EXPECTED_ALL = {
         END_OF_PLAN JOIN evaluate find_expression format_number NotArithmetic
     """,
     "concilium.evals": """
+        EvalRecord DataError load_records Scorer ExactScorer NumericScorer OptionScorer
+        RegexScorer ContainsScorer scorer_from_name default_scorer Method Setting
+        parse_setting build_methods evaluate ItemResult MethodSummary summarise
+        render_table write_summary
     """,
     "concilium.ui": """
+        add_ui find_workflows RunHistory RunSummary render_report EventLog
     """,
 }
 

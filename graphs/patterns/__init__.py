@@ -36,6 +36,7 @@ from ._self_consistency import self_consistency
 from ._skeleton import outline_points, skeleton_of_thought
 from ._synthesis import synthesis
 from ._tree_of_thoughts import judgement_value, tree_of_thoughts
+from ._graph_of_thoughts import Operation, graph_of_thoughts, sort_errors
 from ._weighted import confidence_consistency
 
 __all__ = [
@@ -79,4 +80,7 @@ __all__ = [
     "outline_points",
     "tree_of_thoughts",
     "judgement_value",
+    "graph_of_thoughts",
+    "Operation",
+    "sort_errors",
 ]
