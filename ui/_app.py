@@ -9,9 +9,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from urllib.parse import parse_qs
 from typing import Any
 
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from ._history import RunHistory
@@ -121,7 +122,13 @@ def add_ui(
         return page(render_page("start", "Run a workflow", prefix=prefix, workflows=workflows))
 
     @app.post(prefix + "/runs", dependencies=[Depends(check_key)])
-    async def start(workflow: str = Form(), question: str = Form()) -> RedirectResponse:
+    async def start(request: Request) -> RedirectResponse:
+        # a plain urlencoded form: no python-multipart needed for two fields
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        workflow = form.get("workflow", [""])[0]
+        question = form.get("question", [""])[0].strip()
+        if not question:
+            raise HTTPException(400, "type a question first")
         if workflow not in workflows:
             raise HTTPException(400, f"no workflow {workflow!r}; choose one of {sorted(workflows)}")
         run_id = uuid.uuid4().hex[:12]

@@ -1,0 +1,105 @@
+"""The UI's HTTP endpoints, without a browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from concilium.cli import main
+
+
+async def _start(session: aiohttp.ClientSession, url: str, question: str) -> str:
+    async with session.post(
+        f"{url}/runs", data={"workflow": "debate", "question": question}, allow_redirects=False
+    ) as reply:
+        assert reply.status == 303, await reply.text()
+        return reply.headers["location"].rsplit("/", 1)[1]
+
+
+async def _events(session: aiohttp.ClientSession, url: str, run_id: str) -> list[tuple[str, str]]:
+    got: list[tuple[str, str]] = []
+    async with session.get(f"{url}/runs/{run_id}/events") as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        async for raw in reply.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                got.append((name, line[6:]))
+    return got
+
+
+async def test_pages_render_and_the_stream_delivers_the_run_in_order(ui_url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{ui_url}/") as reply:
+            page = await reply.text()
+            assert reply.status == 200 and 'value="debate"' in page
+        run_id = await _start(session, ui_url, "What is 12 * 7?")
+        events = await _events(session, ui_url, run_id)
+        assert [name for name, _ in events][-1] == "result"
+        result = json.loads(events[-1][1])
+        sent = [json.loads(data) for name, data in events if name == "event"]
+        times = [e["t"] for e in sent]
+        assert times == sorted(times)
+        turns = [e for e in sent if e["type"] == "turn"]
+        # the stream's turns are the run's own transcript, in order
+        assert [(t["agent"], t["answer"]) for t in turns] == [
+            (t["agent"], t["answer"]) for t in result["transcript"]
+        ]
+        assert sum(e["type"] == "call_finished" for e in sent) == result["calls"]
+        async with session.get(f"{ui_url}/history") as reply:
+            assert run_id in await reply.text()
+        async with session.get(f"{ui_url}/runs/{run_id}") as reply:
+            assert reply.status == 200 and "What is 12 * 7?" in await reply.text()
+        other = await _start(session, ui_url, "What is 2 + 2?")
+        await _events(session, ui_url, other)
+        async with session.get(f"{ui_url}/compare?run={run_id}&run={other}") as reply:
+            both = await reply.text()
+            assert "What is 12 * 7?" in both and "What is 2 + 2?" in both
+
+
+async def test_a_foreign_host_or_origin_is_refused(ui_url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{ui_url}/", headers={"Host": "evil.example:80"}) as reply:
+            assert reply.status == 403
+        async with session.post(
+            f"{ui_url}/runs",
+            data={"workflow": "debate", "question": "q"},
+            headers={"Origin": "http://evil.example"},
+        ) as reply:
+            assert reply.status == 403
+
+
+async def test_an_unknown_workflow_or_run_says_what_exists(ui_url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{ui_url}/runs", data={"workflow": "nope", "question": "q"}) as r:
+            assert r.status == 400 and "debate" in await r.text()
+        async with session.get(f"{ui_url}/runs/missing") as reply:
+            assert reply.status == 404
+
+
+def test_beyond_loopback_without_a_key_is_refused() -> None:
+    got = CliRunner().invoke(main, ["ui", "--host", "0.0.0.0", "--port", "0"])
+    assert got.exit_code == 2 and "api-key" in got.output
+
+
+@pytest.mark.parametrize("sep", ["</script>"])
+def test_the_report_is_self_contained(tmp_path, sep: str) -> None:
+    out = tmp_path / "run.html"
+    got = CliRunner().invoke(
+        main,
+        ["run", "examples/debate.yaml", "--backend", "sim", "-i", f"What is 12*7? {sep}",
+         "--report", str(out), "--state", str(tmp_path / "run.db")],
+    )
+    assert got.exit_code == 0, got.output
+    html = out.read_text()
+    assert not re.search(r"""(src|href)=["']?https?:""", html)
+    data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)[1])
+    assert data[0]["result"]["answer"] in got.output
+    assert sqlite3.connect(tmp_path / "run.db").execute("select 1").fetchone() == (1,)
