@@ -1,0 +1,120 @@
+"""The UI in a real browser: Debian's chromium driven by Playwright, on loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from concilium.cli import main
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def _need_browser() -> None:
+    missing = [what for what, ok in (
+        ("chromium (apt-get install -y chromium)", os.path.exists(CHROMIUM)),
+        ("playwright (pip install playwright)", shutil.which("python") is not None and _has_playwright()),
+    ) if not ok]
+    if missing:
+        message = f"browser tests need {', '.join(missing)}"
+        if os.environ.get("CONCILIUM_REQUIRE_BROWSER") == "1":
+            pytest.fail(message + " (CONCILIUM_REQUIRE_BROWSER=1)")
+        pytest.skip(message)
+
+
+def _has_playwright() -> bool:
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def _browser() -> tuple[Any, Any]:
+    from playwright.async_api import async_playwright
+
+    pw = await async_playwright().start()
+    return pw, await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+
+
+async def _check_view(page: Any, result: dict[str, Any]) -> None:
+    """The page shows the lanes, rounds and vote of ``result`` (the run's own record)."""
+    agents = sorted({t["agent"] for t in result["transcript"]})
+    lanes = await page.eval_on_selector_all(".lane[data-agent]", "els => els.map(e => e.dataset.agent)")
+    assert sorted(lanes) == agents
+    for turn in result["transcript"]:
+        row = page.locator(f'.round[data-round="{turn["round"]}"] .turn[data-agent="{turn["agent"]}"] .ans')
+        assert await row.inner_text() == turn["answer"]
+    bars = await page.eval_on_selector_all(
+        ".vote .bar", "els => els.map(e => [e.dataset.answer, Number(e.dataset.count)])"
+    )
+    assert dict(bars) == result["votes"]["counts"]
+    assert await page.inner_text("#answer") == result["answer"]
+
+
+async def test_a_debate_started_in_the_page_updates_live_and_opens_from_history(
+    ui_url: str, tmp_path: Path
+) -> None:
+    _need_browser()
+    pw, browser = await _browser()
+    try:
+        page = await browser.new_page()
+        seen: list[str] = []
+        page.on("request", lambda r: seen.append(r.url))
+        await page.goto(f"{ui_url}/")
+        await page.select_option("#workflow", "debate")
+        await page.fill("#question", "What is 12 * 7?")
+        await page.click("#go")
+        await page.wait_for_selector("body[data-done='1']", timeout=60_000)
+        run_id = page.url.rsplit("/", 1)[1]
+        from concilium.ui import RunHistory
+
+        record = RunHistory(tmp_path / "run.db").get(run_id)
+        assert record is not None and record["result"] is not None
+        await _check_view(page, record["result"])
+        await page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+        await page.goto(f"{ui_url}/history")
+        await page.click(f'tr.run[data-run="{run_id}"] a')
+        await page.wait_for_selector("body[data-done='1']")
+        await _check_view(page, record["result"])
+        await page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
+        assert (tmp_path / "live.png").stat().st_size > 0
+        assert all(url.startswith(ui_url) for url in seen), seen
+    finally:
+        await browser.close()
+        await pw.stop()
+
+
+async def test_a_report_opens_from_disk_with_the_network_off(tmp_path: Path) -> None:
+    _need_browser()
+    out = tmp_path / "run.html"
+    got = await asyncio.to_thread(  # the CLI runs its own event loop
+        CliRunner().invoke,
+        main,
+        ["run", "examples/debate.yaml", "--backend", "sim", "-i", "What is 12*7?", "--json",
+         "--report", str(out)],
+    )
+    assert got.exit_code == 0, got.output
+    result = json.loads(got.output.strip().splitlines()[-1])
+    pw, browser = await _browser()
+    try:
+        context = await browser.new_context(offline=True)
+        page = await context.new_page()
+        await page.goto(out.as_uri())
+        await page.wait_for_selector("body[data-done='1']")
+        await _check_view(page, result)
+        await page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    finally:
+        await browser.close()
+        await pw.stop()
