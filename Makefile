@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # re-link so files added since the install are importable (strict mode links files)
 RELINK := $(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=strict
 
-.PHONY: demo demo-sim test lint engine bench env clean
+.PHONY: demo demo-sim test lint engine browser bench env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,13 @@ lint: $(STAMP)
 	echo "== pyright"; $(VENV)/bin/pyright || status=1; \
 	exit $$status
 
-test: lint engine
-	CONCILIUM_REQUIRE_ENGINE=1 $(VENV)/bin/pytest -q
+# the UI's browser tests drive Debian's chromium (Playwright's own download is unreachable)
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y chromium; } \
+	  || echo "chromium is missing and cannot be installed here (not root): browser tests will fail"
+
+test: lint engine browser
+	CONCILIUM_REQUIRE_ENGINE=1 CONCILIUM_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
 
 demo: engine
 	@echo "== concilium demo: a 3-agent, 2-round debate on the embedded engine (Gemma 3 270M base: real tokens, weak answers)"
