@@ -110,4 +110,4 @@ class LiteLLMTransport(WholeTextStream):
             )
         except Exception as exc:
             raise map_litellm_error(spec, api_base, exc) from exc
-        return completion_from_openai(response.model_dump(), replica=api_base)
+        return completion_from_openai(response.model_dump(), replica=api_base, model=spec.model)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from concilium import UserError
+from concilium import MalformedReplyError, UserError
 from concilium.agents import (
     Agent,
     Completion,
@@ -192,3 +192,23 @@ def test_agents_modules_import_each_other_without_a_cycle() -> None:
     assert not graph[f"{PACKAGE}._model"] & {
         m for m in modules if m.startswith(f"{PACKAGE}._transports")
     }
+
+
+async def test_a_malformed_litellm_reply_names_the_model_and_the_server_without_credentials() -> (
+    None
+):
+    class _Reply:
+        def model_dump(self) -> dict[str, Any]:
+            return {"choices": []}
+
+    class _FakeLiteLLM:
+        async def acompletion(self, **kwargs: Any) -> _Reply:
+            return _Reply()
+
+    transport = LiteLLMTransport()
+    transport._litellm = _FakeLiteLLM()  # pyright: ignore[reportPrivateUsage]
+    base = "http://user:secret@h:1/v1"
+    with pytest.raises(MalformedReplyError) as info:
+        await transport.chat(ModelSpec("openai/m", api_base=base), base, {"messages": []}, {})
+    assert info.value.model == "openai/m" and "secret" not in (info.value.api_base or "")
+    assert info.value.api_base is not None and "h:1" in info.value.api_base
