@@ -3,4 +3,45 @@
 The public names are listed in ``__all__``; the modules behind them are private.
 """
 
-__all__: list[str] = []
+from ._data import DataError, EvalRecord, load_records
+from ._runner import ItemResult, evaluate
+from ._scorers import (
+    ContainsScorer,
+    ExactScorer,
+    NumericScorer,
+    OptionScorer,
+    RegexScorer,
+    Scorer,
+    default_scorer,
+    scorer_from_name,
+)
+from ._summary import MethodSummary, render_table, summarise, write_summary
+from ._sweep import Method, Setting, build_methods, parse_setting
+
+__all__ = [
+    # data
+    "EvalRecord",
+    "DataError",
+    "load_records",
+    # scoring
+    "Scorer",
+    "ExactScorer",
+    "NumericScorer",
+    "OptionScorer",
+    "RegexScorer",
+    "ContainsScorer",
+    "scorer_from_name",
+    "default_scorer",
+    # methods
+    "Method",
+    "Setting",
+    "parse_setting",
+    "build_methods",
+    # running and summarising
+    "evaluate",
+    "ItemResult",
+    "MethodSummary",
+    "summarise",
+    "render_table",
+    "write_summary",
+]

@@ -1,0 +1,124 @@
+"""``concilium eval``: compare workflows on a data file (accuracy, cost, the plot)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["eval_command"]
+
+
+@click.command("eval")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Sweep a workflow field, e.g. workflow.samples=1,4,16 (repeatable: a grid).",
+)
+@click.option("--backend", "-b", help="sim (simulated server), local (embedded engine), or a URL.")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Results folder."
+)
+@click.option(
+    "--scorer",
+    help="exact | numeric | option | regex:PATTERN | contains (default: by the answers).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=10_000),
+    default=16,
+    show_default=True,
+    help="(item, method) runs in flight at once.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+def eval_command(
+    data: str,
+    workflows: tuple[str, ...],
+    settings: tuple[str, ...],
+    backend: str | None,
+    out_dir: str,
+    scorer: str | None,
+    limit: int | None,
+    concurrency: int,
+    as_json: bool,
+) -> None:
+    """Run each WORKFLOW on every item of DATA (.jsonl or .parquet) and compare them.
+
+    Rerun with the same --out to resume: finished items and calls are not repeated.
+    """
+    from concilium._errors import ConciliumError, UserError, escape_controls
+
+    try:
+        _eval(data, workflows, settings, backend, out_dir, scorer, limit, concurrency, as_json)
+    except UserError as exc:
+        click.echo(f"error: {escape_controls(str(exc))}", err=True)
+        sys.exit(2)
+    except ConciliumError as exc:
+        click.echo(f"eval failed: {escape_controls(str(exc))}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted (rerun with the same --out to resume)", err=True)
+        sys.exit(130)
+
+
+def _eval(
+    data: str,
+    workflows: tuple[str, ...],
+    settings: tuple[str, ...],
+    backend_text: str | None,
+    out_dir: str,
+    scorer_name: str | None,
+    limit: int | None,
+    concurrency: int,
+    as_json: bool,
+) -> None:
+    from concilium.evals import (
+        build_methods,
+        default_scorer,
+        evaluate,
+        load_records,
+        parse_setting,
+        render_table,
+        scorer_from_name,
+        summarise,
+        write_summary,
+    )
+    from concilium.serving import Backend
+
+    backend = Backend.parse(backend_text)
+    records = load_records(data)[:limit] if limit else load_records(data)
+    scorer = (
+        scorer_from_name(scorer_name)
+        if scorer_name
+        else default_scorer([r.answer for r in records], any(r.choices for r in records))
+    )
+    methods = build_methods(workflows, [parse_setting(s) for s in settings])
+    out = Path(out_dir)
+    results = asyncio.run(
+        evaluate(records, methods, backend, out, scorer=scorer, concurrency=concurrency)
+    )
+    by_id = {r.id: r for r in records}
+
+    def predicate(row: dict[str, object]) -> object:
+        record = by_id[str(row["id"])]
+        return lambda answer: scorer(answer, record.answer, record.choices)
+
+    summary = summarise(results, [m.name for m in methods], predicate)
+    path, plots = write_summary(summary, out)
+    if as_json:
+        click.echo(json.dumps({"methods": summary}, ensure_ascii=False))
+        return
+    if backend.notice:
+        click.echo(backend.notice)
+    click.echo(render_table(summary))
+    click.echo(f"\nresults: {out / 'results.jsonl'}\nsummary: {path}")
+    for plot in plots:
+        click.echo(f"plot: {plot}")

@@ -1,0 +1,253 @@
+"""The eval runner: every (item, method) through ``concilium.graphs.run``, resumable.
+
+Items run concurrently with at most ``concurrency`` in flight, so a server stays busy
+without a queue of thousands of requests. Each finished (item, method) is one line of
+``DIR/results.jsonl``; each run checkpoints its calls in ``DIR/state.db`` under its own run
+id, so a rerun skips finished lines and resumes an interrupted run without repeating the
+calls it made. A model error marks the item failed; the eval goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict, cast
+
+from concilium._errors import UserError
+
+from ._data import EvalRecord
+from ._scorers import Scorer, default_scorer
+from ._sweep import Method
+
+if TYPE_CHECKING:
+    from concilium.serving import Backend
+
+__all__ = ["ItemResult", "evaluate", "DEFAULT_CONCURRENCY", "RESULTS_FILE", "STATE_FILE"]
+
+DEFAULT_CONCURRENCY = 16
+"""Items in flight at once: enough to keep a batching server busy (each item may send
+several requests at once), few enough not to flood its queue."""
+RESULTS_FILE = "results.jsonl"
+STATE_FILE = "state.db"
+_STARTED_FILE = "started.jsonl"
+
+
+class ItemResult(TypedDict):
+    """One line of ``results.jsonl``: one item answered by one method."""
+
+    id: str
+    method: str
+    answer: str | None
+    gold: str
+    correct: bool
+    failed: bool
+    error: str | None
+    calls: int
+    replayed: int
+    prompt_tokens: int
+    completion_tokens: int
+    wall_s: float
+    samples: list[str | None]
+    transcript: list[dict[str, Any]]
+
+
+def _key(method: str, item: str) -> str:
+    return json.dumps([method, item])
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill: that item runs again (its calls are replayed)
+    return rows
+
+
+def _samples(transcript: Sequence[dict[str, Any]]) -> list[str | None]:
+    """The sampled answers of a sampling method (the turns with a ``sample`` number)."""
+    return [t.get("answer") for t in transcript if "sample" in t]
+
+
+class _Progress:
+    """A tqdm bar on a terminal: items done, ETA, accuracy so far; nothing otherwise."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.right = self.done = 0
+        self.bar: Any = None
+        if enabled and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, correct: bool) -> None:
+        self.done += 1
+        self.right += correct
+        if self.bar is not None:
+            self.bar.set_postfix(accuracy=f"{self.right / self.done:.3f}", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+async def _one(
+    method: Method,
+    graph: Any,
+    record: EvalRecord,
+    scorer: Scorer,
+    out_dir: Path,
+    started: set[str],
+) -> ItemResult:
+    from concilium.graphs import partial_result, run
+
+    key = _key(method.name, record.id)
+    resume = key in started
+    if not resume:
+        with (out_dir / _STARTED_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+        started.add(key)
+    fingerprint = json.dumps(method.workflow.spec.model_dump(mode="json"), sort_keys=True)
+    begin = time.monotonic()
+    answer: str | None = None
+    error: str | None = None
+    transcript: list[dict[str, Any]] = []
+    calls = replayed = prompt_tokens = completion_tokens = 0
+    try:
+        result = await run(
+            graph,
+            record.question,
+            run_id=key,
+            state_path=out_dir / STATE_FILE,
+            resume=resume,
+            fingerprint=fingerprint,
+            budget=method.workflow.budget,
+        )
+    except UserError:
+        raise
+    except Exception as exc:  # a model error fails this item, not the eval
+        error = f"{type(exc).__name__}: {exc}"
+        done = partial_result(exc)
+        if done is not None:
+            transcript = [dict(t) for t in done.transcript]
+            calls, prompt_tokens = done.calls, done.usage.prompt_tokens
+            completion_tokens = done.usage.completion_tokens
+    else:
+        answer = result.answer
+        transcript = [dict(t) for t in result.transcript]
+        calls, replayed = result.calls, result.replayed
+        prompt_tokens = result.usage.prompt_tokens
+        completion_tokens = result.usage.completion_tokens
+    correct = answer is not None and scorer(answer, record.answer, record.choices)
+    return {
+        "id": record.id,
+        "method": method.name,
+        "answer": answer,
+        "gold": record.answer,
+        "correct": bool(correct),
+        "failed": error is not None,
+        "error": error,
+        "calls": calls,
+        "replayed": replayed,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "wall_s": round(time.monotonic() - begin, 6),
+        "samples": _samples(transcript),
+        "transcript": transcript,
+    }
+
+
+async def evaluate(
+    records: Sequence[EvalRecord],
+    methods: Sequence[Method],
+    backend: Backend,
+    out_dir: str | Path,
+    *,
+    scorer: Scorer | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: bool | None = None,
+    on_result: Callable[[ItemResult], None] | None = None,
+) -> list[ItemResult]:
+    """Run every method on every record; return one result per (record, method).
+
+    Finished pairs found in ``out_dir/results.jsonl`` are not run again.
+
+    Args:
+        records: the items.
+        methods: the workflows to compare (see ``build_methods``).
+        backend: where model calls go (``Backend.parse("sim")``, a URL, ...).
+        out_dir: the run folder (created); rerun with the same folder to resume.
+        scorer: decides correctness; default by the gold answers (``default_scorer``).
+        concurrency: (item, method) runs in flight at most.
+        progress: show a progress bar; default: when stderr is a terminal.
+        on_result: called with each new result.
+
+    Example:
+        >>> # asyncio.run(evaluate(load_records("d.jsonl"), methods, Backend.parse("sim"), "out"))
+    """
+    from concilium.agents import aclose
+
+    if concurrency < 1:
+        raise UserError(f"concurrency must be at least 1, got {concurrency}")
+    if not methods:
+        raise UserError("no methods to evaluate; give at least one workflow file")
+    out = _prepare(Path(out_dir))
+    scorer = scorer or default_scorer([r.answer for r in records], any(r.choices for r in records))
+    wanted = {_key(m.name, r.id) for m in methods for r in records}
+    finished: dict[str, ItemResult] = {}
+    for row in _read_jsonl(out / RESULTS_FILE):
+        key = _key(str(row.get("method")), str(row.get("id")))
+        if key in wanted:
+            finished[key] = cast(ItemResult, row)  # our own file's lines
+    started = {line.strip() for line in _read_jsonl_lines(out / _STARTED_FILE)}
+    todo = [
+        (i, r) for r in records for i, m in enumerate(methods) if _key(m.name, r.id) not in finished
+    ]
+    bar = _Progress(len(todo), sys.stderr.isatty() if progress is None else progress)
+    limit = asyncio.Semaphore(concurrency)
+    lock = asyncio.Lock()
+    try:
+        async with backend.bind([m.workflow for m in methods]) as bound:
+
+            async def work(index: int, record: EvalRecord) -> None:
+                async with limit:
+                    row = await _one(
+                        methods[index], bound[index].graph, record, scorer, out, started
+                    )
+                async with lock:
+                    with (out / RESULTS_FILE).open("a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                    finished[_key(row["method"], row["id"])] = row
+                    bar.update(row["correct"])
+                if on_result is not None:
+                    on_result(row)
+
+            async with asyncio.TaskGroup() as group:
+                for index, record in todo:
+                    group.create_task(work(index, record))
+    except* UserError as group:
+        raise group.exceptions[0] from None
+    finally:
+        bar.close()
+        await aclose()
+    return [finished[_key(m.name, r.id)] for m in methods for r in records]
+
+
+def _prepare(out: Path) -> Path:
+    """Create the run folder (a few local file operations, before any I/O waits)."""
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _read_jsonl_lines(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
