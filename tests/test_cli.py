@@ -85,6 +85,15 @@ def test_user_mistakes_exit_2_without_traceback(args: list[str], message: str) -
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
+def test_control_characters_in_an_error_message_are_printed_escaped(tmp_path: Path) -> None:
+    # a path (or a server's body) quoted in an error must not recolour or retitle the terminal
+    hostile = tmp_path / "w\x1b[2J\x1b]0;pwned\x07.yaml"
+    out = cli("validate", str(hostile))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "\x1b" not in out.stderr and "\x07" not in out.stderr
+    assert "w\\x1b[2J\\x1b]0;pwned\\x07.yaml" in out.stderr and out.stderr.startswith("error: ")
+
+
 def test_run_failure_exits_1(tmp_path: Path) -> None:
     out = cli("run", "examples/debate.yaml", "-b", "sim", "-i", "q", "--max-calls", "2")
     assert out.returncode == 1
