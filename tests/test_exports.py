@@ -62,7 +62,8 @@ EXPECTED_ALL = {
     """,
     "concilium.graphs.patterns": """
         Respondent debate round_table recalibrate top_groups self_consistency
-        adaptive_consistency beta_confidence should_stop confidence_consistency best_of_n
+        adaptive_consistency beta_confidence should_stop semantic_entropy cluster_entropy
+        confidence_consistency best_of_n
         knockout universal_self_consistency parse_score parse_winner parse_consistent_index
         yes_probability mixture_of_agents parse_selection manager_worker Plan Subtask
         chain_of_agents chunk_sentences split_query synthesis plan_and_execute react

@@ -33,6 +33,7 @@ from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute
 from ._react import react
 from ._round_table import recalibrate, round_table, top_groups
 from ._self_consistency import self_consistency
+from ._semantic_entropy import cluster_entropy, semantic_entropy
 from ._skeleton import outline_points, skeleton_of_thought
 from ._synthesis import synthesis
 from ._tree_of_thoughts import judgement_value, tree_of_thoughts
@@ -51,6 +52,8 @@ __all__ = [
     "adaptive_consistency",
     "beta_confidence",
     "should_stop",
+    "semantic_entropy",
+    "cluster_entropy",
     "confidence_consistency",
     # judges
     "best_of_n",
