@@ -69,6 +69,7 @@ EXPECTED_ALL = {
         chain_of_agents chunk_sentences split_query synthesis plan_and_execute react
         parse_decision JsonPlan skeleton_of_thought outline_points tree_of_thoughts
         judgement_value graph_of_thoughts Operation sort_errors
+        chateval parse_scores
     """,
     "concilium.graphs.workflows": """
         Workflow load_workflow parse_workflow build_workflow WorkflowSpec ModelEntry
@@ -86,6 +87,8 @@ EXPECTED_ALL = {
     """,
     "concilium.tools": """
         Tool ToolRegistry ToolError builtin_tools calculator CALCULATOR DocumentSearch
+        EvidenceStore Hit RefreshReport Embedder default_index_path openai_embedder
+        Passage IngestReport ingest_folder write_corpus CorpusManifest CorpusQuestion
         PlanParser PlanError Task Ref parse_plan parse_json_plan parse_arguments resolve
         END_OF_PLAN JOIN evaluate find_expression format_number NotArithmetic
     """,
@@ -93,7 +96,8 @@ EXPECTED_ALL = {
         EvalRecord DataError load_records Scorer ExactScorer NumericScorer OptionScorer
         RegexScorer ContainsScorer scorer_from_name default_scorer Method Setting
         parse_setting build_methods evaluate ItemResult MethodSummary summarise
-        render_table write_summary
+        render_table write_summary wilson_interval mcnemar_exact CurvePoint majority_at_k
+        MethodPoint pareto_frontier plot_accuracy_vs_tokens task_names describe_task make_task
     """,
     "concilium.ui": """
         add_ui find_workflows RunHistory RunSummary render_report EventLog

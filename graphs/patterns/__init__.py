@@ -19,6 +19,7 @@ from ._best_of_n import (
     universal_self_consistency,
     yes_probability,
 )
+from ._chateval import chateval, parse_scores
 from ._debate import debate
 from ._manager_worker import (
     Plan,
@@ -47,6 +48,8 @@ __all__ = [
     "round_table",
     "recalibrate",
     "top_groups",
+    "chateval",
+    "parse_scores",
     # sampling and voting
     "self_consistency",
     "adaptive_consistency",
