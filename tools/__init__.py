@@ -10,6 +10,10 @@ Example:
 
 from ._arithmetic import NotArithmetic, evaluate, find_expression, format_number
 from ._builtin import CALCULATOR, DocumentSearch, builtin_tools, calculator
+from ._corpus import CorpusManifest, CorpusQuestion, write_corpus
+from ._embeddings import openai_embedder
+from ._evidence import Embedder, EvidenceStore, Hit, RefreshReport, default_index_path
+from ._ingest import IngestReport, Passage, ingest_folder
 from ._plan import (
     END_OF_PLAN,
     JOIN,
@@ -33,6 +37,19 @@ __all__ = [
     "calculator",
     "CALCULATOR",
     "DocumentSearch",
+    # evidence store (local documents with passage IDs)
+    "EvidenceStore",
+    "Hit",
+    "RefreshReport",
+    "Embedder",
+    "default_index_path",
+    "openai_embedder",
+    "Passage",
+    "IngestReport",
+    "ingest_folder",
+    "write_corpus",
+    "CorpusManifest",
+    "CorpusQuestion",
     # plans
     "PlanParser",
     "PlanError",

@@ -257,6 +257,35 @@ def _passages(text: str) -> Iterator[str]:
             yield " ".join(chunk)
 
 
+def bm25_ranker(texts: list[str]) -> Callable[[str, int], list[tuple[int, float]]]:
+    """A BM25 index over ``texts`` (bm25s, English stopwords): the returned function
+    gives the ``k`` best (index, score) pairs for a query, best first, score > 0."""
+    import bm25s
+
+    def tokens(batch: list[str]) -> Any:
+        return bm25s.tokenize(batch, stopwords="en", show_progress=False)
+
+    index = bm25s.BM25()
+    try:
+        index.index(tokens(texts), show_progress=False)
+    except ValueError:  # bm25s refuses a corpus with no words left after stopwords
+        return lambda query, k: []
+
+    def rank(query: str, k: int) -> list[tuple[int, float]]:
+        k = min(k, len(texts))
+        if k <= 0:
+            return []
+        try:
+            ids, scores = index.retrieve(
+                tokens([query[:MAX_QUERY_CHARS]]), k=k, show_progress=False
+            )
+        except ValueError:  # a query of stopwords only
+            return []
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+
+    return rank
+
+
 def builtin_tools(documents: str | Path | None = None) -> ToolRegistry:
     """The calculator, and ``search`` over ``documents`` when a folder is given."""
     registry = ToolRegistry([CALCULATOR])
