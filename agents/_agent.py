@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from concilium._errors import OutputParseError
 
+from . import _wire
 from ._ledger import current_ledger
 from ._model import ModelSpec
 from ._tracing import agent_span
@@ -63,6 +64,23 @@ def as_messages(messages: str | Sequence[Message]) -> list[dict[str, Any]]:
     return [dict(m) for m in messages]
 
 
+def completion_frame(messages: Sequence[Message], system: str | None = None) -> str:
+    """The default prompt of a base model: ``system`` as a preamble, then
+    ``Q: <the last user message>`` and ``A:`` for the model to continue.
+
+    Example:
+        >>> completion_frame([{"role": "user", "content": "France"}], "Capitals.")
+        'Capitals.\\n\\nQ: France\\nA:'
+    """
+    question = ""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            question = _wire.message_text(message.get("content"))
+            break
+    frame = f"Q: {question}\nA:"
+    return f"{system}\n\n{frame}" if system else frame
+
+
 def parse_json_output(text: str, schema: type[BaseModel]) -> BaseModel:
     """The first JSON object in ``text`` that validates against ``schema``.
 
@@ -97,6 +115,9 @@ class Agent:
         output: a pydantic model the reply must parse into (one repair turn).
         logprobs: ask for token log-probabilities (``top_logprobs`` alternatives).
         params: any other body fields the server accepts.
+        prompt: for a model in completion mode (a base model, ``/v1/completions``),
+            what turns the pattern's messages into the prompt; by default
+            ``completion_frame`` (the stop then defaults to a newline).
 
     Example:
         >>> spec = ModelSpec("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
@@ -117,6 +138,12 @@ class Agent:
     logprobs: bool = False
     top_logprobs: int | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    prompt: Callable[[Sequence[Message]], str] | None = None
+
+    @property
+    def completion_mode(self) -> bool:
+        """Whether this agent's model takes a prompt over ``/v1/completions``."""
+        return self.model.capabilities.mode == "completion"
 
     def with_options(self, **changes: Any) -> Agent:
         """A copy with some fields changed (agents are immutable)."""
@@ -130,9 +157,18 @@ class Agent:
             schema = json.dumps(self.output.model_json_schema())
             note = f"Reply with one JSON object that matches this JSON schema:\n{schema}"
             system = f"{system}\n\n{note}" if system else note
-        if system and not (messages and messages[0].get("role") == "system"):
+        if (
+            system
+            and not self.completion_mode
+            and not (messages and messages[0].get("role") == "system")
+        ):
             messages = [{"role": "system", "content": system}, *messages]
-        body: dict[str, Any] = {"messages": messages}
+        body: dict[str, Any]
+        if self.completion_mode:
+            make = self.prompt or (lambda m: completion_frame(m, self.system))
+            body = {"prompt": make(messages), "stop": ["\n"]}
+        else:
+            body = {"messages": messages}
         for name in ("temperature", "top_p", "max_tokens", "seed"):
             value = getattr(self, name)
             if value is not None:
@@ -141,7 +177,9 @@ class Agent:
             body["stop"] = list(self.stop)
         if n != 1:
             body["n"] = n
-        if self.logprobs:
+        if self.logprobs and self.completion_mode:  # the legacy field: how many alternatives
+            body["logprobs"] = self.top_logprobs or 1
+        elif self.logprobs:
             body["logprobs"] = True
             if self.top_logprobs:
                 body["top_logprobs"] = self.top_logprobs

@@ -51,6 +51,8 @@ class Capabilities:
     logprobs: bool = True
     tools: bool = False
     structured_output: bool = False  # honours response_format json_schema
+    # "completion": a base model, asked with a few-shot prompt over /v1/completions
+    mode: Literal["chat", "completion"] = "chat"
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,37 @@ def prompt_texts(body: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return texts, users
 
 
+_Q_LINE = re.compile(r"^(?:Q|Question|Input):[ \t]*", re.MULTILINE)
+_PEERS = re.compile(r"^Other answers:(.*)$", re.MULTILINE)
+
+
+def last_block(prompt: str) -> str:
+    """What a few-shot completion prompt asks: the text after its last ``Q:``
+    (``Question:``, ``Input:``) up to the final answer cue.
+
+    Example:
+        >>> last_block("Q: Spain\\nA: Madrid\\n\\nQ: France\\nOther answers: Paris\\nA:")
+        'France\\nOther answers: Paris'
+    """
+    starts = list(_Q_LINE.finditer(prompt))
+    block = prompt[starts[-1].end() :] if starts else prompt
+    return re.sub(r"\n(?:A|Answer|Output):\s*$", "", block.rstrip()).strip()
+
+
+def peers(text: str) -> list[str]:
+    """The answers listed on ``Other answers: a; b`` lines (a debate round's peers)."""
+    return [a.strip() for m in _PEERS.findall(text) for a in re.split(r"[;,]", m) if a.strip()]
+
+
+def cut_at_stop(text: str, stop: object) -> str:
+    """``text`` up to the first stop sequence, as a server applies ``stop``."""
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    for sequence in stops:
+        if isinstance(sequence, str) and sequence and sequence in text:
+            text = text[: text.index(sequence)]
+    return text
+
+
 class SimulatedModel:
     """Decides the replies of the simulated server; keeps per-agent call counts."""
 
@@ -155,7 +186,7 @@ class SimulatedModel:
         # Other agents' answers in the prompt ("\boxed{answer}" is the format instruction).
         shown = [
             a
-            for a in _BOXED.findall(last_user) + _ANSWER_IS.findall(last_user)
+            for a in _BOXED.findall(last_user) + _ANSWER_IS.findall(last_user) + peers(last_user)
             if a.strip() and a.strip() != "answer"
         ]
         if shown and rng.random() < stat.conformity:
@@ -187,13 +218,23 @@ class SimulatedModel:
         self._agent_calls[agent] += 1
         seed = body.get("seed")
         out = []
+        # a few-shot prompt ("Q: ...\nA:"): what is asked is its last "Q:" block and
+        # the reply is the bare answer, as a base model continues the frame
+        completion = "messages" not in body and _Q_LINE.search(user_texts[-1]) is not None
+        question, last_user = user_texts[0], user_texts[-1]
+        if completion:
+            question = last_user = last_block(user_texts[-1])
         for choice in range(n):
             scripted = self._scripted(agent, "\n".join(user_texts))
             if scripted is not None:
                 out.append(scripted)
                 continue
             rng = self._rng(agent, call, choice, seed)
-            out.append(self._statistical(rng, user_texts[0], user_texts[-1], body))
+            if completion:
+                answer = self._statistical_answer(rng, question, last_user)
+                out.append(cut_at_stop(f" {answer}", body.get("stop")))
+            else:
+                out.append(self._statistical(rng, question, last_user, body))
         return out
 
     def logprobs(self, text: str, top: int, rng: random.Random) -> wire.LogprobsBody:

@@ -24,6 +24,7 @@ from .._model import ModelSpec
 from .._redact import redact, scrub
 from .._types import Completion, completion_from_openai, malformed_reply
 from ._base import OnText, retry_after_seconds, status_error
+from ._text import as_chat_chunk, as_chat_reply, is_text_request
 
 
 class DirectTransport:
@@ -98,7 +99,7 @@ class DirectTransport:
         request_headers = {"Content-Type": "application/json", **headers}
         if spec.api_key:
             request_headers["Authorization"] = f"Bearer {spec.api_key}"
-        url = f"{api_base}/chat/completions"
+        url = f"{api_base}/completions" if is_text_request(body) else f"{api_base}/chat/completions"
         try:  # timeouts first: aiohttp's are also ClientConnectionErrors
             async with self.session().post(
                 url,
@@ -229,6 +230,7 @@ def _completion(spec: ModelSpec, api_base: str, status: int, raw: bytes) -> Comp
             f"the reply is {problem}: {scrub(repr(raw[:200]))}",
             api_base, model=spec.model, status=status,
         ) from None  # fmt: skip
+    data = as_chat_reply(data)
     return completion_from_openai(data, replica=api_base, model=spec.model, status=status)
 
 
@@ -286,7 +288,7 @@ async def _read_stream(
         if data == b"[DONE]":
             break
         try:
-            chunk = _wire.check_chunk(json.loads(data))
+            chunk = _wire.check_chunk(as_chat_chunk(json.loads(data)))
         except (ValueError, RecursionError) as exc:
             problem = str(exc) if isinstance(exc, _wire.ReplyShapeError) else (
                 f"a streamed event is not JSON: {scrub(repr(data[:200]))}"

@@ -18,12 +18,13 @@ from .._model import ModelSpec
 from .._redact import redact, scrub
 from .._types import Completion, completion_from_openai
 from ._base import RETRYABLE_STATUS, WholeTextStream, retry_after_seconds, status_error
+from ._text import as_chat_reply, is_text_request
 
 # Fields of the OpenAI body litellm takes as keyword arguments; the rest go in
 # extra_body so server-specific fields (vLLM's structured_outputs) pass through.
 _KNOWN = frozenset(
     {
-        "messages", "temperature", "top_p", "n", "stop", "max_tokens", "seed",
+        "messages", "prompt", "temperature", "top_p", "n", "stop", "max_tokens", "seed",
         "logprobs", "top_logprobs", "response_format", "tools", "tool_choice",
         "presence_penalty", "frequency_penalty", "user", "parallel_tool_calls",
     }
@@ -98,8 +99,12 @@ class LiteLLMTransport(WholeTextStream):
         api_key = spec.api_key
         if api_key is None and api_base is not None and spec.provider == "openai":
             api_key = "not-needed"  # OpenAI-compatible local servers ignore it
+        # a base model's prompt goes to /v1/completions (litellm's text_completion)
+        call = (
+            self._litellm.atext_completion if is_text_request(body) else self._litellm.acompletion
+        )
         try:
-            response = await self._litellm.acompletion(
+            response = await call(
                 model=spec.model,
                 api_base=api_base,
                 api_key=api_key,
@@ -110,4 +115,6 @@ class LiteLLMTransport(WholeTextStream):
             )
         except Exception as exc:
             raise map_litellm_error(spec, api_base, exc) from exc
-        return completion_from_openai(response.model_dump(), replica=api_base, model=spec.model)
+        return completion_from_openai(
+            as_chat_reply(response.model_dump()), replica=api_base, model=spec.model
+        )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from concilium._errors import GraphError, PromptError, UserError, WorkflowError
-from concilium.agents import OUTPUT_SCHEMAS, Agent, Capabilities, ModelSpec
+from concilium.agents import OUTPUT_SCHEMAS, Agent, Capabilities, Message, ModelSpec
 from concilium.graphs import (
     AnswerFormat,
     AnswerSpec,
@@ -20,6 +20,7 @@ from concilium.graphs import (
     SlotAgent,
     answer_format,
     as_agent,
+    last_user_text,
     pattern_kinds,
     registered_pattern,
 )
@@ -53,7 +54,7 @@ def model_from_entry(
         entry.model,
         api_base=entry.api_base,
         api_key=api_key,
-        capabilities=Capabilities(**entry.capabilities.model_dump()),
+        capabilities=Capabilities(**entry.capabilities.model_dump(), mode=entry.mode),
         max_concurrency=entry.max_concurrency,
         transport=entry.transport,
         timeout=entry.timeout,
@@ -155,7 +156,35 @@ def agent_from_entry(
         output=output,
         logprobs=entry.logprobs,
         top_logprobs=entry.top_logprobs,
+        stop=tuple(entry.stop) if entry.stop is not None else None,
+        prompt=completion_prompt(name, entry, system, prompts, fail),
     )
+
+
+def completion_prompt(
+    name: str, entry: AgentEntry, system: str | None, prompts: PromptLibrary, fail: Fail
+) -> Callable[[Sequence[Message]], str] | None:
+    """The agent's ``prompt:``/``prompt_template:`` as a function of the pattern's
+    messages; the template sees ``question`` (the last user message), ``messages``,
+    ``system`` and ``agent``. It is tried once here so a broken one fails at load."""
+    if entry.prompt and entry.prompt_template:
+        raise fail(f"agent {name!r}: give prompt or prompt_template, not both", ("agents", name))
+    if not (entry.prompt or entry.prompt_template):
+        return None
+    field = "prompt" if entry.prompt else "prompt_template"
+
+    def render(messages: Sequence[Message]) -> str:
+        question = last_user_text(messages)
+        values = {"question": question, "messages": list(messages), "system": system, "agent": name}
+        if entry.prompt_template:
+            return prompts.render(entry.prompt_template, **values)
+        return prompts.render_string(entry.prompt or "", **values)
+
+    try:
+        render([{"role": "user", "content": "?"}])
+    except PromptError as exc:
+        raise fail(str(exc), ("agents", name, field)) from None
+    return render
 
 
 class PatternBuilder:

@@ -38,6 +38,11 @@ class ModelEntry(Strict):
         default=None, description="name of the environment variable that holds the API key"
     )
     capabilities: CapabilitiesSpec = Field(default_factory=CapabilitiesSpec)
+    mode: Literal["chat", "completion"] = Field(
+        default="chat",
+        description="chat (instruction-tuned, /v1/chat/completions) or completion (a base "
+        "model: a few-shot prompt over /v1/completions, stopped at a newline)",
+    )
     max_concurrency: int = Field(default=256, ge=1, le=65_536)
     transport: Literal["auto", "direct", "litellm"] = "auto"
     timeout: float = Field(default=120.0, gt=0, le=86_400, description="seconds per request")
@@ -72,6 +77,17 @@ class AgentEntry(Strict):
     seed: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    stop: list[str] | None = Field(
+        default=None, max_length=16, description='stop sequences (completion mode: ["\\n"])'
+    )
+    prompt: str | None = Field(
+        default=None,
+        description="completion mode: the few-shot prompt (Jinja, sandboxed) around "
+        "{{ question }}, the pattern's request",
+    )
+    prompt_template: str | None = Field(
+        default=None, description="completion mode: a template name, e.g. completion/qa"
+    )
     output: str | None = Field(
         default=None, description="named output schema, e.g. answer_confidence"
     )
