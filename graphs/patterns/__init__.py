@@ -20,6 +20,7 @@ from ._best_of_n import (
     yes_probability,
 )
 from ._chateval import chateval, parse_scores
+from ._cross_review import confidence, cross_review, readers
 from ._debate import debate
 from ._manager_worker import (
     Plan,
@@ -50,6 +51,9 @@ __all__ = [
     "top_groups",
     "chateval",
     "parse_scores",
+    "cross_review",
+    "readers",
+    "confidence",
     # sampling and voting
     "self_consistency",
     "adaptive_consistency",
