@@ -15,6 +15,10 @@ call latencies. Reported, with the issue's goals:
   call and one per fault are what the client wasted (goal: 0);
 * the slowest run over the median run (goal: <= 3x).
 
+The floor is printed for the faults the seeded server actually drew: at 1,000
+requests the drawn share varies by seed (seed 7 draws 10%, so even a client that
+wastes nothing sends 1.111x; about one seed in ten lands over 1.1x that way).
+
 The simulated server is a test double: its answers are not a model's.
 """
 
@@ -55,6 +59,7 @@ async def _runs(runs: int, latency: float, hang_factor: float) -> dict[str, Any]
         stats = await sim.stats()
         await aclose()
     median = statistics.median(seconds) if seconds else 0.0
+    faults = stats["errors"] + stats["cancelled"]
     return {
         "runs": runs,
         "completed": len(seconds),
@@ -63,6 +68,10 @@ async def _runs(runs: int, latency: float, hang_factor: float) -> dict[str, Any]
         "requests": stats["requests"],
         "requests_over_minimum": round(stats["requests"] / calls, 3) if calls else None,
         "faults_injected": stats["errors"] + stats["cancelled"],  # 503/429s, and hangs given up
+        # the share of requests the seeded server faulted (the mix asks 8%: about one seed in
+        # ten draws 10% over 1,000 requests), and the ratio a client wasting nothing would get
+        "fault_rate_drawn": round(faults / stats["requests"], 4) if stats["requests"] else None,
+        "floor_for_faults_drawn": round((calls + faults) / calls, 3) if calls else None,
         # requests beyond one per call and one per injected fault: retries wasted by concilium
         "extra_beyond_faults": stats["requests"] - calls - stats["errors"] - stats["cancelled"],
         "median_run_s": round(median, 3),
@@ -92,6 +101,9 @@ def main(
           f"({f['requests']} for {f['calls']} calls) | <= 1.1x |")  # fmt: skip
     print(f"| requests beyond one per call and one per fault | {f['extra_beyond_faults']} "
           f"({f['faults_injected']} faults injected) | 0 |")  # fmt: skip
+    print(f"| floor: a client wasting nothing, for the faults drawn | "
+          f"{f['floor_for_faults_drawn']}x ({f['fault_rate_drawn']:.1%} of requests faulted; "
+          f"the mix's 8% gives 1.087x) | |")  # fmt: skip
     print(f"| slowest run over the median | {f['slowest_over_median']}x "
           f"({f['slowest_run_s']} s / {f['median_run_s']} s) | <= 3x |")  # fmt: skip
     for failure in f["failures"]:
