@@ -753,5 +753,9 @@ from ._cli_eval import eval_command  # noqa: E402  (registered after the group e
 
 main.add_command(eval_command)
 
+from ._cli_tasks import tasks as _tasks  # noqa: E402  (registered after the group exists)
+
+main.add_command(_tasks)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
