@@ -112,4 +112,6 @@ def test_plot_works_when_home_cannot_be_written(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
-    assert "is not a writable directory" not in out.stderr  # matplotlib's own complaint
+    # matplotlib's own complaints when it has to find a folder by itself
+    assert "mkdir -p failed" not in out.stderr
+    assert "created a temporary cache directory" not in out.stderr
