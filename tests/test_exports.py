@@ -61,7 +61,8 @@ EXPECTED_ALL = {
         soft_score keep_top_percent weighted_vote WeightedVote
     """,
     "concilium.graphs.patterns": """
-        Respondent debate round_table recalibrate top_groups self_consistency
+        Respondent debate round_table recalibrate top_groups chateval parse_scores
+        cross_review readers confidence self_consistency
         adaptive_consistency beta_confidence should_stop semantic_entropy cluster_entropy
         confidence_consistency best_of_n
         knockout universal_self_consistency parse_score parse_winner parse_consistent_index
@@ -69,7 +70,6 @@ EXPECTED_ALL = {
         chain_of_agents chunk_sentences split_query synthesis plan_and_execute react
         parse_decision JsonPlan skeleton_of_thought outline_points tree_of_thoughts
         judgement_value graph_of_thoughts Operation sort_errors
-        chateval parse_scores cross_review readers confidence
     """,
     "concilium.graphs.workflows": """
         Workflow load_workflow parse_workflow build_workflow WorkflowSpec ModelEntry
