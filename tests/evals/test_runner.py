@@ -43,7 +43,7 @@ async def test_interrupted_eval_resumes_without_repeating_finished_work(
     assert [r["id"] for r in rows] == [r.id for r in RECORDS]
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(lines) == len(RECORDS)  # no finished item ran again
-    assert not any(r["failed"] for r in lines)
+    assert not any(r["failed"] for r in lines), [r["error"] for r in lines if r["failed"]]
     # the runs cut off mid-way were resumed: their finished calls came from the record
     resumed = [r for r in lines if r["id"] not in done and r["replayed"] > 0]
     assert resumed, "no interrupted run replayed a finished call"
