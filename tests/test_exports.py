@@ -64,7 +64,7 @@ EXPECTED_ALL = {
         Respondent debate round_table recalibrate top_groups chateval parse_scores
         cross_review readers confidence self_consistency
         adaptive_consistency beta_confidence should_stop semantic_entropy cluster_entropy
-        confidence_consistency best_of_n
+        confidence_consistency agent_forest bleu_similarity most_similar best_of_n
         knockout universal_self_consistency parse_score parse_winner parse_consistent_index
         yes_probability mixture_of_agents parse_selection manager_worker Plan Subtask
         chain_of_agents chunk_sentences split_query synthesis plan_and_execute react

@@ -10,6 +10,7 @@ Example:
 from concilium.graphs import Respondent
 
 from ._adaptive import adaptive_consistency, beta_confidence, should_stop
+from ._agent_forest import agent_forest, bleu_similarity, most_similar
 from ._best_of_n import (
     best_of_n,
     knockout,
@@ -62,6 +63,9 @@ __all__ = [
     "semantic_entropy",
     "cluster_entropy",
     "confidence_consistency",
+    "agent_forest",
+    "bleu_similarity",
+    "most_similar",
     # judges
     "best_of_n",
     "knockout",
