@@ -70,6 +70,7 @@ EXPECTED_ALL = {
         chain_of_agents chunk_sentences split_query synthesis plan_and_execute react
         parse_decision JsonPlan skeleton_of_thought outline_points tree_of_thoughts
         judgement_value graph_of_thoughts Operation sort_errors
+        resolve_citations CitedText CitedSource describe_location
     """,
     "concilium.graphs.workflows": """
         Workflow load_workflow parse_workflow build_workflow WorkflowSpec ModelEntry

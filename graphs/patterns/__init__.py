@@ -21,6 +21,7 @@ from ._best_of_n import (
     yes_probability,
 )
 from ._chateval import chateval, parse_scores
+from ._citations import CitedSource, CitedText, describe_location, resolve_citations
 from ._cross_review import confidence, cross_review, readers
 from ._debate import debate
 from ._manager_worker import (
@@ -97,4 +98,9 @@ __all__ = [
     "graph_of_thoughts",
     "Operation",
     "sort_errors",
+    # research
+    "resolve_citations",
+    "CitedText",
+    "CitedSource",
+    "describe_location",
 ]
