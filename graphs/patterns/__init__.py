@@ -36,6 +36,7 @@ from ._mixture import mixture_of_agents, parse_selection
 from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute
 from ._react import react
 from ._round_table import recalibrate, round_table, top_groups
+from ._search_decomposition import fuse_hits, parse_queries, search_decomposition
 from ._self_consistency import self_consistency
 from ._semantic_entropy import cluster_entropy, semantic_entropy
 from ._skeleton import outline_points, skeleton_of_thought
@@ -90,6 +91,9 @@ __all__ = [
     "react",
     "parse_decision",
     "JsonPlan",
+    "search_decomposition",
+    "parse_queries",
+    "fuse_hits",
     # structured generation and search
     "skeleton_of_thought",
     "outline_points",
