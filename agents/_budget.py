@@ -131,6 +131,11 @@ class BudgetMeter:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
+    def try_reserve(self, body: dict[str, Any], model: str) -> Hold | None:
+        """Reserve what ``body`` may cost now, or return ``None`` when it does not fit
+        beside the calls in flight (no waiting); ``BudgetExceeded`` as ``reserve``."""
+        return self._try_reserve(body, model)
+
     def _try_reserve(self, body: dict[str, Any], model: str) -> Hold | None:
         # Synchronous on purpose: the check and the reservation are one step of the loop.
         b = self.budget

@@ -21,11 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry import trace as otel_trace
+
 from concilium._errors import BudgetExceeded, ModelCallError
 from concilium.tools import Tool, ToolError
 
 from ._budget import Budget, BudgetMeter, Hold
-from ._model import ModelSpec, Replica, pool_for
+from ._model import ModelSpec, Replica, _Slot, pool_for
 from ._record import CallRecord, NoRecord
 from ._redact import redact
 from ._tracing import chat_attributes, chat_span, record_error, tool_span
@@ -267,7 +269,6 @@ class CallLedger:
         (the timeout was the wait). A streamed call is retried only while none of
         its text has gone out. The last error says how many attempts were made.
         """
-        transport = transport_for(spec)
         headers = {"X-Concilium-Agent": agent}
         pool = pool_for(spec)
         affinity = _affinity(body) if spec.routing == "affinity" else None
@@ -280,30 +281,26 @@ class CallLedger:
             if on_text is not None:
                 on_text(delta)
 
+        # hedging (ModelSpec.hedge_after) races a second copy; a streamed call's text
+        # goes out as it comes, so only whole replies are hedged
+        hedge = spec.hedge_after if on_text is None and pool.size > 1 else None
         attempt = waits = 0
         while True:
             attempt += 1
             self.attempts += 1
-            async with pool.slot(affinity, tried) as replica:
-                _mark_sent()  # from here a cancelled call counts against the budget
-                try:
-                    if on_text is None:
-                        completion = await transport.chat(spec, replica.api_base, body, headers)
-                    else:  # a transport that cannot stream passes the whole text once
-                        completion = await transport.stream(
-                            spec, replica.api_base, body, headers, pass_on
-                        )
-                except ModelCallError as exc:
-                    error = exc
-                    if exc.retryable:
-                        pool.failed(replica, exc.retry_after)
-                    else:
-                        pool.succeeded(replica)  # it answered: a bad request is not a sick server
-                    if exc.connection_failed:
-                        pool.mark_down(replica)
-                else:
-                    pool.succeeded(replica)
-                    return completion
+            slot = pool.slot(affinity, tried)
+            if hedge is not None and attempt < self.retry.attempts:
+                replica, outcome, hedged = await self._hedged(
+                    slot, hedge, spec, body, headers, affinity, tried, agent
+                )
+                attempt += hedged  # a call sends at most RetryPolicy.attempts requests
+            else:
+                replica, outcome = await self._request(
+                    slot, spec, body, headers, None if on_text is None else pass_on
+                )
+            if isinstance(outcome, Completion):
+                return outcome
+            error = outcome
             if replica not in tried:
                 tried.append(replica)
             if not error.retryable or streamed:
@@ -320,6 +317,124 @@ class CallLedger:
             if not _timed_out(error):
                 waits += 1
                 await asyncio.sleep(self.retry.wait(waits, error.retry_after))
+
+    async def _request(
+        self,
+        slot: _Slot,
+        spec: ModelSpec,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        on_text: Callable[[str], None] | None,
+        hold: Hold | None = None,
+    ) -> tuple[Replica, Completion | ModelCallError]:
+        """One request on ``slot``'s replica, its outcome reported to the pool's
+        breaker; a retryable or not ``ModelCallError`` is returned, not raised."""
+        pool, transport = pool_for(spec), transport_for(spec)
+        async with slot as replica:
+            if hold is None:
+                _mark_sent()  # from here a cancelled call counts against the budget
+            else:
+                hold.sent = True
+            try:
+                if on_text is None:
+                    completion = await transport.chat(spec, replica.api_base, body, headers)
+                else:  # a transport that cannot stream passes the whole text once
+                    completion = await transport.stream(
+                        spec, replica.api_base, body, headers, on_text
+                    )
+            except ModelCallError as exc:
+                if exc.retryable:
+                    pool.failed(replica, exc.retry_after)
+                else:
+                    pool.succeeded(replica)  # it answered: a bad request is not a sick server
+                if exc.connection_failed:
+                    pool.mark_down(replica)
+                return replica, exc
+            pool.succeeded(replica)
+            return replica, completion
+
+    async def _hedged(
+        self,
+        slot: _Slot,
+        after: float,
+        spec: ModelSpec,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        affinity: str | None,
+        tried: list[Replica],
+        agent: str,
+    ) -> tuple[Replica, Completion | ModelCallError, bool]:
+        """A request on ``slot`` that, with no reply after ``after`` seconds, is sent
+        a second time to another ready replica, when there is one and the budget has
+        room for it (the copy reserves its own hold). The first reply wins and the
+        other request is cancelled; when both fail, both replicas join ``tried`` and
+        an error is returned. Returns the replica, the outcome and whether a copy
+        was sent."""
+        pool = pool_for(spec)
+        tasks = [asyncio.ensure_future(self._request(slot, spec, body, headers, None))]
+        extra: Hold | None = None
+        copy: _Slot | None = None
+        loser_answered = False
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=after)
+            if not done:
+                exclude = [*tried, slot.replica]
+                now = time.monotonic()
+                if any(pool.ready(r, now) for r in pool.replicas if r not in exclude):
+                    extra = self._hedge_hold(body, spec.model)
+                if extra is not None:
+                    copy = pool.slot(affinity, exclude)
+                    self.attempts += 1
+                    self._emit(
+                        {
+                            "type": "call_hedged",
+                            "agent": agent,
+                            "after_s": after,
+                            "from": redact(slot.replica.api_base),
+                            "to": redact(copy.replica.api_base),
+                        }
+                    )
+                    span = otel_trace.get_current_span()
+                    if span.is_recording():
+                        span.set_attribute("concilium.hedged", True)
+                    tasks.append(
+                        asyncio.ensure_future(
+                            self._request(copy, spec, body, headers, None, hold=extra)
+                        )
+                    )
+            pending: set[asyncio.Future[tuple[Replica, Completion | ModelCallError]]] = set(tasks)
+            failure: tuple[Replica, ModelCallError] | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: not isinstance(t.result()[1], Completion)):
+                    replica, outcome = task.result()
+                    if isinstance(outcome, Completion):
+                        loser_answered = failure is not None and failure[1].status is not None
+                        return replica, outcome, extra is not None
+                    if failure is not None:
+                        loser_answered = failure[1].status is not None
+                    failure = (replica, outcome)
+                    if extra is not None and replica not in tried:
+                        tried.append(replica)
+            assert failure is not None  # every task returns an outcome
+            return failure[0], failure[1], extra is not None
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for used in (slot, copy):
+                if used is not None and used.probe:  # a task cancelled before its slot opened
+                    used.replica.probing = False
+            if extra is not None:  # the losing copy: charged as sent, at its worst case
+                self.meter.fail(extra, answered=loser_answered)
+
+    def _hedge_hold(self, body: Mapping[str, Any], model: str) -> Hold | None:
+        """The budget of a hedge's second copy, or ``None`` when it does not fit now
+        (then there is no hedge: the first request goes on alone)."""
+        try:
+            return self.meter.try_reserve(dict(body), model)
+        except BudgetExceeded:
+            return None
 
     async def tool(
         self,

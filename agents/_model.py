@@ -94,6 +94,13 @@ class ModelSpec:
         max_response_bytes: the most bytes one reply may bring (a whole body, or a
             whole stream and each of its lines), counted after decompression; a
             larger reply fails with ``MalformedReplyError`` (direct transport).
+        hedge_after: off (``None``) by default. Seconds after which a request that
+            has no reply yet is sent a second time to another ready replica, when
+            there is one; the first reply wins and the other request is cancelled.
+            Each copy reserves its own budget and counts as a call; the ledger
+            emits ``call_hedged``. Streamed calls are not hedged (their text goes
+            out as it comes), and a non-streamed reply's first byte is its last,
+            so set this above the usual whole-reply time.
 
     Example:
         >>> spec = ModelSpec("hosted_vllm/gemma", api_base="http://127.0.0.1:8000/v1")
@@ -113,6 +120,7 @@ class ModelSpec:
     ttft_timeout: float = 30.0
     connect_timeout: float = 5.0
     max_response_bytes: int = 16 * 2**20
+    hedge_after: float | None = None
 
     def __post_init__(self) -> None:
         bases = self.api_base
@@ -129,6 +137,11 @@ class ModelSpec:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 < value < math.inf):
                 raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+        hedge = self.hedge_after
+        if hedge is not None and not (isinstance(hedge, (int, float)) and 0 < hedge < math.inf):
+            raise ValueError(
+                f"hedge_after must be None (off) or a finite number of seconds > 0, got {hedge!r}"
+            )
         if self.routing not in ("least_loaded", "affinity", "round_robin"):
             raise ValueError(
                 f"routing must be least_loaded, affinity or round_robin, got {self.routing!r}"

@@ -62,6 +62,7 @@ def model_from_entry(
         connect_timeout=entry.connect_timeout,
         routing=entry.routing,
         load_metrics=entry.load_metrics,
+        hedge_after=entry.hedge_after,
     )
     if api_base is not None:
         spec = spec.with_api_base(api_base)

@@ -63,6 +63,15 @@ class ModelEntry(Strict):
     load_metrics: bool = Field(
         default=False, description="also route by each replica's vLLM /metrics (waiting, KV cache)"
     )
+    hedge_after: float | None = Field(
+        default=None,
+        gt=0,
+        le=3_600,
+        description="off by default; seconds after which a request with no reply yet is sent "
+        "again to another ready replica (the first reply wins, the other is cancelled; each "
+        "copy counts against the budget). Non-streamed calls only: their first byte is the "
+        "whole reply, so set it above the usual reply time",
+    )
 
 
 class AgentEntry(Strict):

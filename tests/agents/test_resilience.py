@@ -17,6 +17,7 @@ import pytest
 from concilium import ModelCallError, RunError, WorkflowError
 from concilium.agents import (
     Agent,
+    Budget,
     CallLedger,
     Capabilities,
     ModelSpec,
@@ -233,3 +234,64 @@ def test_a_workflow_file_sets_the_timeouts_of_its_models(tmp_path: Path) -> None
     path.write_text(text.replace("    capabilities:", timeouts, 1))
     spec = load_workflow(path).models["solver"]
     assert (spec.ttft_timeout, spec.connect_timeout, spec.timeout) == (2.5, 1.0, 120.0)
+
+
+async def test_a_hedged_request_wins_over_a_hung_replica_and_the_hung_one_is_cancelled() -> None:
+    async with sick_and_healthy("hang") as (sick, healthy):
+        # the hung replica is picked first (equal loads); without the hedge the call
+        # would wait out its 30 s first-byte timeout there
+        spec = ModelSpec("hosted_vllm/concilium-sim", api_base=[sick.url, healthy.url],
+                         capabilities=Capabilities(n=False), ttft_timeout=30.0, hedge_after=0.2)  # fmt: skip
+        events: list[dict[str, object]] = []
+        ledger = CallLedger(budget=Budget(max_calls=2), on_event=events.append)
+        token = use_ledger(ledger)
+        try:
+            reply = await Agent("a", spec).run("What is 2 + 3?")
+        finally:
+            reset_ledger(token)
+        for _ in range(200):  # the server sees the hung request's connection close
+            if (await sick.stats())["cancelled"] == 1:
+                break
+            await asyncio.sleep(0.02)
+        sick_stats, healthy_stats = await sick.stats(), await healthy.stats()
+    assert reply.text and sick_stats["requests"] == 1 and healthy_stats["requests"] == 1
+    assert sick_stats["cancelled"] == 1  # the loser was cancelled, not left hanging
+    hedges = [e for e in events if e["type"] == "call_hedged"]
+    assert hedges == [
+        {"type": "call_hedged", "agent": "a", "after_s": 0.2, "from": sick.url, "to": healthy.url}
+    ]
+    # both copies were sent, so both count against the budget; nothing stays reserved
+    assert (ledger.calls, ledger.attempts) == (1, 2)
+    assert (ledger.meter.used_calls, ledger.meter.reserved_calls) == (2, 0)
+
+
+async def test_no_hedge_without_budget_for_the_copy() -> None:
+    async with sick_and_healthy("hang") as (sick, healthy):
+        spec = ModelSpec("hosted_vllm/concilium-sim", api_base=[sick.url, healthy.url],
+                         capabilities=Capabilities(n=False), ttft_timeout=0.5, hedge_after=0.1)  # fmt: skip
+        events: list[dict[str, object]] = []
+        ledger = CallLedger(budget=Budget(max_calls=1), on_event=events.append)
+        token = use_ledger(ledger)
+        try:  # the copy does not fit: the request times out alone, and its retry fails over
+            reply = await Agent("a", spec).run("What is 2 + 3?")
+        finally:
+            reset_ledger(token)
+        counts = [(await s.stats())["requests"] for s in (sick, healthy)]
+    assert reply.text and counts == [1, 1]
+    assert [e["type"] for e in events if e["type"] in ("call_hedged", "call_failover")] == [
+        "call_failover"
+    ]
+    assert (ledger.meter.used_calls, ledger.meter.reserved_calls) == (1, 0)
+
+
+def test_a_workflow_file_sets_hedging_off_by_default(tmp_path: Path) -> None:
+    text = (ROOT / "examples/self_consistency.yaml").read_text()
+    assert (
+        load_workflow(ROOT / "examples/self_consistency.yaml").models["solver"].hedge_after is None
+    )
+    path = tmp_path / "ok.yaml"
+    path.write_text(text.replace("    capabilities:", "    hedge_after: 1.5\n    capabilities:", 1))
+    assert load_workflow(path).models["solver"].hedge_after == 1.5
+    path.write_text(text.replace("    capabilities:", "    hedge_after: 0\n    capabilities:", 1))
+    with pytest.raises(WorkflowError, match="hedge_after"):
+        load_workflow(path)
