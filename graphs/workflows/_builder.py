@@ -63,6 +63,7 @@ def model_from_entry(
         routing=entry.routing,
         load_metrics=entry.load_metrics,
         hedge_after=entry.hedge_after,
+        max_response_bytes=entry.max_response_bytes,
     )
     if api_base is not None:
         spec = spec.with_api_base(api_base)

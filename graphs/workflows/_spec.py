@@ -63,6 +63,13 @@ class ModelEntry(Strict):
     load_metrics: bool = Field(
         default=False, description="also route by each replica's vLLM /metrics (waiting, KV cache)"
     )
+    max_response_bytes: int = Field(
+        default=16 * 2**20,
+        ge=1024,
+        le=2**31,
+        description="the most bytes one reply may bring (16 MiB), counted after decompression; "
+        "a larger reply is a malformed-reply error",
+    )
     hedge_after: float | None = Field(
         default=None,
         gt=0,

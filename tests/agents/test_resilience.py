@@ -295,3 +295,18 @@ def test_a_workflow_file_sets_hedging_off_by_default(tmp_path: Path) -> None:
     path.write_text(text.replace("    capabilities:", "    hedge_after: 0\n    capabilities:", 1))
     with pytest.raises(WorkflowError, match="hedge_after"):
         load_workflow(path)
+
+
+def test_a_workflow_file_sets_the_reply_size_cap_of_its_models(tmp_path: Path) -> None:
+    text = (ROOT / "examples/self_consistency.yaml").read_text()
+    default = load_workflow(ROOT / "examples/self_consistency.yaml").models["solver"]
+    assert default.max_response_bytes == 16 * 2**20
+    path = tmp_path / "ok.yaml"
+    cap = "    max_response_bytes: 65536\n    capabilities:"
+    path.write_text(text.replace("    capabilities:", cap, 1))
+    assert load_workflow(path).models["solver"].max_response_bytes == 65536
+    path.write_text(
+        text.replace("    capabilities:", "    max_response_bytes: 10\n    capabilities:", 1)
+    )
+    with pytest.raises(WorkflowError, match="max_response_bytes"):
+        load_workflow(path)
