@@ -7,10 +7,10 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from urllib.parse import parse_qs
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
@@ -75,6 +75,37 @@ async def _execute(live: _LiveRun, path: Path, backend: Any, history: RunHistory
         live.changed.set()
 
 
+def _key_guard(api_key: str | None) -> Callable[[Request], None]:
+    def check_key(request: Request) -> None:
+        # beyond loopback: the key as a bearer token, or ?key= for a browser
+        if not api_key:
+            return
+        given = request.headers.get("authorization", "").removeprefix("Bearer ")
+        given = given or request.query_params.get("key", "")
+        if not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key; add ?key=<key> to the address")
+
+    return check_key
+
+
+async def _sse(run: _LiveRun) -> AsyncIterator[bytes]:
+    """The run's events from the first, then its result (or failure) as server-sent events."""
+    sent = 0
+    while True:
+        run.changed.clear()
+        evs = run.record["events"]
+        for event in evs[sent:]:
+            yield f"event: event\ndata: {json.dumps(event)}\n\n".encode()
+        sent = len(evs)
+        if run.done:
+            break
+        await run.changed.wait()
+    if run.error is not None:
+        yield f"event: failed\ndata: {json.dumps(run.error)}\n\n".encode()
+    else:
+        yield f"event: result\ndata: {json.dumps(run.record['result'])}\n\n".encode()
+
+
 def add_ui(
     app: FastAPI,
     *,
@@ -97,14 +128,7 @@ def add_ui(
     live: dict[str, _LiveRun] = {}
     tasks: set[asyncio.Task[None]] = set()
 
-    def check_key(request: Request) -> None:
-        # beyond loopback: the key as a bearer token or, for a browser, the ?key= cookie
-        if not api_key:
-            return
-        given = request.headers.get("authorization", "").removeprefix("Bearer ")
-        given = given or request.cookies.get("concilium_key", "") or request.query_params.get("key", "")
-        if not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key; open the page once with ?key=<key>")
+    check_key = _key_guard(api_key)
 
     def page(html: str) -> HTMLResponse:
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -146,7 +170,9 @@ def add_ui(
         task.add_done_callback(tasks.discard)
         return RedirectResponse(f"{prefix}/runs/{run_id}", status_code=303)
 
-    @app.get(prefix + "/runs/{run_id}", response_class=HTMLResponse, dependencies=[Depends(check_key)])
+    @app.get(
+        prefix + "/runs/{run_id}", response_class=HTMLResponse, dependencies=[Depends(check_key)]
+    )
     async def view(run_id: str) -> HTMLResponse:
         rec = record_of(run_id)
         running = run_id in live and rec.get("result") is None
@@ -160,23 +186,7 @@ def add_ui(
             raise HTTPException(404, f"run {run_id!r} is not running here")
         run = live[run_id]
 
-        async def stream() -> AsyncIterator[bytes]:
-            sent = 0
-            while True:
-                run.changed.clear()
-                evs = run.record["events"]
-                for event in evs[sent:]:
-                    yield f"event: event\ndata: {json.dumps(event)}\n\n".encode()
-                sent = len(evs)
-                if run.done:
-                    break
-                await run.changed.wait()
-            if run.error is not None:
-                yield f"event: failed\ndata: {json.dumps(run.error)}\n\n".encode()
-            else:
-                yield f"event: result\ndata: {json.dumps(run.record['result'])}\n\n".encode()
-
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        return StreamingResponse(_sse(run), media_type="text/event-stream")
 
     @app.get(prefix + "/history", response_class=HTMLResponse, dependencies=[Depends(check_key)])
     async def history_page() -> HTMLResponse:

@@ -27,10 +27,16 @@ async def ui_url(sim: Any, tmp_path: Path) -> AsyncIterator[str]:
         backend=Backend.parse(sim.url),
         state=tmp_path / "run.db",
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    ready = asyncio.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            ready.set()
+
+    server = Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(ready.wait(), 30)
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task

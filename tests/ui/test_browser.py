@@ -16,16 +16,29 @@ from concilium.cli import main
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
 def _need_browser() -> None:
-    missing = [what for what, ok in (
-        ("chromium (apt-get install -y chromium)", os.path.exists(CHROMIUM)),
-        ("playwright (pip install playwright)", shutil.which("python") is not None and _has_playwright()),
-    ) if not ok]
+    missing = [
+        what
+        for what, ok in (
+            ("chromium (apt-get install -y chromium)", os.path.exists(CHROMIUM)),
+            (
+                "playwright (pip install playwright)",
+                shutil.which("python") is not None and _has_playwright(),
+            ),
+        )
+        if not ok
+    ]
     if missing:
         message = f"browser tests need {', '.join(missing)}"
         if os.environ.get("CONCILIUM_REQUIRE_BROWSER") == "1":
@@ -51,10 +64,14 @@ async def _browser() -> tuple[Any, Any]:
 async def _check_view(page: Any, result: dict[str, Any]) -> None:
     """The page shows the lanes, rounds and vote of ``result`` (the run's own record)."""
     agents = sorted({t["agent"] for t in result["transcript"]})
-    lanes = await page.eval_on_selector_all(".lane[data-agent]", "els => els.map(e => e.dataset.agent)")
+    lanes = await page.eval_on_selector_all(
+        ".lane[data-agent]", "els => els.map(e => e.dataset.agent)"
+    )
     assert sorted(lanes) == agents
     for turn in result["transcript"]:
-        row = page.locator(f'.round[data-round="{turn["round"]}"] .turn[data-agent="{turn["agent"]}"] .ans')
+        row = page.locator(
+            f'.round[data-round="{turn["round"]}"] .turn[data-agent="{turn["agent"]}"] .ans'
+        )
         assert await row.inner_text() == turn["answer"]
     bars = await page.eval_on_selector_all(
         ".vote .bar", "els => els.map(e => [e.dataset.answer, Number(e.dataset.count)])"
@@ -102,8 +119,17 @@ async def test_a_report_opens_from_disk_with_the_network_off(tmp_path: Path) -> 
     got = await asyncio.to_thread(  # the CLI runs its own event loop
         CliRunner().invoke,
         main,
-        ["run", "examples/debate.yaml", "--backend", "sim", "-i", "What is 12*7?", "--json",
-         "--report", str(out)],
+        [
+            "run",
+            "examples/debate.yaml",
+            "--backend",
+            "sim",
+            "-i",
+            "What is 12*7?",
+            "--json",
+            "--report",
+            str(out),
+        ],
     )
     assert got.exit_code == 0, got.output
     result = json.loads(got.output.strip().splitlines()[-1])
@@ -115,6 +141,55 @@ async def test_a_report_opens_from_disk_with_the_network_off(tmp_path: Path) -> 
         await page.wait_for_selector("body[data-done='1']")
         await _check_view(page, result)
         await page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    finally:
+        await browser.close()
+        await pw.stop()
+
+
+async def test_a_256_way_fan_out_shows_the_busiest_lanes_and_a_summary(tmp_path: Path) -> None:
+    _need_browser()
+    from concilium.ui import render_report
+
+    events: list[dict[str, Any]] = []
+    for i in range(256):
+        for call in range(1 + (i % 3 == 0)):  # every third agent makes two calls
+            key = f"k{i}.{call}"
+            events.append(
+                {
+                    "type": "call_started",
+                    "agent": f"a{i}",
+                    "key": key,
+                    "model": "m",
+                    "t": 0.01 * call,
+                }
+            )
+            events.append(
+                {
+                    "type": "call_finished",
+                    "agent": f"a{i}",
+                    "key": key,
+                    "t": 0.01 * call + 0.005,
+                    "latency_s": 0.005,
+                    "prompt_tokens": 3,
+                    "completion_tokens": 1,
+                }
+            )
+    out = tmp_path / "wide.html"
+    out.write_text(
+        render_report(
+            {"run_id": "w", "workflow": "wide", "question": "q", "events": events, "result": None}
+        )
+    )
+    pw, browser = await _browser()
+    try:
+        page = await (await browser.new_context(offline=True)).new_page()
+        await page.goto(out.as_uri())
+        await page.wait_for_selector("body[data-done='1']")
+        lanes = await page.eval_on_selector_all(
+            ".lane[data-agent]", "els => els.map(e => e.dataset.agent)"
+        )
+        assert len(lanes) == 24 and all(int(name[1:]) % 3 == 0 for name in lanes)  # the busiest
+        assert await page.get_attribute(".lane.summary", "data-more") == str(256 - 24)
     finally:
         await browser.close()
         await pw.stop()

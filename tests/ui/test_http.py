@@ -94,12 +94,24 @@ def test_the_report_is_self_contained(tmp_path, sep: str) -> None:
     out = tmp_path / "run.html"
     got = CliRunner().invoke(
         main,
-        ["run", "examples/debate.yaml", "--backend", "sim", "-i", f"What is 12*7? {sep}",
-         "--report", str(out), "--state", str(tmp_path / "run.db")],
+        [
+            "run",
+            "examples/debate.yaml",
+            "--backend",
+            "sim",
+            "-i",
+            f"What is 12*7? {sep}",
+            "--report",
+            str(out),
+            "--state",
+            str(tmp_path / "run.db"),
+        ],
     )
     assert got.exit_code == 0, got.output
     html = out.read_text()
     assert not re.search(r"""(src|href)=["']?https?:""", html)
-    data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)[1])
+    found = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)
+    assert found is not None
+    data = json.loads(found[1])
     assert data[0]["result"]["answer"] in got.output
     assert sqlite3.connect(tmp_path / "run.db").execute("select 1").fetchone() == (1,)
