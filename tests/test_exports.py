@@ -62,7 +62,7 @@ EXPECTED_ALL = {
     """,
     "concilium.graphs.patterns": """
         Respondent debate round_table recalibrate top_groups chateval parse_scores
-        cross_review readers confidence self_consistency
+        cross_review readers confidence leap overlap route self_consistency
         adaptive_consistency beta_confidence should_stop semantic_entropy cluster_entropy
         confidence_consistency agent_forest bleu_similarity most_similar best_of_n
         knockout universal_self_consistency parse_score parse_winner parse_consistent_index

@@ -24,6 +24,7 @@ from ._chateval import chateval, parse_scores
 from ._citations import CitedSource, CitedText, describe_location, resolve_citations
 from ._cross_review import confidence, cross_review, readers
 from ._debate import debate
+from ._leap import leap, overlap, route
 from ._manager_worker import (
     Plan,
     Subtask,
@@ -57,6 +58,9 @@ __all__ = [
     "cross_review",
     "readers",
     "confidence",
+    "leap",
+    "overlap",
+    "route",
     # sampling and voting
     "self_consistency",
     "adaptive_consistency",
