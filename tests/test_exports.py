@@ -71,7 +71,8 @@ EXPECTED_ALL = {
         parse_decision JsonPlan search_decomposition parse_queries fuse_hits
         skeleton_of_thought outline_points tree_of_thoughts
         judgement_value graph_of_thoughts Operation sort_errors
-        resolve_citations CitedText CitedSource describe_location
+        resolve_citations CitedText CitedSource describe_location research parse_subquestions
+        NO_EVIDENCE
     """,
     "concilium.graphs.workflows": """
         Workflow load_workflow parse_workflow build_workflow WorkflowSpec ModelEntry

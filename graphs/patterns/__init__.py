@@ -36,6 +36,7 @@ from ._manager_worker import (
 from ._mixture import mixture_of_agents, parse_selection
 from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute
 from ._react import react
+from ._research import NO_EVIDENCE, parse_subquestions, research
 from ._round_table import recalibrate, round_table, top_groups
 from ._search_decomposition import fuse_hits, parse_queries, search_decomposition
 from ._self_consistency import self_consistency
@@ -111,4 +112,7 @@ __all__ = [
     "CitedText",
     "CitedSource",
     "describe_location",
+    "research",
+    "parse_subquestions",
+    "NO_EVIDENCE",
 ]
