@@ -757,5 +757,9 @@ from ._cli_tasks import tasks as _tasks  # noqa: E402  (registered after the gro
 
 main.add_command(_tasks)
 
+from ._cli_mcp import serve_mcp as _serve_mcp  # noqa: E402  (registered after the group exists)
+
+serve.add_command(_serve_mcp)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -23,6 +23,7 @@ from ._cluster import (
 )
 from ._engine import LocalEngine, local_engine
 from ._engine_install import ENGINE_MODEL, EngineHome, engine_pins, install_engine
+from ._mcp_server import create_mcp_server, mcp_http_app, mcp_result
 from ._process import ManagedProcess
 from ._sim import SimApp
 from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
@@ -59,6 +60,10 @@ __all__ = [
     # workflows as OpenAI-compatible models
     "create_app",
     "check_bind",
+    # workflows as MCP tools (concilium serve mcp)
+    "create_mcp_server",
+    "mcp_http_app",
+    "mcp_result",
     # the embedded engine: installing it
     "EngineHome",
     "install_engine",

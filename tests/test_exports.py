@@ -85,7 +85,7 @@ EXPECTED_ALL = {
         SimServer SimConfig Latency Rule Statistical Faults SimApp SimulatedModel
         serve_forever start_app ManagedProcess ClusterSpec Deployment Family FAMILIES
         family_of plan_replicas pool_config vllm_command launch_cluster load_cluster_spec
-        Backend create_app check_bind EngineHome install_engine engine_pins ENGINE_MODEL
+        Backend create_app check_bind create_mcp_server mcp_http_app mcp_result EngineHome install_engine engine_pins ENGINE_MODEL
         LocalEngine local_engine
     """,
     "concilium.tools": """
