@@ -417,6 +417,7 @@ def serve_local(replicas: int, port: int, deadline: float) -> None:
     "--otlp-endpoint",
     help="Send spans to this OTLP/HTTP collector (or set OTEL_EXPORTER_OTLP_ENDPOINT).",
 )
+@click.option("--ui", "with_ui", is_flag=True, help="Also serve the web UI at /ui/.")
 @_guard
 def serve_api(
     workflows: tuple[str, ...],
@@ -426,6 +427,7 @@ def serve_api(
     api_key: str | None,
     max_body: int,
     otlp_endpoint: str | None,
+    with_ui: bool = False,
 ) -> None:
     """Serve WORKFLOWS as OpenAI-compatible models (one model per workflow)."""
     from concilium.serving import check_bind
@@ -437,7 +439,7 @@ def serve_api(
 
         provider = configure_tracing(otlp_endpoint=otlp_endpoint)
     try:
-        asyncio.run(_serve_api(workflows, backend, host, port, api_key, max_body))
+        asyncio.run(_serve_api(workflows, backend, host, port, api_key, max_body, with_ui))
     finally:
         if provider is not None:
             provider.shutdown()  # flush the spans still batched
@@ -450,6 +452,7 @@ async def _serve_api(
     port: int,
     api_key: str | None,
     max_body: int,
+    with_ui: bool = False,
 ) -> None:
     import socket
 
@@ -480,6 +483,10 @@ async def _serve_api(
             ) from None
         bound_port = sock.getsockname()[1]
         app = create_app(loaded, api_key=api_key, bind=(host, bound_port), max_body=max_body)
+        if with_ui:  # the UI starts its own runs of the same files on the same backend
+            from concilium.ui import add_ui
+
+            add_ui(app, backend=backend, workflow_dirs=paths, prefix="/ui", api_key=api_key)
         shown = f"[{host}]" if ":" in host else host
         ready = f"serving {sorted(loaded)} at http://{shown}:{bound_port}/v1"
 

@@ -115,3 +115,32 @@ def test_the_report_is_self_contained(tmp_path, sep: str) -> None:
     data = json.loads(found[1])
     assert data[0]["result"]["answer"] in got.output
     assert sqlite3.connect(tmp_path / "run.db").execute("select 1").fetchone() == (1,)
+
+
+async def test_serve_api_with_ui_serves_the_pages_beside_the_openai_endpoints() -> None:
+    import sys
+
+    from concilium.serving import ManagedProcess
+
+    argv = [sys.executable, "-P", "-m", "concilium", "serve", "api", "examples/debate.yaml",
+            "--backend", "sim", "--port", "0", "--ui"]  # fmt: skip
+    proc = await ManagedProcess(
+        "concilium serve api --ui", argv, ready_pattern=r"at (?P<url>http://\S+)/v1",
+        health_url="{url}/health", deadline=60,
+    ).start()  # fmt: skip
+    try:
+        assert proc.url is not None
+        base = proc.url
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/ui/") as reply:
+                assert reply.status == 200 and 'value="debate"' in await reply.text()
+            body = {"model": "debate", "messages": [{"role": "user", "content": "What is 12 * 7?"}]}
+            async with session.post(f"{base}/v1/chat/completions", json=body) as reply:
+                assert reply.status == 200
+                done = await reply.json()
+            assert done["choices"][0]["message"]["content"] == done["concilium"]["answer"]
+            run_id = await _start(session, f"{base}/ui", "What is 12 * 7?")
+            events = await _events(session, f"{base}/ui", run_id)
+            assert events[-1][0] == "result"
+    finally:
+        await proc.stop()
