@@ -324,21 +324,23 @@ def serve_sim(
     seed: int | None,
 ) -> None:
     """Run the simulated OpenAI/vLLM server (a test double, not a model)."""
-    import yaml
     from pydantic import ValidationError
 
     from concilium._errors import UserError
+    from concilium.graphs.workflows import load_yaml
     from concilium.serving import SimConfig, serve_forever
 
     raw: dict[str, Any] = {}
     try:
-        if config_file:
-            raw = yaml.safe_load(Path(config_file).read_text()) or {}
+        if config_file:  # bounded like a workflow file: an alias bomb is an error, not 6 GB
+            raw = load_yaml(Path(config_file).read_text(), config_file)[0] or {}
         elif config_json:
             raw = json.loads(config_json)
         config = SimConfig.model_validate(raw)
-    except (ValidationError, ValueError, yaml.YAMLError) as exc:
+    except (ValidationError, ValueError) as exc:
         raise UserError(f"invalid simulated-server config: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"{config_file}: cannot read it: {exc.strerror or exc}") from None
     if latency is not None:
         config.latency.fixed = latency
     if accuracy is not None:

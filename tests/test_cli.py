@@ -146,3 +146,30 @@ def test_max_tool_calls_in_the_workflow_files_budget(tmp_path: Path) -> None:
     bad.write_text(text + "\nbudget:\n  max_tool_calls: 0\n")
     out = cli("validate", str(bad))
     assert out.returncode == 2 and "max_tool_calls" in out.stderr
+
+
+def _alias_bomb(path: Path) -> Path:
+    lines = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{', '.join(['*' + prev] * 10)}]")  # 10**9 values
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("command", [["serve", "sim"], ["serve", "vllm"]])
+def test_a_server_config_file_with_an_alias_bomb_is_a_clear_error(
+    tmp_path: Path, command: list[str]
+) -> None:
+    bomb = _alias_bomb(tmp_path / "bomb.yaml")
+    out = cli(*command, "--config", str(bomb))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{bomb}:" in out.stderr and "alias" in out.stderr
+
+
+def test_a_cluster_config_file_still_loads(tmp_path: Path) -> None:
+    from concilium.serving import load_cluster_spec
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text("models:\n  - name: gemma\n    model: google/gemma-3-270m\ndeadline: 60\n")
+    spec = load_cluster_spec(path)
+    assert spec.deadline == 60 and spec.models[0].model == "google/gemma-3-270m"
