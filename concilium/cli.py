@@ -85,6 +85,10 @@ async def _run_workflow(
 
     workflow = load_workflow(path)
     budget = options.pop("budget") or workflow.budget
+    if options.pop("count_samples", False) and budget is not None:
+        from dataclasses import replace
+
+        budget = replace(budget, count_samples=True)
     async with backend.bind([workflow], log=_echo_err) as (wf,):
         try:
             # the file's spec, not the bound graph: a resume on another backend still fits
@@ -148,6 +152,11 @@ def _otlp_env() -> bool:
     "--max-tool-calls", type=click.IntRange(min=1), help="Budget: at most this many tool calls."
 )
 @click.option(
+    "--count-samples",
+    is_flag=True,
+    help="Budget: --max-calls (or the file's max_calls) counts samples: an n=64 request is 64.",
+)
+@click.option(
     "--deadline",
     type=click.FloatRange(min=0, min_open=True, max=10**7),
     help="Stop the run after this many seconds.",
@@ -170,6 +179,7 @@ def run(
     max_calls: int | None,
     max_tokens: int | None,
     max_tool_calls: int | None,
+    count_samples: bool,
     deadline: float | None,
     report: str | None,
 ) -> None:
@@ -188,9 +198,10 @@ def run(
 
         provider = configure_tracing(trace, otlp_endpoint=otlp_endpoint)
     limits = (max_calls, max_tokens, max_tool_calls)
-    budget = Budget(*limits) if any(limits) else None
+    budget = Budget(*limits, count_samples=count_samples) if any(limits) else None
     options = {
         "budget": budget,
+        "count_samples": count_samples,
         "state_path": state,
         "run_id": run_id,
         "resume": resume,
@@ -754,6 +765,21 @@ def bench_faults(json_file: str | None, runs: int, latency: float) -> None:
     faults.main(runs=runs, latency=latency, json_file=json_file)
 
 
+@bench.command("eval")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--items", default=200, show_default=True, type=click.IntRange(min=1), help="Items to evaluate."
+)
+@_guard
+def bench_eval(json_file: str | None, items: int) -> None:
+    """Items/s of concilium eval as a fraction of a capacity-limited server's, vs a loop and all at once."""
+    from concilium.bench import eval as eval_bench
+
+    eval_bench.main(items=items, json_file=json_file)
+
+
 from ._cli_ui import ui as _ui  # noqa: E402  (the command module imports this one)
 
 main.add_command(_ui)
@@ -769,6 +795,10 @@ main.add_command(_tasks)
 from ._cli_mcp import serve_mcp as _serve_mcp  # noqa: E402  (registered after the group exists)
 
 serve.add_command(_serve_mcp)
+
+from ._cli_research import research_command  # noqa: E402  (registered after the group exists)
+
+main.add_command(research_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
