@@ -75,3 +75,16 @@ def test_bench_cluster_reports_throughput_ratios_and_hit_rates(tmp_path: Path) -
     assert [r["replicas"] for r in figures["throughput"]] == [1, 2, 4]
     assert sorted(figures["prefix_cache"]) == ["affinity", "round_robin"]
     assert sum(figures["prefix_cache"]["affinity"]["requests_per_replica"]) == 128
+
+
+def test_bench_eval_runs_all_three_modes(tmp_path: Path) -> None:
+    out = bench("eval", "--items", "12", "--json", str(tmp_path / "e.json"))
+    assert out.returncode == 0, out.stderr
+    figures = json.loads((tmp_path / "e.json").read_text())
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == figures
+    modes = {row["mode"]: row for row in figures["modes"]}
+    assert list(modes) == ["runner", "sequential", "all_at_once"]
+    assert all(row["items"] == 12 and row["failed"] == 0 for row in modes.values())
+    assert all(row["requests"] == 4 * row["items"] for row in modes.values())  # 4 samples each
+    assert modes["sequential"]["max_in_flight"] <= 4 < modes["all_at_once"]["max_in_flight"]
+    assert "| runner |" in out.stdout and "| all_at_once |" in out.stdout
