@@ -68,8 +68,10 @@ async def _execute(live: _LiveRun, path: Path, backend: Any, history: RunHistory
         live.record["run_id"] = live.record["run_id"]  # the UI's id, not the runtime's
         if history is not None:
             history.save(live.record)
-    except Exception as exc:  # shown on the page; the server keeps serving
-        live.error = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # shown on the page and kept in History; the server keeps serving
+        live.error = live.record["error"] = f"{type(exc).__name__}: {exc}"
+        if history is not None:
+            history.save(live.record)
     finally:
         live.done = True
         live.changed.set()
@@ -175,7 +177,7 @@ def add_ui(
     )
     async def view(run_id: str) -> HTMLResponse:
         rec = record_of(run_id)
-        running = run_id in live and rec.get("result") is None
+        running = run_id in live and not live[run_id].done
         shown = {**rec, "events": []} if running else rec
         title = f"{rec['workflow']}: run {run_id}"
         return page(render_page("view", title, prefix=prefix, records=[shown], live=running))

@@ -32,6 +32,7 @@ class RunSummary:
     question: str
     started: float
     answer: str | None
+    error: str | None = None
 
 
 class RunHistory:
@@ -40,8 +41,16 @@ class RunHistory:
     Example:
         >>> import tempfile, os
         >>> h = RunHistory(os.path.join(tempfile.mkdtemp(), "run.db"))
-        >>> h.save({"run_id": "r1", "workflow": "debate", "question": "q", "started": 1.0,
-        ...         "events": [], "result": {"answer": "84"}})
+        >>> h.save(
+        ...     {
+        ...         "run_id": "r1",
+        ...         "workflow": "debate",
+        ...         "question": "q",
+        ...         "started": 1.0,
+        ...         "events": [],
+        ...         "result": {"answer": "84"},
+        ...     }
+        ... )
         >>> [r.answer for r in h.list()], h.get("r1")["question"]
         (['84'], 'q')
     """
@@ -79,7 +88,8 @@ class RunHistory:
         db = self._connect()
         try:
             rows = db.execute(
-                "SELECT run_id, workflow, question, started, answer FROM ui_runs "
+                "SELECT run_id, workflow, question, started, answer,"
+                " json_extract(record, '$.error') FROM ui_runs "
                 "ORDER BY started DESC"
             ).fetchall()
         finally:

@@ -41,8 +41,9 @@ def render_report(record: dict[str, Any]) -> str:
     """A finished run as one HTML file: styles, script and the run's data inline.
 
     Example:
-        >>> html = render_report({"run_id": "r", "workflow": "debate", "question": "q",
-        ...                       "events": [], "result": None})
+        >>> html = render_report(
+        ...     {"run_id": "r", "workflow": "debate", "question": "q", "events": [], "result": None}
+        ... )
         >>> "<script" in html and "http" not in html.split("<body>")[1]
         True
     """

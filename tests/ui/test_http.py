@@ -144,3 +144,35 @@ async def test_serve_api_with_ui_serves_the_pages_beside_the_openai_endpoints() 
             assert events[-1][0] == "result"
     finally:
         await proc.stop()
+
+
+async def test_a_failed_run_is_kept_in_history_with_its_error(tmp_path) -> None:
+    import socket
+
+    import httpx
+
+    from concilium.serving import Backend, create_app
+    from concilium.ui import RunHistory, add_ui
+
+    with socket.socket() as closed:  # a port nobody listens on: every call fails
+        closed.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    app = add_ui(
+        create_app({}, bind=("127.0.0.1", 8090)),
+        backend=Backend.parse(dead),
+        state=tmp_path / "run.db",
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8090") as client:
+        reply = await client.post("/runs", data={"workflow": "debate", "question": "What is 2+2?"})
+        assert reply.status_code == 303, reply.text
+        run_id = reply.headers["location"].rsplit("/", 1)[1]
+        stream = (await client.get(f"/runs/{run_id}/events", timeout=120)).text
+        assert "event: failed" in stream
+        [row] = RunHistory(tmp_path / "run.db").list()
+        assert row.run_id == run_id and row.answer is None and row.error
+        assert row.error in json.loads(stream.split("event: failed\ndata: ")[1].split("\n")[0])
+        history = (await client.get("/history")).text
+        assert "failed: " in history and run_id in history
+        page = (await client.get(f"/runs/{run_id}")).text
+        assert 'class="error"' in page
