@@ -173,3 +173,25 @@ def test_a_cluster_config_file_still_loads(tmp_path: Path) -> None:
     path.write_text("models:\n  - name: gemma\n    model: google/gemma-3-270m\ndeadline: 60\n")
     spec = load_cluster_spec(path)
     assert spec.deadline == 60 and spec.models[0].model == "google/gemma-3-270m"
+
+
+def test_count_samples_makes_max_calls_count_each_sample() -> None:
+    # the example's eight samples are one n=8 request: one call, or eight samples
+    args = ("run", "examples/self_consistency.yaml", "-b", "sim", "-i", "q", "--max-calls", "4")
+    plain = cli(*args, "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["calls"] == 1
+    counted = cli(*args, "--count-samples")
+    assert counted.returncode == 1 and "Traceback" not in counted.stderr
+    assert "budget exceeded" in counted.stderr and "calls" in counted.stderr
+
+
+def test_count_samples_in_the_workflow_files_budget(tmp_path: Path) -> None:
+    text = (ROOT / "examples/self_consistency.yaml").read_text()
+    path = tmp_path / "counted.yaml"
+    path.write_text(text + "\nbudget: {max_calls: 4, count_samples: true}\n")
+    out = cli("run", str(path), "-b", "sim", "-i", "q")
+    assert out.returncode == 1 and "budget exceeded" in out.stderr
+    path.write_text(text + "\nbudget: {max_calls: 8, count_samples: true}\n")
+    out = cli("run", str(path), "-b", "sim", "-i", "q", "--json")
+    assert out.returncode == 0, out.stderr

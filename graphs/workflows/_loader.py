@@ -201,7 +201,12 @@ def build_workflow(
         spec.workflow, ("workflow",), spec.name
     )
     budget = (
-        Budget(spec.budget.max_calls, spec.budget.max_tokens, spec.budget.max_tool_calls)
+        Budget(
+            spec.budget.max_calls,
+            spec.budget.max_tokens,
+            spec.budget.max_tool_calls,
+            count_samples=spec.budget.count_samples,
+        )
         if spec.budget
         else None
     )

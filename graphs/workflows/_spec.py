@@ -124,6 +124,9 @@ class BudgetSpec(Strict):
     max_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_tool_calls: int | None = Field(default=None, ge=1)
+    count_samples: bool = Field(
+        default=False, description="max_calls counts samples: an n=64 request is 64 calls"
+    )
 
 
 class WorkflowSpec(Strict):
