@@ -92,6 +92,7 @@ EXPECTED_ALL = {
         Tool ToolRegistry ToolError builtin_tools calculator CALCULATOR DocumentSearch
         EvidenceStore Hit RefreshReport Embedder default_index_path openai_embedder
         Passage IngestReport ingest_folder write_corpus CorpusManifest CorpusQuestion
+        McpServer mcp_tools
         PlanParser PlanError Task Ref parse_plan parse_json_plan parse_arguments resolve
         END_OF_PLAN JOIN evaluate find_expression format_number NotArithmetic
     """,

@@ -14,6 +14,7 @@ from ._corpus import CorpusManifest, CorpusQuestion, write_corpus
 from ._embeddings import openai_embedder
 from ._evidence import Embedder, EvidenceStore, Hit, RefreshReport, default_index_path
 from ._ingest import IngestReport, Passage, ingest_folder
+from ._mcp_client import McpServer, mcp_tools
 from ._plan import (
     END_OF_PLAN,
     JOIN,
@@ -50,6 +51,9 @@ __all__ = [
     "write_corpus",
     "CorpusManifest",
     "CorpusQuestion",
+    # tools of MCP servers named in a workflow file
+    "McpServer",
+    "mcp_tools",
     # plans
     "PlanParser",
     "PlanError",

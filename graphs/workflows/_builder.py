@@ -25,9 +25,9 @@ from concilium.graphs import (
     registered_pattern,
 )
 from concilium.prompts import PromptLibrary
-from concilium.tools import ToolRegistry, builtin_tools
+from concilium.tools import McpServer, ToolRegistry, builtin_tools, mcp_tools
 
-from ._spec import AgentEntry, ModelEntry
+from ._spec import AgentEntry, McpServerEntry, ModelEntry
 
 Loc = tuple[Any, ...]
 Fail = Callable[[str, Loc], WorkflowError]
@@ -99,12 +99,30 @@ def document_folder(documents: str, base: Path, fail: Fail) -> Path:
 
 
 def tools_for(
-    documents: str | None, base: Path, given: ToolRegistry | None, fail: Fail
+    documents: str | None,
+    base: Path,
+    given: ToolRegistry | None,
+    fail: Fail,
+    mcp: Mapping[str, McpServerEntry] | None = None,
 ) -> ToolRegistry:
-    """The built-in tools (search only with a documents folder), then the caller's."""
+    """The built-in tools (search only with a documents folder), the tools of the
+    file's MCP servers, then the caller's."""
     folder = document_folder(documents, base, fail) if documents else None
     try:
         registry = builtin_tools(folder)
+        for server_name, entry in (mcp or {}).items():
+            server = McpServer(
+                command=entry.command or (),
+                args=entry.args,
+                url=entry.url,
+                cwd=str(base.resolve()),
+                timeout=entry.timeout,
+            )
+            try:
+                for tool in mcp_tools(server_name, server):
+                    registry.add(tool)
+            except UserError as exc:
+                raise fail(str(exc), ("tools", "mcp", server_name)) from None
         if given is not None:
             for name in given.names():
                 registry.add(given.get(name))

@@ -196,7 +196,13 @@ def build_workflow(
         name: agent_from_entry(name, entry, models, prompts, fail)
         for name, entry in spec.agents.items()
     }
-    registry = tools_for(spec.tools.documents if spec.tools else None, base, tools, fail)
+    registry = tools_for(
+        spec.tools.documents if spec.tools else None,
+        base,
+        tools,
+        fail,
+        mcp=spec.tools.mcp if spec.tools else None,
+    )
     graph = PatternBuilder(agents, prompts, fail, registry).pattern(
         spec.workflow, ("workflow",), spec.name
     )

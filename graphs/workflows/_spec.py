@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from concilium.agents import SimConfig
 from concilium.graphs import AnyPatternSpec, pattern_specs
@@ -109,8 +109,33 @@ class AgentEntry(Strict):
     )
 
 
+class McpServerEntry(Strict):
+    """An MCP server whose tools the workflow may name: a command (stdio) or a URL."""
+
+    command: list[str] | None = Field(
+        default=None, min_length=1, description="program and arguments, run over stdio"
+    )
+    args: list[str] = Field(default_factory=list[str], description="more arguments")
+    url: str | None = Field(
+        default=None, pattern=r"^https?://", description="a streamable HTTP endpoint (/mcp)"
+    )
+    timeout: float = Field(default=60.0, gt=0, le=3_600, description="seconds per tool call")
+
+    @model_validator(mode="after")
+    def _one_place(self) -> McpServerEntry:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give an MCP server either command: [program, ...] or url:, not both")
+        return self
+
+
 class ToolsSpec(Strict):
     """Tools a workflow can name: the calculator always, search over a document folder."""
+
+    mcp: dict[str, McpServerEntry] | None = Field(
+        default=None,
+        description="MCP servers by name; their tools join the workflow's (the command comes "
+        "from this file only)",
+    )
 
     documents: str | None = Field(
         default=None,
