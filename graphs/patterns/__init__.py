@@ -34,6 +34,7 @@ from ._manager_worker import (
     split_query,
 )
 from ._mixture import mixture_of_agents, parse_selection
+from ._overlapped_tools import overlapped_tools
 from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute
 from ._react import react
 from ._research import NO_EVIDENCE, parse_subquestions, research
@@ -94,6 +95,7 @@ __all__ = [
     # tools
     "plan_and_execute",
     "react",
+    "overlapped_tools",
     "parse_decision",
     "JsonPlan",
     "search_decomposition",

@@ -1,0 +1,50 @@
+"""Overlapped tool calls over real HTTP: a call the model writes starts while its
+reply is still streaming, and the result is spliced back in for the next round."""
+
+from __future__ import annotations
+
+from concilium.agents import Agent
+from concilium.graphs import run
+from concilium.graphs.patterns import overlapped_tools
+from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.tools import ToolRegistry
+
+FIRST = (
+    '[CALL] c1 [HEAD] lookup("lighthouse") [END] While that runs, I note the question asks '
+    "for a year and the tower height is not needed for the answer at all here. [TRAP][END]"
+)
+
+
+async def test_the_tool_starts_before_the_stream_ends_and_its_result_comes_back() -> None:
+    rules = [
+        Rule(
+            agent="a",
+            match=r"\[INTR\] c1 \[HEAD\] lighthouse: built in 1874",
+            replies=["\\boxed{1874}"],
+        ),
+        Rule(agent="a", replies=[FIRST]),
+    ]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=1.5))) as sim:
+        in_flight_at_start: list[int] = []
+        registry = ToolRegistry()
+
+        @registry.tool
+        async def lookup(topic: str) -> str:
+            """Look a topic up."""
+            stats = await sim.stats()  # is the model's streamed reply still open?
+            in_flight_at_start.append(stats["in_flight"])
+            return f"{topic}: built in 1874"
+
+        graph = overlapped_tools(Agent("a", sim.spec()), registry)
+        result = await run(graph, "When was the lighthouse built?")
+        received = await sim.requests()
+        stats = await sim.stats()
+    assert in_flight_at_start == [1]  # the stream was still open when the tool ran
+    (call,) = result.details["calls"]
+    assert call["dispatched_at_char"] < call["stream_chars"]  # dispatched mid-stream
+    assert len(received) == 2 and received[0]["body"]["stop"] == ["[TRAP][END]"]
+    assert received[0]["body"].get("stream") and stats["requests"] == 2
+    last = received[1]["body"]["messages"]
+    assert last[-2]["role"] == "assistant" and last[-2]["content"].startswith("[CALL] c1")
+    assert "[INTR] c1 [HEAD] lighthouse: built in 1874 [END]" in last[-1]["content"]
+    assert result.answer == "1874" and result.details["rounds"] == 2
