@@ -79,6 +79,8 @@ async def test_a_cited_verified_report_from_concurrent_researchers(store: Eviden
     assert ceo["text"] == "Maren Solberg is the chief executive." and ceo["passages"] == [
         "handbook.md#L3-4"
     ]
+    checks = [r["body"] for r in received if r["agent"] == "checker"]
+    assert all(b["logprobs"] is True and b["max_tokens"] == 1 for b in checks)  # P(yes) from tokens
     verdicts = details["verdicts"]
     assert len(verdicts) == 3 and [v["supported"] for v in verdicts] == [True, True, False]
     assert details["supported_rate"] == pytest.approx(2 / 3)
