@@ -124,3 +124,21 @@ async def test_cli_refuses_an_open_address_without_a_key() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert b"api-key" in err
+
+
+async def test_the_research_assistant_is_a_tool_that_returns_its_cited_report() -> None:
+    research = str(REPO / "examples" / "research_assistant.yaml")
+    params = StdioServerParameters(
+        command=SERVE[0], args=[*SERVE[1:6], DEBATE, research, *SERVE[7:]], cwd=str(REPO)
+    )
+    async with Client(params, read_timeout_seconds=120) as client:
+        names = sorted(tool.name for tool in (await client.list_tools()).tools)
+        assert names == ["debate", "research_assistant"]
+        result = await client.call_tool(
+            "research_assistant", {"question": "What was the revenue for 2025?"}
+        )
+    assert not result.is_error
+    report = result.content[0].text  # type: ignore[union-attr]
+    assert report.startswith("# ") and "## Sources" in report and "[1]" in report
+    assert result.structured_content is not None
+    assert result.structured_content["answer"] == report
