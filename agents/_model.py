@@ -70,15 +70,15 @@ class ModelSpec:
             ``"direct"``, ``"litellm"``, or a ``Transport`` object (test doubles).
         timeout: seconds for one request, whole (120 s: generous, since a long
             generation on a CPU server legitimately takes minutes).
-        ttft_timeout: seconds to wait for the server's first byte, and, when
-            streaming, for each next event. This is what catches a hung server in
-            seconds instead of waiting out ``timeout``. 30 s by default: a local
-            server sends a streamed reply's first event after prefill (well under a
-            second on a GPU, a few seconds on the embedded CPU engine, which takes
-            ~3-6 s for a whole 64-token answer). A server sends a whole
-            (non-streamed) reply only when it is complete, so for those calls this
-            also bounds the generation: raise it for long answers on slow hardware.
-            The direct transport honours it; litellm gets only ``timeout``.
+        ttft_timeout: for a streamed call, seconds to wait for its first event and
+            then for each next one: what catches a hung server in seconds instead of
+            waiting out ``timeout``. 30 s by default: a local server sends a streamed
+            reply's first event after prefill (well under a second on a GPU, a few
+            seconds on the embedded CPU engine). A non-streamed reply's first byte
+            comes only when it is complete, so ``ttft_timeout`` does not apply there
+            (it would cap the generation): ``timeout`` bounds those calls, and
+            ``hedge_after`` can race a hung one. The direct transport honours it;
+            litellm gets only ``timeout``.
         connect_timeout: seconds to open a connection (5 s: a local or LAN server
             connects in milliseconds, so 5 s means it is down).
         routing: how calls pick a replica: ``"least_loaded"`` (fewest in flight),

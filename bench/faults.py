@@ -4,9 +4,9 @@ cost in requests and in tail time?
 ``runs`` small debates (3 agents, 3 rounds: 9 calls, 3 rounds one after another)
 run one after another against one simulated server in its own process, which
 answers 5% of requests with 503, 2% with 429 and leaves 1% hanging (seeded).
-Calls retry with the default ``RetryPolicy``; the model's ``ttft_timeout`` is
-``hang_factor`` x the call latency, so a hung request is given up after a few
-call latencies. Reported, with the issue's goals:
+Calls retry with the default ``RetryPolicy``; the calls are not streamed, so the
+model's whole-request ``timeout`` is what gives up a hung one: it is ``hang_factor``
+x the call latency, a few call latencies. Reported, with the issue's goals:
 
 * completed runs (goal: all of them);
 * requests the server received over the minimum, one request per call made
@@ -44,7 +44,7 @@ async def _runs(runs: int, latency: float, hang_factor: float) -> dict[str, Any]
     failures: list[str] = []
     calls = 0
     async with SimServer(config, process=True) as sim:
-        spec = sim.spec(ttft_timeout=hang_factor * latency)
+        spec = sim.spec(timeout=hang_factor * latency)
         team = [Agent(f"a{i}", spec, max_tokens=32) for i in range(3)]
         graph = debate(team, rounds=3)
         for i in range(runs):
@@ -78,7 +78,7 @@ async def _runs(runs: int, latency: float, hang_factor: float) -> dict[str, Any]
         "slowest_run_s": round(max(seconds, default=0.0), 3),
         "slowest_over_median": round(max(seconds) / median, 2) if median else None,
         "latency_s": latency,
-        "ttft_timeout_s": round(hang_factor * latency, 3),
+        "timeout_s": round(hang_factor * latency, 3),
         "failures": failures[:5],
     }
 
@@ -93,7 +93,7 @@ def main(
     f = asyncio.run(_runs(runs, latency, hang_factor))
     print(
         f"{runs} debates (3 agents x 3 rounds) under 5% 503 + 2% 429 + 1% hangs; "
-        f"{latency * 1000:.0f} ms per call, ttft_timeout {f['ttft_timeout_s']} s (simulated server)"
+        f"{latency * 1000:.0f} ms per call, timeout {f['timeout_s']} s (simulated server)"
     )
     print("| measure | value | goal |\n| --- | --- | --- |")
     print(f"| completed runs | {f['completed']}/{f['runs']} | all |")

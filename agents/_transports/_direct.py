@@ -108,7 +108,9 @@ class DirectTransport:
                 timeout=aiohttp.ClientTimeout(
                     total=spec.timeout,
                     sock_connect=spec.connect_timeout,
-                    sock_read=spec.ttft_timeout,  # the first byte, then each next read
+                    # a stream: its first event, then each next one. A whole reply's first
+                    # byte is its last, so there only the whole-request timeout applies
+                    sock_read=spec.ttft_timeout if on_text is not None else None,
                 ),
             ) as resp:
                 if resp.status >= 400:
@@ -153,9 +155,8 @@ def timeout_error(spec: ModelSpec, api_base: str, exc: TimeoutError) -> ModelCal
         what, failed = f"no connection within {spec.connect_timeout:g} s (connect_timeout)", True
     elif isinstance(exc, aiohttp.SocketTimeoutError):
         what, failed = (
-            f"the server sent nothing for {spec.ttft_timeout:g} s (ttft_timeout): it may "
-            "be hung or overloaded; raise ttft_timeout for long unstreamed answers on "
-            "slow hardware",
+            f"the stream sent nothing for {spec.ttft_timeout:g} s (ttft_timeout): the "
+            "server may be hung or overloaded",
             False,
         )
     else:

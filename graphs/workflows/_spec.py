@@ -50,8 +50,9 @@ class ModelEntry(Strict):
         default=30.0,
         gt=0,
         le=86_400,
-        description="seconds to the server's first byte (a whole reply's first byte comes "
-        "when it is complete), and between streamed events: what catches a hung server",
+        description="streamed calls: seconds to the first event and between events, what "
+        "catches a hung server. Non-streamed calls: not applied (a whole reply's first byte "
+        "comes when it is complete); timeout bounds them",
     )
     connect_timeout: float = Field(
         default=5.0, gt=0, le=3_600, description="seconds to open a connection"

@@ -45,7 +45,7 @@ async def sick_and_healthy(sickness: str) -> AsyncIterator[tuple[SimServer, SimS
 
 def pool_spec(servers: tuple[SimServer, ...], **options: object) -> ModelSpec:
     return ModelSpec("hosted_vllm/concilium-sim", api_base=[s.url for s in servers],
-                     capabilities=Capabilities(n=False), ttft_timeout=0.5, **options)  # type: ignore[arg-type]  # fmt: skip
+                     capabilities=Capabilities(n=False), timeout=0.5, **options)  # type: ignore[arg-type]  # fmt: skip
 
 
 async def set_faults(server: SimServer, faults: Faults) -> None:
@@ -165,13 +165,14 @@ async def test_the_last_error_says_it_gave_up_after_all_attempts() -> None:
     assert stats["requests"] == 3
 
 
-async def test_a_hung_server_fails_at_the_first_byte_timeout_not_the_total() -> None:
+async def test_a_hung_stream_fails_at_the_first_byte_timeout_not_the_total() -> None:
     async with SimServer(SimConfig(faults=Faults(hang_rate=1.0))) as sim:
         token = use_ledger(CallLedger(retry=RetryPolicy(attempts=2)))
         started = time.monotonic()
+        spec = sim.spec(ttft_timeout=0.3, timeout=600)
         try:
             with pytest.raises(ModelCallError) as info:
-                await Agent("a", sim.spec(ttft_timeout=0.3, timeout=600)).run("hi")
+                await Agent("a", spec).run("hi", on_text=lambda _: None)
         finally:
             reset_ledger(token)
     assert "ttft_timeout" in str(info.value) and "gave up after 2 attempts" in str(info.value)
@@ -241,7 +242,7 @@ async def test_a_hedged_request_wins_over_a_hung_replica_and_the_hung_one_is_can
         # the hung replica is picked first (equal loads); without the hedge the call
         # would wait out its 30 s first-byte timeout there
         spec = ModelSpec("hosted_vllm/concilium-sim", api_base=[sick.url, healthy.url],
-                         capabilities=Capabilities(n=False), ttft_timeout=30.0, hedge_after=0.2)  # fmt: skip
+                         capabilities=Capabilities(n=False), hedge_after=0.2)  # fmt: skip
         events: list[dict[str, object]] = []
         ledger = CallLedger(budget=Budget(max_calls=2), on_event=events.append)
         token = use_ledger(ledger)
@@ -268,7 +269,7 @@ async def test_a_hedged_request_wins_over_a_hung_replica_and_the_hung_one_is_can
 async def test_no_hedge_without_budget_for_the_copy() -> None:
     async with sick_and_healthy("hang") as (sick, healthy):
         spec = ModelSpec("hosted_vllm/concilium-sim", api_base=[sick.url, healthy.url],
-                         capabilities=Capabilities(n=False), ttft_timeout=0.5, hedge_after=0.1)  # fmt: skip
+                         capabilities=Capabilities(n=False), timeout=0.5, hedge_after=0.1)  # fmt: skip
         events: list[dict[str, object]] = []
         ledger = CallLedger(budget=Budget(max_calls=1), on_event=events.append)
         token = use_ledger(ledger)
@@ -310,3 +311,16 @@ def test_a_workflow_file_sets_the_reply_size_cap_of_its_models(tmp_path: Path) -
     )
     with pytest.raises(WorkflowError, match="max_response_bytes"):
         load_workflow(path)
+
+
+async def test_a_slow_whole_reply_is_not_cut_by_the_first_byte_timeout() -> None:
+    # a non-streamed reply's first byte is its last: only timeout bounds it
+    async with SimServer(SimConfig(latency=Latency(fixed=1.0))) as sim:
+        token = use_ledger(CallLedger(retry=RetryPolicy(attempts=1)))
+        try:
+            reply = await Agent("a", sim.spec(ttft_timeout=0.2, timeout=30)).run("hi")
+            with pytest.raises(ModelCallError, match=r"within 0.3 s \(timeout\)"):
+                await Agent("b", sim.spec(ttft_timeout=30, timeout=0.3)).run("hi")
+        finally:
+            reset_ledger(token)
+    assert reply.text
