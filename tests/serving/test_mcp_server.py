@@ -142,3 +142,24 @@ async def test_the_research_assistant_is_a_tool_that_returns_its_cited_report() 
     assert report.startswith("# ") and "## Sources" in report and "[1]" in report
     assert result.structured_content is not None
     assert result.structured_content["answer"] == report
+
+
+@pytest.mark.parametrize(
+    "header, refused",
+    [(None, True), ("Bearer wrong-key-wrong-key", True), ("Bearer k" + "x" * 20, False)],
+)
+async def test_an_api_key_is_required_as_a_bearer_token(header: str | None, refused: bool) -> None:
+    import httpx
+
+    from concilium.serving import create_mcp_server, mcp_http_app
+
+    app = mcp_http_app(
+        create_mcp_server({"debate": load_workflow(DEBATE)}),
+        host="127.0.0.1",
+        api_key="k" + "x" * 20,
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    headers = {"authorization": header} if header else {}
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        reply = await http.post("/mcp", json={}, headers=headers)
+    assert (reply.status_code == 401) is refused
