@@ -38,6 +38,12 @@ __all__ = ["eval_command"]
     show_default=True,
     help="(item, method) runs in flight at once.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS|auto",
+    help="Shard items over a Ray cluster (pip install 'concilium[ray]'); needs a --backend URL.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def eval_command(
     data: str,
@@ -48,6 +54,7 @@ def eval_command(
     scorer: str | None,
     limit: int | None,
     concurrency: int,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Run each WORKFLOW on every item of DATA (.jsonl or .parquet) and compare them.
@@ -57,7 +64,8 @@ def eval_command(
     from concilium._errors import ConciliumError, UserError, escape_controls
 
     try:
-        _eval(data, workflows, settings, backend, out_dir, scorer, limit, concurrency, as_json)
+        _eval(data, workflows, settings, backend, out_dir, scorer, limit, concurrency, as_json,
+              ray_address)  # fmt: skip
     except UserError as exc:
         click.echo(f"error: {escape_controls(str(exc))}", err=True)
         sys.exit(2)
@@ -79,6 +87,7 @@ def _eval(
     limit: int | None,
     concurrency: int,
     as_json: bool,
+    ray_address: str | None = None,
 ) -> None:
     from concilium.evals import (
         build_methods,
@@ -100,11 +109,18 @@ def _eval(
         if scorer_name
         else default_scorer([r.answer for r in records], any(r.choices for r in records))
     )
-    methods = build_methods(workflows, [parse_setting(s) for s in settings])
+    sweeps = [parse_setting(s) for s in settings]
+    methods = build_methods(workflows, sweeps)
     out = Path(out_dir)
-    results = asyncio.run(
-        evaluate(records, methods, backend, out, scorer=scorer, concurrency=concurrency)
-    )
+    if ray_address:
+        from concilium.evals._ray import evaluate_on_ray
+
+        results = evaluate_on_ray(records, workflows, sweeps, backend, out, address=ray_address,
+                                  scorer=scorer, concurrency=concurrency)  # fmt: skip
+    else:
+        results = asyncio.run(
+            evaluate(records, methods, backend, out, scorer=scorer, concurrency=concurrency)
+        )
     by_id = {r.id: r for r in records}
 
     def predicate(row: dict[str, object]) -> object:
