@@ -1,4 +1,4 @@
-"""``concilium ui``: the local web UI (Run and History pages)."""
+"""``concilium ui``: the local web UI (Run, History and Evaluation pages)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ def _backend(ctx: click.Context, param: click.Parameter, value: str | None) -> A
     type=click.Path(exists=True),
     help="A workflow file or folder to offer (repeatable).",
 )
+@click.option(
+    "--evals",
+    "eval_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A concilium eval output folder, or a folder of them (repeatable): the Evaluation page.",
+)
 def ui(
     backend: Any,
     state: str | None,
@@ -61,6 +68,7 @@ def ui(
     port: int,
     api_key: str | None,
     workflow_dirs: tuple[str, ...],
+    eval_dirs: tuple[str, ...] = (),
 ) -> None:
     """Watch runs in a browser: start a workflow, see its agents live, read past runs."""
     from concilium._errors import UserError
@@ -68,7 +76,7 @@ def ui(
 
     try:
         check_bind(host, api_key)
-        asyncio.run(_serve(backend, state, host, port, api_key, workflow_dirs))
+        asyncio.run(_serve(backend, state, host, port, api_key, workflow_dirs, eval_dirs))
     except UserError as exc:
         raise click.UsageError(str(exc)) from None
     except KeyboardInterrupt:
@@ -82,6 +90,7 @@ async def _serve(
     port: int,
     api_key: str | None,
     dirs: tuple[str, ...],
+    eval_dirs: tuple[str, ...] = (),
 ) -> None:
     import uvicorn
 
@@ -104,6 +113,7 @@ async def _serve(
         state=state,
         workflow_dirs=dirs,
         api_key=api_key,
+        eval_dirs=eval_dirs,
     )
     shown = f"[{host}]" if ":" in host else host
     ready = f"concilium ui at http://{shown}:{bound}/"

@@ -13,8 +13,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
+from ._evals import EvalFolder, find_evals, item_record
 from ._history import RunHistory
 from ._render import EventLog, render_page
 
@@ -116,8 +117,12 @@ def add_ui(
     workflow_dirs: Sequence[str | Path] = (),
     prefix: str = "",
     api_key: str | None = None,
+    eval_dirs: Sequence[str | Path] = (),
 ) -> FastAPI:
     """Add the UI's pages to ``app`` under ``prefix`` (``concilium ui``, ``serve api --ui``).
+
+    ``eval_dirs``: ``concilium eval`` output folders (or folders of them) for the
+    Evaluation page.
 
     Example:
         >>> from concilium.serving import create_app
@@ -127,12 +132,16 @@ def add_ui(
     """
     history = RunHistory(state) if state else None
     workflows = find_workflows(workflow_dirs)
+    evals = find_evals(eval_dirs)
     live: dict[str, _LiveRun] = {}
     tasks: set[asyncio.Task[None]] = set()
 
     check_key = _key_guard(api_key)
 
-    def page(html: str) -> HTMLResponse:
+    def page(html: str) -> HTMLResponse:  # every page links the Evaluation page when there is one
+        html = html.replace(
+            "<!--evals-->", f'<a href="{prefix}/evals">Evaluation</a>' if evals else ""
+        )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     def record_of(run_id: str) -> dict[str, Any]:
@@ -203,4 +212,46 @@ def add_ui(
         recs = [record_of(i) for i in ids]
         return page(render_page("view", "Side by side", prefix=prefix, records=recs))
 
+    _add_eval_pages(app, evals, prefix=prefix, page=page, check_key=check_key)
     return app
+
+
+def _add_eval_pages(
+    app: FastAPI,
+    evals: list[EvalFolder],
+    *,
+    prefix: str,
+    page: Callable[[str], HTMLResponse],
+    check_key: Callable[[Request], None],
+) -> None:
+    """The Evaluation page, each folder's plot, and one page per item and method."""
+
+    def folder(index: int) -> EvalFolder:
+        if not 0 <= index < len(evals):
+            raise HTTPException(
+                404, f"no eval folder #{index}; there are {len(evals)} (see /evals)"
+            )
+        return evals[index]
+
+    @app.get(prefix + "/evals", response_class=HTMLResponse, dependencies=[Depends(check_key)])
+    async def evals_page() -> HTMLResponse:
+        return page(render_page("evals", "Evaluation", prefix=prefix, evals=evals))
+
+    @app.get(prefix + "/evals/{index}/plot.svg", dependencies=[Depends(check_key)])
+    async def eval_plot(index: int) -> FileResponse:
+        plot = folder(index).plot()  # only the folder's own plot file, never a path from the URL
+        if plot is None:
+            raise HTTPException(404, "this eval folder has no accuracy_vs_tokens.svg")
+        return FileResponse(plot, media_type="image/svg+xml")
+
+    @app.get(
+        prefix + "/evals/{index}/items/{method}/{item}",
+        response_class=HTMLResponse,
+        dependencies=[Depends(check_key)],
+    )
+    async def eval_item(index: int, method: str, item: str) -> HTMLResponse:
+        row = folder(index).row(method, item)
+        if row is None:
+            raise HTTPException(404, f"no item {item!r} for method {method!r} in this eval")
+        title = f"{folder(index).name}: {method} on {item}"
+        return page(render_page("view", title, prefix=prefix, records=[item_record(row)], item=row))

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+FLOWS = Path(__file__).resolve().parents[1] / "evals" / "workflows"
+
 
 @pytest.fixture
 async def ui_url(sim: Any, tmp_path: Path) -> AsyncIterator[str]:
@@ -26,6 +28,61 @@ async def ui_url(sim: Any, tmp_path: Path) -> AsyncIterator[str]:
         create_app({}, bind=("127.0.0.1", port)),
         backend=Backend.parse(sim.url),
         state=tmp_path / "run.db",
+    )
+    ready = asyncio.Event()
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            ready.set()
+
+    server = Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await asyncio.wait_for(ready.wait(), 30)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def eval_dir(sim: Any, tmp_path: Path) -> Path:
+    """The output folder of a real ``concilium eval`` of three methods on the simulated server."""
+    import json
+
+    from click.testing import CliRunner
+
+    from concilium.cli import main
+
+    data = tmp_path / "arith.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": f"What is {i} + {3 * i}?", "answer": 4 * i})
+            + "\n"
+            for i in range(4)
+        )
+    )
+    out = tmp_path / "evals" / "arith"
+    argv = ["eval", str(data), *(str(FLOWS / f) for f in ("single.yaml", "sc.yaml", "debate.yaml"))]
+    got = await asyncio.to_thread(
+        CliRunner().invoke, main, [*argv, "--backend", sim.url, "--out", str(out)]
+    )
+    assert got.exit_code == 0, got.output
+    return out
+
+
+@pytest.fixture
+async def eval_url(eval_dir: Path, tmp_path: Path) -> AsyncIterator[str]:
+    """Base URL of ``concilium ui --evals`` given the folder that holds ``eval_dir``."""
+    import uvicorn
+
+    from concilium.serving import create_app
+    from concilium.ui import add_ui
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = add_ui(
+        create_app({}, bind=("127.0.0.1", port)), backend=None, eval_dirs=[eval_dir.parent]
     )
     ready = asyncio.Event()
 

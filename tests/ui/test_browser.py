@@ -193,3 +193,38 @@ async def test_a_256_way_fan_out_shows_the_busiest_lanes_and_a_summary(tmp_path:
     finally:
         await browser.close()
         await pw.stop()
+
+
+async def test_the_evaluation_page_lists_the_methods_and_opens_an_items_transcript(
+    eval_url: str, eval_dir: Path, tmp_path: Path
+) -> None:
+    _need_browser()
+    summary = json.loads((eval_dir / "summary.json").read_text())["methods"]
+    rows = [json.loads(line) for line in (eval_dir / "results.jsonl").read_text().splitlines()]
+    pw, browser = await _browser()
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{eval_url}/")
+        await page.click("nav >> text=Evaluation")
+        shown = await page.eval_on_selector_all(
+            "tr.method", "els => els.map(e => [e.dataset.method, Number(e.dataset.accuracy)])"
+        )
+        assert shown == [[s["method"], s["accuracy"]] for s in summary]
+        width = await page.eval_on_selector("img.plot", "img => img.naturalWidth")
+        assert width > 0  # the SVG loaded from the folder
+        await page.screenshot(path=str(tmp_path / "evals.png"), full_page=True)
+        row = next(r for r in rows if r["method"] == "debate")
+        await page.click(f'tr.item[data-item="{row["id"]}"] a[href*="/debate/"]')
+        await page.wait_for_selector("body[data-done='1']")
+        assert await page.inner_text("#item-gold") == str(row["gold"])
+        assert await page.inner_text("#item-correct") == ("yes" if row["correct"] else "no")
+        for turn in row["transcript"]:
+            cell = page.locator(
+                f'.round[data-round="{turn["round"]}"] .turn[data-agent="{turn["agent"]}"] .ans'
+            )
+            assert await cell.inner_text() == turn["answer"]
+        await page.screenshot(path=str(tmp_path / "item.png"), full_page=True)
+        assert (tmp_path / "item.png").stat().st_size > 0
+    finally:
+        await browser.close()
+        await pw.stop()

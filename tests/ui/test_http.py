@@ -176,3 +176,37 @@ async def test_a_failed_run_is_kept_in_history_with_its_error(tmp_path) -> None:
         assert "failed: " in history and run_id in history
         page = (await client.get(f"/runs/{run_id}")).text
         assert 'class="error"' in page
+
+
+async def test_the_evaluation_page_shows_a_real_evals_summary_plot_and_items(
+    eval_url: str, eval_dir
+) -> None:
+    summary = json.loads((eval_dir / "summary.json").read_text())["methods"]
+    rows = [json.loads(line) for line in (eval_dir / "results.jsonl").read_text().splitlines()]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{eval_url}/evals") as reply:
+            page = await reply.text()
+            assert reply.status == 200
+        found = re.findall(
+            r'<tr class="method" data-method="([^"]+)" data-accuracy="([^"]+)"', page
+        )
+        assert [(m, float(a)) for m, a in found] == [(s["method"], s["accuracy"]) for s in summary]
+        assert f"{summary[2]['vs_first']['mcnemar_p']:.3g}" in page
+        async with session.get(f"{eval_url}/evals/0/plot.svg") as reply:
+            assert reply.status == 200 and reply.content_type == "image/svg+xml"
+            assert await reply.read() == (eval_dir / "accuracy_vs_tokens.svg").read_bytes()
+        for bad in ("/evals/0/../../summary.json", "/evals/1/plot.svg", "/evals/0/plot.svg%2F.."):
+            async with session.get(f"{eval_url}{bad}") as reply:
+                assert reply.status == 404, bad
+        row = next(r for r in rows if r["method"] == "debate")
+        async with session.get(f"{eval_url}/evals/0/items/debate/{row['id']}") as reply:
+            item = await reply.text()
+            assert reply.status == 200
+        assert f'<td id="item-gold">{row["gold"]}</td>' in item
+        assert f'<td id="item-answer">{row["answer"]}</td>' in item
+        found = re.search(r'<script id="data" type="application/json">(.*?)</script>', item, re.S)
+        assert found is not None
+        shown = json.loads(found[1])[0]["result"]["transcript"]
+        assert [(t["agent"], t["answer"]) for t in shown] == [
+            (t["agent"], t["answer"]) for t in row["transcript"]
+        ]
