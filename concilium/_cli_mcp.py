@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
     from concilium.serving import Backend
 
 __all__ = ["serve_mcp"]
@@ -125,7 +127,7 @@ async def _serve(
 
 
 async def _serve_http(
-    server: object, host: str, port: int, api_key: str | None, names: list[str]
+    server: MCPServer, host: str, port: int, api_key: str | None, names: list[str]
 ) -> None:
     import socket
 
@@ -145,7 +147,7 @@ async def _serve_http(
     bound_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     ready = f"serving MCP tools {names} at http://{shown}:{bound_port}/mcp"
-    app = mcp_http_app(server, host=host, api_key=api_key)  # type: ignore[arg-type]
+    app = mcp_http_app(server, host=host, api_key=api_key)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
