@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from concilium._errors import echo_err
+
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
@@ -29,12 +31,6 @@ def _backend(ctx: click.Context, param: click.Parameter, value: str | None) -> A
         return Backend.parse(value)
     except UserError as exc:
         raise click.BadParameter(str(exc), param_hint="--backend") from None
-
-
-def _echo_err(message: str) -> None:
-    from concilium._errors import escape_controls
-
-    click.echo(escape_controls(message), err=True)
 
 
 @click.command("mcp")
@@ -113,7 +109,7 @@ async def _serve(
         if wf.name in seen:
             raise UserError(f"two workflows are named {wf.name!r} ({path}); give each its own name")
         seen.add(wf.name)
-    async with backend.bind(workflows, log=_echo_err) as bound:
+    async with backend.bind(workflows, log=echo_err) as bound:
         server = create_mcp_server({wf.name: wf for wf in bound})
         if backend.notice:
             click.echo(backend.notice, err=True)  # stdout is the protocol's under stdio

@@ -37,14 +37,14 @@ async def _research(workflow: str, folder: str, question: str, backend: Any) -> 
     from concilium.agents import aclose
     from concilium.graphs import run
 
-    from .cli import _echo_err
+    from ._errors import echo_err
 
     loaded = load_research_workflow(workflow, folder)
 
     def reload(path: str, api_base: Any) -> Any:
         return load_research_workflow(path, folder, api_base)
 
-    async with backend.bind([loaded], reload=reload, log=_echo_err) as (wf,):
+    async with backend.bind([loaded], reload=reload, log=echo_err) as (wf,):
         try:
             return await run(wf.graph, question, budget=wf.budget)
         finally:
