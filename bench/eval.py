@@ -17,6 +17,7 @@ sample its own request) runs three ways in one run, against the same server:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +25,10 @@ from typing import Any, TypedDict
 
 from concilium.bench._report import emit
 from concilium.evals import EvalRecord, build_methods, evaluate
-from concilium.evals._runner import DEFAULT_CONCURRENCY
 from concilium.serving import Backend, Latency, SimConfig, SimServer
 
+DEFAULT_CONCURRENCY: int = inspect.signature(evaluate).parameters["concurrency"].default
+"""The runner's own default bound on items in flight (what ``concilium eval`` uses)."""
 SEQUENTIAL_MAX = 12
 """The sequential loop runs at most this many items (it would take items x latency)."""
 

@@ -113,7 +113,7 @@ def _eval(
     methods = build_methods(workflows, sweeps)
     out = Path(out_dir)
     if ray_address:
-        from concilium.evals._ray import evaluate_on_ray
+        from concilium.evals import evaluate_on_ray
 
         results = evaluate_on_ray(records, workflows, sweeps, backend, out, address=ray_address,
                                   scorer=scorer, concurrency=concurrency)  # fmt: skip

@@ -5,6 +5,7 @@ The public names are listed in ``__all__``; the modules behind them are private.
 
 from ._data import DataError, EvalRecord, load_records
 from ._plot import MethodPoint, pareto_frontier, plot_accuracy_vs_tokens
+from ._ray import evaluate_on_ray
 from ._runner import ItemResult, evaluate
 from ._scorers import (
     ContainsScorer,
@@ -42,6 +43,7 @@ __all__ = [
     "build_methods",
     # running and summarising
     "evaluate",
+    "evaluate_on_ray",
     "ItemResult",
     "MethodSummary",
     "summarise",

@@ -100,7 +100,7 @@ EXPECTED_ALL = {
     "concilium.evals": """
         EvalRecord DataError load_records Scorer ExactScorer NumericScorer OptionScorer
         RegexScorer ContainsScorer scorer_from_name default_scorer Method Setting
-        parse_setting build_methods evaluate ItemResult MethodSummary summarise
+        parse_setting build_methods evaluate evaluate_on_ray ItemResult MethodSummary summarise
         render_table write_summary wilson_interval mcnemar_exact CurvePoint majority_at_k
         MethodPoint pareto_frontier plot_accuracy_vs_tokens task_names describe_task make_task
     """,

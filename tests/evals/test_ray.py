@@ -41,7 +41,7 @@ def _summary(rows: list[ItemResult], names: list[str]) -> list[dict[str, object]
 
 
 def test_ray_shards_merge_to_the_local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from concilium.evals._ray import evaluate_on_ray
+    from concilium.evals import evaluate_on_ray
 
     # Ray workers put the driver's folder on sys.path: the repo root's concilium/
     # folder would hide the installed package there
@@ -74,7 +74,7 @@ def test_ray_shards_merge_to_the_local_run(tmp_path: Path, monkeypatch: pytest.M
 
 def test_ray_refuses_a_server_per_process(tmp_path: Path) -> None:
     from concilium._errors import UserError
-    from concilium.evals._ray import evaluate_on_ray
+    from concilium.evals import evaluate_on_ray
 
     with pytest.raises(UserError, match="its own server"):
         evaluate_on_ray(RECORDS, FILES, [], Backend.parse("sim"), tmp_path)
