@@ -42,9 +42,13 @@ browser:
 test: lint engine browser
 	CONCILIUM_REQUIRE_ENGINE=1 CONCILIUM_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
 
+DEMO_ITEMS ?= 12
+
 demo: engine
-	@echo "== concilium demo: a 3-agent, 2-round debate on the embedded engine (Gemma 3 270M base: real tokens, weak answers)"
-	$(VENV)/bin/concilium run examples/debate.yaml --backend local --input "What is 12 * 7?" --trace .demo-trace.jsonl
+	@echo "== concilium demo: the embedded engine is Gemma 3 270M BASE (pretrained, not instruction-tuned) on vLLM's CPU build"
+	@echo "== on $(DEMO_ITEMS) shipped capitals questions, few-shot completion prompts: one sample at T=0.8, greedy, majority of 9 samples at T=0.8, a 3-agent 2-round debate"
+	@rm -rf .demo-eval
+	$(VENV)/bin/concilium eval examples/data/capitals.jsonl examples/base_sample.yaml examples/base_single.yaml examples/base_self_consistency.yaml examples/base_debate.yaml --backend local --limit $(DEMO_ITEMS) --concurrency 4 --out .demo-eval
 
 demo-sim: $(STAMP)
 	@$(RELINK) > $(VENV)/relink.log 2>&1 || (cat $(VENV)/relink.log; exit 1)
