@@ -45,6 +45,9 @@ __all__ = ["eval_command"]
     help="Shard items over a Ray cluster (pip install 'concilium[ray]'); needs a --backend URL.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option(
+    "--report", type=click.Path(dir_okay=False), help="Also write the results as one HTML file."
+)
 def eval_command(
     data: str,
     workflows: tuple[str, ...],
@@ -56,6 +59,7 @@ def eval_command(
     concurrency: int,
     ray_address: str | None,
     as_json: bool,
+    report: str | None = None,
 ) -> None:
     """Run each WORKFLOW on every item of DATA (.jsonl or .parquet) and compare them.
 
@@ -66,6 +70,10 @@ def eval_command(
     try:
         _eval(data, workflows, settings, backend, out_dir, scorer, limit, concurrency, as_json,
               ray_address)  # fmt: skip
+        if report:  # the same view as concilium ui --evals, self-contained
+            from concilium.ui import render_eval_report
+
+            Path(report).write_text(render_eval_report(out_dir), encoding="utf-8")
     except UserError as exc:
         click.echo(f"error: {escape_controls(str(exc))}", err=True)
         sys.exit(2)

@@ -93,6 +93,7 @@ def item_record(row: dict[str, Any]) -> dict[str, Any]:
         "workflow": row["method"],
         "question": question,
         "error": row.get("error"),
+        "item": {k: row.get(k) for k in ("id", "answer", "gold", "correct")},
         "events": [
             {
                 "type": "turn",
@@ -116,3 +117,26 @@ def item_record(row: dict[str, Any]) -> dict[str, Any]:
             "votes": votes,
         },
     }
+
+
+def render_eval_report(folder: str | Path) -> str:
+    """An eval output folder as one self-contained HTML file (``concilium eval --report``):
+    the summary table, the plot inline, and every item's transcript, opened from the grid."""
+    import base64
+
+    from ._render import render_page
+
+    evals = find_evals([folder])[:1]
+    if not evals:
+        raise FileNotFoundError(f"{folder} holds no {SUMMARY}; run concilium eval --out {folder}")
+    plot = evals[0].plot()
+    return render_page(
+        "evals",
+        f"Evaluation: {evals[0].name}",
+        evals=evals,
+        report=True,
+        records=[item_record(r) for r in evals[0].rows],
+        plot_uri="data:image/svg+xml;base64," + base64.b64encode(plot.read_bytes()).decode()
+        if plot
+        else None,
+    )

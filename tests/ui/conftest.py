@@ -46,7 +46,8 @@ async def ui_url(sim: Any, tmp_path: Path) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def eval_dir(sim: Any, tmp_path: Path) -> Path:
-    """The output folder of a real ``concilium eval`` of three methods on the simulated server."""
+    """The output folder of a real ``concilium eval`` of three methods on the simulated server
+    (its ``--report`` at ``tmp_path / "eval.html"``)."""
     import json
 
     from click.testing import CliRunner
@@ -64,7 +65,9 @@ async def eval_dir(sim: Any, tmp_path: Path) -> Path:
     out = tmp_path / "evals" / "arith"
     argv = ["eval", str(data), *(str(FLOWS / f) for f in ("single.yaml", "sc.yaml", "debate.yaml"))]
     got = await asyncio.to_thread(
-        CliRunner().invoke, main, [*argv, "--backend", sim.url, "--out", str(out)]
+        CliRunner().invoke,
+        main,
+        [*argv, "--backend", sim.url, "--out", str(out), "--report", str(tmp_path / "eval.html")],
     )
     assert got.exit_code == 0, got.output
     return out

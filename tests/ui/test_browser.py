@@ -25,6 +25,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+PLOT_LOADED = "() => { const i = document.querySelector('img.plot'); return i && i.complete && i.naturalWidth > 0; }"
 
 
 def _need_browser() -> None:
@@ -206,12 +207,13 @@ async def test_the_evaluation_page_lists_the_methods_and_opens_an_items_transcri
         page = await browser.new_page()
         await page.goto(f"{eval_url}/")
         await page.click("nav >> text=Evaluation")
+        await page.wait_for_url(f"{eval_url}/evals")
+        await page.wait_for_load_state("load")  # the table and the plot image
         shown = await page.eval_on_selector_all(
             "tr.method", "els => els.map(e => [e.dataset.method, Number(e.dataset.accuracy)])"
         )
         assert shown == [[s["method"], s["accuracy"]] for s in summary]
-        width = await page.eval_on_selector("img.plot", "img => img.naturalWidth")
-        assert width > 0  # the SVG loaded from the folder
+        await page.wait_for_function(PLOT_LOADED, timeout=10_000)  # the SVG loaded from the folder
         await page.screenshot(path=str(tmp_path / "evals.png"), full_page=True)
         row = next(r for r in rows if r["method"] == "debate")
         await page.click(f'tr.item[data-item="{row["id"]}"] a[href*="/debate/"]')
@@ -225,6 +227,34 @@ async def test_the_evaluation_page_lists_the_methods_and_opens_an_items_transcri
             assert await cell.inner_text() == turn["answer"]
         await page.screenshot(path=str(tmp_path / "item.png"), full_page=True)
         assert (tmp_path / "item.png").stat().st_size > 0
+    finally:
+        await browser.close()
+        await pw.stop()
+
+
+async def test_an_eval_report_file_opens_offline_and_shows_an_item(
+    eval_dir: Path, tmp_path: Path
+) -> None:
+    _need_browser()
+    summary = json.loads((eval_dir / "summary.json").read_text())["methods"]
+    rows = [json.loads(line) for line in (eval_dir / "results.jsonl").read_text().splitlines()]
+    out = tmp_path / "eval.html"  # written by concilium eval --report
+    pw, browser = await _browser()
+    try:
+        page = await (await browser.new_context(offline=True)).new_page()
+        await page.goto(out.as_uri())
+        await page.wait_for_selector("body[data-done='1']")
+        shown = await page.eval_on_selector_all(
+            "tr.method", "els => els.map(e => [e.dataset.method, Number(e.dataset.accuracy)])"
+        )
+        assert shown == [[s["method"], s["accuracy"]] for s in summary]
+        await page.wait_for_function(PLOT_LOADED, timeout=10_000)
+        row = next(r for r in rows if r["method"] == "self_consistency")
+        await page.click(f'tr.item[data-item="{row["id"]}"] a[href*="self_consistency"]')
+        await page.wait_for_selector("#view0 .stats")
+        assert await page.inner_text("#item-gold") == str(row["gold"])
+        assert await page.inner_text("#answer") == str(row["answer"])
+        await page.screenshot(path=str(tmp_path / "eval-report.png"), full_page=True)
     finally:
         await browser.close()
         await pw.stop()

@@ -210,3 +210,10 @@ async def test_the_evaluation_page_shows_a_real_evals_summary_plot_and_items(
         assert [(t["agent"], t["answer"]) for t in shown] == [
             (t["agent"], t["answer"]) for t in row["transcript"]
         ]
+
+
+def test_eval_report_writes_the_evaluation_as_one_file(tmp_path) -> None:
+    from concilium.ui import render_eval_report
+
+    with pytest.raises(FileNotFoundError, match=r"summary\.json"):
+        render_eval_report(tmp_path)
