@@ -162,7 +162,9 @@ def _otlp_env() -> bool:
     help="Stop the run after this many seconds.",
 )
 @click.option(
-    "--report", type=click.Path(dir_okay=False), help="Write the run as one self-contained HTML file."
+    "--report",
+    type=click.Path(dir_okay=False),
+    help="Write the run as one self-contained HTML file.",
 )
 @_guard
 def run(

@@ -24,6 +24,7 @@ from ._chateval import chateval, parse_scores
 from ._citations import CitedSource, CitedText, describe_location, resolve_citations
 from ._cross_review import confidence, cross_review, readers
 from ._debate import debate
+from ._graph_of_thoughts import Operation, graph_of_thoughts, sort_errors
 from ._leap import leap, overlap, route
 from ._manager_worker import (
     Plan,
@@ -45,7 +46,6 @@ from ._semantic_entropy import cluster_entropy, semantic_entropy
 from ._skeleton import outline_points, skeleton_of_thought
 from ._synthesis import synthesis
 from ._tree_of_thoughts import judgement_value, tree_of_thoughts
-from ._graph_of_thoughts import Operation, graph_of_thoughts, sort_errors
 from ._weighted import confidence_consistency
 
 __all__ = [
