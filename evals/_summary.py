@@ -143,10 +143,11 @@ def write_summary(summary: Sequence[MethodSummary], out_dir: Path) -> tuple[Path
     points = [
         MethodPoint(s["method"], s["tokens_per_item"], s["accuracy"], s["low"], s["high"])
         for s in summary
+        if s["tokens_per_item"] > 0  # every item failed: nothing to place on a log axis
     ]
     for s in summary:
         curve = s["majority_at_k"]
-        if not curve:
+        if not curve or s["tokens_per_item"] <= 0:
             continue
         n = curve[-1]["k"]
         for c in curve:  # tokens scale with k for one draw of N samples
@@ -160,6 +161,8 @@ def write_summary(summary: Sequence[MethodSummary], out_dir: Path) -> tuple[Path
                     curve=s["method"],
                 )
             )
+    if not points:
+        return path, plots
     png, svg = plot_accuracy_vs_tokens(points, out_dir)
     plots += [png, svg]
     return path, plots

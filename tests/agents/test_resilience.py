@@ -45,7 +45,7 @@ async def sick_and_healthy(sickness: str) -> AsyncIterator[tuple[SimServer, SimS
 
 def pool_spec(servers: tuple[SimServer, ...], **options: object) -> ModelSpec:
     return ModelSpec("hosted_vllm/concilium-sim", api_base=[s.url for s in servers],
-                     capabilities=Capabilities(n=False), timeout=0.5, **options)  # type: ignore[arg-type]  # fmt: skip
+                     capabilities=Capabilities(n=False), timeout=1.5, **options)  # type: ignore[arg-type]  # fmt: skip
 
 
 async def set_faults(server: SimServer, faults: Faults) -> None:

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = 6
@@ -19,18 +18,19 @@ METHODS = {  # workflow file -> (method name, model calls per item, samples per 
 }
 
 
-def _eval(engine: Any, out: Path) -> subprocess.CompletedProcess[str]:
+def _eval(out: Path) -> subprocess.CompletedProcess[str]:
     workflows = [f"examples/{name}.yaml" for name in METHODS]
     return subprocess.run(
         [sys.executable, "-P", "-m", "concilium", "eval", "examples/data/capitals.jsonl",
-         *workflows, "--backend", engine.urls[0], "--limit", str(ITEMS), "--out", str(out)],
+         *workflows, "--backend", "local", "--limit", str(ITEMS), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
 
 
-def test_eval_compares_three_methods_on_capitals(engine: Any, tmp_path: Path) -> None:
+def test_eval_compares_three_methods_on_capitals(tmp_path: Path) -> None:
+    # --backend local: the CLI starts its own engine, as a user runs it (not the session fixture's)
     out = tmp_path / "eval"
-    done = _eval(engine, out)
+    done = _eval(out)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
@@ -56,7 +56,7 @@ def test_eval_compares_three_methods_on_capitals(engine: Any, tmp_path: Path) ->
         if name == "base_self_consistency":
             assert all(len(r["samples"]) == samples for r in mine)
     # a rerun with the same folder resumes: every item is finished, no call is sent
-    again = _eval(engine, out)
+    again = _eval(out)
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rerun) == len(rows)
