@@ -65,9 +65,7 @@ class SqliteCallRecord(CallRecord):
         super().__init__()
         self.path = private_file(path)
         # check_same_thread=False: LangGraph may run sync pieces in worker threads.
-        self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=60
-        )  # timeout: many runs of an eval share one file
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         try:
             self._db.execute("PRAGMA journal_mode=WAL")

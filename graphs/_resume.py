@@ -233,7 +233,7 @@ def _check(
     from concilium.agents import private_file
 
     try:
-        db = sqlite3.connect(private_file(calls_file), isolation_level=None, timeout=60)
+        db = sqlite3.connect(private_file(calls_file), isolation_level=None)
     except sqlite3.DatabaseError as exc:
         raise corrupt_state(calls_file, exc) from None
     try:

@@ -50,7 +50,6 @@ from ._resume import (
     is_corruption,
 )
 
-SQLITE_BUSY_MS = 60_000  # an eval runs many runs on one state file: wait for the writer
 RECURSION_LIMIT = 10_000  # rounds x 2 supersteps; LangGraph's default of 25 is too low
 
 
@@ -338,8 +337,6 @@ async def _invoke(
     try:
         # created 0600 before SQLite opens it: checkpoints hold the prompts and answers
         async with AsyncSqliteSaver.from_conn_string(str(private_file(state_path))) as saver:
-            # many runs share one state file in an eval: wait for a writer, not 5 s
-            await saver.conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
             compiled = graph.compile(saver)
             if resume:
                 try:
