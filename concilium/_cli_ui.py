@@ -96,7 +96,7 @@ async def _serve(
 
     from concilium._errors import UserError
     from concilium.serving import create_app
-    from concilium.ui import add_ui
+    from concilium.ui import SharedBackend, add_ui, find_workflows
 
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -107,9 +107,13 @@ async def _serve(
             f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, or 0 for a free one"
         ) from None
     bound = sock.getsockname()[1]
+    # --backend local: one engine for the UI's lifetime, started on the first run
+    shared = SharedBackend(
+        backend, find_workflows(dirs).values(), log=lambda line: click.echo(line, err=True)
+    )
     app = add_ui(
         create_app({}, api_key=api_key, bind=(host, bound)),
-        backend=backend,
+        backend=shared,
         state=state,
         workflow_dirs=dirs,
         api_key=api_key,
@@ -125,4 +129,5 @@ async def _serve(
                 click.echo(ready, err=True)
 
     server = Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    await server.serve(sockets=[sock])
+    async with shared:
+        await server.serve(sockets=[sock])

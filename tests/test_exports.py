@@ -105,7 +105,8 @@ EXPECTED_ALL = {
         MethodPoint pareto_frontier plot_accuracy_vs_tokens task_names describe_task make_task
     """,
     "concilium.ui": """
-        add_ui find_workflows RunHistory RunSummary render_report render_eval_report EventLog
+        add_ui find_workflows SharedBackend RunHistory RunSummary render_report render_eval_report
+        EventLog
     """,
 }
 

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
+from ._binding import SharedBackend
 from ._evals import EvalFolder, find_evals, item_record
 from ._history import RunHistory
 from ._render import EventLog, render_page
@@ -132,6 +133,7 @@ def add_ui(
     """
     history = RunHistory(state) if state else None
     workflows = find_workflows(workflow_dirs)
+    backend = SharedBackend.of(backend, workflows.values())
     evals = find_evals(eval_dirs)
     live: dict[str, _LiveRun] = {}
     tasks: set[asyncio.Task[None]] = set()
