@@ -782,6 +782,27 @@ def bench_eval(json_file: str | None, items: int) -> None:
     eval_bench.main(items=items, json_file=json_file)
 
 
+@bench.command("research")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option("--backend", "-b", default="sim", show_default=True, help="sim (simulated server), local (embedded engine), or a URL.")  # fmt: skip
+@click.option(
+    "--questions",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Questions to ask.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="The synthetic corpus's seed.")
+@_guard
+def bench_research(json_file: str | None, backend: str, questions: int, seed: int) -> None:
+    """The research assistant vs one retrieval + one answer: recall, citations, calls, tokens."""
+    from concilium.bench import research
+
+    research.main(backend=backend, questions=questions, seed=seed, json_file=json_file)
+
+
 from ._cli_ui import ui as _ui  # noqa: E402  (the command module imports this one)
 
 main.add_command(_ui)
