@@ -24,6 +24,7 @@ from ._chateval import chateval, parse_scores
 from ._citations import CitedSource, CitedText, describe_location, resolve_citations
 from ._cross_review import confidence, cross_review, readers
 from ._debate import debate
+from ._division_of_thoughts import DotPlan, DotStep, division_of_thoughts, quantile_confidence
 from ._graph_of_thoughts import Operation, graph_of_thoughts, sort_errors
 from ._leap import leap, overlap, route
 from ._manager_worker import (
@@ -92,6 +93,10 @@ __all__ = [
     "chunk_sentences",
     "split_query",
     "synthesis",
+    "division_of_thoughts",
+    "DotPlan",
+    "DotStep",
+    "quantile_confidence",
     # tools
     "plan_and_execute",
     "react",
