@@ -62,7 +62,7 @@ from concilium.graphs import (
 from concilium.graphs.patterns import yes_probability
 from concilium.graphs.workflows import Workflow, load_workflow
 from concilium.serving import Backend
-from concilium.tools import CorpusQuestion, EvidenceStore, write_corpus
+from concilium.tools import CorpusQuestion, EvidenceStore, default_index_path, write_corpus
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "research_assistant.yaml"
 BASELINE = "baseline"
@@ -335,6 +335,8 @@ async def measure(backend: Backend, questions: int, seed: int) -> dict[str, Any]
                     await aclose()
         finally:
             store.close()
+            # the assistant's own store indexed the temporary corpus in the user's cache
+            default_index_path(corpus).unlink(missing_ok=True)
     return {
         "backend": backend.label,
         "seed": seed,

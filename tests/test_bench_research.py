@@ -69,6 +69,8 @@ def test_json_file_holds_both_methods_measured_on_the_same_questions(tmp_path: P
     # the baseline answers the revenue and headcount questions from the stale 2024 report
     stale = [i for i in items["baseline"] if any("_2024" in c for c in i["cited"])]
     assert stale and all(not i["found"] and not i["relevant"] for i in stale)
+    # the temporary corpus's index does not stay behind in the user's cache
+    assert not list((tmp_path / "home").rglob("*.sqlite"))
 
 
 def test_the_table_prints_every_column_for_both_methods_and_says_sim(tmp_path: Path) -> None:
