@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ MAX_QUERY_CHARS = 1_000
 SUFFIXES = (".txt", ".md")
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _log = logging.getLogger("concilium.tools")
+Embedder = Callable[[list[str]], Awaitable[list[list[float]]]]
+"""An async function from texts to their embedding vectors (one per text, in order)."""
 
 
 class DocumentSearch:
@@ -286,9 +288,21 @@ def bm25_ranker(texts: list[str]) -> Callable[[str, int], list[tuple[int, float]
     return rank
 
 
-def builtin_tools(documents: str | Path | None = None) -> ToolRegistry:
-    """The calculator, and ``search`` over ``documents`` when a folder is given."""
+def builtin_tools(
+    documents: str | Path | None = None, *, embed: Embedder | None = None
+) -> ToolRegistry:
+    """The calculator and, when a ``documents`` folder is given, ``search`` and ``read``
+    over its evidence store (passages with IDs; BM25, hybrid with ``embed``).
+
+    Example:
+        >>> builtin_tools().names()
+        ['calculator']
+    """
     registry = ToolRegistry([CALCULATOR])
     if documents is not None:
-        registry.add(DocumentSearch(documents).tool())
+        # the store builds on this module's reading guards, so it is imported here
+        from ._evidence import evidence_tools
+
+        for tool in evidence_tools(documents, embed=embed).tools():
+            registry.add(tool)
     return registry

@@ -21,20 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._builtin import MAX_RESULT_CHARS, bm25_ranker
+from concilium._errors import UserError
+
+from ._builtin import MAX_RESULT_CHARS, Embedder, bm25_ranker
 from ._ingest import Passage, content_hash, document_passages, read_documents
 from ._registry import Tool, ToolError
 
-Embedder = Callable[[list[str]], Awaitable[list[list[float]]]]
-"""An async function from texts to their embedding vectors (one per text, in order)."""
-
 RRF_K = 60
+_log = logging.getLogger("concilium.tools")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (name TEXT PRIMARY KEY, hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS passages (
@@ -208,25 +209,62 @@ class EvidenceStore:
         ).fetchall()
         return [Passage(*r) for r in rows]
 
+    async def search_text(self, query: str) -> str:
+        """Search the local documents; returns the best passages, each as ``[ID] text``."""
+        hits = await self.search(query)
+        if not hits:
+            return f"no passage matches {query!r}"
+        return _bounded("\n".join(f"[{h.passage.id}] {h.passage.text}" for h in hits))
+
+    async def read_text(self, passage_id: str) -> str:
+        """Read a passage by its ID (as search gave it), with the passages around it."""
+        return _bounded("\n".join(f"[{p.id}] {p.text}" for p in self.read(passage_id)))
+
     def tools(self) -> list[Tool]:
         """``search`` and ``read`` as tools agents can call; passages come back as
-        ``[ID] text`` lines, the ID to cite."""
-
-        async def search(query: str) -> str:
-            """Search the local documents; returns the best passages, each with its [ID]."""
-            hits = await self.search(query)
-            if not hits:
-                return f"no passage matches {query!r}"
-            return _bounded("\n".join(f"[{h.passage.id}] {h.passage.text}" for h in hits))
-
-        async def read(passage_id: str) -> str:
-            """Read a passage by its ID (as search gave it), with the passages around it."""
-            return _bounded("\n".join(f"[{p.id}] {p.text}" for p in self.read(passage_id)))
-
+        ``[ID] text`` lines, the ID to cite. Each tool's ``fn`` is a method of this
+        store, so a pattern given the tools can reach the store (``tool.fn.__self__``)."""
         return [
-            Tool.from_function(search, name="search", timeout=30.0),
-            Tool.from_function(read, name="read", timeout=10.0),
+            Tool.from_function(self.search_text, name="search", timeout=30.0),
+            Tool.from_function(self.read_text, name="read", timeout=10.0),
         ]
+
+
+def evidence_tools(
+    folder: str | Path,
+    *,
+    embed: Embedder | None = None,
+    path: str | Path | None = None,
+    k: int = 3,
+) -> EvidenceStore:
+    """The evidence store of a workflow's ``tools: documents:`` folder, refreshed.
+
+    The index is kept at ``path`` (by default :func:`default_index_path`); when that
+    file cannot be written (a read-only cache, or another process holding the write
+    lock past SQLite's timeout) the folder is indexed in memory instead, with a note.
+    Files skipped while reading (links out of the folder, FIFOs, devices, binary or
+    oversized files) are in ``notes`` and logged as warnings on ``concilium.tools``.
+
+    Raises:
+        UserError: the folder has no passage to search.
+    """
+    try:
+        store = EvidenceStore(folder, path=path, embed=embed, k=k)
+        report = store.refresh()
+    except sqlite3.OperationalError as exc:
+        store = EvidenceStore(folder, path=":memory:", embed=embed, k=k)
+        report = store.refresh()
+        report.notes.append(f"the index file could not be used ({exc}); indexed in memory")
+    for note in report.notes:
+        _log.warning("document folder %s: %s", folder, note)
+    store.notes = report.notes
+    if not store.passages():
+        store.close()
+        raise UserError(
+            f"document folder {str(folder)!r} has no text to search (.txt, .md, .html, .pdf "
+            f"or .docx)" + (f" ({'; '.join(report.notes[:3])})" if report.notes else "")
+        )
+    return store
 
 
 def _bounded(text: str) -> str:

@@ -42,7 +42,7 @@ from concilium.graphs import (
     user,
 )
 from concilium.prompts import PromptLibrary
-from concilium.tools import EvidenceStore, Passage
+from concilium.tools import EvidenceStore, Passage, Tool
 
 from ._best_of_n import yes_probability
 from ._citations import resolve_citations
@@ -287,9 +287,12 @@ class ResearchSpec(PatternSpec):
     threshold: float = Field(default=0.5, ge=0, le=1)
 
 
-def store_for(registry_search: Any) -> EvidenceStore:
-    """The evidence store over the folder the workflow's ``search`` tool reads."""
-    folder = getattr(getattr(registry_search.fn, "__self__", None), "folder", None)
+def store_for(search: Tool) -> EvidenceStore:
+    """The evidence store behind the workflow's ``search`` tool (``tools: documents:``)."""
+    owner = getattr(search.fn, "__self__", None)
+    if isinstance(owner, EvidenceStore):
+        return owner
+    folder = getattr(owner, "folder", None)
     if folder is None:
         raise GraphError("research needs tools: {documents: FOLDER} in the workflow file")
     store = EvidenceStore(folder)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from concilium.tools import Embedder, ToolError
+from concilium import UserError
+from concilium.tools import Embedder, ToolError, builtin_tools
 from concilium.tools._embeddings import openai_embedder
 from concilium.tools._evidence import EvidenceStore, default_index_path
 
@@ -149,3 +150,34 @@ def test_default_index_path_is_keyed_by_the_resolved_folder(tmp_path: Path) -> N
     os.symlink(tmp_path / "real", tmp_path / "alias")
     assert default_index_path(tmp_path / "alias") == default_index_path(tmp_path / "real")
     assert default_index_path(tmp_path / "real").parts[-3:-1] == ("concilium", "evidence")
+
+
+async def test_a_workflows_documents_give_search_and_read_over_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the index goes under ~/.cache
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("the launch code is 0000")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("The lighthouse was built in 1874.\n\nIts tower is white.\n")
+    (docs / "secret.txt").symlink_to(outside / "secret.txt")
+    (docs / "zero.txt").symlink_to("/dev/zero")
+    os.mkfifo(docs / "pipe.txt")
+    registry = builtin_tools(docs)
+    assert registry.names() == ["calculator", "read", "search"]
+    found = await registry.call("search", {"query": "lighthouse launch code"})
+    assert found == "[a.md#L1] The lighthouse was built in 1874."
+    assert await registry.call("read", {"passage_id": "a.md#L1"}) == (
+        "[a.md#L1] The lighthouse was built in 1874.\n[a.md#L3] Its tower is white."
+    )
+    store = registry.get("search").fn.__self__
+    assert isinstance(store, EvidenceStore) and store.path.is_relative_to(tmp_path / "home")
+    notes = "\n".join(store.notes)
+    assert "secret.txt: skipped, a link to" in notes and "outside the folder" in notes
+    assert "zero.txt: skipped" in notes and "pipe.txt: skipped, not a regular file" in notes
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="has no text to search"):
+        builtin_tools(empty)
