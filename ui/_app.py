@@ -9,8 +9,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs
+from typing import Any, Protocol
+from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
@@ -79,17 +79,25 @@ async def _execute(live: _LiveRun, path: Path, backend: Any, history: RunHistory
         live.changed.set()
 
 
-def _key_guard(api_key: str | None) -> Callable[[Request], None]:
-    def check_key(request: Request) -> None:
+def _key_guard(api_key: str | None) -> Callable[[Request], str]:
+    def check_key(request: Request) -> str:
+        """Refuse a request without the key; return the ``?key=`` a browser came with
+        (empty otherwise), which the page then carries in its links, forms and streams."""
         # beyond loopback: the key as a bearer token, or ?key= for a browser
         if not api_key:
-            return
+            return ""
         given = request.headers.get("authorization", "").removeprefix("Bearer ")
-        given = given or request.query_params.get("key", "")
-        if not hmac.compare_digest(given.encode(), api_key.encode()):
+        in_url = request.query_params.get("key", "")
+        if not hmac.compare_digest((given or in_url).encode(), api_key.encode()):
             raise HTTPException(401, "missing or wrong API key; add ?key=<key> to the address")
+        return in_url if in_url == api_key else ""
 
     return check_key
+
+
+def _query(key: str, sep: str = "?") -> str:
+    """``?key=...`` (or ``&key=...``) to add to a page's own URLs, or nothing."""
+    return f"{sep}key={quote(key, safe='')}" if key else ""
 
 
 async def _sse(run: _LiveRun) -> AsyncIterator[bytes]:
@@ -135,16 +143,39 @@ def add_ui(
     workflows = find_workflows(workflow_dirs)
     backend = SharedBackend.of(backend, workflows.values())
     evals = find_evals(eval_dirs)
+
+    def page(mode: str, title: str, key: str, **context: Any) -> HTMLResponse:
+        html = render_page(mode, title, prefix=prefix, key=key, **context)
+        # every page links the Evaluation page when there is one
+        link = f'<a href="{prefix}/evals{_query(key)}">Evaluation</a>'
+        html = html.replace("<!--evals-->", link if evals else "")
+        # a key in the address must not travel on in a Referer header
+        headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        return HTMLResponse(html, headers=headers)
+
+    key_of = Depends(_key_guard(api_key))
+    _add_run_pages(app, workflows, backend, history, prefix=prefix, page=page, key_of=key_of)
+    _add_eval_pages(app, evals, prefix=prefix, page=page, key_of=key_of)
+    return app
+
+
+class _Page(Protocol):
+    def __call__(self, mode: str, title: str, key: str, **context: Any) -> HTMLResponse: ...
+
+
+def _add_run_pages(
+    app: FastAPI,
+    workflows: dict[str, Path],
+    backend: SharedBackend | None,
+    history: RunHistory | None,
+    *,
+    prefix: str,
+    page: _Page,
+    key_of: Any,
+) -> None:
+    """The Run page, a run's live view and its event stream, History and side by side."""
     live: dict[str, _LiveRun] = {}
     tasks: set[asyncio.Task[None]] = set()
-
-    check_key = _key_guard(api_key)
-
-    def page(html: str) -> HTMLResponse:  # every page links the Evaluation page when there is one
-        html = html.replace(
-            "<!--evals-->", f'<a href="{prefix}/evals">Evaluation</a>' if evals else ""
-        )
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     def record_of(run_id: str) -> dict[str, Any]:
         if run_id in live:
@@ -154,12 +185,12 @@ def add_ui(
             raise HTTPException(404, f"no run {run_id!r}; see the History page")
         return found
 
-    @app.get(prefix + "/", response_class=HTMLResponse, dependencies=[Depends(check_key)])
-    async def start_page() -> HTMLResponse:
-        return page(render_page("start", "Run a workflow", prefix=prefix, workflows=workflows))
+    @app.get(prefix + "/", response_class=HTMLResponse)
+    async def start_page(key: str = key_of) -> HTMLResponse:
+        return page("start", "Run a workflow", key, workflows=workflows)
 
-    @app.post(prefix + "/runs", dependencies=[Depends(check_key)])
-    async def start(request: Request) -> RedirectResponse:
+    @app.post(prefix + "/runs")
+    async def start(request: Request, key: str = key_of) -> RedirectResponse:
         # a plain urlencoded form: no python-multipart needed for two fields
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         workflow = form.get("workflow", [""])[0]
@@ -181,50 +212,35 @@ def add_ui(
         task = asyncio.create_task(_execute(live[run_id], workflows[workflow], backend, history))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-        return RedirectResponse(f"{prefix}/runs/{run_id}", status_code=303)
+        return RedirectResponse(f"{prefix}/runs/{run_id}{_query(key)}", status_code=303)
 
-    @app.get(
-        prefix + "/runs/{run_id}", response_class=HTMLResponse, dependencies=[Depends(check_key)]
-    )
-    async def view(run_id: str) -> HTMLResponse:
+    @app.get(prefix + "/runs/{run_id}", response_class=HTMLResponse)
+    async def view(run_id: str, key: str = key_of) -> HTMLResponse:
         rec = record_of(run_id)
         running = run_id in live and not live[run_id].done
         shown = {**rec, "events": []} if running else rec
-        title = f"{rec['workflow']}: run {run_id}"
-        return page(render_page("view", title, prefix=prefix, records=[shown], live=running))
+        return page("view", f"{rec['workflow']}: run {run_id}", key, records=[shown], live=running)
 
-    @app.get(prefix + "/runs/{run_id}/events", dependencies=[Depends(check_key)])
+    @app.get(prefix + "/runs/{run_id}/events", dependencies=[key_of])
     async def events(run_id: str) -> StreamingResponse:
         if run_id not in live:
             raise HTTPException(404, f"run {run_id!r} is not running here")
-        run = live[run_id]
+        return StreamingResponse(_sse(live[run_id]), media_type="text/event-stream")
 
-        return StreamingResponse(_sse(run), media_type="text/event-stream")
+    @app.get(prefix + "/history", response_class=HTMLResponse)
+    async def history_page(key: str = key_of) -> HTMLResponse:
+        return page("history", "History", key, runs=history.list() if history else [])
 
-    @app.get(prefix + "/history", response_class=HTMLResponse, dependencies=[Depends(check_key)])
-    async def history_page() -> HTMLResponse:
-        runs = history.list() if history else []
-        return page(render_page("history", "History", prefix=prefix, runs=runs))
-
-    @app.get(prefix + "/compare", response_class=HTMLResponse, dependencies=[Depends(check_key)])
-    async def compare(request: Request) -> HTMLResponse:
+    @app.get(prefix + "/compare", response_class=HTMLResponse)
+    async def compare(request: Request, key: str = key_of) -> HTMLResponse:
         ids = request.query_params.getlist("run")[:2]
         if not ids:
             raise HTTPException(400, "pick two runs on the History page (?run=A&run=B)")
-        recs = [record_of(i) for i in ids]
-        return page(render_page("view", "Side by side", prefix=prefix, records=recs))
-
-    _add_eval_pages(app, evals, prefix=prefix, page=page, check_key=check_key)
-    return app
+        return page("view", "Side by side", key, records=[record_of(i) for i in ids])
 
 
 def _add_eval_pages(
-    app: FastAPI,
-    evals: list[EvalFolder],
-    *,
-    prefix: str,
-    page: Callable[[str], HTMLResponse],
-    check_key: Callable[[Request], None],
+    app: FastAPI, evals: list[EvalFolder], *, prefix: str, page: _Page, key_of: Any
 ) -> None:
     """The Evaluation page, each folder's plot, and one page per item and method."""
 
@@ -235,25 +251,21 @@ def _add_eval_pages(
             )
         return evals[index]
 
-    @app.get(prefix + "/evals", response_class=HTMLResponse, dependencies=[Depends(check_key)])
-    async def evals_page() -> HTMLResponse:
-        return page(render_page("evals", "Evaluation", prefix=prefix, evals=evals))
+    @app.get(prefix + "/evals", response_class=HTMLResponse)
+    async def evals_page(key: str = key_of) -> HTMLResponse:
+        return page("evals", "Evaluation", key, evals=evals)
 
-    @app.get(prefix + "/evals/{index}/plot.svg", dependencies=[Depends(check_key)])
+    @app.get(prefix + "/evals/{index}/plot.svg", dependencies=[key_of])
     async def eval_plot(index: int) -> FileResponse:
         plot = folder(index).plot()  # only the folder's own plot file, never a path from the URL
         if plot is None:
             raise HTTPException(404, "this eval folder has no accuracy_vs_tokens.svg")
         return FileResponse(plot, media_type="image/svg+xml")
 
-    @app.get(
-        prefix + "/evals/{index}/items/{method}/{item}",
-        response_class=HTMLResponse,
-        dependencies=[Depends(check_key)],
-    )
-    async def eval_item(index: int, method: str, item: str) -> HTMLResponse:
+    @app.get(prefix + "/evals/{index}/items/{method}/{item}", response_class=HTMLResponse)
+    async def eval_item(index: int, method: str, item: str, key: str = key_of) -> HTMLResponse:
         row = folder(index).row(method, item)
         if row is None:
             raise HTTPException(404, f"no item {item!r} for method {method!r} in this eval")
         title = f"{folder(index).name}: {method} on {item}"
-        return page(render_page("view", title, prefix=prefix, records=[item_record(row)], item=row))
+        return page("view", title, key, records=[item_record(row)], item=row)

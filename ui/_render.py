@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 
@@ -22,13 +23,20 @@ def _inline_json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
 
 
-def render_page(mode: str, title: str, *, prefix: str = "", **context: Any) -> str:
-    """One page: ``start``, ``history``, or ``view`` (``records``: the runs to show)."""
+def render_page(mode: str, title: str, *, prefix: str = "", key: str = "", **context: Any) -> str:
+    """One page: ``start``, ``history``, or ``view`` (``records``: the runs to show).
+
+    ``key``: the ``?key=`` the browser came with (beyond loopback); the page's own
+    links, forms and event stream carry it on.
+    """
     records = context.pop("records", [])
+    q = f"?key={quote(key, safe='')}" if key else ""
     return _env.get_template("page.html").render(
         mode=mode,
         title=title,
         prefix=prefix,
+        key=key,
+        q=q,
         css=(_TEMPLATES / "style.css").read_text("utf-8"),
         js=(_TEMPLATES / "view.js").read_text("utf-8"),
         records=records,
