@@ -20,8 +20,11 @@ Assistant 1, Assistant 2, Tie.
 Choices where the reference differs or is silent: the discussion is shown in the
 user message as ``[Name]: text`` lines (the reference sends peers' messages as
 assistant turns, which a model may take for its own); the paper's single
-summarizer after each round is used (the code summarizes per referee); an unparsed
-score line is left out of the sums (the reference retries up to 3 times). The two
+summarizer after each round is used (the code summarizes per referee); a final
+turn without both score lines is asked once more, with the conversation so far and
+a format reminder (the reference re-asks up to 3 times), and a referee whose second
+reply is still unparsed abstains: left out of the sums and votes, listed in
+``details["abstained"]`` (re-asks in ``details["reasked"]``). The two
 answers come from ``[Answer 1]`` / ``[Answer 2]`` markers in the input, or else from
 two ``candidates`` agents asked the question first, concurrently.
 """
@@ -91,6 +94,7 @@ class _Discussion:
     verdicts: dict[str, tuple[float, float] | None] = field(
         default_factory=dict[str, tuple[float, float] | None]
     )
+    reasked: list[str] = field(default_factory=list[str])
 
 
 def chateval(
@@ -154,13 +158,14 @@ def chateval(
                                   answer2=pair[1], role=role_list[i], referee=names[i],
                                   others=len(names) - 1, discussion=seen, final=final)  # fmt: skip
                 tag = f"{'swap' if talk.swapped else 'main'}/r{r}"
+                role = "swapped" if talk.swapped else "referee"
                 reply = await ask(ctx, referees[i], user(text), tag)
                 talk.entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=text,
-                    round=r, role="swapped" if talk.swapped else "referee",
-                    saw=[w for w, _ in seen]))  # fmt: skip
+                                         round=r, role=role, saw=[w for w, _ in seen]))  # fmt: skip
+                said = reply.text
                 if final:
-                    talk.verdicts[names[i]] = parse_scores(reply.text)
-                return r, names[i], reply.text
+                    said = await _verdict(ctx, lib, referees[i], talk, text, said, tag, r, role)
+                return r, names[i], said
 
             if strategy == "one_by_one":
                 for i in range(len(names)):
@@ -174,6 +179,9 @@ def chateval(
         winner, tally = _aggregate(talks, aggregation)
         return {"answer": winner, "text": winner, "transcript": entries,
                 "details": {"tally": tally, "strategy": strategy, "rounds": rounds,
+                            "reasked": [{"swapped": t.swapped, "referees": t.reasked} for t in talks],
+                            "abstained": [{"swapped": t.swapped, "referees": [n for n, v in t.verdicts.items()
+                                           if v is None]} for t in talks],
                             "verdicts": [{"swapped": t.swapped, **{n: list(v) if v else None
                                           for n, v in t.verdicts.items()}} for t in talks]}}  # fmt: skip
 
@@ -200,6 +208,25 @@ async def _answers(
     entries = [turn(ctx, r, text=r.text, answer=None, prompt=given, role="candidate")
                for r in replies]  # fmt: skip
     return given, (replies[0].text, replies[1].text), entries
+
+
+async def _verdict(
+    ctx: RunContext, lib: PromptLibrary, referee: Respondent, talk: _Discussion, prompt: str,
+    said: str, tag: str, r: int, role: str,
+) -> str:  # fmt: skip
+    """Record the referee's final scores: re-asked once with a format reminder when
+    unparsed, then ``None`` (an abstention). Returns the text that stands."""
+    verdict = parse_scores(said)
+    if verdict is None:
+        talk.reasked.append(referee.name)
+        reminder = lib.render("chateval/reminder")
+        again = [*user(prompt), {"role": "assistant", "content": said}, *user(reminder)]
+        retry = await ask(ctx, referee, again, f"{tag}/reask")
+        talk.entries.append(turn(ctx, retry, text=retry.text, answer=None, prompt=reminder,
+                                 round=r, role=role, step="reask"))  # fmt: skip
+        said, verdict = retry.text, parse_scores(retry.text)
+    talk.verdicts[referee.name] = verdict
+    return said
 
 
 async def _summarize(

@@ -101,3 +101,27 @@ async def test_average_sums_both_orders_and_majority_breaks_ties_to_assistant_1(
 def test_summarizer_strategy_needs_a_summarizer() -> None:
     with pytest.raises(GraphError, match="needs a summarizer"):
         chateval([Agent("a", FakeModel({}).spec())], strategy="summarizer")
+
+
+async def test_an_unparsed_verdict_is_reasked_once_then_counts_as_an_abstention() -> None:
+    rules = [
+        Rule(agent="a", match="did not end with the two score lines", replies=[verdict(8, 3)]),
+        Rule(agent="a", replies=["Answer 1 is right, clearly."]),
+        Rule(agent="b", replies=["I prefer answer 2."]),  # never in the format
+    ]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        spec = sim.spec()
+        team = chateval([Agent("a", spec), Agent("b", spec)], rounds=1, swap=False)
+        result = await run(team, QUESTION)
+        received = await sim.requests()
+    assert [r["agent"] for r in received] == ["a", "a", "b", "b"] and result.calls == 4
+    reask = received[1]["body"]["messages"]
+    assert [m["role"] for m in reask] == ["user", "assistant", "user"]
+    assert reask[1]["content"] == "Answer 1 is right, clearly."
+    assert "The score of Assistant 1: <score>" in reask[2]["content"]
+    assert result.details["reasked"] == [{"swapped": False, "referees": ["a", "b"]}]
+    assert result.details["abstained"] == [{"swapped": False, "referees": ["b"]}]
+    # only the re-asked verdict counts; b's abstention adds nothing
+    assert result.details["tally"] == {"Assistant 1": 8.0, "Assistant 2": 3.0}
+    assert result.answer == "Assistant 1"
+    assert [e.get("step") for e in result.transcript] == [None, "reask", None, "reask"]
