@@ -27,10 +27,11 @@ Measured per method, mechanically:
 
 With ``--backend sim`` the replies are scripted (a test double, and the table says
 so): the assistant's script states each supporting passage's fact and its writer
-cites one invented ID the citation pass must remove; the baseline's script takes the
-stale report's figures where the newer report holds the answer and cites one
-invented ID. Those numbers check the measuring, not the methods; ``--backend local``
-(the embedded engine) or a URL give real ones.
+cites one invented ID the citation pass must remove; the baseline's script states
+the gold fact when its retrieval found the gold passage (citing an invented ID on
+the last question), else the first retrieved passage's first sentence. Those
+numbers check the measuring, not the methods; ``--backend local`` (the embedded
+engine) or a URL give real ones.
 """
 
 from __future__ import annotations
@@ -136,24 +137,28 @@ def _fact_line(text: str, facts: list[str]) -> str:
     return " ".join(s for s in _sentences(text) if any(f in s for f in facts)) or text.strip()
 
 
-def _script(questions: list[CorpusQuestion], texts: dict[str, str], roles: dict[str, str]) -> list[dict[str, Any]]:  # fmt: skip
-    """Simulated-server rules: the assistant states and cites each gold passage (its
-    writer also cites INVENTED once); the baseline answers from the stale report
-    where there is one and cites INVENTED on the last question."""
+def _baseline_says(q: CorpusQuestion, seen: list[str], texts: dict[str, str], last: bool) -> str:  # fmt: skip
+    """The scripted baseline: the gold passage's fact citing it when its one retrieval
+    found that passage (an invented ID instead on the last question), else the first
+    retrieved passage's first sentence citing that passage."""
+    if q.supports[0] in seen:
+        fact = _fact_line(texts[q.supports[0]], q.gold_facts)
+        return f"{fact} [{INVENTED if last else q.supports[0]}]"
+    if seen:
+        return f"{_sentences(texts[seen[0]])[0]} [{seen[0]}]"
+    return "The passages do not say."
+
+
+def _script(questions: list[CorpusQuestion], texts: dict[str, str], roles: dict[str, str], seen: dict[str, list[str]]) -> list[dict[str, Any]]:  # fmt: skip
+    """Simulated-server rules: the assistant states and cites each gold passage its
+    researchers read (its writer also cites INVENTED once); the baseline answers from
+    what its retrieval returned (``seen``: passage IDs per question)."""
     rules: list[dict[str, Any]] = []
     for i, q in enumerate(questions):
         asked = re.escape(q.question)
         fact = _fact_line(texts[q.supports[0]], q.gold_facts)
         invented = f" [{INVENTED}]" if i == 0 else ""
-        stale_id = q.supports[0].replace("_2025", "_2024")
-        if stale_id != q.supports[0] and stale_id in texts:
-            word = fact.split()[0]
-            stale = next((s for s in _sentences(texts[stale_id]) if s.startswith(word)), fact)
-            said = f"{stale.strip()} [{stale_id}]"
-        elif i == len(questions) - 1:
-            said = f"{fact} [{INVENTED}]"
-        else:
-            said = f"{fact} [{q.supports[0]}]"
+        said = _baseline_says(q, seen[q.id], texts, last=i == len(questions) - 1)
         rules += [
             {
                 "agent": roles["lead"],
@@ -185,10 +190,10 @@ def _script(questions: list[CorpusQuestion], texts: dict[str, str], roles: dict[
     return rules
 
 
-def _workflow_file(folder: Path, corpus: Path, questions: list[CorpusQuestion], texts: dict[str, str]) -> tuple[Path, str, int]:  # fmt: skip
-    """The shipped research workflow with the corpus as its folder, a ``baseline``
-    agent (the writer's settings) and the script for the simulated server; with the
-    verifier's agent name and the passages each researcher reads."""
+async def _workflow_file(folder: Path, store: EvidenceStore, questions: list[CorpusQuestion]) -> tuple[Path, str, int]:  # fmt: skip
+    """The shipped research workflow with the store's folder as its documents, a
+    ``baseline`` agent (the writer's settings) and the script for the simulated
+    server; with the verifier's agent name and the passages each researcher reads."""
     if not EXAMPLE.is_file():
         raise FileNotFoundError(
             f"{EXAMPLE} is missing; run the bench from a concilium checkout (it reads the shipped example)"
@@ -201,12 +206,15 @@ def _workflow_file(folder: Path, corpus: Path, questions: list[CorpusQuestion], 
         "writer": flow.get("writer") or flow["lead"],
         "verifier": flow.get("verifier") or flow["researcher"],
     }
+    passages = int(flow.get("passages", 3))
+    texts = {p.id: p.text for p in store.passages()}
+    seen = {q.id: [h.passage.id for h in await store.search(q.question, k=passages)] for q in questions}  # fmt: skip
     data["agents"][BASELINE] = dict(data["agents"][roles["writer"]])
-    data["tools"] = {**(data.get("tools") or {}), "documents": str(corpus)}
-    data["simulate"] = {**(data.get("simulate") or {}), "rules": _script(questions, texts, roles)}
+    data["tools"] = {**(data.get("tools") or {}), "documents": str(store.folder)}
+    data["simulate"] = {**(data.get("simulate") or {}), "rules": _script(questions, texts, roles, seen)}  # fmt: skip
     path = folder / "research_bench.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "utf-8")
-    return path, roles["verifier"], int(flow.get("passages", 3))
+    return path, roles["verifier"], passages
 
 
 # -- measuring ------------------------------------------------------------------------
@@ -327,7 +335,7 @@ async def measure(backend: Backend, questions: int, seed: int) -> dict[str, Any]
         store.refresh()
         try:
             texts = {p.id: p.text for p in store.passages()}
-            path, verifier, passages = _workflow_file(Path(tmp), corpus, chosen, texts)
+            path, verifier, passages = await _workflow_file(Path(tmp), store, chosen)
             async with backend.bind([load_workflow(path)]) as (wf,):
                 try:
                     items = await _bench(wf, store, chosen, verifier, passages)
@@ -383,7 +391,7 @@ def main(
         )
     assistant = figures["methods"][0]
     print(
-        f"assistant: {assistant['removed']} invented IDs removed by the citation pass before output; "
+        f"assistant: {assistant['removed']} invented ID(s) removed by the citation pass before output; "
         f"baseline: {figures['methods'][1]['check_calls']} verifier calls to check its claims (not counted above)"
     )
     emit(figures, json_file)

@@ -66,9 +66,10 @@ def test_json_file_holds_both_methods_measured_on_the_same_questions(tmp_path: P
         assert row["calls_per_question"] > 0 and row["tokens_per_question"] > 0
     assert baseline["calls_per_question"] == 1  # one answer call; its checks are apart
     assert baseline["check_calls"] == baseline["checked_pairs"] - baseline["fabricated"]
-    # the baseline answers the revenue and headcount questions from the stale 2024 report
-    stale = [i for i in items["baseline"] if any("_2024" in c for c in i["cited"])]
-    assert stale and all(not i["found"] and not i["relevant"] for i in stale)
+    # BM25 on the revenue question's words misses the revenue passage: the scripted
+    # baseline then cites the first passage it retrieved, which states no gold fact
+    missed = items["baseline"][1]
+    assert missed["cited"] and not missed["found"] and not missed["relevant"]
     # the temporary corpus's index does not stay behind in the user's cache
     assert not list((tmp_path / "home").rglob("*.sqlite"))
 
