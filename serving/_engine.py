@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from concilium._errors import UserError
@@ -117,6 +118,20 @@ class LocalEngine:
         )
 
 
+LOGS_KEPT = 20
+
+
+def _log_path(home: EngineHome, port: int) -> Path:
+    """Where a replica's whole output goes (``<engine home>/logs/port-P.log``); only the
+    newest LOGS_KEPT logs are kept, so the folder stays small."""
+    folder = home.root / "logs"
+    with contextlib.suppress(OSError):
+        logs = sorted(folder.glob("port-*.log"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for old in logs[LOGS_KEPT - 1 :]:
+            old.unlink(missing_ok=True)
+    return folder / f"port-{port}.log"
+
+
 @contextlib.asynccontextmanager
 async def local_engine(
     replicas: int = 1,
@@ -156,6 +171,7 @@ async def local_engine(
             env=engine_env(home, cores, kv),
             health_url=f"http://127.0.0.1:{p}/health",
             deadline=deadline,
+            log_path=_log_path(home, p),
         )
         for i, (p, cores) in enumerate(zip(ports, groups, strict=True))
     ]

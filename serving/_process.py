@@ -15,6 +15,7 @@ import re
 import signal
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import aiohttp
 
@@ -32,6 +33,8 @@ class ManagedProcess:
             ``url`` (if any) becomes ``self.url``.
         health_url: polled until it answers 200 (may use ``{url}``).
         deadline: seconds to become ready.
+        log_path: a file that receives every output line (replaced at each start), so
+            a server that misbehaves after it started can still be diagnosed.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class ManagedProcess:
         health_url: str | None = None,
         deadline: float = 60.0,
         keep_lines: int = 40,
+        log_path: Path | None = None,
     ):
         self.name = name
         self.argv = list(argv)
@@ -52,6 +56,7 @@ class ManagedProcess:
         self.health_url = health_url
         self.deadline = deadline
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
+        self.log_path = log_path
         self.url: str | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self._ready_line = asyncio.Event()
@@ -69,20 +74,33 @@ class ManagedProcess:
         return "\n".join(f"    {line}" for line in self.lines) or "    (it printed nothing)"
 
     def _failure(self, what: str, fix: str) -> ServerError:
+        where = f" (all of it: {self.log_path})" if self.log_path else ""
         return ServerError(
-            f"{self.name} {what}. Its last output lines:\n{self.last_output()}\n{fix}"
+            f"{self.name} {what}. Its last output lines{where}:\n{self.last_output()}\n{fix}"
         )
 
     async def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            self.lines.append(line)
-            if self.ready_pattern and not self._ready_line.is_set():
-                match = self.ready_pattern.search(line)
-                if match:
-                    self.url = match.groupdict().get("url", self.url)
-                    self._ready_line.set()
+        with contextlib.ExitStack() as stack:
+            log = None
+            if self.log_path is not None:
+                with contextlib.suppress(OSError):  # a log is a help, never a reason to fail
+                    self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                    log = stack.enter_context(self.log_path.open("w", encoding="utf-8"))
+            async for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").rstrip()
+                self.lines.append(line)
+                if log is not None:
+                    log.write(f"{line}\n")
+                    log.flush()
+                self._match_ready(line)
+
+    def _match_ready(self, line: str) -> None:
+        if self.ready_pattern and not self._ready_line.is_set():
+            match = self.ready_pattern.search(line)
+            if match:
+                self.url = match.groupdict().get("url", self.url)
+                self._ready_line.set()
 
     async def start(self) -> ManagedProcess:
         try:

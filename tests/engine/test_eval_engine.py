@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from concilium.serving import EngineHome
+
 ROOT = Path(__file__).resolve().parents[2]
-ITEMS = 6
+ITEMS = 4
 METHODS = {  # workflow file -> (method name, model calls per item, samples per item)
     "base_single": (1, 1),
     "base_self_consistency": (1, 9),
@@ -27,6 +29,12 @@ def _eval(out: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def _engine_log() -> str:
+    """The newest engine log's tail: why the engine stopped answering, if it did."""
+    logs = sorted((EngineHome().root / "logs").glob("port-*.log"), key=lambda f: f.stat().st_mtime)
+    return logs[-1].read_text(errors="replace")[-4000:] if logs else "(no engine log)"
+
+
 def test_eval_compares_three_methods_on_capitals(tmp_path: Path) -> None:
     # --backend local: the CLI starts its own engine, as a user runs it (not the session fixture's)
     out = tmp_path / "eval"
@@ -37,7 +45,10 @@ def test_eval_compares_three_methods_on_capitals(tmp_path: Path) -> None:
     methods = summary["methods"] if isinstance(summary, dict) else summary
     assert [m["method"] for m in methods] == list(METHODS)
     pngs = [p for p in out.iterdir() if p.suffix == ".png"]
-    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    errors = {r["error"] for r in rows if r["failed"]}
+    assert not errors, f"{errors}\nengine log:\n{_engine_log()}"
+    assert pngs, done.stdout[-3000:]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     assert any(p.suffix == ".svg" for p in out.iterdir())
     for m in methods:
         name = m["method"]
