@@ -60,10 +60,10 @@ from concilium.graphs import (
     turn,
     user,
 )
-from concilium.graphs.patterns import yes_probability
+from concilium.graphs.patterns import resolve_citations, yes_probability
 from concilium.graphs.workflows import Workflow, load_workflow
 from concilium.serving import Backend
-from concilium.tools import CorpusQuestion, EvidenceStore, default_index_path, write_corpus
+from concilium.tools import CorpusQuestion, EvidenceStore, Passage, default_index_path, write_corpus
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "research_assistant.yaml"
 BASELINE = "baseline"
@@ -78,9 +78,8 @@ Passages:
 
 Question: {question}
 Answer:"""
-_BRACKET = re.compile(r"\[([^\[\]\n]{1,300})\]")
-_SPLIT = re.compile(r"\s*[,;]\s*")
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[[^\[\]\n]+\])*|$)")
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[\d+\])*|$)")
+_NUMBER = re.compile(r"\s?\[(\d+)\]")
 
 
 class MethodRow(TypedDict):
@@ -226,27 +225,32 @@ def _body(report: str) -> str:
     return "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
 
 
-def _cited_ids(text: str) -> list[str]:
-    return [p for m in _BRACKET.findall(text) for p in _SPLIT.split(m.strip()) if p]
+def _cited_ids(text: str, passages: list[Passage]) -> list[str]:
+    """The IDs ``text`` cites, known or not, by the assistant's own citation rules
+    (``resolve_citations``: ``[simulated reply]`` or ``[a link](...)`` are no citations)."""
+    cited = resolve_citations(text, passages)
+    return list(dict.fromkeys([*(s.passage_id for s in cited.sources), *cited.fabricated]))
 
 
 def _relevant(pid: str, q: CorpusQuestion, texts: dict[str, str]) -> bool:
     return pid in q.supports or any(f in texts.get(pid, "") for f in q.gold_facts)
 
 
-async def _check_baseline(answer: str, verifier: Agent, texts: dict[str, str]) -> tuple[list[bool], int]:  # fmt: skip
-    """Verdicts on the baseline's (sentence, cited passage) pairs, and the calls made."""
+async def _check_baseline(answer: str, verifier: Agent, passages: list[Passage]) -> tuple[list[bool], int]:  # fmt: skip
+    """Verdicts on the baseline's (sentence, cited passage) pairs, and the calls made:
+    each citation of an unknown ID is an unsupported pair, without a call."""
     lib = prompt_library(None)
     judge = verifier.with_options(logprobs=True, top_logprobs=5) if verifier.model.capabilities.logprobs else verifier  # fmt: skip
-    verdicts: list[bool] = []
+    texts = {p.id: p.text for p in passages}
+    cited = resolve_citations(answer, passages)
+    by_number = {s.number: s.passage_id for s in cited.sources}
+    verdicts = [False for _ in dict.fromkeys(cited.fabricated)]
     calls = 0
-    for sentence in _SENTENCE.findall(answer):
-        claim = _BRACKET.sub("", sentence).strip()
-        for pid in dict.fromkeys(_cited_ids(sentence)):
-            if pid not in texts:
-                verdicts.append(False)
-                continue
-            prompt = lib.render("research/verify", passage=texts[pid], claim=claim)
+    for sentence in _SENTENCE.findall(cited.text):
+        claim = _NUMBER.sub("", sentence).strip()
+        for n in dict.fromkeys(_NUMBER.findall(sentence)):
+            passage = texts[by_number[int(n)]]
+            prompt = lib.render("research/verify", passage=passage, claim=claim)
             reply = await judge.run(user(prompt), max_tokens=1)
             calls += 1
             verdicts.append(yes_probability(reply) >= 0.5)
@@ -308,7 +312,8 @@ def _summary(method: str, items: list[dict[str, Any]]) -> MethodRow:
 
 
 async def _bench(wf: Workflow, store: EvidenceStore, questions: list[CorpusQuestion], verifier_name: str, passages: int) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
-    texts = {p.id: p.text for p in store.passages()}
+    known = store.passages()
+    texts = {p.id: p.text for p in known}
     verifier = wf.agents[verifier_name]
     single = baseline(wf.agents[BASELINE], store, passages=passages)
     out: dict[str, list[dict[str, Any]]] = {"assistant": [], "baseline": []}
@@ -320,8 +325,8 @@ async def _bench(wf: Workflow, store: EvidenceStore, questions: list[CorpusQuest
         item["partial"] = bool(result.details.get("partial")) or result.partial
         out["assistant"].append(item)
         result = await run(single, q.question)
-        item = _item(q, result, _cited_ids(result.answer or ""), texts)
-        item["verdicts"], item["check_calls"] = await _check_baseline(result.answer or "", verifier, texts)  # fmt: skip
+        item = _item(q, result, _cited_ids(result.answer or "", known), texts)
+        item["verdicts"], item["check_calls"] = await _check_baseline(result.answer or "", verifier, known)  # fmt: skip
         out["baseline"].append(item)
     return out
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from concilium.bench.research import INVENTED
+from concilium.bench.research import INVENTED, measure
 from concilium.cli import main
+from concilium.serving import Backend
 
 COLUMNS = [
     "method", "fact recall", "citation precision", "fabricated citations",
@@ -92,3 +94,15 @@ def test_an_unknown_backend_is_refused_with_the_values_that_work() -> None:
     result = CliRunner().invoke(main, ["bench", "research", "--backend", "gpu"])
     assert result.exit_code == 2
     assert "'gpu' is not a backend" in result.output and "sim" in result.output
+
+
+async def test_a_url_backend_gets_no_script_and_still_measures_both_methods(sim: Any) -> None:
+    # a server that knows nothing of the corpus: whatever it says, nothing invented is cited
+    figures = await measure(Backend.parse(sim.url), questions=2, seed=1)
+    assert figures["backend"] == f"the OpenAI-compatible server at {sim.url}"
+    assistant, baseline = figures["methods"]
+    assert assistant["fabricated"] == 0 and assistant["fabricated_rate"] in (0.0, None)
+    assert assistant["calls_per_question"] > baseline["calls_per_question"] == 1
+    # "[simulated reply] ..." is no citation, by the same rules as the citation pass
+    assert baseline["citations"] == 0 and baseline["citation_precision"] is None
+    assert all(len(rows) == 2 for rows in figures["items"].values())
