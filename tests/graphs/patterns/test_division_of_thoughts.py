@@ -5,11 +5,12 @@ their answers, and the sub-tasks, calls and tokens each model spent."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from concilium import GraphError
+from concilium import GraphError, WorkflowError
 from concilium.agents import Agent, Capabilities
 from concilium.graphs import Event, run
 from concilium.graphs.patterns import DotPlan, division_of_thoughts, quantile_confidence
@@ -129,3 +130,28 @@ def _spec() -> Any:
     from concilium.agents import FakeModel
 
     return FakeModel().spec()
+
+
+WORKFLOW = """
+name: dot
+models:
+  m: {model: hosted_vllm/x, api_base: http://127.0.0.1:8000/v1}
+agents:
+  s: {model: m}
+  l: {model: m}
+workflow:
+  kind: division_of_thoughts
+  small: s
+  large: {kind: self_consistency, name: sc, agent: l, samples: 3}
+"""
+
+
+def test_a_nested_large_pattern_needs_a_planner_agent(tmp_path: Path) -> None:
+    from concilium.graphs import load_workflow
+
+    path = tmp_path / "dot.yaml"
+    path.write_text(WORKFLOW)
+    with pytest.raises(WorkflowError, match="needs an agent name, not a pattern: the planner"):
+        load_workflow(path)
+    path.write_text(WORKFLOW.replace("  large: {kind", "  planner: l\n  large: {kind"))
+    assert load_workflow(path).graph.name == "dot"
