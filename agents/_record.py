@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,11 @@ class SqliteCallRecord(CallRecord):
     is created readable by its owner only (mode 0600; SQLite gives its journal the
     same mode): it holds every reply of the run.
 
+    Nothing is loaded up front: ``get`` looks a digest up by its primary key, and
+    ``for_run`` gives one run the view it resumes from (that run's rows only, read
+    through an index), so a file that many runs share (an eval's) costs each run
+    its own calls, not everyone's.
+
     Example:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "calls.db")
@@ -72,27 +78,118 @@ class SqliteCallRecord(CallRecord):
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS concilium_calls (digest TEXT PRIMARY KEY, response TEXT)"
             )
-            for digest, response in self._db.execute(
-                "SELECT digest, response FROM concilium_calls"
-            ):
-                self._data[digest] = json.loads(response)
-        except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(concilium_calls)")}
+            if "run_id" not in columns:  # a file from before per-run loading
+                self._db.execute("ALTER TABLE concilium_calls ADD COLUMN run_id TEXT")
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS concilium_calls_run ON concilium_calls (run_id)"
+            )
+        except sqlite3.DatabaseError as exc:
             self._db.close()
             if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
                 raise
             raise _damaged(self.path, exc) from None
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open SQLite connection (the runs sharing this record keep their other
+        tables in the same file through it, so one process holds one connection)."""
+        return self._db
+
+    def get(self, digest: str) -> dict[str, Any] | None:
+        found = super().get(digest)
+        if found is None:
+            found = self._select_one(digest)
+        return found
+
     def put(self, digest: str, response: dict[str, Any]) -> None:
         super().put(digest, response)
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO concilium_calls VALUES (?, ?)",
-                (digest, json.dumps(response)),
-            )
+        self._insert(digest, response, None)
+
+    def for_run(self, run_id: str) -> CallRecord:
+        """The record as one run sees it: the calls recorded under ``run_id`` are read
+        at once (one indexed query); the run's new calls are written with its id.
+
+        Example:
+            >>> import tempfile, os
+            >>> rec = SqliteCallRecord(os.path.join(tempfile.mkdtemp(), "calls.db"))
+            >>> rec.for_run("r1").put("h", {"choices": []})
+            >>> len(rec.for_run("r1")), len(rec.for_run("r2")), rec.get("h")
+            (1, 0, {'choices': []})
+        """
+        return _RunRecord(
+            self._select_run(run_id),
+            lookup=self._select_one,
+            write=lambda digest, response: self._insert(digest, response, run_id),
+        )
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _select_one(self, digest: str) -> dict[str, Any] | None:
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "SELECT response FROM concilium_calls WHERE digest = ?", (digest,)
+                ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc) from None
+        return None if row is None else self._decode(row[0])
+
+    def _select_run(self, run_id: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT digest, response FROM concilium_calls WHERE run_id = ?", (run_id,)
+                ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._error(exc) from None
+        return {digest: self._decode(response) for digest, response in rows}
+
+    def _insert(self, digest: str, response: dict[str, Any], run_id: str | None) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO concilium_calls (digest, response, run_id) VALUES (?, ?, ?)",
+                (digest, json.dumps(response), run_id),
+            )
+
+    def _decode(self, text: str) -> dict[str, Any]:
+        try:
+            return json.loads(text)
+        except (ValueError, TypeError) as exc:
+            raise _damaged(self.path, exc) from None
+
+    def _error(self, exc: sqlite3.DatabaseError) -> BaseException:
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return exc
+        return _damaged(self.path, exc)
+
+
+class _RunRecord(CallRecord):
+    """One run's view of a ``SqliteCallRecord`` (see ``for_run``): its rows in memory,
+    a digest not among them looked up in the file (rows written before records kept
+    run ids), new calls written through. Closing it leaves the file open."""
+
+    def __init__(
+        self,
+        rows: dict[str, dict[str, Any]],
+        *,
+        lookup: Callable[[str], dict[str, Any] | None],
+        write: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        super().__init__()
+        self._data.update(rows)
+        self._lookup = lookup
+        self._write = write
+
+    def get(self, digest: str) -> dict[str, Any] | None:
+        found = super().get(digest)
+        return found if found is not None else self._lookup(digest)
+
+    def put(self, digest: str, response: dict[str, Any]) -> None:
+        super().put(digest, response)
+        self._write(digest, response)
 
 
 def _damaged(path: Path, exc: BaseException) -> UserError:

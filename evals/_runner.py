@@ -4,7 +4,9 @@ Items run concurrently with at most ``concurrency`` in flight, so a server stays
 without a queue of thousands of requests. Each finished (item, method) is one line of
 ``DIR/results.jsonl``; each run checkpoints its calls in ``DIR/state.db`` under its own run
 id, so a rerun skips finished lines and resumes an interrupted run without repeating the
-calls it made. A model error marks the item failed; the eval goes on.
+calls it made. The eval opens that file once (a ``StateStore``) and every run writes
+through it: one connection per file, however many runs are in flight. A model error
+marks the item failed; the eval goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ._scorers import Scorer, default_scorer
 from ._sweep import Method
 
 if TYPE_CHECKING:
+    from concilium.graphs import StateStore
     from concilium.serving import Backend
 
 __all__ = ["ItemResult", "evaluate", "DEFAULT_CONCURRENCY", "RESULTS_FILE", "STATE_FILE"]
@@ -106,6 +109,7 @@ async def _one(
     scorer: Scorer,
     out_dir: Path,
     started: set[str],
+    store: StateStore,
 ) -> ItemResult:
     from concilium.graphs import partial_result, run
 
@@ -126,7 +130,7 @@ async def _one(
             graph,
             record.question,
             run_id=key,
-            state_path=out_dir / STATE_FILE,
+            store=store,
             resume=resume,
             fingerprint=fingerprint,
             budget=method.workflow.budget,
@@ -194,6 +198,7 @@ async def evaluate(
         >>> # asyncio.run(evaluate(load_records("d.jsonl"), methods, Backend.parse("sim"), "out"))
     """
     from concilium.agents import aclose
+    from concilium.graphs import StateStore
 
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1, got {concurrency}")
@@ -215,12 +220,15 @@ async def evaluate(
     limit = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
     try:
-        async with backend.bind([m.workflow for m in methods]) as bound:
+        async with (
+            StateStore(out / STATE_FILE) as store,
+            backend.bind([m.workflow for m in methods]) as bound,
+        ):
 
             async def work(index: int, record: EvalRecord) -> None:
                 async with limit:
                     row = await _one(
-                        methods[index], bound[index].graph, record, scorer, out, started
+                        methods[index], bound[index].graph, record, scorer, out, started, store
                     )
                 async with lock:
                     with (out / RESULTS_FILE).open("a", encoding="utf-8") as handle:

@@ -105,6 +105,7 @@ from ._runtime import (
     split_input,
     stream,
 )
+from ._store import StateStore
 
 __all__ = [
     # building
@@ -122,6 +123,7 @@ __all__ = [
     "stream",
     "RunResult",
     "partial_result",
+    "StateStore",
     "RunContext",
     "current_run",
     "split_input",

@@ -201,9 +201,11 @@ def claim_run(
     input_fingerprint: str,
     resume: bool,
     force: bool = False,
+    db: sqlite3.Connection | None = None,
 ) -> RunClaim:
     """Lock ``run_id`` and check it against its row in ``calls_file`` (see the module
-    docstring); the caller releases the claim when the run ends."""
+    docstring); the caller releases the claim when the run ends. ``db``: a connection
+    to ``calls_file`` already open (a ``StateStore``'s), used instead of a new one."""
     claim = _lock(state_path, run_id)
     try:
         _check(
@@ -214,6 +216,7 @@ def claim_run(
             input_fingerprint,
             resume,
             force,
+            db,
         )
     except BaseException:
         claim.release()
@@ -229,13 +232,16 @@ def _check(
     input_fp: str,
     resume: bool,
     force: bool,
+    shared: sqlite3.Connection | None,
 ) -> None:
     from concilium.agents import private_file
 
-    try:
-        db = sqlite3.connect(private_file(calls_file), isolation_level=None)
-    except sqlite3.DatabaseError as exc:
-        raise corrupt_state(calls_file, exc) from None
+    db = shared
+    if db is None:
+        try:
+            db = sqlite3.connect(private_file(calls_file), isolation_level=None)
+        except sqlite3.DatabaseError as exc:
+            raise corrupt_state(calls_file, exc) from None
     try:
         db.execute(_RUNS)
         row = db.execute(
@@ -254,7 +260,8 @@ def _check(
             raise
         raise corrupt_state(calls_file, exc) from None
     finally:
-        db.close()
+        if shared is None:
+            db.close()
 
 
 def _compare(

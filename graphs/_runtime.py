@@ -6,6 +6,8 @@ the result from the final state. With a ``state_path`` the LangGraph checkpoints
 to that SQLite file and the call record to a sibling file (``run.calls.db`` beside
 ``run.db``: two connections writing one file from one event loop would deadlock), so
 ``resume=True`` continues where a failed run stopped and repeats no completed call.
+Runs that share a state file in one process (an eval's) share one ``StateStore``
+instead (``store=``): one connection to each file, not one per run.
 Before it starts, a run with a state file is claimed (``_resume.claim_run``): its run
 id locked, its workflow and input checked against what the file recorded.
 """
@@ -19,6 +21,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -29,10 +32,8 @@ from concilium.agents import (
     CallLedger,
     CallRecord,
     Message,
-    SqliteCallRecord,
     Usage,
     aclose,
-    private_file,
     reset_ledger,
     use_ledger,
     workflow_span,
@@ -49,6 +50,7 @@ from ._resume import (
     graph_fingerprint,
     is_corruption,
 )
+from ._store import StateStore, calls_path
 
 RECURSION_LIMIT = 10_000  # rounds x 2 supersteps; LangGraph's default of 25 is too low
 
@@ -126,12 +128,6 @@ def split_input(value: str | Sequence[Message]) -> dict[str, Any]:
     return {"question": content if isinstance(content, str) else str(content), "messages": messages}
 
 
-def calls_path(state_path: str | Path) -> Path:
-    """Where the call record of a checkpoint file lives (``x.db`` -> ``x.calls.db``)."""
-    path = Path(state_path)
-    return path.with_name(f"{path.stem}.calls{path.suffix or '.db'}")
-
-
 async def invoke_graph(graph: Graph, given: Mapping[str, Any]) -> dict[str, Any]:
     """Run ``graph`` inside the current run (a nested pattern), without its own
     checkpoint: its calls are keyed under the caller's node path, so a resume of
@@ -155,6 +151,7 @@ async def run(
     deadline_s: float | None = None,
     fingerprint: str | None = None,
     force_resume: bool = False,
+    store: StateStore | None = None,
 ) -> RunResult:
     """Run a graph on a question (or chat messages) and return its ``RunResult``.
 
@@ -174,6 +171,8 @@ async def run(
             a hash of the workflow file's spec); default: the graph's structure.
         force_resume: resume even though the workflow or input changed since the
             run started (``--resume --force``).
+        store: an open ``StateStore`` shared with other runs of this process, used
+            instead of ``state_path`` (which opens and closes the file for this run).
 
     A run with ``state_path`` holds a lock on its run id while it runs (a second
     one on the same id fails at once) and records the fingerprints of its workflow
@@ -189,27 +188,54 @@ async def run(
         >>> result.answer, result.votes["counts"]
         ('4', {'4': 3})
     """
-    if resume and (state_path is None or run_id is None):
+    if store is not None and state_path is not None:
         from concilium._errors import UserError
 
-        raise UserError("resume=True needs the state_path and run_id of the run to resume")
+        raise UserError(
+            f"give the run state_path={str(state_path)!r} or store= (an open StateStore), not both"
+        )
+    if resume and ((state_path is None and store is None) or run_id is None):
+        from concilium._errors import UserError
+
+        raise UserError(
+            "resume=True needs the state_path (or store) and run_id of the run to resume"
+        )
     if deadline_s is not None and not 0 < deadline_s < math.inf:
         from concilium._errors import UserError
 
         raise UserError(f"deadline_s must be a finite number of seconds > 0, got {deadline_s!r}")
     run_id = run_id or uuid.uuid4().hex[:12]
     given = split_input(input)
-    claim = _claim(graph, given, run_id, state_path, resume, fingerprint, force_resume)
-    owns_record = record is None
-    if record is None:
-        try:
-            record = SqliteCallRecord(calls_path(state_path)) if state_path else CallRecord()
-        except BaseException:
-            if claim is not None:
-                claim.release()
-            raise
+    held = AsyncExitStack()  # the state file this run opens, and its claim
+    try:
+        if store is None and state_path is not None:
+            store = await held.enter_async_context(StateStore(state_path))
+        claim = _claim(graph, given, run_id, store, resume, fingerprint, force_resume)
+        if claim is not None:
+            held.callback(claim.release)
+        if record is None:
+            record = store.record.for_run(run_id) if store is not None else CallRecord()
+        return await _run_claimed(
+            graph, given, run_id, store, resume, budget, record, on_event, deadline_s
+        )
+    finally:
+        await held.aclose()
+
+
+async def _run_claimed(
+    graph: Graph,
+    given: dict[str, Any],
+    run_id: str,
+    store: StateStore | None,
+    resume: bool,
+    budget: Budget | None,
+    record: CallRecord,
+    on_event: Callable[[Event], None] | None,
+    deadline_s: float | None,
+) -> RunResult:
+    """The run itself, its state file (if any) open and its run id claimed."""
     # a state file's record keys carry the run id: other runs in it never replay these
-    ledger = CallLedger(budget=budget, record=record, run_id=run_id if state_path else None)
+    ledger = CallLedger(budget=budget, record=record, run_id=run_id if store else None)
     turns: list[Turn] = []  # the transcript so far, should the run fail
 
     def sink(event: Event) -> None:
@@ -229,7 +255,7 @@ async def run(
             run_scope(ctx),
             workflow_span(graph.name, **{"gen_ai.conversation.id": run_id}) as span,
         ):
-            work = _invoke(graph, given, run_id, state_path, resume)
+            work = _invoke(graph, given, run_id, store, resume)
             final = await _within(deadline_s, work)
             if span.is_recording() and final.get("votes"):
                 span.set_attribute("concilium.votes", str(final["votes"].get("counts")))
@@ -238,10 +264,6 @@ async def run(
         raise
     finally:
         reset_ledger(token)
-        if owns_record:
-            record.close()
-        if claim is not None:
-            claim.release()
     return RunResult(
         answer=final.get("answer"),
         run_id=run_id,
@@ -327,54 +349,51 @@ def partial_result(error: BaseException) -> RunResult | None:
 
 
 async def _invoke(
-    graph: Graph, given: dict[str, Any], run_id: str, state_path: str | Path | None, resume: bool
+    graph: Graph, given: dict[str, Any], run_id: str, store: StateStore | None, resume: bool
 ) -> dict[str, Any]:
     config = {"recursion_limit": RECURSION_LIMIT, "configurable": {"thread_id": run_id}}
-    if state_path is None:
+    if store is None:
         return dict(await graph.compile(None).ainvoke(given, config))
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
     try:
-        # created 0600 before SQLite opens it: checkpoints hold the prompts and answers
-        async with AsyncSqliteSaver.from_conn_string(str(private_file(state_path))) as saver:
-            compiled = graph.compile(saver)
-            if resume:
-                try:
-                    snapshot = await compiled.aget_state(config)
-                except (ValueError, TypeError) as exc:  # a checkpoint that does not decode
-                    raise corrupt_state(state_path, exc) from None
-                if snapshot.values:
-                    if not snapshot.next:
-                        return dict(snapshot.values)  # it had finished: nothing to do
-                    return dict(await compiled.ainvoke(None, config))
-            return dict(await compiled.ainvoke(given, config))
+        compiled = graph.compile(store.checkpointer)
+        if resume:
+            try:
+                snapshot = await compiled.aget_state(config)
+            except (ValueError, TypeError) as exc:  # a checkpoint that does not decode
+                raise corrupt_state(store.path, exc) from None
+            if snapshot.values:
+                if not snapshot.next:
+                    return dict(snapshot.values)  # it had finished: nothing to do
+                return dict(await compiled.ainvoke(None, config))
+        return dict(await compiled.ainvoke(given, config))
     except sqlite3.DatabaseError as exc:
         if not is_corruption(exc):
             raise
-        raise corrupt_state(state_path, exc) from None
+        raise corrupt_state(store.path, exc) from None
 
 
 def _claim(
     graph: Graph,
     given: dict[str, Any],
     run_id: str,
-    state_path: str | Path | None,
+    store: StateStore | None,
     resume: bool,
     fingerprint: str | None,
     force: bool,
 ) -> RunClaim | None:
     """Lock the run id of a run with a state file and check its fingerprints."""
-    if state_path is None:
+    if store is None:
         return None
     return claim_run(
-        state_path,
-        calls_path(state_path),
+        store.path,
+        calls_path(store.path),
         run_id,
         workflow=graph.name,
         workflow_fingerprint=graph_fingerprint(graph, fingerprint),
         input_fingerprint=fingerprint_of(given),
         resume=resume,
         force=force,
+        db=store.record.connection,
     )
 
 
