@@ -1,32 +1,38 @@
 """A research assistant over a local document folder (issue 13).
 
 A lead plans sub-questions (JSON, under guided decoding when the model has
-structured output, else parsed leniently from lines); one researcher per
-sub-question runs concurrently: it searches the store with the sub-question and
-its own reformulation, then asks one short call per retrieved passage for the fact
-it states (map) and merges equal facts (reduce), so every claim carries the IDs of
-the passages it came from, attached by code rather than written by the model.
-Facts are reconciled by vote across passages and researchers. A writer drafts one
-section per sub-question concurrently (Skeleton-of-Thought), citing passage IDs;
-the deterministic citation pass (``_citations.py``) removes unknown IDs and
-numbers the rest; a yes/no verifier checks every (sentence, cited passage) pair,
-P(yes) read from token logprobs where the server gives them. A sub-question with
-no retrieved passage answers ``NO_EVIDENCE`` instead of writing; a run out of
-budget returns what it has, marked partial.
+structured output, else parsed leniently from lines). One researcher per
+sub-question runs concurrently, each a small plan-and-execute loop with its own
+step budget (``max_steps``): it plans a keyword query (one call), executes
+``search`` with the sub-question and the query (tool calls), ``read``s the best
+hits with their neighbour passages, and asks one short call per window for the
+fact it states (map). The passage IDs a claim carries are attached by code, by
+word overlap between the fact and the passages read, never taken from the model;
+a fact no passage read supports is dropped. Equal facts are merged and voted.
+Where two sources disagree on a fact (the same statement with different
+figures, e.g. a stale report against a newer one), the documented rule settles
+it, the newer document's date wins, and the lead and verifier check the rule's
+pick; the report says so. A writer drafts one section per sub-question
+concurrently, citing passage IDs; the citation pass (``_citations.py``) removes
+unknown IDs and numbers the rest; a yes/no verifier checks every (sentence, cited
+passage) pair, P(yes) read from token logprobs where the server gives them. A
+sub-question with no passage answers ``NO_EVIDENCE``; a run out of budget returns
+what it has, marked partial. Every researcher step is also sent as a progress
+event (``[researcher 2] search 'revenue 2025': 3 passages``) for streaming clients.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from concilium import BudgetExceeded, GraphError
-from concilium.agents import Agent, AgentReply
+from concilium.agents import Agent
 from concilium.graphs import (
     END,
     START,
@@ -42,15 +48,19 @@ from concilium.graphs import (
     user,
 )
 from concilium.prompts import PromptLibrary
-from concilium.tools import EvidenceStore, Passage, Tool
+from concilium.tools import EvidenceStore, Passage, Tool, ToolError
 
 from ._best_of_n import yes_probability
 from ._citations import resolve_citations
+from ._sources import Conflict, Side, document_date, find_conflicts, settle, support
 
 NO_EVIDENCE = "no evidence found in the folder"
+MAX_WINDOW_CHARS = 1_200
+"""A read window longer than this is cut to its hit passage (short contexts)."""
 _LINE = re.compile(r"^\s*(?:[-*]|\d+[.)])?\s*(.+?)\s*$")
 _CITE = re.compile(r"\[(\d+)\]")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[\d+\])*|$)")
+_RESULT = re.compile(r"^\[([^\]\n]+)\] ", re.MULTILINE)
 
 
 class SubQuestions(BaseModel):
@@ -61,16 +71,19 @@ class SubQuestions(BaseModel):
 
 @dataclass
 class Claim:
-    """A fact one researcher found, the passages that state it and its votes."""
+    """A fact one researcher found, the passages that state it and its votes;
+    ``superseded`` names the fact that replaced it when sources disagreed."""
 
     text: str
     passages: list[str]
     votes: int = 1
+    superseded: str = ""
 
 
 @dataclass
 class Finding:
-    """One researcher's result: its sub-question, query, claims and agreement."""
+    """One researcher's result: its sub-question, query, passages read, claims,
+    agreement, steps used of its budget, and any disagreement between sources."""
 
     question: str
     query: str = ""
@@ -78,6 +91,8 @@ class Finding:
     claims: list[Claim] = field(default_factory=list[Claim])
     agreement: float = 0.0
     note: str = ""
+    steps: int = 0
+    read: list[str] = field(default_factory=list[str])
 
 
 def parse_subquestions(text: str, limit: int) -> list[str]:
@@ -106,7 +121,139 @@ def _key(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
-def research(  # noqa: C901 (one closure per stage, read in order)
+def progress(ctx: RunContext, who: str, step: str, text: str) -> None:
+    """A progress line for streaming clients (``[researcher 2] read a.md#L3: ...``),
+    sent as a turn event; it is not a model turn, so it is not in the transcript."""
+    ctx.emit({"type": "turn", "agent": who, "text": text, "answer": None, "step": step})
+
+
+@dataclass
+class Researcher:
+    """One researcher's plan-and-execute loop over the store's ``search`` and ``read``.
+
+    Each model call and each tool call is a step of at most ``max_steps``: the
+    query (1), the searches (up to 2), then reads and extractions in pairs, so a
+    small budget reads fewer windows instead of failing. Tool failures count as
+    empty results; a window's fact is kept only with the IDs ``support`` finds.
+    """
+
+    agent: Agent
+    store: EvidenceStore
+    lib: PromptLibrary
+    passages: int
+    max_steps: int
+    search: Tool = field(init=False)
+    read: Tool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.search, self.read = self.store.tools()
+
+    async def investigate(
+        self, ctx: RunContext, index: int, question: str, entries: list[Turn]
+    ) -> Finding:
+        who = f"{self.agent.name} {index + 1}"
+        finding = Finding(question, query=question)
+        progress(ctx, who, "plan", f"researching: {question}")
+        if finding.steps < self.max_steps:
+            finding.steps += 1
+            prompt = self.lib.render("research/query", question=question)
+            reply = await ask(ctx, self.agent, user(prompt), f"q{index}/query")
+            entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="query", index=index))  # fmt: skip
+            lines = reply.text.strip().splitlines()
+            finding.query = lines[0].strip() if lines and lines[0].strip() else question
+        best = await self._search(ctx, index, who, finding)
+        if not best:
+            finding.note = NO_EVIDENCE
+            progress(ctx, who, "done", f"{NO_EVIDENCE} for: {question}")
+            return finding
+        windows = await self._read(ctx, index, who, best, finding)
+        facts = await ctx.map(lambda w: self._extract(ctx, index, question, w, entries), list(enumerate(windows)))  # fmt: skip
+        finding.steps += len(windows)
+        merged: dict[str, Claim] = {}
+        for fact, window in zip(facts, windows, strict=True):
+            ids = support(fact, window) if fact else []
+            if not ids:
+                continue
+            claim = merged.setdefault(_key(fact), Claim(fact, [], 0))
+            claim.votes += 1
+            claim.passages.extend(i for i in ids if i not in claim.passages)
+        finding.claims = sorted(merged.values(), key=lambda c: -c.votes)
+        total = sum(c.votes for c in finding.claims)
+        finding.agreement = finding.claims[0].votes / total if total else 0.0
+        finding.note = "" if finding.claims else NO_EVIDENCE
+        progress(ctx, who, "done", f"{len(finding.claims)} claims from {len(windows)} windows in {finding.steps} steps")  # fmt: skip
+        return finding
+
+    async def _tool(self, ctx: RunContext, tool: Tool, arguments: dict[str, str], tag: str) -> str:
+        try:
+            key = ctx.key(self.agent.name, tag, "tool")
+            result, _ = await ctx.ledger.tool(tool, arguments, key=key, agent=self.agent.name)
+        except ToolError:
+            return ""
+        return str(result)
+
+    def _ids(self, text: str) -> list[str]:
+        """The passage IDs at the start of a tool result's lines that the store knows."""
+        known = {p.id for p in self.store.passages()}
+        return [i for i in dict.fromkeys(_RESULT.findall(text)) if i in known]
+
+    async def _search(self, ctx: RunContext, index: int, who: str, finding: Finding) -> list[str]:
+        """The best ``passages`` hits of the sub-question and the query, fused by
+        reciprocal rank (the sub-question's first on ties)."""
+        score: dict[str, float] = {}
+        for n, query in enumerate(dict.fromkeys([finding.question, finding.query])):
+            if finding.steps >= self.max_steps:
+                break
+            finding.steps += 1
+            ids = self._ids(await self._tool(ctx, self.search, {"query": query}, f"q{index}/search{n}"))  # fmt: skip
+            progress(ctx, who, "search", f"search {query!r}: {len(ids)} passages {ids[:3]}")
+            for rank, pid in enumerate(ids, start=1):
+                score[pid] = score.get(pid, 0.0) + 1.0 / (60 + rank)
+        finding.retrieved = sorted(score, key=lambda p: -score[p])[: self.passages]
+        return finding.retrieved
+
+    async def _read(
+        self, ctx: RunContext, index: int, who: str, best: list[str], finding: Finding
+    ) -> list[list[Passage]]:
+        """Each hit with its neighbours; with too few steps left for a read and an
+        extraction per hit, fewer hits are read (one left: the hit alone)."""
+        left = self.max_steps - finding.steps
+        reads = min(len(best), left // 2)
+        by_id = {p.id: p for p in self.store.passages()}
+        texts = await ctx.map(
+            lambda ip: self._tool(ctx, self.read, {"passage_id": ip[1]}, f"q{index}/read{ip[0]}"),
+            list(enumerate(best[:reads])),
+        )
+        finding.steps += reads
+        windows: list[list[Passage]] = []
+        for pid, text in zip(best[:reads], texts, strict=True):
+            window = [by_id[i] for i in self._ids(text)] or [by_id[pid]]
+            finding.read.extend(p.id for p in window if p.id not in finding.read)
+            progress(ctx, who, "read", f"read {pid}: {[p.id for p in window]}")
+            windows.append(window if sum(len(p.text) for p in window) <= MAX_WINDOW_CHARS else [by_id[pid]])  # fmt: skip
+        if not reads and finding.steps < self.max_steps:
+            windows.append([by_id[best[0]]])
+        return windows[: self.max_steps - finding.steps]
+
+    async def _extract(
+        self,
+        ctx: RunContext,
+        index: int,
+        question: str,
+        item: tuple[int, list[Passage]],
+        entries: list[Turn],
+    ) -> str:
+        """One short call: the fact the window states for the sub-question, or ''."""
+        i, window = item
+        text = " ".join(p.text for p in window)
+        prompt = self.lib.render("research/extract", question=question, text=text)
+        reply = await ask(ctx, self.agent, user(prompt), f"q{index}/p{i}")
+        entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="extract", index=index))  # fmt: skip
+        fact = reply.text.strip().splitlines()[0].strip() if reply.text.strip() else ""
+        return "" if fact.upper().startswith("NONE") else fact
+
+
+def research(
     lead: Agent,
     researcher: Agent,
     writer: Agent,
@@ -115,96 +262,100 @@ def research(  # noqa: C901 (one closure per stage, read in order)
     *,
     max_questions: int = 4,
     passages: int = 3,
+    max_steps: int = 10,
     threshold: float = 0.5,
     prompts: PromptLibrary | None = None,
     name: str = "research",
 ) -> Graph:
-    """Plan, research concurrently, vote, write concurrently, cite, verify.
+    """Plan, research concurrently, vote, settle disagreements, write concurrently,
+    cite, verify.
 
     The answer is the Markdown report; ``details`` holds the sub-questions,
-    findings (claims with passage IDs and votes), citations, fabricated IDs
-    removed, verdicts, rates and ``partial``.
+    findings (claims with passage IDs and votes, steps used), conflicts and how
+    each was settled, citations, fabricated IDs removed, verdicts, rates and
+    ``partial``.
+
+    Args:
+        lead: plans the sub-questions and checks how disagreements were settled.
+        researcher: answers one sub-question (its query and per-window facts).
+        writer: drafts one section per sub-question.
+        verifier: says Yes or No to each (sentence, cited passage) pair.
+        store: the evidence store the researchers search and read.
+        max_questions: sub-questions at most.
+        passages: hits each researcher reads (with their neighbours).
+        max_steps: model and tool calls each researcher may make.
+        threshold: P(yes) at or above which a sentence counts as supported.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from concilium.agents import Agent, FakeModel
+        >>> from concilium.graphs import run_sync
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "a.md").write_text("The lighthouse was built in 1874.\\n")
+        >>> store = EvidenceStore(folder, path=folder / "index.sqlite")
+        >>> _ = store.refresh()
+        >>> def say(agent, i, msgs):
+        ...     text = msgs[-1]["content"]
+        ...     if agent == "writer":
+        ...         return "It was built in 1874 [a.md#L1] [made-up.md#L9]."
+        ...     return "Yes" if "Claim:" in text else "The lighthouse was built in 1874."
+        >>> team = [
+        ...     Agent(n, FakeModel(fn=say).spec())
+        ...     for n in ("lead", "researcher", "writer", "verifier")
+        ... ]
+        >>> result = run_sync(research(*team, store), "When was the lighthouse built?")
+        >>> result.details["fabricated"], result.details["citations"][0]["passage_id"]
+        (['made-up.md#L9'], 'a.md#L1')
     """
-    if max_questions < 1 or passages < 1:
+    if max_questions < 1 or passages < 1 or max_steps < 1:
         raise GraphError(
-            f"research needs max_questions >= 1 and passages >= 1, got {max_questions}, {passages}"
+            "research needs max_questions, passages and max_steps >= 1, got "
+            f"{max_questions}, {passages}, {max_steps}"
         )
     lib = prompt_library(prompts)
     planner = lead.with_options(output=SubQuestions) if lead.model.capabilities.structured_output else lead  # fmt: skip
     judge = verifier.with_options(logprobs=True, top_logprobs=5) if verifier.model.capabilities.logprobs else verifier  # fmt: skip
+    team = Researcher(researcher, store, lib, passages, max_steps)
+    checkers = list({a.name: a for a in (lead, verifier)}.values())
 
     async def run_all(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         question: str = state["question"]
         entries: list[Turn] = []
-        details: dict[str, Any] = {"partial": False, "questions": [], "findings": []}
+        details: dict[str, Any] = {"partial": False, "questions": [], "findings": [], "conflicts": []}  # fmt: skip
         try:
             prompt = lib.render("research/plan", question=question, max_questions=max_questions)
             reply = await ask(ctx, planner, user(prompt), "plan")
-            entries.append(
-                turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="plan")
-            )
+            entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="plan"))  # fmt: skip
             questions = parse_subquestions(reply.text, max_questions) or [question]
             details["questions"] = questions
             ctx.emit({"type": "round_started", "round": 1, "agents": [researcher.name] * len(questions)})  # fmt: skip
-            findings = await ctx.map(lambda iq: investigate(ctx, iq[0], iq[1], entries), list(enumerate(questions)))  # fmt: skip
+            findings = await ctx.map(lambda iq: team.investigate(ctx, iq[0], iq[1], entries), list(enumerate(questions)))  # fmt: skip
+            details["findings"] = [asdict(f) for f in findings]
+            conflicts = await reconcile(ctx, findings, store, checkers, lib, entries)
+            details["conflicts"] = [asdict(c) | {"sentence": c.sentence()} for c in conflicts]
             details["findings"] = [asdict(f) for f in findings]
             details["votes"] = _votes(findings)
             if not any(f.claims for f in findings):
                 return _done(NO_EVIDENCE, entries, details)
             sections = await ctx.map(lambda f: section(ctx, f, entries), [f for f in findings if f.claims])  # fmt: skip
-            draft = "\n\n".join(sections)
-            report = await cite_and_verify(ctx, question, draft, details, entries)
+            report = await cite_and_verify(ctx, question, "\n\n".join(sections), details, entries)
+            if conflicts:
+                said = "\n".join(f"- {c.sentence()}" for c in conflicts)
+                head, sources = report.rsplit("\n\n## Sources", 1)
+                report = f"{head}\n\n## Conflicting sources\n\n{said}\n\n## Sources{sources}"
         except BudgetExceeded as exc:
             details["partial"] = True
             details["error"] = str(exc)
-            found = [c["text"] for f in details["findings"] for c in f["claims"]]
+            found = [c["text"] for f in details["findings"] for c in f["claims"] if not c["superseded"]]  # fmt: skip
             body = "\n".join(f"- {c}" for c in found) or NO_EVIDENCE
             report = f"# {question}\n\n**Partial report: the budget ran out.**\n\n{body}"
         return _done(report, entries, details)
 
-    async def investigate(
-        ctx: RunContext, index: int, question: str, entries: list[Turn]
-    ) -> Finding:
-        prompt = lib.render("research/query", question=question)
-        reply = await ask(ctx, researcher, user(prompt), f"q{index}/query")
-        entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="query", index=index))  # fmt: skip
-        query = reply.text.strip().splitlines()[0] if reply.text.strip() else question
-        hits: dict[str, Passage] = {}
-        for q in (question, query):
-            for hit in await store.search(q):
-                hits.setdefault(hit.passage.id, hit.passage)
-        chosen = list(hits.values())[:passages]
-        finding = Finding(question, query, [p.id for p in chosen])
-        if not chosen:
-            finding.note = NO_EVIDENCE
-            return finding
-
-        async def extract(item: tuple[int, Passage]) -> tuple[str, AgentReply, Passage]:
-            i, passage = item
-            text = lib.render("research/extract", question=question, text=passage.text)
-            return text, await ask(ctx, researcher, user(text), f"q{index}/p{i}"), passage
-
-        done = await ctx.map(extract, list(enumerate(chosen)))
-        merged: dict[str, Claim] = {}
-        for text, reply, passage in done:
-            entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=text, step="extract", index=index))  # fmt: skip
-            fact = reply.text.strip()
-            if not fact or fact.upper().startswith("NONE"):
-                continue
-            claim = merged.setdefault(_key(fact), Claim(fact, [], 0))
-            claim.votes += 1
-            if passage.id not in claim.passages:
-                claim.passages.append(passage.id)
-        finding.claims = sorted(merged.values(), key=lambda c: -c.votes)
-        total = sum(c.votes for c in finding.claims)
-        finding.agreement = finding.claims[0].votes / total if total else 0.0
-        if not finding.claims:
-            finding.note = NO_EVIDENCE
-        return finding
-
     async def section(ctx: RunContext, finding: Finding, entries: list[Turn]) -> str:
-        claims = [asdict(c) for c in finding.claims]
+        claims = [asdict(c) for c in finding.claims if not c.superseded]
         prompt = lib.render("research/section", question=finding.question, claims=claims, example_id=claims[0]["passages"][0])  # fmt: skip
+        progress(ctx, writer.name, "write", f"writing the section on: {finding.question}")
         reply = await ask(ctx, writer, user(prompt), f"section/{_key(finding.question)[:40]}")
         entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="section"))  # fmt: skip
         return f"## {finding.question}\n\n{reply.text.strip()}"
@@ -220,6 +371,7 @@ def research(  # noqa: C901 (one closure per stage, read in order)
             for n in dict.fromkeys(_CITE.findall(sentence))
         ]
         texts = {p.id: p.text for p in store.passages()}
+        progress(ctx, verifier.name, "verify", f"checking {len(pairs)} (sentence, passage) pairs")
 
         async def check(item: tuple[int, tuple[str, str]]) -> dict[str, Any]:
             i, (claim, pid) = item
@@ -251,12 +403,63 @@ def research(  # noqa: C901 (one closure per stage, read in order)
     return graph
 
 
+async def reconcile(
+    ctx: RunContext,
+    findings: Sequence[Finding],
+    store: EvidenceStore,
+    checkers: Sequence[Agent],
+    lib: PromptLibrary,
+    entries: list[Turn],
+) -> list[Conflict]:
+    """Settle each finding's disagreeing claims by the rule of ``_sources`` (the newer
+    document wins), ask ``checkers`` concurrently which side the report should use,
+    and mark the losing claim ``superseded`` (the writer no longer sees it)."""
+    passages = store.passages()
+    by_id = {p.id: p for p in passages}
+
+    def side(claim: Claim) -> Side:
+        document = by_id[claim.passages[0]].document
+        date = document_date(document, [p for p in passages if p.document == document])
+        return Side(claim.text, document, date, claim.votes)
+
+    settled: list[tuple[Conflict, Finding]] = []
+    for finding in findings:
+        documents = [{by_id[i].document for i in c.passages} for c in finding.claims]
+        for i, j in find_conflicts([c.text for c in finding.claims], documents):
+            a, b = finding.claims[i], finding.claims[j]
+            if a.superseded or b.superseded:
+                continue
+            conflict = settle(finding.question, side(a), side(b))
+            if conflict.rule != "unsettled":
+                loser = a if conflict.dropped.fact == a.text else b
+                loser.superseded = conflict.kept.fact
+            settled.append((conflict, finding))
+
+    async def check(item: tuple[int, tuple[Conflict, Agent]]) -> str:
+        n, (conflict, agent) = item
+        a, b = conflict.dropped, conflict.kept
+        prompt = lib.render("research/conflict", fact_a=a.fact, document_a=a.document, date_a=a.date or "undated",
+                            fact_b=b.fact, document_b=b.document, date_b=b.date or "undated")  # fmt: skip
+        reply = await ask(ctx, agent, user(prompt), f"conflict{n}", max_tokens=2)
+        entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="conflict"))  # fmt: skip
+        pick = re.match(r"\W*([AB])\b", reply.text.strip().upper())
+        return "unclear" if pick is None else ("kept" if pick.group(1) == "B" else "dropped")
+
+    asks = [(c, agent) for c, _ in settled if c.rule != "unsettled" for agent in checkers]
+    picks = await ctx.map(check, list(enumerate(asks)))
+    for (conflict, _), pick in zip(asks, picks, strict=True):
+        conflict.checks.append(pick)
+    for conflict, _ in settled:
+        progress(ctx, "reconcile", "conflict", conflict.sentence())
+    return [c for c, _ in settled]
+
+
 def _votes(findings: list[Finding]) -> list[dict[str, Any]]:
     """Every fact with its votes across researchers and passages, most voted first."""
     tally: dict[str, dict[str, Any]] = {}
     for f in findings:
         for c in f.claims:
-            row = tally.setdefault(_key(c.text), {"fact": c.text, "votes": 0, "questions": []})
+            row = tally.setdefault(_key(c.text), {"fact": c.text, "votes": 0, "questions": [], "superseded": c.superseded})  # fmt: skip
             row["votes"] += c.votes
             if f.question not in row["questions"]:
                 row["questions"].append(f.question)
@@ -284,6 +487,7 @@ class ResearchSpec(PatternSpec):
     verifier: str | None = None
     max_questions: int = Field(default=4, ge=1, le=8)
     passages: int = Field(default=3, ge=1, le=10)
+    max_steps: int = Field(default=10, ge=1, le=50, description="model and tool calls per researcher")  # fmt: skip
     threshold: float = Field(default=0.5, ge=0, le=1)
 
 
@@ -310,6 +514,6 @@ def _build(spec: ResearchSpec, b: Builder) -> Graph:
     registry = b.tools(["search"], "lead")
     return research(
         lead, researcher, writer, verifier, store_for(registry.get("search")),
-        max_questions=spec.max_questions, passages=spec.passages, threshold=spec.threshold,
-        prompts=b.prompts, name=b.name,
+        max_questions=spec.max_questions, passages=spec.passages, max_steps=spec.max_steps,
+        threshold=spec.threshold, prompts=b.prompts, name=b.name,
     )  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, Capabilities
-from concilium.graphs import Graph, run
+from concilium.graphs import Event, Graph, run
 from concilium.graphs.patterns import NO_EVIDENCE, parse_subquestions, research
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import EvidenceStore
@@ -112,3 +112,83 @@ async def test_budget_exhaustion_gives_a_partial_report(store: EvidenceStore) ->
 def test_subquestions_parse_leniently_and_are_bounded() -> None:
     assert parse_subquestions("Plan:\n- A?\n- B?\n- A?\n- C?", 2) == ["A?", "B?"]
     assert parse_subquestions("nothing here", 3) == []
+
+
+REVENUE = "What was the revenue in the latest annual report?"
+CONFLICT_RULES = [
+    Rule(agent="lead", match="Two documents disagree", replies=["B"]),
+    Rule(agent="checker", match="Two documents disagree", replies=["A"]),
+    Rule(agent="lead", replies=[json.dumps({"questions": [REVENUE]})]),
+    Rule(agent="researcher", match="Rewrite this question", replies=["revenue annual report"]),
+    Rule(agent="researcher", match="Passage: .*Revenue for 2025 was EUR 69", replies=["Revenue for 2025 was EUR 69 million."]),
+    Rule(agent="researcher", match="Passage: .*Revenue for 2024 was EUR 46", replies=["Revenue for 2024 was EUR 46 million."]),
+    Rule(agent="researcher", replies=["The revenue was EUR 999 million [handbook.md#L3-4]."]),
+    Rule(agent="writer", replies=["Revenue was EUR 69 million [reports/annual_report_2025.pdf#p2]."]),
+    Rule(agent="checker", replies=["Yes"]),
+]  # fmt: skip
+
+
+async def test_researchers_search_then_read_neighbours_and_ids_come_from_code(
+    store: EvidenceStore,
+) -> None:
+    events: list[Event] = []
+    async with SimServer(SimConfig(rules=CONFLICT_RULES, latency=Latency(fixed=0))) as sim:
+        result = await run(_research(sim, store), "Revenue?", on_event=events.append)
+        received = await sim.requests()
+    (finding,) = result.details["findings"]
+    tools = [e for e in events if e["type"] == "tool"]
+    assert [t["tool"] for t in tools][:2] == ["search", "search"]
+    assert {t["tool"] for t in tools[2:]} == {"read"} and len(tools) == 2 + len(finding["retrieved"])  # fmt: skip
+    assert set(finding["retrieved"]) <= set(finding["read"])  # the hits, then their neighbours
+    assert len(finding["read"]) > len(finding["retrieved"])
+    known = {p.id for p in store.passages()}
+    texts = {c["text"]: c["passages"] for c in finding["claims"]}
+    assert texts == {
+        "Revenue for 2025 was EUR 69 million.": ["reports/annual_report_2025.pdf#p2"],
+        "Revenue for 2024 was EUR 46 million.": ["reports/annual_report_2024.pdf#p2"],
+    }  # the EUR 999 fact citing the handbook is in no passage read: dropped, its ID ignored
+    assert all(p in known for ps in texts.values() for p in ps)
+    assert finding["steps"] <= 10 and result.calls == len(received)
+    said = [str(e["text"]) for e in events if e["type"] == "turn" and e["agent"] == "researcher 1"]
+    assert said[0].startswith("researching: ") and any(s.startswith("search 'revenue annual report'") for s in said)  # fmt: skip
+    assert any(s.startswith("read reports/") for s in said)
+
+
+async def test_a_small_step_budget_reads_fewer_windows_instead_of_failing(
+    store: EvidenceStore,
+) -> None:
+    async with SimServer(SimConfig(rules=CONFLICT_RULES, latency=Latency(fixed=0))) as sim:
+        lead, researcher, writer, checker = (
+            Agent(n, sim.spec()) for n in ("lead", "researcher", "writer", "checker")
+        )
+        graph = research(lead, researcher, writer, checker, store, max_steps=4)
+        result = await run(graph, "Revenue?")
+    (finding,) = result.details["findings"]
+    assert finding["steps"] == 4 and not result.details["partial"]  # query, 2 searches, 1 fact
+    assert len(finding["claims"]) <= 1
+
+
+async def test_disagreeing_sources_are_settled_by_the_newer_document_and_reported(
+    store: EvidenceStore,
+) -> None:
+    async with SimServer(SimConfig(rules=CONFLICT_RULES, latency=Latency(fixed=0))) as sim:
+        result = await run(_research(sim, store), "Revenue?")
+        received = await sim.requests()
+    report, details = result.answer or "", result.details
+    (conflict,) = details["conflicts"]
+    assert conflict["rule"] == "newer document"
+    assert conflict["kept"]["document"] == "reports/annual_report_2025.pdf"
+    assert (conflict["kept"]["date"], conflict["dropped"]["date"]) == ("2026-02-12", "2025-02-14")
+    assert sorted(conflict["checks"]) == ["dropped", "kept"]  # the lead agreed, the checker not
+    assert (
+        '- Sources disagree: "Revenue for 2024 was EUR 46 million" in '
+        'reports/annual_report_2024.pdf (2025-02-14) vs "Revenue for 2025 was EUR 69 million" '
+        'in reports/annual_report_2025.pdf (2026-02-12); used "Revenue for 2025 was EUR 69 '
+        'million" because reports/annual_report_2025.pdf is the newer document' in report
+    )
+    assert "1 of 2 checking agents agreed" in report
+    assert report.index("## Conflicting sources") < report.index("## Sources")
+    (prompt,) = [r["body"]["messages"][-1]["content"] for r in received if r["agent"] == "writer"]
+    assert "EUR 69 million" in prompt and "EUR 46 million" not in prompt  # the loser is not written
+    stale = next(c for c in details["findings"][0]["claims"] if "46" in c["text"])
+    assert stale["superseded"] == "Revenue for 2025 was EUR 69 million."
