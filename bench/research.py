@@ -83,6 +83,8 @@ _NUMBER = re.compile(r"\s?\[(\d+)\]")
 
 
 class MethodRow(TypedDict):
+    """One method's figures over the questions (rates are None with nothing to count)."""
+
     method: str
     questions: int
     fact_recall: float
@@ -374,6 +376,8 @@ def main(
     seed: int = 0,
     json_file: str | None = None,
 ) -> dict[str, Any]:
+    """Run both methods on the first ``questions`` questions, print the table and the
+    JSON line, write the JSON to ``json_file`` if given, and return the figures."""
     chosen = Backend.parse(backend or "sim")
     figures = asyncio.run(measure(chosen, questions, seed))
     print(
