@@ -232,7 +232,8 @@ def run(
         if provider is not None:
             provider.shutdown()
     if report:
-        Path(report).write_text(log.report(result, Path(workflow).stem, question), "utf-8")
+        page = log.report(result, Path(workflow).stem, question, file=workflow)
+        Path(report).write_text(page, "utf-8")
     if as_json:
         click.echo(json.dumps(result.to_json(), ensure_ascii=False))
     else:

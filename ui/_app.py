@@ -19,6 +19,7 @@ from ._binding import SharedBackend
 from ._evals import EvalFolder, find_evals, item_record
 from ._history import RunHistory
 from ._render import EventLog, render_page
+from ._research import research_sources
 
 _EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -66,7 +67,12 @@ async def _execute(live: _LiveRun, path: Path, backend: Any, history: RunHistory
                 result = await run(wf.graph, live.record["question"], on_event=on_event)
             finally:
                 await aclose()
-        live.record["result"] = result.to_json()
+        done = result.to_json()
+        # a research run: the cited passages, read now while the store is at hand
+        sources = await asyncio.to_thread(research_sources, done, path)
+        if sources is not None:
+            live.record["sources"] = sources
+        live.record["result"] = done
         live.record["run_id"] = live.record["run_id"]  # the UI's id, not the runtime's
         if history is not None:
             history.save(live.record)
@@ -112,6 +118,8 @@ async def _sse(run: _LiveRun) -> AsyncIterator[bytes]:
         if run.done:
             break
         await run.changed.wait()
+    if run.record.get("sources") is not None:
+        yield f"event: sources\ndata: {json.dumps(run.record['sources'])}\n\n".encode()
     if run.error is not None:
         yield f"event: failed\ndata: {json.dumps(run.error)}\n\n".encode()
     else:
@@ -149,8 +157,9 @@ def add_ui(
         # every page links the Evaluation page when there is one
         link = f'<a href="{prefix}/evals{_query(key)}">Evaluation</a>'
         html = html.replace("<!--evals-->", link if evals else "")
-        # a key in the address must not travel on in a Referer header
-        headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        # a key in the address goes in no Referer to another site ("no-referrer" would make
+        # chromium send Origin: null with the start form, which the origin check refuses)
+        headers = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
         return HTMLResponse(html, headers=headers)
 
     key_of = Depends(_key_guard(api_key))

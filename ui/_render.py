@@ -6,10 +6,13 @@ import json
 import time
 from collections.abc import Callable
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import jinja2
+
+from ._research import research_sources
 
 _TEMPLATES = files("concilium.ui") / "templates"
 _env = jinja2.Environment(
@@ -84,10 +87,14 @@ class EventLog:
         if self.forward is not None:
             self.forward(event)
 
-    def record(self, result: Any, workflow: str, question: str) -> dict[str, Any]:
-        """The run as the UI keeps it: ids, question, events and ``result.to_json()``."""
+    def record(
+        self, result: Any, workflow: str, question: str, *, file: str | Path | None = None
+    ) -> dict[str, Any]:
+        """The run as the UI keeps it: ids, question, events and ``result.to_json()``
+        (and for a research run, the passages it cites, read from the documents of
+        the workflow ``file``)."""
         done = result.to_json()
-        return {
+        record = {
             "run_id": done.get("run_id") or "run",
             "workflow": done.get("workflow") or workflow,
             "question": question,
@@ -95,7 +102,14 @@ class EventLog:
             "events": self.events,
             "result": done,
         }
+        sources = research_sources(done, file)
+        if sources is not None:
+            record["sources"] = sources
+        return record
 
-    def report(self, result: Any, workflow: str, question: str) -> str:
-        """The finished run as a self-contained HTML file (``run --report``)."""
-        return render_report(self.record(result, workflow, question))
+    def report(
+        self, result: Any, workflow: str, question: str, *, file: str | Path | None = None
+    ) -> str:
+        """The finished run as a self-contained HTML file (``run --report``); ``file``:
+        the workflow file, whose documents a research report's citations open."""
+        return render_report(self.record(result, workflow, question, file=file))

@@ -258,3 +258,116 @@ async def test_an_eval_report_file_opens_offline_and_shows_an_item(
     finally:
         await browser.close()
         await pw.stop()
+
+
+def _research_flows(tmp_path: Path) -> Path:
+    """examples/research_assistant.yaml beside a copy of its corpus, the verifier saying
+    No to the revenue sentence (so one claim is unsupported)."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    flows = tmp_path / "flows"
+    shutil.copytree(examples / "research_corpus", flows / "research_corpus")
+    text = (examples / "research_assistant.yaml").read_text()
+    yes = '    - {agent: verifier, replies: ["Yes"]}'
+    assert yes in text
+    no = "    - {agent: verifier, match: 'Claim: Revenue', replies: [\"No\"]}\n"
+    (flows / "research.yaml").write_text(text.replace(yes, no + yes))
+    return flows
+
+
+async def _check_research(page: Any, record: dict[str, Any]) -> None:
+    """The Research report view of ``record``: [n] opens the cited passage, claims marked."""
+    details = record["result"]["details"]
+    sources = {s["number"]: s for s in record["sources"]}
+    assert sorted(sources) == [c["number"] for c in details["citations"]] and sources
+    assert await page.inner_text(".research .report h4") == record["question"]
+    cites = await page.eval_on_selector_all(
+        ".research .report p a.cite", "els => els.map(e => Number(e.dataset.n))"
+    )
+    assert sorted(set(cites)) == sorted(sources)
+    for n, source in sources.items():
+        await page.click(f'.research .report p a.cite[data-n="{n}"] >> nth=0')
+        panel = page.locator(".research .passage")
+        assert await panel.is_visible() and await panel.get_attribute("data-n") == str(n)
+        assert await panel.locator(".doc").inner_text() == source["document"]
+        assert await panel.locator(".loc").inner_text() == source["where"]
+        assert source["text"] and await panel.locator("mark").inner_text() == source["text"]
+    verdicts: dict[str, bool] = {}
+    for v in details["verdicts"]:
+        verdicts[v["claim"]] = verdicts.get(v["claim"], True) and v["supported"]
+    rows = await page.eval_on_selector_all(
+        "tr.claim", "els => els.map(e => e.dataset.supported === 'true')"
+    )
+    assert rows == list(verdicts.values()) and True in rows and False in rows
+    unsupported = await page.eval_on_selector_all(
+        ".report .claim-s.unsupported", "els => els.map(e => e.textContent)"
+    )
+    assert unsupported == [c for c, ok in verdicts.items() if not ok]
+
+
+async def test_a_research_run_shows_its_report_with_citations_that_open_passages(
+    sim: Any, tmp_path: Path
+) -> None:
+    _need_browser()
+    import socket
+
+    import uvicorn
+
+    from concilium.serving import Backend, create_app
+    from concilium.ui import RunHistory, add_ui
+
+    flows = _research_flows(tmp_path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = add_ui(
+        create_app({}, bind=("127.0.0.1", port)),
+        backend=Backend.parse("sim"),  # each run on the simulated server its file describes
+        state=tmp_path / "run.db",
+        workflow_dirs=[flows],
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    question = "What do we know about Tessary Labs?"
+    pw, browser = await _browser()
+    try:
+        page = await browser.new_page()
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):  # until uvicorn answers
+            if server.started:
+                break
+            await asyncio.sleep(0.1)
+        await page.goto(f"{url}/")
+        await page.select_option("#workflow", "research")
+        await page.fill("#question", question)
+        await page.click("#go")
+        await page.wait_for_selector("body[data-done='1']", timeout=60_000)
+        run_id = page.url.rsplit("/", 1)[1]
+        record = RunHistory(tmp_path / "run.db").get(run_id)
+        assert record is not None and record["result"] is not None, record
+        await _check_research(page, record)  # live, as the run's stream delivered it
+        await page.screenshot(path=str(tmp_path / "research-live.png"), full_page=True)
+        await page.goto(f"{url}/runs/{run_id}")  # and from History
+        await page.wait_for_selector("body[data-done='1']")
+        await _check_research(page, record)
+
+        out = tmp_path / "research.html"  # the same run as a report file, opened offline
+        argv = ["run", str(flows / "research.yaml"), "--backend", "sim", "-i", question]
+        argv += ["--json", "--report", str(out)]
+        got = await asyncio.to_thread(
+            CliRunner().invoke,
+            main,
+            argv,
+        )
+        assert got.exit_code == 0, got.output
+        offline = await (await browser.new_context(offline=True)).new_page()
+        await offline.goto(out.as_uri())
+        await offline.wait_for_selector("body[data-done='1']")
+        result = json.loads(got.output.strip().splitlines()[-1])
+        assert result["details"]["verdicts"] == record["result"]["details"]["verdicts"]
+        await _check_research(offline, {**record, "result": result})
+        await offline.screenshot(path=str(tmp_path / "research-report.png"), full_page=True)
+    finally:
+        await browser.close()
+        await pw.stop()
+        server.should_exit = True
+        await task

@@ -69,7 +69,7 @@ async def test_the_key_in_the_address_is_carried_by_every_link_form_and_stream(
         async with session.get(f"{keyed_url}/", params={"key": KEY}) as reply:
             start = await reply.text()
             assert reply.status == 200
-            assert reply.headers["referrer-policy"] == "no-referrer"
+            assert reply.headers["referrer-policy"] == "same-origin"
         urls = _own_urls(start)
         assert urls and all(_carries_key(u) for u in urls), urls
         [action] = re.findall(r'<form id="start" method="post" action="([^"]*)"', start)
