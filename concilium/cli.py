@@ -500,9 +500,11 @@ async def _serve_api(
         bound_port = sock.getsockname()[1]
         app = create_app(loaded, api_key=api_key, bind=(host, bound_port), max_body=max_body)
         if with_ui:  # the UI starts its own runs of the same files on the same backend
-            from concilium.ui import add_ui
+            from concilium.ui import SharedBackend, add_ui, find_workflows
 
-            add_ui(app, backend=backend, workflow_dirs=paths, prefix="/ui", api_key=api_key)
+            # --backend local: the UI's runs go to the engine started above, not a second one
+            ui_backend = SharedBackend.beside(backend, bound, find_workflows(paths).values())
+            add_ui(app, backend=ui_backend, workflow_dirs=paths, prefix="/ui", api_key=api_key)
         shown = f"[{host}]" if ":" in host else host
         ready = f"serving {sorted(loaded)} at http://{shown}:{bound_port}/v1"
 

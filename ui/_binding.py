@@ -118,6 +118,28 @@ class SharedBackend:
             return backend
         return cls(backend, files)
 
+    @classmethod
+    def beside(
+        cls, backend: Binds, bound: Sequence[Workflow], files: Iterable[str | Path]
+    ) -> SharedBackend:
+        """Share an engine someone else started and stops: ``bound`` are workflows
+        ``backend.bind`` yielded (``serve api --ui``: the UI's runs go to the API's
+        engine instead of starting a second one).
+
+        Example:
+            >>> from concilium.serving import Backend
+            >>> SharedBackend.beside(Backend.parse("sim"), [], []).binds
+            0
+        """
+        shared = cls(backend, files)
+        bases = [m.replicas for wf in bound for m in wf.models.values() if m.replicas]
+        if backend.kind == "local" and bases:
+            names = frozenset(m.served_name for wf in bound for m in wf.models.values())
+            engine: asyncio.Future[_Engine] = asyncio.get_running_loop().create_future()
+            engine.set_result(_Engine(list(bases[0]), names))
+            shared._engine = engine
+        return shared
+
     @property
     def kind(self) -> str:
         return self.backend.kind

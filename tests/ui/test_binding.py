@@ -124,3 +124,21 @@ async def test_an_engine_that_failed_to_start_is_tried_again_on_the_next_run(sim
             assert "event: failed" in stream and "engine did not become healthy" in stream
             await _run(client, "debate", "What is 2 + 2?")
     assert engine.binds == 2 and engine.open == 0
+
+
+async def test_serve_api_with_ui_hands_its_running_engine_to_the_ui(sim: Any) -> None:
+    from concilium.graphs.workflows import load_workflow
+
+    engine = CountingEngine(sim.url)
+    served = [load_workflow(EXAMPLES / "debate.yaml")]
+    async with engine.bind(served, reload=lambda f, b: load_workflow(f, api_base=b)) as bound:
+        shared = SharedBackend.beside(engine, bound, find_workflows().values())
+        app = add_ui(create_app({}, bind=("127.0.0.1", 8090)), backend=shared)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1:8090"
+        ) as client:
+            await _run(client, "debate", "What is 12 * 7?")
+            await _run(client, "self_consistency", "What is 2 + 2?")
+        await shared.aclose()
+        assert engine.binds == 1 and engine.open == 1  # only the API's own bind; still its to stop
