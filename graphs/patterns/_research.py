@@ -19,6 +19,9 @@ passage) pair, P(yes) read from token logprobs where the server gives them. A
 sub-question with no passage answers ``NO_EVIDENCE``; a run out of budget returns
 what it has, marked partial. Every researcher step is also sent as a progress
 event (``[researcher 2] search 'revenue 2025': 3 passages``) for streaming clients.
+
+The researcher's loop is ``_researcher.py``; attribution, disagreement and the rule
+that settles it are ``_sources.py``; the citation pass is ``_citations.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -48,51 +51,22 @@ from concilium.graphs import (
     user,
 )
 from concilium.prompts import PromptLibrary
-from concilium.tools import EvidenceStore, Passage, Tool, ToolError
+from concilium.tools import EvidenceStore, Tool
 
 from ._best_of_n import yes_probability
 from ._citations import resolve_citations
-from ._sources import Conflict, Side, document_date, find_conflicts, settle, support
+from ._researcher import NO_EVIDENCE, Claim, Finding, Researcher, fact_key, progress
+from ._sources import Conflict, Side, document_date, find_conflicts, settle
 
-NO_EVIDENCE = "no evidence found in the folder"
-MAX_WINDOW_CHARS = 1_200
-"""A read window longer than this is cut to its hit passage (short contexts)."""
 _LINE = re.compile(r"^\s*(?:[-*]|\d+[.)])?\s*(.+?)\s*$")
 _CITE = re.compile(r"\[(\d+)\]")
 _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[\d+\])*|$)")
-_RESULT = re.compile(r"^\[([^\]\n]+)\] ", re.MULTILINE)
 
 
 class SubQuestions(BaseModel):
     """The lead's plan (its structured output)."""
 
     questions: list[str] = Field(min_length=1, max_length=8)
-
-
-@dataclass
-class Claim:
-    """A fact one researcher found, the passages that state it and its votes;
-    ``superseded`` names the fact that replaced it when sources disagreed."""
-
-    text: str
-    passages: list[str]
-    votes: int = 1
-    superseded: str = ""
-
-
-@dataclass
-class Finding:
-    """One researcher's result: its sub-question, query, passages read, claims,
-    agreement, steps used of its budget, and any disagreement between sources."""
-
-    question: str
-    query: str = ""
-    retrieved: list[str] = field(default_factory=list[str])
-    claims: list[Claim] = field(default_factory=list[Claim])
-    agreement: float = 0.0
-    note: str = ""
-    steps: int = 0
-    read: list[str] = field(default_factory=list[str])
 
 
 def parse_subquestions(text: str, limit: int) -> list[str]:
@@ -115,142 +89,6 @@ def parse_subquestions(text: str, limit: int) -> list[str]:
             if match and match.group(1).endswith("?"):
                 found.append(match.group(1))
     return list(dict.fromkeys(found))[:limit]
-
-
-def _key(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
-
-
-def progress(ctx: RunContext, who: str, step: str, text: str) -> None:
-    """A progress line for streaming clients (``[researcher 2] read a.md#L3: ...``),
-    sent as a turn event; it is not a model turn, so it is not in the transcript."""
-    ctx.emit({"type": "turn", "agent": who, "text": text, "answer": None, "step": step})
-
-
-@dataclass
-class Researcher:
-    """One researcher's plan-and-execute loop over the store's ``search`` and ``read``.
-
-    Each model call and each tool call is a step of at most ``max_steps``: the
-    query (1), the searches (up to 2), then reads and extractions in pairs, so a
-    small budget reads fewer windows instead of failing. Tool failures count as
-    empty results; a window's fact is kept only with the IDs ``support`` finds.
-    """
-
-    agent: Agent
-    store: EvidenceStore
-    lib: PromptLibrary
-    passages: int
-    max_steps: int
-    search: Tool = field(init=False)
-    read: Tool = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.search, self.read = self.store.tools()
-
-    async def investigate(
-        self, ctx: RunContext, index: int, question: str, entries: list[Turn]
-    ) -> Finding:
-        who = f"{self.agent.name} {index + 1}"
-        finding = Finding(question, query=question)
-        progress(ctx, who, "plan", f"researching: {question}")
-        if finding.steps < self.max_steps:
-            finding.steps += 1
-            prompt = self.lib.render("research/query", question=question)
-            reply = await ask(ctx, self.agent, user(prompt), f"q{index}/query")
-            entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="query", index=index))  # fmt: skip
-            lines = reply.text.strip().splitlines()
-            finding.query = lines[0].strip() if lines and lines[0].strip() else question
-        best = await self._search(ctx, index, who, finding)
-        if not best:
-            finding.note = NO_EVIDENCE
-            progress(ctx, who, "done", f"{NO_EVIDENCE} for: {question}")
-            return finding
-        windows = await self._read(ctx, index, who, best, finding)
-        facts = await ctx.map(lambda w: self._extract(ctx, index, question, w, entries), list(enumerate(windows)))  # fmt: skip
-        finding.steps += len(windows)
-        merged: dict[str, Claim] = {}
-        for fact, window in zip(facts, windows, strict=True):
-            ids = support(fact, window) if fact else []
-            if not ids:
-                continue
-            claim = merged.setdefault(_key(fact), Claim(fact, [], 0))
-            claim.votes += 1
-            claim.passages.extend(i for i in ids if i not in claim.passages)
-        finding.claims = sorted(merged.values(), key=lambda c: -c.votes)
-        total = sum(c.votes for c in finding.claims)
-        finding.agreement = finding.claims[0].votes / total if total else 0.0
-        finding.note = "" if finding.claims else NO_EVIDENCE
-        progress(ctx, who, "done", f"{len(finding.claims)} claims from {len(windows)} windows in {finding.steps} steps")  # fmt: skip
-        return finding
-
-    async def _tool(self, ctx: RunContext, tool: Tool, arguments: dict[str, str], tag: str) -> str:
-        try:
-            key = ctx.key(self.agent.name, tag, "tool")
-            result, _ = await ctx.ledger.tool(tool, arguments, key=key, agent=self.agent.name)
-        except ToolError:
-            return ""
-        return str(result)
-
-    def _ids(self, text: str) -> list[str]:
-        """The passage IDs at the start of a tool result's lines that the store knows."""
-        known = {p.id for p in self.store.passages()}
-        return [i for i in dict.fromkeys(_RESULT.findall(text)) if i in known]
-
-    async def _search(self, ctx: RunContext, index: int, who: str, finding: Finding) -> list[str]:
-        """The best ``passages`` hits of the sub-question and the query, fused by
-        reciprocal rank (the sub-question's first on ties)."""
-        score: dict[str, float] = {}
-        for n, query in enumerate(dict.fromkeys([finding.question, finding.query])):
-            if finding.steps >= self.max_steps:
-                break
-            finding.steps += 1
-            ids = self._ids(await self._tool(ctx, self.search, {"query": query}, f"q{index}/search{n}"))  # fmt: skip
-            progress(ctx, who, "search", f"search {query!r}: {len(ids)} passages {ids[:3]}")
-            for rank, pid in enumerate(ids, start=1):
-                score[pid] = score.get(pid, 0.0) + 1.0 / (60 + rank)
-        finding.retrieved = sorted(score, key=lambda p: -score[p])[: self.passages]
-        return finding.retrieved
-
-    async def _read(
-        self, ctx: RunContext, index: int, who: str, best: list[str], finding: Finding
-    ) -> list[list[Passage]]:
-        """Each hit with its neighbours; with too few steps left for a read and an
-        extraction per hit, fewer hits are read (one left: the hit alone)."""
-        left = self.max_steps - finding.steps
-        reads = min(len(best), left // 2)
-        by_id = {p.id: p for p in self.store.passages()}
-        texts = await ctx.map(
-            lambda ip: self._tool(ctx, self.read, {"passage_id": ip[1]}, f"q{index}/read{ip[0]}"),
-            list(enumerate(best[:reads])),
-        )
-        finding.steps += reads
-        windows: list[list[Passage]] = []
-        for pid, text in zip(best[:reads], texts, strict=True):
-            window = [by_id[i] for i in self._ids(text)] or [by_id[pid]]
-            finding.read.extend(p.id for p in window if p.id not in finding.read)
-            progress(ctx, who, "read", f"read {pid}: {[p.id for p in window]}")
-            windows.append(window if sum(len(p.text) for p in window) <= MAX_WINDOW_CHARS else [by_id[pid]])  # fmt: skip
-        if not reads and finding.steps < self.max_steps:
-            windows.append([by_id[best[0]]])
-        return windows[: self.max_steps - finding.steps]
-
-    async def _extract(
-        self,
-        ctx: RunContext,
-        index: int,
-        question: str,
-        item: tuple[int, list[Passage]],
-        entries: list[Turn],
-    ) -> str:
-        """One short call: the fact the window states for the sub-question, or ''."""
-        i, window = item
-        text = " ".join(p.text for p in window)
-        prompt = self.lib.render("research/extract", question=question, text=text)
-        reply = await ask(ctx, self.agent, user(prompt), f"q{index}/p{i}")
-        entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="extract", index=index))  # fmt: skip
-        fact = reply.text.strip().splitlines()[0].strip() if reply.text.strip() else ""
-        return "" if fact.upper().startswith("NONE") else fact
 
 
 def research(
@@ -356,7 +194,7 @@ def research(
         claims = [asdict(c) for c in finding.claims if not c.superseded]
         prompt = lib.render("research/section", question=finding.question, claims=claims, example_id=claims[0]["passages"][0])  # fmt: skip
         progress(ctx, writer.name, "write", f"writing the section on: {finding.question}")
-        reply = await ask(ctx, writer, user(prompt), f"section/{_key(finding.question)[:40]}")
+        reply = await ask(ctx, writer, user(prompt), f"section/{fact_key(finding.question)[:40]}")
         entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="section"))  # fmt: skip
         return f"## {finding.question}\n\n{reply.text.strip()}"
 
@@ -459,7 +297,7 @@ def _votes(findings: list[Finding]) -> list[dict[str, Any]]:
     tally: dict[str, dict[str, Any]] = {}
     for f in findings:
         for c in f.claims:
-            row = tally.setdefault(_key(c.text), {"fact": c.text, "votes": 0, "questions": [], "superseded": c.superseded})  # fmt: skip
+            row = tally.setdefault(fact_key(c.text), {"fact": c.text, "votes": 0, "questions": [], "superseded": c.superseded})  # fmt: skip
             row["votes"] += c.votes
             if f.question not in row["questions"]:
                 row["questions"].append(f.question)
