@@ -274,14 +274,19 @@ async def reconcile(
             settled.append((conflict, finding))
 
     async def check(item: tuple[int, tuple[Conflict, Agent]]) -> str:
+        # every other checker sees the sides in the other order, so an agent that
+        # always answers "B" (a small model's position bias) cannot agree every time
         n, (conflict, agent) = item
-        a, b = conflict.dropped, conflict.kept
+        swap = n % 2 == 1
+        a, b = (conflict.kept, conflict.dropped) if swap else (conflict.dropped, conflict.kept)
         prompt = lib.render("research/conflict", fact_a=a.fact, document_a=a.document, date_a=a.date or "undated",
                             fact_b=b.fact, document_b=b.document, date_b=b.date or "undated")  # fmt: skip
         reply = await ask(ctx, agent, user(prompt), f"conflict{n}", max_tokens=2)
         entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="conflict"))  # fmt: skip
         pick = re.match(r"\W*([AB])\b", reply.text.strip().upper())
-        return "unclear" if pick is None else ("kept" if pick.group(1) == "B" else "dropped")
+        if pick is None:
+            return "unclear"
+        return "kept" if (pick.group(1) == "A") == swap else "dropped"
 
     asks = [(c, agent) for c, _ in settled if c.rule != "unsettled" for agent in checkers]
     picks = await ctx.map(check, list(enumerate(asks)))

@@ -22,6 +22,7 @@ from ._sources import support
 NO_EVIDENCE = "no evidence found in the folder"
 MAX_WINDOW_CHARS = 1_200
 """A read window longer than this is cut to its hit passage (short contexts)."""
+MAX_QUERY_CHARS = 200
 _RESULT = re.compile(r"^\[([^\]\n]+)\] ", re.MULTILINE)
 
 
@@ -95,7 +96,10 @@ class Researcher:
             reply = await ask(ctx, self.agent, user(prompt), f"q{index}/query")
             entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="query", index=index))  # fmt: skip
             lines = reply.text.strip().splitlines()
-            finding.query = lines[0].strip() if lines and lines[0].strip() else question
+            # a rambling model's first line, bounded; nothing usable: the question itself
+            finding.query = (
+                lines[0].strip()[:MAX_QUERY_CHARS] if lines and lines[0].strip() else question
+            )
         best = await self._search(ctx, index, who, finding)
         if not best:
             finding.note = NO_EVIDENCE

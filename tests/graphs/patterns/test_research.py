@@ -117,7 +117,7 @@ def test_subquestions_parse_leniently_and_are_bounded() -> None:
 REVENUE = "What was the revenue in the latest annual report?"
 CONFLICT_RULES = [
     Rule(agent="lead", match="Two documents disagree", replies=["B"]),
-    Rule(agent="checker", match="Two documents disagree", replies=["A"]),
+    Rule(agent="checker", match="Two documents disagree", replies=["B"]),
     Rule(agent="lead", replies=[json.dumps({"questions": [REVENUE]})]),
     Rule(agent="researcher", match="Rewrite this question", replies=["revenue annual report"]),
     Rule(agent="researcher", match="Passage: .*Revenue for 2025 was EUR 69", replies=["Revenue for 2025 was EUR 69 million."]),
@@ -179,7 +179,15 @@ async def test_disagreeing_sources_are_settled_by_the_newer_document_and_reporte
     assert conflict["rule"] == "newer document"
     assert conflict["kept"]["document"] == "reports/annual_report_2025.pdf"
     assert (conflict["kept"]["date"], conflict["dropped"]["date"]) == ("2026-02-12", "2025-02-14")
-    assert sorted(conflict["checks"]) == ["dropped", "kept"]  # the lead agreed, the checker not
+    # the lead saw the newer document as B and answered B; the checker saw it as A
+    # and answered B too: position bias cannot agree with the rule every time
+    assert conflict["checks"] == ["kept", "dropped"]
+    first = {
+        r["agent"]: m[1]
+        for r in received
+        if (m := re.search(r"\nA \((\S+),", r["body"]["messages"][-1]["content"]))
+    }
+    assert first == {"lead": "2025-02-14", "checker": "2026-02-12"}
     assert (
         '- Sources disagree: "Revenue for 2024 was EUR 46 million" in '
         'reports/annual_report_2024.pdf (2025-02-14) vs "Revenue for 2025 was EUR 69 million" '
