@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +100,33 @@ async def eval_url(eval_dir: Path, tmp_path: Path) -> AsyncIterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     await task
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Callable[[int], Any]], Awaitable[str]]]:
+    """``await serve(make_app)``: uvicorn on a free loopback port serving
+    ``make_app(port)``; returns its base URL. Every server stops when the test ends."""
+    import uvicorn
+
+    started: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(make_app: Callable[[int], Any]) -> str:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        ready = asyncio.Event()
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                ready.set()
+
+        server = Server(uvicorn.Config(make_app(port), log_level="warning", lifespan="off"))
+        started.append((server, asyncio.create_task(server.serve(sockets=[sock]))))
+        await asyncio.wait_for(ready.wait(), 30)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, task in started:
+        server.should_exit = True
+        await task

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -305,37 +306,25 @@ async def _check_research(page: Any, record: dict[str, Any]) -> None:
 
 
 async def test_a_research_run_shows_its_report_with_citations_that_open_passages(
-    sim: Any, tmp_path: Path
+    serve: Any, tmp_path: Path
 ) -> None:
     _need_browser()
-    import socket
-
-    import uvicorn
-
     from concilium.serving import Backend, create_app
     from concilium.ui import RunHistory, add_ui
 
     flows = _research_flows(tmp_path)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = add_ui(
-        create_app({}, bind=("127.0.0.1", port)),
-        backend=Backend.parse("sim"),  # each run on the simulated server its file describes
-        state=tmp_path / "run.db",
-        workflow_dirs=[flows],
+    url = await serve(
+        lambda port: add_ui(
+            create_app({}, bind=("127.0.0.1", port)),
+            backend=Backend.parse("sim"),  # each run on the simulated server its file describes
+            state=tmp_path / "run.db",
+            workflow_dirs=[flows],
+        )
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     question = "What do we know about Tessary Labs?"
     pw, browser = await _browser()
     try:
         page = await browser.new_page()
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):  # until uvicorn answers
-            if server.started:
-                break
-            await asyncio.sleep(0.1)
         await page.goto(f"{url}/")
         await page.select_option("#workflow", "research")
         await page.fill("#question", question)
@@ -369,5 +358,48 @@ async def test_a_research_run_shows_its_report_with_citations_that_open_passages
     finally:
         await browser.close()
         await pw.stop()
-        server.should_exit = True
-        await task
+
+
+async def test_beyond_loopback_the_key_in_the_address_carries_through_a_run(
+    sim: Any, serve: Any, tmp_path: Path
+) -> None:
+    _need_browser()
+    from concilium.serving import Backend, create_app
+    from concilium.ui import RunHistory, add_ui
+
+    key = "a-long-enough-key/with+odd&chars"
+    url = await serve(
+        lambda port: add_ui(
+            create_app({}, api_key=key, bind=("127.0.0.1", port)),
+            backend=Backend.parse(sim.url),
+            state=tmp_path / "run.db",
+            api_key=key,
+        )
+    )
+    pw, browser = await _browser()
+    try:
+        page = await browser.new_page()
+        refused: list[str] = []
+        page.on("response", lambda r: r.status == 401 and refused.append(r.url))
+        await page.goto(f"{url}/?key={quote(key, safe='')}")
+        await page.select_option("#workflow", "debate")
+        await page.fill("#question", "What is 12 * 7?")
+        await page.click("#go")  # the form posts with the key, the run's page streams with it
+        await page.wait_for_selector("body[data-done='1']", timeout=60_000)
+        run_id = urlsplit(page.url).path.rsplit("/", 1)[1]
+        record = RunHistory(tmp_path / "run.db").get(run_id)
+        assert record is not None and record["result"] is not None
+        await _check_view(page, record["result"])
+        await page.click("nav >> text=History")  # navigation keeps the key
+        await page.click(f'tr.run[data-run="{run_id}"] a')
+        await page.wait_for_selector("body[data-done='1']")
+        await _check_view(page, record["result"])
+        await page.click("nav >> text=History")
+        await page.check(f'tr.run[data-run="{run_id}"] input[type=checkbox]')
+        await page.click("text=Compare two")
+        await page.wait_for_selector("body[data-done='1']")
+        assert urlsplit(page.url).path == "/compare"
+        assert refused == []
+    finally:
+        await browser.close()
+        await pw.stop()
