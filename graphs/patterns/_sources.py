@@ -190,6 +190,10 @@ def settle(question: str, a: Side, b: Side) -> Conflict:
         ... )
         >>> settle("Revenue?", old, new).kept.fact
         'EUR 52 million'
+        >>> settle("Revenue?", Side("EUR 40 million", "r.md", None, 3), new).rule
+        'more votes'
+        >>> settle("Revenue?", Side("EUR 40 million", "r.md", None, 1), new).rule
+        'unsettled'
     """
     if a.date and b.date and a.date != b.date:
         newer, older = (a, b) if a.date > b.date else (b, a)
