@@ -263,7 +263,7 @@ async def reconcile(
     settled: list[tuple[Conflict, Finding]] = []
     for finding in findings:
         documents = [{by_id[i].document for i in c.passages} for c in finding.claims]
-        for i, j in find_conflicts([c.text for c in finding.claims], documents):
+        for i, j in find_conflicts([c.text for c in finding.claims], documents, finding.question):
             a, b = finding.claims[i], finding.claims[j]
             if a.superseded or b.superseded:
                 continue

@@ -94,17 +94,29 @@ def support(fact: str, passages: Sequence[Passage]) -> list[str]:
 
 
 def find_conflicts(
-    facts: Sequence[str], documents: Sequence[set[str]], overlap: float = 0.6
+    facts: Sequence[str], documents: Sequence[set[str]], question: str = "", overlap: float = 0.6
 ) -> list[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, of facts that state the same thing with different
     figures (Jaccard overlap of their words without numbers >= ``overlap``, different
-    number sets) from disjoint sets of ``documents``."""
+    number sets) from disjoint sets of ``documents``. A pair is no conflict when the
+    ``question`` names a figure of each (it asks for both: "from 2024 to 2025").
+
+    Example:
+        >>> facts = ["Revenue for 2024 was EUR 46 million.", "Revenue for 2025 was EUR 69 million."]
+        >>> find_conflicts(
+        ...     facts, [{"a.pdf"}, {"b.pdf"}], "How did revenue change from 2024 to 2025?"
+        ... )
+        []
+    """
     words = [_words(f) for f in facts]
+    asked = _numbers(_words(question))
     pairs: list[tuple[int, int]] = []
     for i in range(len(facts)):
         for j in range(i + 1, len(facts)):
             na, nb = _numbers(words[i]), _numbers(words[j])
             if not na or not nb or na == nb or documents[i] & documents[j]:
+                continue
+            if asked & (na - nb) and asked & (nb - na):
                 continue
             ta, tb = words[i] - na, words[j] - nb
             if ta and tb and len(ta & tb) / len(ta | tb) >= overlap:
