@@ -142,3 +142,18 @@ async def test_serve_api_with_ui_hands_its_running_engine_to_the_ui(sim: Any) ->
             await _run(client, "self_consistency", "What is 2 + 2?")
         await shared.aclose()
         assert engine.binds == 1 and engine.open == 1  # only the API's own bind; still its to stop
+
+
+async def test_runs_started_together_still_bind_the_engine_once(sim: Any) -> None:
+    import asyncio
+
+    engine = CountingEngine(sim.url)
+    async with SharedBackend(engine, []) as shared:
+        app = add_ui(create_app({}, bind=("127.0.0.1", 8090)), backend=shared)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1:8090"
+        ) as client:
+            questions = [f"What is {i} + {i}?" for i in range(4)]
+            await asyncio.gather(*(_run(client, "debate", q) for q in questions))
+    assert engine.binds == 1 and engine.open == 0
