@@ -250,8 +250,9 @@ async def reconcile(
     entries: list[Turn],
 ) -> list[Conflict]:
     """Settle each finding's disagreeing claims by the rule of ``_sources`` (the newer
-    document wins), ask ``checkers`` concurrently which side the report should use,
-    and mark the losing claim ``superseded`` (the writer no longer sees it)."""
+    document wins, then more votes), ask ``checkers`` concurrently which side the
+    report should use (their majority decides only what the rule cannot), and mark
+    the losing claim ``superseded`` (the writer no longer sees it)."""
     passages = store.passages()
     by_id = {p.id: p for p in passages}
 
@@ -260,18 +261,15 @@ async def reconcile(
         date = document_date(document, [p for p in passages if p.document == document])
         return Side(claim.text, document, date, claim.votes)
 
-    settled: list[tuple[Conflict, Finding]] = []
+    settled: list[tuple[Conflict, Claim, Claim]] = []
     for finding in findings:
         documents = [{by_id[i].document for i in c.passages} for c in finding.claims]
+        claimed: set[int] = set()
         for i, j in find_conflicts([c.text for c in finding.claims], documents, finding.question):
-            a, b = finding.claims[i], finding.claims[j]
-            if a.superseded or b.superseded:
-                continue
-            conflict = settle(finding.question, side(a), side(b))
-            if conflict.rule != "unsettled":
-                loser = a if conflict.dropped.fact == a.text else b
-                loser.superseded = conflict.kept.fact
-            settled.append((conflict, finding))
+            if i not in claimed and j not in claimed:  # one disagreement per claim
+                claimed |= {i, j}
+                a, b = finding.claims[i], finding.claims[j]
+                settled.append((settle(finding.question, side(a), side(b)), a, b))
 
     async def check(item: tuple[int, tuple[Conflict, Agent]]) -> str:
         # every other checker sees the sides in the other order, so an agent that
@@ -288,13 +286,18 @@ async def reconcile(
             return "unclear"
         return "kept" if (pick.group(1) == "A") == swap else "dropped"
 
-    asks = [(c, agent) for c, _ in settled if c.rule != "unsettled" for agent in checkers]
+    asks = [(c, agent) for c, _, _ in settled for agent in checkers]
     picks = await ctx.map(check, list(enumerate(asks)))
     for (conflict, _), pick in zip(asks, picks, strict=True):
         conflict.checks.append(pick)
-    for conflict, _ in settled:
+    for conflict, a, b in settled:
+        if conflict.rule == "unsettled":
+            conflict.decide_by_checks()
+        if conflict.rule != "unsettled":
+            loser = a if conflict.dropped.fact == a.text else b
+            loser.superseded = conflict.kept.fact
         progress(ctx, "reconcile", "conflict", conflict.sentence())
-    return [c for c, _ in settled]
+    return [c for c, _, _ in settled]
 
 
 def _votes(findings: list[Finding]) -> list[dict[str, Any]]:

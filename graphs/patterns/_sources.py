@@ -158,7 +158,8 @@ class Conflict:
         question: the sub-question.
         kept: the side the report uses (``a`` when ``rule`` is ``"unsettled"``).
         dropped: the other side (kept too when ``rule`` is ``"unsettled"``).
-        rule: ``"newer document"``, ``"more votes"`` or ``"unsettled"``.
+        rule: ``"newer document"``, ``"more votes"``, ``"checkers' vote"`` (the rule
+            could not decide, most checking agents chose ``kept``) or ``"unsettled"``.
         checks: each checking agent's pick: ``"kept"``, ``"dropped"`` or ``"unclear"``.
     """
 
@@ -179,16 +180,29 @@ class Conflict:
         said = f"Sources disagree: {side(old)} vs {side(new)}"
         if self.rule == "unsettled":
             return (
-                f"{said}; neither document is dated later and the votes tie, so both are reported."
+                f"{said}; neither document is dated later, the votes tie and the checking "
+                "agents did not choose, so both are reported."
             )
-        why = (
-            f"{new.document} is the newer document (rule: {RULE})"
-            if self.rule == "newer document"
-            else f"the documents' dates do not decide and it had more votes ({new.votes} to {old.votes})"
-        )
+        why = {
+            "newer document": f"{new.document} is the newer document (rule: {RULE})",
+            "more votes": f"the documents' dates do not decide and it had more votes ({new.votes} to {old.votes})",
+            "checkers' vote": "neither the documents' dates nor the votes decide and most checking agents chose it",
+        }[self.rule]  # fmt: skip
         agreed = self.checks.count("kept")
         checked = f"; {agreed} of {len(self.checks)} checking agents agreed" if self.checks else ""
         return f'{said}; used "{new.fact.rstrip(". ")}" because {why}{checked}.'
+
+    def decide_by_checks(self) -> None:
+        """When the rule could not decide: the side most checking agents chose wins
+        (``rule`` becomes ``"checkers' vote"``); a tie leaves it unsettled."""
+        kept, dropped = self.checks.count("kept"), self.checks.count("dropped")
+        if kept == dropped:
+            return
+        if dropped > kept:
+            self.kept, self.dropped = self.dropped, self.kept
+            swap = {"kept": "dropped", "dropped": "kept"}
+            self.checks = [swap.get(c, c) for c in self.checks]
+        self.rule = "checkers' vote"
 
 
 def settle(question: str, a: Side, b: Side) -> Conflict:

@@ -200,3 +200,37 @@ async def test_disagreeing_sources_are_settled_by_the_newer_document_and_reporte
     assert "EUR 69 million" in prompt and "EUR 46 million" not in prompt  # the loser is not written
     stale = next(c for c in details["findings"][0]["claims"] if "46" in c["text"])
     assert stale["superseded"] == "Revenue for 2025 was EUR 69 million."
+
+
+async def test_when_the_rule_cannot_decide_the_checking_agents_majority_does(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "undated"
+    folder.mkdir()
+    (folder / "a.md").write_text("Revenue was EUR 46 million.\n")
+    (folder / "b.md").write_text("Revenue was EUR 69 million.\n")
+    undated = EvidenceStore(folder, path=tmp_path / "undated.sqlite")
+    undated.refresh()
+    rules = [
+        Rule(agent="lead", match=r"A \(undated, b\.md\)", replies=["A"]),
+        Rule(agent="checker", match=r"A \(undated, b\.md\)", replies=["A"]),
+        Rule(agent="lead", match="Two documents disagree", replies=["B"]),
+        Rule(agent="checker", match="Two documents disagree", replies=["B"]),
+        Rule(agent="lead", replies=['{"questions": ["What was the revenue?"]}']),
+        Rule(agent="researcher", match="Rewrite this question", replies=["revenue"]),
+        Rule(agent="researcher", match="Passage: .*EUR 46", replies=["Revenue was EUR 46 million."]),
+        Rule(agent="researcher", match="Passage: .*EUR 69", replies=["Revenue was EUR 69 million."]),
+        Rule(agent="writer", replies=["Revenue was EUR 69 million [b.md#L1]."]),
+        Rule(agent="checker", replies=["Yes"]),
+    ]  # fmt: skip
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        result = await run(_research(sim, undated), "Revenue?")
+    (conflict,) = result.details["conflicts"]
+    assert conflict["rule"] == "checkers' vote" and conflict["kept"]["document"] == "b.md"
+    assert conflict["checks"] == ["kept", "kept"]
+    assert "most checking agents chose it; 2 of 2 checking agents agreed." in (result.answer or "")
+    claims = {c["text"]: c["superseded"] for c in result.details["findings"][0]["claims"]}
+    assert claims == {
+        "Revenue was EUR 69 million.": "",
+        "Revenue was EUR 46 million.": "Revenue was EUR 69 million.",
+    }
