@@ -79,6 +79,9 @@ class EvidenceStore:
         path: the SQLite file; by default :func:`default_index_path` of ``folder``.
         embed: an async embedding function; with it, search is hybrid.
         k: passages a search returns by default.
+        lexical_fallback: when the embedding function fails (a ``ToolError``: the
+            server is unreachable or serves no embedding model), search by BM25
+            alone, with a note, instead of failing.
     """
 
     def __init__(
@@ -88,11 +91,13 @@ class EvidenceStore:
         path: str | Path | None = None,
         embed: Embedder | None = None,
         k: int = 5,
+        lexical_fallback: bool = False,
     ):
         self.folder = Path(folder)
         self.path = Path(path) if path is not None else default_index_path(folder)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.embed = embed
+        self.lexical_fallback = lexical_fallback
         self.k = k
         self.notes: list[str] = []
         # one connection, used from the event loop's thread (the tools are async);
@@ -181,8 +186,17 @@ class EvidenceStore:
         lexical = self._bm25(query, len(passages) if self.embed else k)
         if self.embed is None:
             return [Hit(passages[i], score) for i, score in lexical]
-        vectors = await self._vectors(passages)
-        (question,) = await self.embed([query])
+        try:
+            vectors = await self._vectors(passages)
+            (question,) = await self.embed([query])
+        except ToolError as exc:
+            if not self.lexical_fallback:
+                raise
+            note = f"hybrid search fell back to BM25: {exc}"
+            if note not in self.notes:
+                self.notes.append(note)
+                _log.warning("document folder %s: %s", self.folder, note)
+            return [Hit(passages[i], score) for i, score in lexical[:k]]
         cosine = sorted(range(len(passages)), key=lambda i: (-_cosine(question, vectors[i]), i))
         fused: dict[int, float] = {}
         for ranking in ([i for i, _ in lexical], cosine):

@@ -51,7 +51,7 @@ from concilium.graphs import (
     user,
 )
 from concilium.prompts import PromptLibrary
-from concilium.tools import EvidenceStore, Tool
+from concilium.tools import Embedder, EvidenceStore, Tool, openai_embedder
 
 from ._best_of_n import yes_probability
 from ._citations import resolve_citations
@@ -335,6 +335,37 @@ class ResearchSpec(PatternSpec):
     passages: int = Field(default=3, ge=1, le=10)
     max_steps: int = Field(default=10, ge=1, le=50, description="model and tool calls per researcher")  # fmt: skip
     threshold: float = Field(default=0.5, ge=0, le=1)
+    embedder: str | None = Field(
+        default=None,
+        description="an agent whose model is an embedding model served at {api_base}/embeddings "
+        "(vLLM serves one): search becomes hybrid BM25 + embeddings, BM25 alone if it fails",
+    )
+
+
+_PROVIDERS = ("hosted_vllm/", "openai/", "vllm/")
+
+
+def embedder_for(agent: Agent) -> Embedder:
+    """An :data:`Embedder` over ``agent``'s model: its first ``api_base`` and its
+    name as the server knows it (the litellm provider prefix removed).
+
+    Example:
+        >>> from concilium.agents import Agent, ModelSpec
+        >>> spec = ModelSpec("hosted_vllm/bge-small", api_base="http://127.0.0.1:8000/v1")
+        >>> callable(embedder_for(Agent("embedder", spec)))
+        True
+    """
+    base = agent.model.api_base
+    first = base if isinstance(base, str) or base is None else (base[0] if base else None)
+    if first is None:
+        raise GraphError(
+            f"research embedder {agent.name!r}: its model {agent.model.model!r} has no api_base; "
+            "give the URL of an OpenAI-compatible server with /v1/embeddings"
+        )
+    name = agent.model.model
+    prefix = next((p for p in _PROVIDERS if name.startswith(p)), "")
+    served = name[len(prefix) :]
+    return openai_embedder(first, served, api_key=agent.model.api_key)
 
 
 def store_for(search: Tool) -> EvidenceStore:
@@ -358,8 +389,13 @@ def _build(spec: ResearchSpec, b: Builder) -> Graph:
     writer = b.plain_agent(spec.writer, "writer", why=why) if spec.writer else lead
     verifier = b.plain_agent(spec.verifier, "verifier", why=why) if spec.verifier else researcher
     registry = b.tools(["search"], "lead")
+    store = store_for(registry.get("search"))
+    if spec.embedder:
+        # the workflow's own search tool shares this store, so it turns hybrid too
+        store.embed = embedder_for(b.plain_agent(spec.embedder, "embedder", why=why))
+        store.lexical_fallback = True
     return research(
-        lead, researcher, writer, verifier, store_for(registry.get("search")),
+        lead, researcher, writer, verifier, store,
         max_questions=spec.max_questions, passages=spec.passages, max_steps=spec.max_steps,
         threshold=spec.threshold, prompts=b.prompts, name=b.name,
     )  # fmt: skip

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, Capabilities
-from concilium.graphs import Event, Graph, run
+from concilium.graphs import Event, Graph, load_workflow, run
 from concilium.graphs.patterns import NO_EVIDENCE, parse_subquestions, research
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import EvidenceStore
@@ -234,3 +236,73 @@ async def test_when_the_rule_cannot_decide_the_checking_agents_majority_does(
         "Revenue was EUR 69 million.": "",
         "Revenue was EUR 46 million.": "Revenue was EUR 69 million.",
     }
+
+
+@pytest.fixture
+async def embeddings() -> AsyncIterator[tuple[str, list[list[str]]]]:
+    """A loopback /v1/embeddings server (one axis per word of interest); yields its
+    base URL and the batches of texts it embedded."""
+    batches: list[list[str]] = []
+    axes = ("revenue", "canteen", "staff")
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        batches.append(list(body["input"]))
+        vectors = [[float(a in t.lower()) for a in axes] for t in body["input"]]
+        return web.json_response({"data": [{"index": i, "embedding": v} for i, v in enumerate(vectors)]})  # fmt: skip
+
+    app = web.Application()
+    app.router.add_post("/v1/embeddings", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", batches
+    await runner.cleanup()
+
+
+def _workflow(folder: Path, chat: str, embed: str) -> Path:
+    docs = folder / "docs"
+    docs.mkdir(parents=True)
+    (docs / "a.md").write_text("Revenue was EUR 69 million.\n\nThe canteen opens at nine.\n")
+    path = folder / "research.yaml"
+    path.write_text(f"""
+name: hybrid_research
+models:
+  chat: {{model: hosted_vllm/sim, api_base: "{chat}"}}
+  embed: {{model: hosted_vllm/test-embed, api_base: "{embed}"}}
+agents:
+  lead: {{model: chat}}
+  researcher: {{model: chat}}
+  embedder: {{model: embed}}
+tools: {{documents: docs}}
+workflow: {{kind: research, lead: lead, researcher: researcher, embedder: embedder}}
+""")
+    return path
+
+
+async def test_an_embedder_agent_makes_search_hybrid_and_bm25_stands_in_when_it_fails(
+    tmp_path: Path,
+    embeddings: tuple[str, list[list[str]]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the index goes under ~/.cache
+    url, batches = embeddings
+    rules = [
+        Rule(agent="lead", match="Write one short paragraph", replies=["Revenue was EUR 69 million [a.md#L1]."]),
+        Rule(agent="lead", replies=['{"questions": ["What was the revenue?"]}']),
+        Rule(agent="researcher", match="Claim:", replies=["Yes"]),
+        Rule(agent="researcher", match="Rewrite this question", replies=["revenue"]),
+        Rule(agent="researcher", match="Passage: .*EUR 69", replies=["Revenue was EUR 69 million."]),
+        Rule(agent="researcher", replies=["NONE"]),
+    ]  # fmt: skip
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        hybrid = load_workflow(_workflow(tmp_path / "ok", sim.url, url))
+        result = await run(hybrid.graph, "Revenue?")
+        assert sorted(batches[0]) == ["Revenue was EUR 69 million.", "The canteen opens at nine."]
+        assert ["What was the revenue?"] in batches and ["revenue"] in batches  # both queries
+        assert result.details["citations"][0]["passage_id"] == "a.md#L1"
+        down = load_workflow(_workflow(tmp_path / "down", sim.url, "http://127.0.0.1:9/v1"))
+        fallback = await run(down.graph, "Revenue?")
+    assert fallback.answer == result.answer and not fallback.details["partial"]
+    assert "hybrid search fell back to BM25: embeddings: cannot reach" in caplog.text
