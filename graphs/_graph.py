@@ -114,7 +114,7 @@ class Graph:
     nodes: dict[str, _Node] = field(default_factory=dict, init=False, repr=False)
     edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
     routes: list[_Route] = field(default_factory=list, init=False, repr=False)
-    _compiled: dict[int, Any] = field(default_factory=dict, init=False, repr=False)
+    _compiled: Any = field(default=None, init=False, repr=False)
 
     @property
     def channels(self) -> dict[str, Reducer | None]:
@@ -246,11 +246,20 @@ class Graph:
     # ---------------------------------------------------------------- compiling
 
     def compile(self, checkpointer: Any = None) -> Any:
-        """Check the graph and compile it to a LangGraph ``CompiledStateGraph``."""
-        cache_key = id(checkpointer)
-        compiled = self._compiled.get(cache_key)
-        if compiled is not None:
-            return compiled
+        """Check the graph and compile it to a LangGraph ``CompiledStateGraph``.
+
+        The graph is compiled once; each checkpointer gets a shallow copy of that,
+        which is not kept: a cache keyed by checkpointer would keep every run's
+        closed checkpointer (a ``state_path`` opens one per run) alive for as long
+        as the graph, in a server for ever.
+        """
+        if self._compiled is None:
+            self._compiled = self._build()
+        if checkpointer is None:
+            return self._compiled
+        return self._compiled.copy({"checkpointer": checkpointer})
+
+    def _build(self) -> Any:
         self.check()
         fields = {
             key: (Annotated[Any, reducer] if reducer is not None else Any)
@@ -264,9 +273,7 @@ class Graph:
             builder.add_edge(source, target)
         for route in self.routes:
             builder.add_conditional_edges(route.source, _route_fn(self, route), list(route.targets))
-        compiled = builder.compile(checkpointer=checkpointer, name=self.name)
-        self._compiled[cache_key] = compiled
-        return compiled
+        return builder.compile(name=self.name)
 
     def to_mermaid(self) -> str:
         """The graph as a Mermaid flowchart (``concilium graph``)."""

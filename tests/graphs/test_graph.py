@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -134,6 +135,28 @@ async def test_resume_from_sqlite_repeats_no_completed_call(tmp_path) -> None:
     assert result.answer == "1" and result.votes["counts"] == {"1": 5}
     assert len(calls) == first_calls + 1  # only the failed branch was sent again
     assert result.calls == 1
+
+
+async def test_runs_with_a_state_path_leave_no_checkpointer_alive(tmp_path) -> None:
+    """A long-lived process (serve api, the UI) runs one graph many times, each run
+    opening and closing its own checkpointer: the graph must not keep them."""
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+    fake = FakeModel(fn=lambda agent, i, msgs: "\\boxed{3}")
+    graph = self_consistency(Agent("s", fake.spec()), samples=2)
+
+    def savers() -> int:
+        gc.collect()
+        return sum(isinstance(o, BaseCheckpointSaver) for o in gc.get_objects())
+
+    before = savers()
+    for i in range(6):
+        result = await run(graph, "q", state_path=tmp_path / "run.db", run_id=f"r{i}")
+        assert result.answer == "3"
+    assert savers() == before
+    again = await run(graph, "q", state_path=tmp_path / "run.db", run_id="r5", resume=True)
+    assert again.calls == 0 and again.answer == "3"  # each run still got its checkpointer
+    assert graph.compile() is graph.compile()  # without one, compiled once
 
 
 async def test_stream_yields_progress_then_the_result() -> None:
