@@ -216,6 +216,10 @@ async def evaluate(
     todo = [
         (i, r) for r in records for i, m in enumerate(methods) if _key(m.name, r.id) not in finished
     ]
+    if not todo:
+        # a rerun with nothing left binds no backend: --backend local would start the
+        # embedded engine (most of a minute) to send no call
+        return [finished[_key(m.name, r.id)] for m in methods for r in records]
     bar = _Progress(len(todo), sys.stderr.isatty() if progress is None else progress)
     limit = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
