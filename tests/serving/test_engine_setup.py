@@ -124,3 +124,21 @@ def test_the_server_command_and_environment_carry_the_settings_engine_md_names(
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_CACHE_ROOT"] == str(home.cache_dir)
     assert engine_env(home, [0, 1], 2)["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+
+
+def test_an_engine_deployment_in_a_cluster_file_gets_its_speculative_config(
+    tmp_path: Path,
+) -> None:
+    from concilium.serving import ClusterSpec, plan_replicas
+
+    home = fake_install(tmp_path / "engine", "exit 1")
+    ngram = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}
+    cluster = ClusterSpec.model_validate({"models": [{
+        "name": "gemma", "model": "google/gemma-3-270m", "server": "engine",
+        "speculative_config": ngram, "extra_args": ["--max-num-seqs", "64"],
+    }]})  # fmt: skip
+    (plan,) = plan_replicas(cluster, ports=iter([8123]), home=home)
+    assert plan.argv == engine_command(home, 8123, ["gemma"], [
+        "--speculative-config", json.dumps(ngram, separators=(",", ":")), "--max-num-seqs", "64",
+    ])  # fmt: skip
+    assert plan.argv[-5:-3] == ["--enforce-eager", "--speculative-config"]
