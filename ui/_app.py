@@ -74,12 +74,15 @@ async def _execute(live: _LiveRun, path: Path, backend: Any, history: RunHistory
             live.record["sources"] = sources
         live.record["result"] = done
         live.record["run_id"] = live.record["run_id"]  # the UI's id, not the runtime's
+        # History is written (and read, below) in a worker thread: while another process
+        # (concilium run --state, an eval) holds the file's write lock, it waits there, up
+        # to SQLite's busy timeout, instead of stopping every page and live stream
         if history is not None:
-            history.save(live.record)
+            await asyncio.to_thread(history.save, live.record)
     except Exception as exc:  # shown on the page and kept in History; the server keeps serving
         live.error = live.record["error"] = f"{type(exc).__name__}: {exc}"
         if history is not None:
-            history.save(live.record)
+            await asyncio.to_thread(history.save, live.record)
     finally:
         live.done = True
         live.changed.set()
@@ -186,10 +189,10 @@ def _add_run_pages(
     live: dict[str, _LiveRun] = {}
     tasks: set[asyncio.Task[None]] = set()
 
-    def record_of(run_id: str) -> dict[str, Any]:
+    async def record_of(run_id: str) -> dict[str, Any]:
         if run_id in live:
             return live[run_id].record
-        found = history.get(run_id) if history else None
+        found = await asyncio.to_thread(history.get, run_id) if history else None
         if found is None:
             raise HTTPException(404, f"no run {run_id!r}; see the History page")
         return found
@@ -225,7 +228,7 @@ def _add_run_pages(
 
     @app.get(prefix + "/runs/{run_id}", response_class=HTMLResponse)
     async def view(run_id: str, key: str = key_of) -> HTMLResponse:
-        rec = record_of(run_id)
+        rec = await record_of(run_id)
         running = run_id in live and not live[run_id].done
         shown = {**rec, "events": []} if running else rec
         return page("view", f"{rec['workflow']}: run {run_id}", key, records=[shown], live=running)
@@ -238,14 +241,15 @@ def _add_run_pages(
 
     @app.get(prefix + "/history", response_class=HTMLResponse)
     async def history_page(key: str = key_of) -> HTMLResponse:
-        return page("history", "History", key, runs=history.list() if history else [])
+        runs = await asyncio.to_thread(history.list) if history else []
+        return page("history", "History", key, runs=runs)
 
     @app.get(prefix + "/compare", response_class=HTMLResponse)
     async def compare(request: Request, key: str = key_of) -> HTMLResponse:
         ids = request.query_params.getlist("run")[:2]
         if not ids:
             raise HTTPException(400, "pick two runs on the History page (?run=A&run=B)")
-        return page("view", "Side by side", key, records=[record_of(i) for i in ids])
+        return page("view", "Side by side", key, records=[await record_of(i) for i in ids])
 
 
 def _add_eval_pages(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ class RunHistory:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # the UI saves from worker threads: its own writes queue here, not on the file's lock
+        self._writing = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10)
@@ -67,7 +70,7 @@ class RunHistory:
         """Insert or replace the run ``record`` (run_id, workflow, question, started,
         events, result)."""
         result = record.get("result") or {}
-        with self._connect() as db:
+        with self._writing, self._connect() as db:
             db.execute(
                 "INSERT OR REPLACE INTO ui_runs VALUES (?, ?, ?, ?, ?, ?)",
                 (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -11,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from concilium.cli import main
+from concilium.ui import RunHistory
 
 
 async def _start(session: aiohttp.ClientSession, url: str, question: str) -> str:
@@ -62,6 +64,53 @@ async def test_pages_render_and_the_stream_delivers_the_run_in_order(ui_url: str
         async with session.get(f"{ui_url}/compare?run={run_id}&run={other}") as reply:
             both = await reply.text()
             assert "What is 12 * 7?" in both and "What is 2 + 2?" in both
+
+
+async def test_runs_started_at_once_all_finish_and_are_kept_in_history(
+    ui_url: str, tmp_path
+) -> None:
+    questions = [f"What is {i} * 7?" for i in range(6)]
+    async with aiohttp.ClientSession() as session:
+        ids = await asyncio.gather(*(_start(session, ui_url, q) for q in questions))
+        streams = await asyncio.gather(*(_events(session, ui_url, i) for i in ids))
+        assert [events[-1][0] for events in streams] == ["result"] * len(ids)
+        async with session.get(f"{ui_url}/history") as reply:
+            page = await reply.text()
+    assert all(i in page for i in ids)
+    saved = {r.run_id: r for r in RunHistory(tmp_path / "run.db").list()}
+    assert sorted(saved) == sorted(ids)
+    answers = [json.loads(events[-1][1])["answer"] for events in streams]
+    assert [saved[i].answer for i in ids] == answers
+    assert not any(r.error for r in saved.values())
+
+
+async def test_pages_answer_while_another_process_holds_the_state_files_lock(
+    ui_url: str, tmp_path
+) -> None:
+    """``concilium run --state`` on the same file writes its checkpoints: a run that ends
+    meanwhile waits for the file off the event loop, and is saved once the lock is free."""
+    other = sqlite3.connect(tmp_path / "run.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as a writer in another process holds it
+    async with aiohttp.ClientSession() as session:
+        run_id = await _start(session, ui_url, "What is 3 * 7?")
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:  # until the run has its result and waits to be saved
+            async with session.get(f"{ui_url}/runs/{run_id}") as reply:
+                page = await reply.text()
+            assert "new EventSource(" in page, "the run was no longer live before it was saved"
+            data = page.split('<script id="data" type="application/json">')[1].split("</script>")
+            if json.loads(data[0])[0]["result"] is not None:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the run did not end"
+            await asyncio.sleep(0.05)
+        async with session.get(f"{ui_url}/") as reply:  # the server still answers
+            assert reply.status == 200
+        other.execute("COMMIT")
+        events = await _events(session, ui_url, run_id)
+    other.close()
+    assert events[-1][0] == "result"
+    [row] = RunHistory(tmp_path / "run.db").list()
+    assert row.run_id == run_id and row.answer and row.error is None
 
 
 async def test_a_foreign_host_or_origin_is_refused(ui_url: str) -> None:
