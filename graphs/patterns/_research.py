@@ -30,11 +30,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from concilium import BudgetExceeded, GraphError
+from concilium import BudgetExceeded, GraphError, OutputParseError
 from concilium.agents import Agent
 from concilium.graphs import (
     END,
@@ -64,9 +64,12 @@ _SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[\d+\])*|$)")
 
 
 class SubQuestions(BaseModel):
-    """The lead's plan (its structured output)."""
+    """The lead's plan (its structured output). Each question is bounded in length so
+    guided decoding cannot run a small model's string on until ``max_tokens``."""
 
-    questions: list[str] = Field(min_length=1, max_length=8)
+    questions: list[Annotated[str, Field(min_length=3, max_length=160)]] = Field(
+        min_length=1, max_length=8
+    )
 
 
 def parse_subquestions(text: str, limit: int) -> list[str]:
@@ -163,9 +166,19 @@ def research(
         details: dict[str, Any] = {"partial": False, "questions": [], "findings": [], "conflicts": []}  # fmt: skip
         try:
             prompt = lib.render("research/plan", question=question, max_questions=max_questions)
-            reply = await ask(ctx, planner, user(prompt), "plan")
-            entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="plan"))  # fmt: skip
-            questions = parse_subquestions(reply.text, max_questions) or [question]
+            try:
+                reply = await ask(ctx, planner, user(prompt), "plan")
+            except (
+                OutputParseError
+            ) as exc:  # a small model's broken plan: research the question itself
+                details["plan_error"] = str(exc)
+                progress(
+                    ctx, lead.name, "plan", "no usable plan; researching the question as asked"
+                )
+                questions = [question]
+            else:
+                entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="plan"))  # fmt: skip
+                questions = parse_subquestions(reply.text, max_questions) or [question]
             details["questions"] = questions
             ctx.emit({"type": "round_started", "round": 1, "agents": [researcher.name] * len(questions)})  # fmt: skip
             findings = await ctx.map(lambda iq: team.investigate(ctx, iq[0], iq[1], entries), list(enumerate(questions)))  # fmt: skip

@@ -306,3 +306,20 @@ async def test_an_embedder_agent_makes_search_hybrid_and_bm25_stands_in_when_it_
         fallback = await run(down.graph, "Revenue?")
     assert fallback.answer == result.answer and not fallback.details["partial"]
     assert "hybrid search fell back to BM25: embeddings: cannot reach" in caplog.text
+
+
+async def test_a_plan_that_never_parses_researches_the_question_as_asked(
+    store: EvidenceStore,
+) -> None:
+    # a small model's guided plan can run a string on until max_tokens (seen on the engine)
+    broken = '{"questions": ["What is the name of the company \\u2013 \\u2013 \\u2013'
+    rules = [Rule(agent="lead", replies=[broken]), *RULES[1:]]
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        result = await run(_research(sim, store), CEO)
+        received = await sim.requests()
+    lead = [r for r in received if r["agent"] == "lead"]
+    assert len(lead) == 2  # the plan and its one repair turn, then no more planning
+    assert result.details["questions"] == [CEO] and "SubQuestions" in result.details["plan_error"]
+    assert "Maren Solberg" in (result.answer or "") and result.details["citations"]
+    schema = lead[0]["body"]["response_format"]["json_schema"]["schema"]
+    assert json.dumps(schema).count('"maxLength": 160') == 1  # each question is bounded
