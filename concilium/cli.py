@@ -806,6 +806,20 @@ def bench_research(json_file: str | None, backend: str, questions: int, seed: in
     research.main(backend=backend, questions=questions, seed=seed, json_file=json_file)
 
 
+@bench.command("overlap")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")  # fmt: skip
+@click.option("--tasks", default=5, show_default=True, type=click.IntRange(min=1), help="Runs of the task per mode.")  # fmt: skip
+@click.option("--tool-latency", default=0.3, show_default=True, type=click.FloatRange(min=0, max=60), help="The tool's latency (s).")  # fmt: skip
+@click.option("--per-token", default=0.01, show_default=True, type=click.FloatRange(min=0, max=1), help="Streaming latency per token (s).")  # fmt: skip
+@click.option("--tokens", default=40, show_default=True, type=click.IntRange(min=0, max=2000), help="Tokens decoded after the call.")  # fmt: skip
+@_guard
+def bench_overlap(json_file: str | None, tasks: int, tool_latency: float, per_token: float, tokens: int) -> None:  # fmt: skip
+    """Overlapped tool calls vs run-then-resume on the simulated server: wall time, overlap."""
+    from concilium.bench import overlap
+
+    overlap.main(tasks=tasks, tool_latency=tool_latency, per_token=per_token, tokens=tokens, json_file=json_file)  # fmt: skip
+
+
 from ._cli_ui import ui as _ui  # noqa: E402  (the command module imports this one)
 
 main.add_command(_ui)
