@@ -105,6 +105,7 @@ def research(
     passages: int = 3,
     max_steps: int = 10,
     threshold: float = 0.5,
+    decompose: int = 0,
     prompts: PromptLibrary | None = None,
     name: str = "research",
 ) -> Graph:
@@ -126,6 +127,9 @@ def research(
         passages: hits each researcher reads (with their neighbours).
         max_steps: model and tool calls each researcher may make.
         threshold: P(yes) at or above which a sentence counts as supported.
+        decompose: when > 0, each researcher splits its sub-question into at most
+            this many search queries and searches them concurrently, hits merged by
+            reciprocal rank (``search_decomposition``); 0 plans one keyword query.
 
     Example:
         >>> import tempfile
@@ -149,15 +153,15 @@ def research(
         >>> result.details["fabricated"], result.details["citations"][0]["passage_id"]
         (['made-up.md#L9'], 'a.md#L1')
     """
-    if max_questions < 1 or passages < 1 or max_steps < 1:
+    if max_questions < 1 or passages < 1 or max_steps < 1 or decompose < 0:
         raise GraphError(
-            "research needs max_questions, passages and max_steps >= 1, got "
-            f"{max_questions}, {passages}, {max_steps}"
+            "research needs max_questions, passages and max_steps >= 1 and decompose >= 0, "
+            f"got {max_questions}, {passages}, {max_steps}, {decompose}"
         )
     lib = prompt_library(prompts)
     planner = lead.with_options(output=SubQuestions) if lead.model.capabilities.structured_output else lead  # fmt: skip
     judge = verifier.with_options(logprobs=True, top_logprobs=5) if verifier.model.capabilities.logprobs else verifier  # fmt: skip
-    team = Researcher(researcher, store, lib, passages, max_steps)
+    team = Researcher(researcher, store, lib, passages, max_steps, decompose)
     checkers = list({a.name: a for a in (lead, verifier)}.values())
 
     async def run_all(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -348,6 +352,7 @@ class ResearchSpec(PatternSpec):
     passages: int = Field(default=3, ge=1, le=10)
     max_steps: int = Field(default=10, ge=1, le=50, description="model and tool calls per researcher")  # fmt: skip
     threshold: float = Field(default=0.5, ge=0, le=1)
+    decompose: int = Field(default=0, ge=0, le=8, description="search queries per researcher, searched concurrently (0: one planned query)")  # fmt: skip
     embedder: str | None = Field(
         default=None,
         description="an agent whose model is an embedding model served at {api_base}/embeddings "
@@ -410,5 +415,5 @@ def _build(spec: ResearchSpec, b: Builder) -> Graph:
     return research(
         lead, researcher, writer, verifier, store,
         max_questions=spec.max_questions, passages=spec.passages, max_steps=spec.max_steps,
-        threshold=spec.threshold, prompts=b.prompts, name=b.name,
+        threshold=spec.threshold, decompose=spec.decompose, prompts=b.prompts, name=b.name,
     )  # fmt: skip

@@ -17,6 +17,7 @@ from concilium.graphs import RunContext, Turn, ask, turn, user
 from concilium.prompts import PromptLibrary
 from concilium.tools import EvidenceStore, Passage, Tool, ToolError
 
+from ._search_decomposition import fuse_hits, parse_queries
 from ._sources import support
 
 NO_EVIDENCE = "no evidence found in the folder"
@@ -40,10 +41,12 @@ class Claim:
 @dataclass
 class Finding:
     """One researcher's result: its sub-question, query, passages read, claims,
-    agreement, steps used of its budget, and any disagreement between sources."""
+    agreement, steps used of its budget, and any disagreement between sources;
+    ``queries`` are the searches it ran (the sub-queries, with ``decompose``)."""
 
     question: str
     query: str = ""
+    queries: list[str] = field(default_factory=list[str])
     retrieved: list[str] = field(default_factory=list[str])
     claims: list[Claim] = field(default_factory=list[Claim])
     agreement: float = 0.0
@@ -71,6 +74,11 @@ class Researcher:
     query (1), the searches (up to 2), then reads and extractions in pairs, so a
     small budget reads fewer windows instead of failing. Tool failures count as
     empty results; a window's fact is kept only with the IDs ``support`` finds.
+
+    With ``decompose`` = N > 0 the query call instead splits the sub-question into
+    at most N independent search queries (``search_decomposition``'s prompt and
+    ``parse_queries``); they are searched concurrently, one step each, and the hits
+    merged by reciprocal rank (``fuse_hits``) before reading.
     """
 
     agent: Agent
@@ -78,6 +86,7 @@ class Researcher:
     lib: PromptLibrary
     passages: int
     max_steps: int
+    decompose: int = 0
     search: Tool = field(init=False)
     read: Tool = field(init=False)
 
@@ -90,7 +99,15 @@ class Researcher:
         who = f"{self.agent.name} {index + 1}"
         finding = Finding(question, query=question)
         progress(ctx, who, "plan", f"researching: {question}")
-        if finding.steps < self.max_steps:
+        if self.decompose and finding.steps < self.max_steps:
+            finding.steps += 1
+            prompt = self.lib.render("search_decomposition/decompose", question=question, max_queries=self.decompose)  # fmt: skip
+            reply = await ask(ctx, self.agent, user(prompt), f"q{index}/decompose")
+            entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="decompose", index=index))  # fmt: skip
+            bounded = [q[:MAX_QUERY_CHARS] for q in parse_queries(reply.text, self.decompose)]
+            finding.queries = list(dict.fromkeys(bounded)) or [question]
+            finding.query = finding.queries[0]
+        elif finding.steps < self.max_steps:
             finding.steps += 1
             prompt = self.lib.render("research/query", question=question)
             reply = await ask(ctx, self.agent, user(prompt), f"q{index}/query")
@@ -100,7 +117,10 @@ class Researcher:
             finding.query = (
                 lines[0].strip()[:MAX_QUERY_CHARS] if lines and lines[0].strip() else question
             )
-        best = await self._search(ctx, index, who, finding)
+        if self.decompose:
+            best = await self._search_decomposed(ctx, index, who, finding)
+        else:
+            best = await self._search(ctx, index, who, finding)
         if not best:
             finding.note = NO_EVIDENCE
             progress(ctx, who, "done", f"{NO_EVIDENCE} for: {question}")
@@ -144,10 +164,33 @@ class Researcher:
             if finding.steps >= self.max_steps:
                 break
             finding.steps += 1
+            finding.queries.append(query)
             ids = self._ids(await self._tool(ctx, self.search, {"query": query}, f"q{index}/search{n}"))  # fmt: skip
             progress(ctx, who, "search", f"search {query!r}: {len(ids)} passages {ids[:3]}")
             for rank, pid in enumerate(ids, start=1):
                 score[pid] = score.get(pid, 0.0) + 1.0 / (60 + rank)
+        finding.retrieved = sorted(score, key=lambda p: -score[p])[: self.passages]
+        return finding.retrieved
+
+    async def _search_decomposed(
+        self, ctx: RunContext, index: int, who: str, finding: Finding
+    ) -> list[str]:
+        """The sub-queries searched at once (as many as the budget has steps for),
+        the hits merged by reciprocal-rank fusion, the best ``passages`` kept."""
+        queries = (finding.queries or [finding.question])[: max(self.max_steps - finding.steps, 0)]
+        finding.queries = queries
+        finding.steps += len(queries)
+        results = await ctx.map(
+            lambda nq: self._tool(ctx, self.search, {"query": nq[1]}, f"q{index}/search{nq[0]}"),
+            list(enumerate(queries)),
+        )
+        known = {p.id for p in self.store.passages()}
+        score: dict[str, float] = {}
+        for query, result in zip(queries, results, strict=True):
+            progress(ctx, who, "search", f"search {query!r}: {len(self._ids(result))} passages {self._ids(result)[:3]}")  # fmt: skip
+        for pid, _, points in fuse_hits(results):  # a passage cut short by the bound, counted once
+            if pid in known:
+                score[pid] = score.get(pid, 0.0) + points
         finding.retrieved = sorted(score, key=lambda p: -score[p])[: self.passages]
         return finding.retrieved
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -13,7 +15,7 @@ from aiohttp import web
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, Capabilities
 from concilium.graphs import Event, Graph, load_workflow, run
-from concilium.graphs.patterns import NO_EVIDENCE, parse_subquestions, research
+from concilium.graphs.patterns import NO_EVIDENCE, fuse_hits, parse_subquestions, research
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import EvidenceStore
 
@@ -323,3 +325,54 @@ async def test_a_plan_that_never_parses_researches_the_question_as_asked(
     assert "Maren Solberg" in (result.answer or "") and result.details["citations"]
     schema = lead[0]["body"]["response_format"]["json_schema"]["schema"]
     assert json.dumps(schema).count('"maxLength": 160') == 1  # each question is bounded
+
+
+SUB_QUERIES = ["revenue 2025", "revenue 2024", "annual report revenue"]
+
+
+async def test_decompose_searches_a_researchers_sub_queries_together_and_merges_them(
+    store: EvidenceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = store.search_text
+    entered: list[str] = []
+    all_in = asyncio.Event()
+    results: list[str] = []
+    in_flight: list[int] = []  # searches entered and not yet answered, as each one proceeds
+
+    async def search_text(query: str) -> str:
+        """Search the local documents (each call waits until all three are in flight)."""
+        entered.append(query)
+        if len(entered) == len(SUB_QUERIES):
+            all_in.set()
+        # sequential searches would never all be in: the first one would time out
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_in.wait(), timeout=10)
+        in_flight.append(len(entered) - len(results))
+        results.append(await asked(query))
+        return results[-1]
+
+    monkeypatch.setattr(store, "search_text", search_text)
+    split = Rule(agent="researcher", match="Split the question below", replies=["\n".join(f"- {q}" for q in SUB_QUERIES)])  # fmt: skip
+    events: list[Event] = []
+    async with SimServer(SimConfig(rules=[split, *CONFLICT_RULES], latency=Latency(fixed=0))) as sim:  # fmt: skip
+        lead, researcher, writer, checker = (
+            Agent(n, sim.spec()) for n in ("lead", "researcher", "writer", "checker")
+        )
+        graph = research(lead, researcher, writer, checker, store, decompose=3)
+        result = await run(graph, "Revenue?", on_event=events.append)
+        received = await sim.requests()
+    (finding,) = result.details["findings"]
+    split_asks = [r for r in received if "Split the question below into at most 3" in str(r["body"])]  # fmt: skip
+    assert len(split_asks) == 1 and not any("Rewrite this question" in str(r["body"]) for r in received)  # fmt: skip
+    assert finding["queries"] == SUB_QUERIES and sorted(entered) == sorted(SUB_QUERIES)
+    assert in_flight[0] == 3  # the first search to finish had all three in flight with it
+    tools = [e for e in events if e["type"] == "tool"]
+    assert [t["tool"] for t in tools[:3]] == ["search"] * 3 and {t["tool"] for t in tools[3:]} == {"read"}  # fmt: skip
+    fused = [pid for pid, _, _ in fuse_hits(results)]  # the merge is the pattern's RRF
+    assert finding["retrieved"] == fused[:3]
+    texts = {c["text"]: c["passages"] for c in finding["claims"]}
+    assert texts == {
+        "Revenue for 2025 was EUR 69 million.": ["reports/annual_report_2025.pdf#p2"],
+        "Revenue for 2024 was EUR 46 million.": ["reports/annual_report_2024.pdf#p2"],
+    }  # IDs by code: the EUR 999 fact citing the handbook is in no passage read
+    assert finding["steps"] <= 10 and result.calls == len(received)
