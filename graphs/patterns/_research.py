@@ -4,7 +4,8 @@ A lead plans sub-questions (JSON, under guided decoding when the model has
 structured output, else parsed leniently from lines). One researcher per
 sub-question runs concurrently, each a small plan-and-execute loop with its own
 step budget (``max_steps``): it plans a keyword query (one call), executes
-``search`` with the sub-question and the query (tool calls), ``read``s the best
+``search`` with the sub-question and the query (tool calls; with ``decompose`` = N,
+up to N sub-queries searched concurrently and merged by reciprocal rank), ``read``s the best
 hits with their neighbour passages, and asks one short call per window for the
 fact it states (map). The passage IDs a claim carries are attached by code, by
 word overlap between the fact and the passages read, never taken from the model;

@@ -184,10 +184,11 @@ class Researcher:
             lambda nq: self._tool(ctx, self.search, {"query": nq[1]}, f"q{index}/search{nq[0]}"),
             list(enumerate(queries)),
         )
+        for query, result in zip(queries, results, strict=True):
+            ids = self._ids(result)
+            progress(ctx, who, "search", f"search {query!r}: {len(ids)} passages {ids[:3]}")
         known = {p.id for p in self.store.passages()}
         score: dict[str, float] = {}
-        for query, result in zip(queries, results, strict=True):
-            progress(ctx, who, "search", f"search {query!r}: {len(self._ids(result))} passages {self._ids(result)[:3]}")  # fmt: skip
         for pid, _, points in fuse_hits(results):  # a passage cut short by the bound, counted once
             if pid in known:
                 score[pid] = score.get(pid, 0.0) + points

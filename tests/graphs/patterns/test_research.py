@@ -376,3 +376,35 @@ async def test_decompose_searches_a_researchers_sub_queries_together_and_merges_
         "Revenue for 2024 was EUR 46 million.": ["reports/annual_report_2024.pdf#p2"],
     }  # IDs by code: the EUR 999 fact citing the handbook is in no passage read
     assert finding["steps"] <= 10 and result.calls == len(received)
+
+
+async def test_a_workflow_file_turns_decomposition_on_with_decompose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the index goes under ~/.cache
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Revenue was EUR 69 million.\n\nThe canteen opens at nine.\n")
+    rules = [
+        Rule(agent="lead", match="Write one short paragraph", replies=["Revenue was EUR 69 million [a.md#L1]."]),
+        Rule(agent="lead", replies=['{"questions": ["What was the revenue?"]}']),
+        Rule(agent="researcher", match="Split the question below", replies=["revenue\nturnover"]),
+        Rule(agent="researcher", match="Passage: .*EUR 69", replies=["Revenue was EUR 69 million."]),
+        Rule(agent="researcher", replies=["Yes"]),
+    ]  # fmt: skip
+    events: list[Event] = []
+    async with SimServer(SimConfig(rules=rules, latency=Latency(fixed=0))) as sim:
+        path = tmp_path / "research.yaml"
+        path.write_text(f"""
+name: decomposed_research
+models: {{chat: {{model: hosted_vllm/sim, api_base: "{sim.url}"}}}}
+agents: {{lead: {{model: chat}}, researcher: {{model: chat}}}}
+tools: {{documents: docs}}
+workflow: {{kind: research, lead: lead, researcher: researcher, decompose: 2}}
+""")
+        result = await run(load_workflow(path).graph, "Revenue?", on_event=events.append)
+    (finding,) = result.details["findings"]
+    assert finding["queries"] == ["revenue", "turnover"]
+    assert [e["tool"] for e in events if e["type"] == "tool"][:2] == ["search", "search"]
+    assert finding["claims"][0]["passages"] == ["a.md#L1"]
+    assert result.details["citations"][0]["passage_id"] == "a.md#L1"
