@@ -46,6 +46,7 @@ from typing import Any, TypedDict
 
 import yaml
 
+from concilium._errors import UserError
 from concilium.agents import Agent, aclose
 from concilium.bench._report import emit
 from concilium.graphs import (
@@ -101,8 +102,25 @@ class MethodRow(TypedDict):
     wall_s: float
 
 
+def own_lines(reply: str, prompt: str) -> str:
+    """The reply without the lines it copied verbatim from its prompt: a base model that
+    continues a prompt echoes its passages, and an echoed passage is no answer (its
+    facts and IDs would otherwise count as found and cited).
+
+    Example:
+        >>> own_lines(
+        ...     "Maren Solberg [h#L3].\\n[h#L3] Our chief executive is Maren Solberg.",
+        ...     "Passages:\\n[h#L3] Our chief executive is Maren Solberg.\\nAnswer:",
+        ... )
+        'Maren Solberg [h#L3].'
+    """
+    copied = {line.strip() for line in prompt.splitlines() if line.strip()}
+    return "\n".join(ln for ln in reply.strip().splitlines() if ln.strip() not in copied).strip()
+
+
 def baseline(agent: Agent, store: EvidenceStore, *, passages: int = 3) -> Graph:
-    """One retrieval and one answer citing passage IDs: the single-agent baseline."""
+    """One retrieval and one answer citing passage IDs: the single-agent baseline.
+    Its answer is the reply's own lines (``own_lines``), not what it echoed."""
 
     async def answer(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         question: str = state["question"]
@@ -114,8 +132,8 @@ def baseline(agent: Agent, store: EvidenceStore, *, passages: int = 3) -> Graph:
             example=hits[0].passage.id, passages=listed, question=question
         )
         reply = await ask(ctx, agent, user(prompt), "answer")
-        text = reply.text.strip()
-        entry = turn(ctx, reply, text=text, answer=text, prompt=prompt, step="answer")
+        text = own_lines(reply.text, prompt)
+        entry = turn(ctx, reply, text=reply.text, answer=text, prompt=prompt, step="answer")
         details = {"retrieved": [h.passage.id for h in hits]}
         return {"answer": text, "text": text, "transcript": [entry], "details": details}
 
@@ -191,15 +209,24 @@ def _script(questions: list[CorpusQuestion], texts: dict[str, str], roles: dict[
     return rules
 
 
-async def _workflow_file(folder: Path, store: EvidenceStore, questions: list[CorpusQuestion]) -> tuple[Path, str, int]:  # fmt: skip
-    """The shipped research workflow with the store's folder as its documents, a
+def load_research_workflow(example: Path = EXAMPLE) -> dict[str, Any]:
+    """The research workflow file's data (checked to be of kind research)."""
+    if not example.is_file():
+        raise UserError(
+            f"{example} is missing; give a research workflow file (--workflow) or run the bench "
+            "from a concilium checkout (it reads the shipped example)"
+        )
+    data = yaml.safe_load(example.read_text("utf-8"))
+    if not isinstance(data, dict) or (data.get("workflow") or {}).get("kind") != "research":
+        raise UserError(f"{example} is not a workflow of kind research; pass one with --workflow")
+    return data
+
+
+async def _workflow_file(folder: Path, store: EvidenceStore, questions: list[CorpusQuestion], data: dict[str, Any]) -> tuple[Path, str, int]:  # fmt: skip
+    """The research workflow ``data`` with the store's folder as its documents, a
     ``baseline`` agent (the writer's settings) and the script for the simulated
     server; with the verifier's agent name and the passages each researcher reads."""
-    if not EXAMPLE.is_file():
-        raise FileNotFoundError(
-            f"{EXAMPLE} is missing; run the bench from a concilium checkout (it reads the shipped example)"
-        )
-    data = yaml.safe_load(EXAMPLE.read_text("utf-8"))
+    data = dict(data)
     flow = data["workflow"]
     roles = {
         "lead": flow["lead"],
@@ -333,7 +360,10 @@ async def _bench(wf: Workflow, store: EvidenceStore, questions: list[CorpusQuest
     return out
 
 
-async def measure(backend: Backend, questions: int, seed: int) -> dict[str, Any]:
+async def measure(
+    backend: Backend, questions: int, seed: int, workflow: Path = EXAMPLE
+) -> dict[str, Any]:
+    data = load_research_workflow(workflow)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus"
         manifest = write_corpus(corpus, seed=seed)
@@ -342,7 +372,7 @@ async def measure(backend: Backend, questions: int, seed: int) -> dict[str, Any]
         store.refresh()
         try:
             texts = {p.id: p.text for p in store.passages()}
-            path, verifier, passages = await _workflow_file(Path(tmp), store, chosen)
+            path, verifier, passages = await _workflow_file(Path(tmp), store, chosen, data)
             async with backend.bind([load_workflow(path)]) as (wf,):
                 try:
                     items = await _bench(wf, store, chosen, verifier, passages)
@@ -354,6 +384,7 @@ async def measure(backend: Backend, questions: int, seed: int) -> dict[str, Any]
             default_index_path(corpus).unlink(missing_ok=True)
     return {
         "backend": backend.label,
+        "workflow": str(workflow),
         "seed": seed,
         "questions": len(chosen),
         "documents": len(manifest.documents),
@@ -375,11 +406,13 @@ def main(
     questions: int = 8,
     seed: int = 0,
     json_file: str | None = None,
+    workflow: str | None = None,
 ) -> dict[str, Any]:
     """Run both methods on the first ``questions`` questions, print the table and the
-    JSON line, write the JSON to ``json_file`` if given, and return the figures."""
+    JSON line, write the JSON to ``json_file`` if given, and return the figures.
+    ``workflow``: the research workflow file (default the shipped example)."""
     chosen = Backend.parse(backend or "sim")
-    figures = asyncio.run(measure(chosen, questions, seed))
+    figures = asyncio.run(measure(chosen, questions, seed, Path(workflow) if workflow else EXAMPLE))
     print(
         f"{figures['questions']} questions on the synthetic corpus (seed {seed}: "
         f"{figures['documents']} documents, {figures['passages']} passages); backend: {figures['backend']}"

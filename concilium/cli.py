@@ -798,12 +798,13 @@ def bench_eval(json_file: str | None, items: int) -> None:
     help="Questions to ask.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="The synthetic corpus's seed.")
+@click.option("--workflow", type=click.Path(dir_okay=False), help="A research workflow file (default: examples/research_assistant.yaml; examples/base_research.yaml for a base model).")  # fmt: skip
 @_guard
-def bench_research(json_file: str | None, backend: str, questions: int, seed: int) -> None:
+def bench_research(json_file: str | None, backend: str, questions: int, seed: int, workflow: str | None) -> None:  # fmt: skip
     """The research assistant vs one retrieval + one answer: recall, citations, calls, tokens."""
     from concilium.bench import research
 
-    research.main(backend=backend, questions=questions, seed=seed, json_file=json_file)
+    research.main(backend=backend, questions=questions, seed=seed, json_file=json_file, workflow=workflow)  # fmt: skip
 
 
 @bench.command("overlap")
