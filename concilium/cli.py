@@ -341,13 +341,14 @@ def serve_sim(
     from pydantic import ValidationError
 
     from concilium._errors import UserError
-    from concilium.graphs.workflows import load_yaml
+    from concilium.graphs.workflows import load_yaml, read_workflow_text
     from concilium.serving import SimConfig, serve_forever
 
     raw: dict[str, Any] = {}
     try:
-        if config_file:  # bounded like a workflow file: an alias bomb is an error, not 6 GB
-            raw = load_yaml(Path(config_file).read_text(), config_file)[0] or {}
+        # bounded like a workflow file: a FIFO or an alias bomb is an error, not a hang
+        if config_file:
+            raw = load_yaml(read_workflow_text(config_file, config_file), config_file)[0] or {}
         elif config_json:
             raw = json.loads(config_json)
         config = SimConfig.model_validate(raw)

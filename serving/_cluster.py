@@ -311,10 +311,10 @@ async def launch_cluster(
 def load_cluster_spec(path: str | Path) -> ClusterSpec:
     from pydantic import ValidationError
 
-    from concilium.graphs.workflows import load_yaml
+    from concilium.graphs.workflows import load_yaml, read_workflow_text
 
-    try:  # bounded like a workflow file: an alias bomb is an error with its line, not 6 GB
-        data = load_yaml(Path(path).read_text(), str(path))[0]
+    try:  # bounded like a workflow file: a FIFO, /dev/zero or an alias bomb is an error, not a hang
+        data = load_yaml(read_workflow_text(path, str(path)), str(path))[0]
         return ClusterSpec.model_validate(data or {})
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,18 @@ def test_a_server_config_file_with_an_alias_bomb_is_a_clear_error(
     out = cli(*command, "--config", str(bomb))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{bomb}:" in out.stderr and "alias" in out.stderr
+
+
+@pytest.mark.parametrize("command", [["serve", "sim"], ["serve", "vllm"]])
+def test_a_server_config_that_is_a_fifo_or_a_device_is_refused_without_reading(
+    tmp_path: Path, command: list[str]
+) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)  # no writer: a plain open() would wait forever
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/zero"), "a character device")):
+        out = cli(*command, "--config", str(path))
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert f"{path}: not a regular file ({kind})" in out.stderr
 
 
 def test_a_cluster_config_file_still_loads(tmp_path: Path) -> None:

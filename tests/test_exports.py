@@ -77,7 +77,7 @@ EXPECTED_ALL = {
     """,
     "concilium.graphs.workflows": """
         Workflow load_workflow parse_workflow build_workflow WorkflowSpec ModelEntry
-        CapabilitiesSpec AgentEntry BudgetSpec ToolsSpec load_yaml line_of
+        CapabilitiesSpec AgentEntry BudgetSpec ToolsSpec load_yaml read_workflow_text line_of
     """,
     "concilium.prompts": """
         PromptLibrary default_library render BUILTIN_DIR

@@ -19,7 +19,7 @@ from concilium.graphs import patterns as _builtin_patterns  # noqa: F401  (regis
 
 from ._loader import Workflow, build_workflow, load_workflow, parse_workflow
 from ._spec import AgentEntry, BudgetSpec, CapabilitiesSpec, ModelEntry, ToolsSpec, WorkflowSpec
-from ._yaml import line_of, load_yaml
+from ._yaml import line_of, load_yaml, read_workflow_text
 
 __all__ = [
     # loading
@@ -36,5 +36,6 @@ __all__ = [
     "ToolsSpec",
     # YAML with line numbers
     "load_yaml",
+    "read_workflow_text",
     "line_of",
 ]
