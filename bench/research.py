@@ -46,7 +46,7 @@ from typing import Any, TypedDict
 
 import yaml
 
-from concilium._errors import UserError
+from concilium._errors import ConciliumError, UserError
 from concilium.agents import Agent, aclose
 from concilium.bench._report import emit
 from concilium.graphs import (
@@ -100,6 +100,7 @@ class MethodRow(TypedDict):
     calls_per_question: float
     tokens_per_question: float
     wall_s: float
+    failed: int
 
 
 def own_lines(reply: str, prompt: str) -> str:
@@ -337,6 +338,7 @@ def _summary(method: str, items: list[dict[str, Any]]) -> MethodRow:
         "calls_per_question": round(sum(i["calls"] for i in items) / n, 2) if n else 0.0,
         "tokens_per_question": round(sum(i["tokens"] for i in items) / n, 1) if n else 0.0,
         "wall_s": round(sum(i["elapsed_s"] for i in items), 3),
+        "failed": sum("error" in i for i in items),
     }
 
 
@@ -345,19 +347,37 @@ async def _bench(wf: Workflow, store: EvidenceStore, questions: list[CorpusQuest
     texts = {p.id: p.text for p in known}
     verifier = wf.agents[verifier_name]
     single = baseline(wf.agents[BASELINE], store, passages=passages)
-    out: dict[str, list[dict[str, Any]]] = {"assistant": [], "baseline": []}
-    for q in questions:
+
+    async def assistant_item(q: CorpusQuestion) -> dict[str, Any]:
         result = await run(wf.graph, q.question, budget=wf.budget)
         item = _item(q, result, _assistant_cited(result), texts)
         item["removed"] = len(result.details.get("fabricated", []))
         item["verdicts"] = [bool(v["supported"]) for v in result.details.get("verdicts", [])]
         item["partial"] = bool(result.details.get("partial")) or result.partial
-        out["assistant"].append(item)
+        return item
+
+    async def baseline_item(q: CorpusQuestion) -> dict[str, Any]:
         result = await run(single, q.question)
         item = _item(q, result, _cited_ids(result.answer or "", known), texts)
         item["verdicts"], item["check_calls"] = await _check_baseline(result.answer or "", verifier, known)  # fmt: skip
-        out["baseline"].append(item)
+        return item
+
+    methods = {"assistant": assistant_item, "baseline": baseline_item}
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
+    for q in questions:
+        for name, measure_one in methods.items():
+            try:
+                out[name].append(await measure_one(q))
+            except ConciliumError as exc:  # a failed question is a row, not the end of the table
+                out[name].append(_failed(q, exc))
     return out
+
+
+def _failed(q: CorpusQuestion, exc: ConciliumError) -> dict[str, Any]:
+    """A question whose run raised: nothing found or cited, the error kept."""
+    return {"id": q.id, "question": q.question, "answer": "", "gold_facts": q.gold_facts,
+            "found": [], "cited": [], "relevant": [], "fabricated": [], "calls": 0, "tokens": 0,
+            "elapsed_s": 0.0, "verdicts": [], "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
 
 
 async def measure(
@@ -431,6 +451,10 @@ def main(
             f"{_cell(r['calls_per_question'], False)} | {_cell(r['tokens_per_question'], False)} | "
             f"{r['wall_s']:.2f} |"
         )
+    for r in figures["methods"]:
+        if r["failed"]:
+            errors = {i["error"] for i in figures["items"][r["method"]] if "error" in i}
+            print(f"{r['method']}: {r['failed']} question(s) failed (counted as nothing found): {'; '.join(sorted(errors))[:400]}")  # fmt: skip
     assistant = figures["methods"][0]
     print(
         f"assistant: {assistant['removed']} invented ID(s) removed by the citation pass before output; "

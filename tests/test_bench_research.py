@@ -21,7 +21,7 @@ COLUMNS = [
 FIELDS = {
     "method", "questions", "fact_recall", "citation_precision", "fabricated_rate",
     "unsupported_rate", "citations", "fabricated", "removed", "checked_pairs", "check_calls",
-    "calls_per_question", "tokens_per_question", "wall_s",
+    "calls_per_question", "tokens_per_question", "wall_s", "failed",
 }  # fmt: skip
 
 
@@ -106,3 +106,19 @@ async def test_a_url_backend_gets_no_script_and_still_measures_both_methods(sim:
     # "[simulated reply] ..." is no citation, by the same rules as the citation pass
     assert baseline["citations"] == 0 and baseline["citation_precision"] is None
     assert all(len(rows) == 2 for rows in figures["items"].values())
+
+
+def test_questions_whose_runs_fail_are_rows_of_the_table_not_its_end() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: every call is refused
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    result = CliRunner().invoke(main, ["bench", "research", "--backend", url, "--questions", "2"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    for row in figures["methods"]:
+        assert row["failed"] == row["questions"] == 2 and row["fact_recall"] == 0.0
+    items = [i for rows in figures["items"].values() for i in rows]
+    assert all("refused" in i["error"] or "connect" in i["error"].lower() for i in items)
+    assert "assistant: 2 question(s) failed" in result.output
