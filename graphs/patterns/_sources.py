@@ -99,12 +99,21 @@ def find_conflicts(
     """Pairs ``(i, j)``, ``i < j``, of facts that state the same thing with different
     figures (Jaccard overlap of their words without numbers >= ``overlap``, different
     number sets) from disjoint sets of ``documents``. A pair is no conflict when the
-    ``question`` names a figure of each (it asks for both: "from 2024 to 2025").
+    ``question`` names a figure of each (it asks for both: "from 2024 to 2025"), nor
+    when only years differ and neither states another figure (two periods, as in
+    "2024 annual report" and "2025 annual report").
 
     Example:
         >>> facts = ["Revenue for 2024 was EUR 46 million.", "Revenue for 2025 was EUR 69 million."]
+        >>> find_conflicts(facts, [{"a.pdf"}, {"b.pdf"}], "What was the latest revenue?")
+        [(0, 1)]
         >>> find_conflicts(
         ...     facts, [{"a.pdf"}, {"b.pdf"}], "How did revenue change from 2024 to 2025?"
+        ... )
+        []
+        >>> find_conflicts(
+        ...     ["2024 annual report of Tessary Labs", "2025 annual report of Tessary Labs"],
+        ...     [{"a.pdf"}, {"b.pdf"}],
         ... )
         []
     """
@@ -117,6 +126,8 @@ def find_conflicts(
             if not na or not nb or na == nb or documents[i] & documents[j]:
                 continue
             if asked & (na - nb) and asked & (nb - na):
+                continue
+            if all(_YEAR.fullmatch(n) for n in na | nb):  # only the period differs
                 continue
             ta, tb = words[i] - na, words[j] - nb
             if ta and tb and len(ta & tb) / len(ta | tb) >= overlap:
