@@ -18,8 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from concilium._errors import ServerError
+
+
+class _NotReady(Exception):
+    """The health URL did not answer 200 yet (polled again until the deadline)."""
 
 
 class ManagedProcess:
@@ -145,20 +150,35 @@ class ManagedProcess:
         if self.health_url is None:
             return
         url = self.health_url.format(url=(self.url or "").removesuffix("/v1"))
+        # poll every 0.1 s until 200, an exit, or the deadline (what is left of it)
+        polling = AsyncRetrying(
+            stop=stop_after_delay(max(0.0, stop_at - time.monotonic())),
+            wait=wait_fixed(0.1),
+            retry=retry_if_exception_type(_NotReady),
+            reraise=True,
+        )
         async with aiohttp.ClientSession() as session:
-            while True:
-                if self.proc.returncode is not None:
-                    await self._drain()
-                    raise self._failure(
-                        f"exited with code {self.proc.returncode} while starting", fix
-                    )
-                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                        if resp.status == 200:
-                            return
-                if time.monotonic() > stop_at:
-                    raise self._failure(f"did not answer {url} within {self.deadline:g} s", fix)
-                await asyncio.sleep(0.1)  # poll interval, bounded by the deadline above
+            try:
+                async for attempt in polling:
+                    with attempt:
+                        await self._probe(session, url, fix)
+            except _NotReady:
+                raise self._failure(
+                    f"did not answer {url} within {self.deadline:g} s", fix
+                ) from None
+
+    async def _probe(self, session: aiohttp.ClientSession, url: str, fix: str) -> None:
+        """Return when ``url`` answers 200; raise ``_NotReady`` to be polled again, or the
+        failure (not retried) when the process has exited."""
+        assert self.proc is not None
+        if self.proc.returncode is not None:
+            await self._drain()
+            raise self._failure(f"exited with code {self.proc.returncode} while starting", fix)
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                if resp.status == 200:
+                    return
+        raise _NotReady(url)
 
     async def _drain(self) -> None:
         """Let the reader take the lines an exited process left in the pipe."""
