@@ -8,6 +8,7 @@ Example:
 
 from . import _wire as wire
 from ._agent import Agent, AgentReply, parse_json_output
+from ._endpoints import Endpoints
 from ._fake import FakeModel, FakeRequest
 from ._ledger import (
     Budget,
@@ -40,6 +41,7 @@ __all__ = [
     # deployments and routing
     "Capabilities",
     "ModelSpec",
+    "Endpoints",
     "ModelPool",
     "Replica",
     "pool_for",

@@ -27,6 +27,7 @@ from concilium._errors import BudgetExceeded, ModelCallError
 from concilium.tools import Tool, ToolError
 
 from ._budget import Budget, BudgetMeter, Hold
+from ._endpoints import Endpoints
 from ._model import ModelSpec, Replica, _Slot, pool_for
 from ._record import CallRecord, NoRecord
 from ._redact import redact
@@ -144,8 +145,10 @@ class CallLedger:
         on_event: EventSink | None = None,
         retry: RetryPolicy = RetryPolicy(),
         run_id: str | None = None,
+        endpoints: Endpoints | None = None,
     ):
         self.budget = budget or Budget()
+        self.endpoints = endpoints  # where a bound workflow's calls go (None: the spec's own)
         self.run_id = run_id  # part of every record key (see ``request_digest``)
         self.record = record if record is not None else CallRecord()
         self.on_event = on_event
@@ -178,6 +181,8 @@ class CallLedger:
         whole text at once for a replayed call or a transport that cannot stream).
         A streamed call is retried only until its first delta has gone out.
         """
+        if self.endpoints is not None:
+            spec = self.endpoints.resolve(spec)
         digest = request_digest(spec.model, body, key, self.run_id)
         cached = self.record.get(digest)
         if cached is not None:

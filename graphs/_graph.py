@@ -10,11 +10,12 @@ at run time as LangGraph's ``InvalidUpdateError``.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import operator
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
@@ -22,6 +23,9 @@ from langgraph.types import Send
 from concilium._errors import GraphError
 
 from ._context import current_run, node_scope
+
+if TYPE_CHECKING:
+    from concilium.agents import Endpoints
 
 State = Mapping[str, Any]
 Reducer = Callable[[Any, Any], Any]
@@ -115,6 +119,25 @@ class Graph:
     edges: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
     routes: list[_Route] = field(default_factory=list, init=False, repr=False)
     _compiled: Any = field(default=None, init=False, repr=False)
+    endpoints: Endpoints | None = field(default=None, init=False, repr=False)
+    """Where this graph's model calls go once bound (see ``served_at``); ``None``: each
+    agent's own ``api_base``."""
+
+    def served_at(self, endpoints: Endpoints | None) -> Graph:
+        """This graph with every model call sent to ``endpoints``: a copy that shares
+        the nodes (and the compiled graph, once compiled); nothing is rebuilt.
+
+        Example:
+            >>> from concilium.agents import Endpoints
+            >>> g = Graph("g").add_node("a", lambda s: {}).add_edge(START, "a").add_edge("a", END)
+            >>> g.served_at(Endpoints("http://127.0.0.1:9/v1")).endpoints.api_base
+            ('http://127.0.0.1:9/v1',)
+            >>> g.endpoints is None
+            True
+        """
+        bound = copy.copy(self)
+        bound.endpoints = endpoints
+        return bound
 
     @property
     def channels(self) -> dict[str, Reducer | None]:

@@ -235,7 +235,12 @@ async def _run_claimed(
 ) -> RunResult:
     """The run itself, its state file (if any) open and its run id claimed."""
     # a state file's record keys carry the run id: other runs in it never replay these
-    ledger = CallLedger(budget=budget, record=record, run_id=run_id if store else None)
+    ledger = CallLedger(
+        budget=budget,
+        record=record,
+        run_id=run_id if store else None,
+        endpoints=graph.endpoints,
+    )
     turns: list[Turn] = []  # the transcript so far, should the run fail
 
     def sink(event: Event) -> None:

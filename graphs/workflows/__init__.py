@@ -17,7 +17,7 @@ Example:
 
 from concilium.graphs import patterns as _builtin_patterns  # noqa: F401  (registers the built-ins)
 
-from ._loader import Workflow, build_workflow, load_workflow, parse_workflow
+from ._loader import Workflow, build_workflow, load_workflow, parse_workflow, validate_workflow
 from ._spec import AgentEntry, BudgetSpec, CapabilitiesSpec, ModelEntry, ToolsSpec, WorkflowSpec
 from ._yaml import line_of, load_yaml, read_workflow_text
 
@@ -26,6 +26,7 @@ __all__ = [
     "Workflow",
     "load_workflow",
     "parse_workflow",
+    "validate_workflow",
     "build_workflow",
     # the file format
     "WorkflowSpec",

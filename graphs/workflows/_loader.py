@@ -10,14 +10,15 @@ The pattern under ``workflow:`` is built by the function its module registered.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from concilium._errors import PromptError, WorkflowError
-from concilium.agents import Agent, Budget, ModelSpec, SimConfig
+from concilium.agents import Agent, Budget, Endpoints, ModelSpec, SimConfig
 from concilium.graphs import Graph, pattern_kinds
 from concilium.prompts import PromptLibrary
 from concilium.tools import ToolRegistry
@@ -67,25 +68,74 @@ def _at(data: Any, loc: Iterable[Any]) -> Any:
 
 @dataclass
 class Workflow:
-    """A loaded workflow: its spec, deployments, agents, and the built graph."""
+    """A built workflow: its spec (``None`` for a Python graph), deployments, agents, and
+    the graph. Built once; :meth:`bind` points its model calls elsewhere in memory.
 
-    spec: WorkflowSpec
+    Attributes:
+        endpoints: where its model calls go once bound (``None``: each model's own
+            ``api_base``); ``graph`` is then the graph served there.
+    """
+
+    spec: WorkflowSpec | None
     graph: Graph
-    models: dict[str, ModelSpec]
-    agents: dict[str, Agent]
+    models: dict[str, ModelSpec] = field(default_factory=dict[str, ModelSpec])
+    agents: dict[str, Agent] = field(default_factory=dict[str, Agent])
     file: str = "<workflow>"
     budget: Budget | None = None
     sim: SimConfig | None = field(default=None, repr=False)
-    lines: dict[Any, int] = field(default_factory=dict, repr=False)
+    lines: dict[Any, int] = field(default_factory=dict[Any, int], repr=False)
+    endpoints: Endpoints | None = field(default=None, repr=False)
+
+    @classmethod
+    def of_graph(cls, graph: Graph, source: str = "<python>") -> Workflow:
+        """A Python graph as a workflow (no spec: no file fields to override or show)."""
+        return cls(None, graph, file=source)
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.spec.name if self.spec is not None else self.graph.name
+
+    @property
+    def kind(self) -> str:
+        """The pattern under ``workflow:`` (``graph`` for a Python graph)."""
+        return self.spec.workflow.kind if self.spec is not None else "graph"
+
+    @property
+    def description(self) -> str:
+        described = self.spec.description if self.spec is not None else None
+        return described or f"the concilium workflow {self.name!r} ({self.kind})"
+
+    @property
+    def fingerprint(self) -> str | None:
+        """What identifies it for resume checks: its spec (a file's values and overrides,
+        not where it is served), or ``None`` for a Python graph (its structure is used)."""
+        if self.spec is None:
+            return None
+        return json.dumps(self.spec.model_dump(mode="json"), sort_keys=True)
+
+    def bind(self, endpoints: Endpoints | None) -> Workflow:
+        """This workflow with its model calls sent to ``endpoints``: the same agents,
+        tools and graph, nothing rebuilt or read again.
+
+        Example:
+            >>> from concilium.agents import Endpoints
+            >>> from concilium.graphs import Graph
+            >>> wf = Workflow.of_graph(Graph("g"))
+            >>> wf.bind(Endpoints("http://127.0.0.1:9/v1")).graph.endpoints.api_base
+            ('http://127.0.0.1:9/v1',)
+        """
+        return replace(self, graph=self.graph.served_at(endpoints), endpoints=endpoints)
 
 
 def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, Any, dict[Any, int]]:
     """YAML text -> validated ``WorkflowSpec`` (plus the raw data and line map)."""
     data, lines = load_yaml(text, file)
+    return validate_workflow(data, lines, file), data, lines
+
+
+def validate_workflow(data: Any, lines: dict[Any, int], file: str = "<workflow>") -> WorkflowSpec:
+    """A workflow file's parsed YAML (``load_yaml``) -> ``WorkflowSpec``; errors name the
+    file and line (a value changed in memory keeps the line of its key)."""
     if not isinstance(data, dict):
         raise WorkflowError(
             "a workflow file must be a mapping with name, models, agents and workflow",
@@ -106,7 +156,7 @@ def parse_workflow(text: str, file: str = "<workflow>") -> tuple[WorkflowSpec, A
         raise WorkflowError(
             _format_error(first, data), file=file, line=line_of(data, lines, loc)
         ) from None
-    return spec, data, lines
+    return spec
 
 
 MAX_PATTERN_DEPTH = 16
