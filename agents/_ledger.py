@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry import trace as otel_trace
 
 from concilium._errors import BudgetExceeded, ModelCallError
-from concilium.tools import Tool, ToolError
+from concilium.tools import Tool, ToolError, ToolText
 
 from ._budget import Budget, BudgetMeter, Hold
 from ._endpoints import Endpoints
@@ -454,7 +454,8 @@ class CallLedger:
 
         The result (or the ``ToolError``, which is what the caller showed the model)
         is recorded under ``key``, which must be unique in the run and stable across
-        a resume, so a resumed run replays it instead of calling the tool again. A
+        a resume, so a resumed run replays it instead of calling the tool again (a
+        ``ToolText`` result is recorded with its value and replayed as one). A
         tool with ``side_effects`` is recorded under its arguments alone: it runs at
         most once per run with those arguments, whatever the key (a concurrent
         duplicate waits for the first call's result).
@@ -487,6 +488,8 @@ class CallLedger:
             self._tool_event(tool.name, key, agent, "replayed", 0.0, entry.get("error"))
             if "error" in entry:
                 raise ToolError(str(entry["error"]))
+            if "value" in entry:
+                return ToolText(str(entry.get("result")), entry["value"]), True
             return entry.get("result"), True
 
         b = self.budget
@@ -509,7 +512,10 @@ class CallLedger:
                         tool.name, key, agent, "failed", time.perf_counter() - started, str(exc)
                     )
                     raise
-            recorded = {"result": jsonable(result)}
+            if isinstance(result, ToolText):  # the value too: code reads it on a replay
+                recorded = {"result": str(result), "value": result.value}
+            else:
+                recorded = {"result": jsonable(result)}
             self.record.put(digest, recorded)
         except BaseException as exc:
             if recorded is None:  # cancelled, or an error that is not the tool's: not a call made

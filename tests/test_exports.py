@@ -90,7 +90,7 @@ EXPECTED_ALL = {
         LocalEngine local_engine
     """,
     "concilium.tools": """
-        Tool ToolRegistry ToolError builtin_tools calculator CALCULATOR DocumentSearch
+        Tool ToolRegistry ToolError ToolText builtin_tools calculator CALCULATOR DocumentSearch
         EvidenceStore Hit RefreshReport Embedder default_index_path openai_embedder
         Passage IngestReport ingest_folder write_corpus CorpusManifest CorpusQuestion
         McpServer mcp_tools

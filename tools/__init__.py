@@ -28,12 +28,14 @@ from ._plan import (
     resolve,
 )
 from ._registry import Tool, ToolError, ToolRegistry
+from ._tool_text import ToolText
 
 __all__ = [
     # tools
     "Tool",
     "ToolRegistry",
     "ToolError",
+    "ToolText",
     "builtin_tools",
     "calculator",
     "CALCULATOR",

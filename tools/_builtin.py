@@ -23,6 +23,7 @@ from concilium._errors import UserError
 
 from ._arithmetic import NotArithmetic, evaluate, format_number
 from ._registry import Tool, ToolError, ToolRegistry
+from ._tool_text import ToolText
 
 
 def calculator(expression: str) -> str:
@@ -68,7 +69,8 @@ class DocumentSearch:
     and a file that is not UTF-8 is read with its bad bytes replaced. Each of these
     is a line in ``notes`` (also logged as a warning on ``concilium.tools``). A
     paragraph longer than ``MAX_PASSAGE_CHARS`` is split into passages of at most
-    that length, and a search returns at most ``MAX_RESULT_CHARS`` characters.
+    that length, and a search returns at most ``MAX_RESULT_CHARS`` characters (a
+    ``ToolText`` whose value holds the hits whole: ``source``, ``text``, ``score``).
 
     Args:
         folder: where the files are (read once, at construction).
@@ -147,17 +149,22 @@ class DocumentSearch:
     def _tokens(self, texts: list[str]) -> Any:
         return self._bm25s.tokenize(texts, stopwords="en", show_progress=False)
 
-    def search(self, query: str) -> str:
+    def search(self, query: str) -> ToolText:
         """Search the local documents; returns the best passages with their file names."""
         if not query.strip():
             raise ToolError("search: the query is empty")
         query = query[:MAX_QUERY_CHARS]
         ids, scores = self._index.retrieve(self._tokens([query]), k=self.k, show_progress=False)
         hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
+        # the value: each hit's file, passage and score, whole (the text may be cut)
+        value = [{"source": self.passages[i][0], "text": self.passages[i][1], "score": s}
+                 for i, s in hits]  # fmt: skip
         if not hits:
-            return f"no passage matches {query!r}"
+            return ToolText(f"no passage matches {query!r}", value)
         found = "\n".join(f"[{self.passages[i][0]}] {self.passages[i][1]}" for i, _ in hits)
-        return found if len(found) <= MAX_RESULT_CHARS else found[: MAX_RESULT_CHARS - 3] + "..."
+        if len(found) > MAX_RESULT_CHARS:
+            found = found[: MAX_RESULT_CHARS - 3] + "..."
+        return ToolText(found, value)
 
     def tool(self, name: str = "search") -> Tool:
         return Tool.from_function(self.search, name=name, timeout=10.0)

@@ -25,7 +25,7 @@ import logging
 import math
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from concilium._errors import UserError
@@ -33,6 +33,7 @@ from concilium._errors import UserError
 from ._builtin import MAX_RESULT_CHARS, Embedder, bm25_ranker
 from ._ingest import Passage, content_hash, document_passages, read_documents
 from ._registry import Tool, ToolError
+from ._tool_text import ToolText
 
 RRF_K = 60
 _log = logging.getLogger("concilium.tools")
@@ -223,20 +224,27 @@ class EvidenceStore:
         ).fetchall()
         return [Passage(*r) for r in rows]
 
-    async def search_text(self, query: str) -> str:
+    async def search_text(self, query: str) -> ToolText:
         """Search the local documents; returns the best passages, each as ``[ID] text``."""
         hits = await self.search(query)
+        value = [{**asdict(h.passage), "score": h.score} for h in hits]
         if not hits:
-            return f"no passage matches {query!r}"
-        return _bounded("\n".join(f"[{h.passage.id}] {h.passage.text}" for h in hits))
+            return ToolText(f"no passage matches {query!r}", value)
+        text = "\n".join(f"[{h.passage.id}] {h.passage.text}" for h in hits)
+        return ToolText(_bounded(text), value)
 
-    async def read_text(self, passage_id: str) -> str:
+    async def read_text(self, passage_id: str) -> ToolText:
         """Read a passage by its ID (as search gave it), with the passages around it."""
-        return _bounded("\n".join(f"[{p.id}] {p.text}" for p in self.read(passage_id)))
+        window = self.read(passage_id)
+        text = "\n".join(f"[{p.id}] {p.text}" for p in window)
+        return ToolText(_bounded(text), [asdict(p) for p in window])
 
     def tools(self) -> list[Tool]:
         """``search`` and ``read`` as tools agents can call; passages come back as
-        ``[ID] text`` lines, the ID to cite. Each tool's ``fn`` is a method of this
+        ``[ID] text`` lines, the ID to cite, in a ``ToolText`` whose value is the
+        passages themselves (``Passage`` fields as a dict, ``score`` too for a search),
+        so code reads the IDs without parsing the text (which is cut at
+        ``MAX_RESULT_CHARS``; the value is not). Each tool's ``fn`` is a method of this
         store, so a pattern given the tools can reach the store (``tool.fn.__self__``)."""
         return [
             Tool.from_function(self.search_text, name="search", timeout=30.0),
