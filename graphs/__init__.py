@@ -70,6 +70,7 @@ from ._graph import BASE_STATE, Branch, Graph, add, append, merge
 from ._kit import (
     PatternOptions,
     Respondent,
+    ToolReply,
     VoteUpdate,
     ask,
     distinct_names,
@@ -81,6 +82,7 @@ from ._kit import (
     sample_turns,
     solve_messages,
     turn,
+    use_tool,
     user,
 )
 from ._registry import (
@@ -134,6 +136,8 @@ __all__ = [
     "PatternOptions",
     "prompt_library",
     "ask",
+    "use_tool",
+    "ToolReply",
     "turn",
     "sample_turns",
     "report_vote",

@@ -1,5 +1,6 @@
 """The run context a node sees: run id, ledger, where it is, an event sink, and
-the one way to run calls concurrently inside a node (``gather`` / ``map``).
+the one way to run calls concurrently inside a node (``gather`` / ``map``, and
+``task_group`` for tasks started while the node does something else).
 
 It travels in context variables, which asyncio copies into every task LangGraph
 starts, so each branch sees its own node path while sharing the run's ledger.
@@ -10,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
@@ -124,6 +125,27 @@ class RunContext:
         """
         return await map_until_all(fn, items, stop=stop, parallel=parallel)
 
+    def task_group(self) -> AbstractAsyncContextManager[asyncio.TaskGroup]:
+        """An ``asyncio.TaskGroup`` for tasks a node starts while it does something
+        else (a tool call started while the model's reply still streams): leaving
+        the block waits for them. Failure and cancellation as in ``gather``: a
+        failing task or a failing block cancels every task still running, and the
+        first failure is raised as itself, not wrapped in an ``ExceptionGroup``.
+
+        Example:
+            >>> import asyncio
+            >>> async def later(x):
+            ...     await asyncio.sleep(0.01)
+            ...     return x
+            >>> async def node():
+            ...     async with current_run().task_group() as group:
+            ...         started = [group.create_task(later(x)) for x in "ab"]
+            ...     return [task.result() for task in started]
+            >>> asyncio.run(node())
+            ['a', 'b']
+        """
+        return task_group()
+
 
 _run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "concilium_run", default=None
@@ -161,22 +183,38 @@ def node_scope(*names: str) -> Iterator[None]:
         _path.reset(token)
 
 
+@asynccontextmanager
+async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
+    """``RunContext.task_group``: an ``asyncio.TaskGroup`` whose failure is raised as
+    the first exception itself (later ones added to it as a note). A failure of the
+    block counts as the first: the tasks' errors can only come after it, raised
+    while they were being cancelled."""
+    raised: list[BaseException] = []
+    try:
+        async with asyncio.TaskGroup() as group:
+            try:
+                yield group
+            except BaseException as exc:
+                raised.append(exc)
+                raise
+    except BaseExceptionGroup as failed:
+        first = _first_failure(failed, raised[0] if raised else None)
+    else:
+        return
+    raise first
+
+
 async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Run the awaitables as tasks of one ``asyncio.TaskGroup``; the results in
-    order. On failure the group cancels the rest and waits for them to finish;
-    then the first exception raised is re-raised as itself (later ones, raised
-    while the siblings were being cancelled, are added to it as a note)."""
+    """Run the awaitables as tasks of one ``task_group``; the results in order. On
+    failure the group cancels the rest and waits for them to finish; then the first
+    exception raised is re-raised as itself (later ones, raised while the siblings
+    were being cancelled, are added to it as a note)."""
     pending = list(awaitables)
     if not pending:
         return []
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_as_coroutine(a)) for a in pending]
-    except BaseExceptionGroup as failed:
-        first = _first_failure(failed)
-    else:
-        return [task.result() for task in tasks]
-    raise first
+    async with task_group() as group:
+        tasks = [group.create_task(_as_coroutine(a)) for a in pending]
+    return [task.result() for task in tasks]
 
 
 async def map_until_all(
@@ -186,31 +224,26 @@ async def map_until_all(
     stop: Callable[[Sequence[T]], bool],
     parallel: int,
 ) -> list[T]:
-    """``RunContext.map_until`` on one ``asyncio.TaskGroup``: at most ``parallel``
-    tasks, topped up in ``items`` order; at the stop the rest are cancelled and the
-    group waits for them; a failure cancels the rest and is re-raised as itself."""
+    """``RunContext.map_until`` on one ``task_group``: at most ``parallel`` tasks,
+    topped up in ``items`` order; at the stop the rest are cancelled and the group
+    waits for them; a failure cancels the rest and is re-raised as itself."""
     if parallel < 1:
         raise ValueError(f"map_until needs parallel >= 1, got {parallel}")
     todo = enumerate(items)
     got: list[T] = []
     running: dict[asyncio.Task[T], int] = {}
-    try:
-        async with asyncio.TaskGroup() as group:
-            while True:
-                for i, item in islice(todo, parallel - len(running)):
-                    running[group.create_task(_as_coroutine(fn(item)))] = i
-                if not running:
-                    break
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                if _collect(done, running, got, stop):
-                    break
-            for task in running:  # the stop: cancel the rest; leaving the group drains them
-                task.cancel()
-    except BaseExceptionGroup as failed:
-        first = _first_failure(failed)
-    else:
-        return got
-    raise first
+    async with task_group() as group:
+        while True:
+            for i, item in islice(todo, parallel - len(running)):
+                running[group.create_task(_as_coroutine(fn(item)))] = i
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            if _collect(done, running, got, stop):
+                break
+        for task in running:  # the stop: cancel the rest; leaving the group drains them
+            task.cancel()
+    return got
 
 
 def _collect(
@@ -228,13 +261,17 @@ def _collect(
     return False
 
 
-def _first_failure(failed: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first exception raised (later ones, raised while the siblings were being
-    cancelled, are added to it as a note)."""
-    first = _first_leaf(failed)
-    others = [e for e in _leaves(failed) if e is not first]
+def _first_failure(
+    failed: BaseExceptionGroup[BaseException], cause: BaseException | None = None
+) -> BaseException:
+    """The first exception raised, or ``cause`` when the group holds it (later ones,
+    raised while the siblings were being cancelled, are added to it as a note)."""
+    leaves = _leaves(failed)
+    # TaskGroup lists errors in the order the tasks failed: the first is the cause
+    first = next((e for e in leaves if e is cause), leaves[0])
+    others = [e for e in leaves if e is not first]
     if others:
-        first.add_note(f"(and {len(others)} more failures in the same gather: "
+        first.add_note(f"(and {len(others)} more failures in the same task group: "
                        f"{'; '.join(f'{type(e).__name__}: {e}' for e in others[:3])})")  # fmt: skip
     return first
 
@@ -248,8 +285,3 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in group.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    # TaskGroup lists errors in the order the tasks failed: the first is the cause.
-    return _leaves(group)[0]

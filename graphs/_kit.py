@@ -3,7 +3,9 @@
 A pattern's primitive is "ask an agent under a call key and record the turn":
 ``ask`` keys each call ``<node path>/<agent>/<tag>`` so a resumed run replays it
 from the call record, and ``turn`` turns the reply into a ``Turn`` (a transcript
-entry) and sends it as a ``turn`` event. ``PatternOptions`` resolves the options
+entry) and sends it as a ``turn`` event. Its twin for tools, ``use_tool``, keys a
+tool call ``<node path>/<tool>/<tag>`` the same way and returns a ``ToolReply``:
+the text a model reads and the value code reads. ``PatternOptions`` resolves the options
 every pattern takes (answer format, prompt library, name) once; the rest are small
 helpers for prompts and votes. Built-in patterns use nothing else, so a pattern of
 your own can be written the same way.
@@ -39,6 +41,7 @@ from typing import Any, Protocol, TypedDict, Unpack, cast
 from concilium._errors import GraphError
 from concilium.agents import AgentReply, Message
 from concilium.prompts import PromptLibrary, default_library
+from concilium.tools import Tool, ToolText
 
 from ._aggregators import AnswerFormat, Vote, answer_format, majority_vote
 from ._context import RunContext
@@ -118,6 +121,62 @@ async def ask(
     ``max_tokens``, ``logprobs``, ...).
     """
     return await agent.run(messages, n=n, key=ctx.key(agent.name, tag), **options)
+
+
+@dataclass(frozen=True)
+class ToolReply:
+    """What one tool call gave.
+
+    Attributes:
+        tool: the tool's name.
+        text: the result as a model reads it.
+        value: the result as code uses it: the structured value of a tool that
+            returns a ``ToolText`` (the evidence store's ``search``: its passages,
+            IDs included, as dicts), otherwise the result itself (after a replay,
+            as the call record keeps it: JSON data, or its text).
+        replayed: whether it came from the call record instead of the tool.
+    """
+
+    tool: str
+    text: str
+    value: Any
+    replayed: bool = False
+
+
+async def use_tool(
+    ctx: RunContext,
+    tool: Tool,
+    arguments: Mapping[str, Any],
+    tag: str,
+    *,
+    agent: str | None = None,
+) -> ToolReply:
+    """One call of ``tool`` under a key unique in the run, ``<path>/<tool>/<tag>``,
+    so a resumed run replays it from the call record instead of calling it again
+    (the twin of ``ask``). It is budgeted, traced and sent as a ``tool`` event by
+    the run's ledger; ``agent`` names who asked for it in that event.
+
+    ``tag`` must differ between the calls of one tool in one node (``"step0"``,
+    ``f"q{i}/search"``).
+
+    Raises:
+        ToolError: the tool failed (its message is written for a model to read).
+        BudgetExceeded: the run's ``max_tool_calls`` are used up.
+
+    Example:
+        >>> import asyncio
+        >>> from concilium.graphs import current_run
+        >>> def double(x: int) -> int:
+        ...     "Double x."
+        ...     return 2 * x
+        >>> reply = asyncio.run(use_tool(current_run(), Tool.from_function(double), {"x": 21}, "d"))
+        >>> reply.text, reply.value, reply.replayed
+        ('42', 42, False)
+    """
+    key = ctx.key(tool.name, tag)
+    result, replayed = await ctx.ledger.tool(tool, arguments, key=key, agent=agent)
+    value = result.value if isinstance(result, ToolText) else result
+    return ToolReply(tool.name, str(result), value, replayed)
 
 
 def turn(

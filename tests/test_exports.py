@@ -48,7 +48,7 @@ EXPECTED_ALL = {
     "concilium.graphs": """
         Graph Branch START END BASE_STATE append merge add run run_sync stream RunResult
         partial_result StateStore RunContext current_run split_input GraphAgent as_agent Respondent PatternOptions
-        prompt_library ask turn sample_turns report_vote VoteUpdate solve_messages user
+        prompt_library ask use_tool ToolReply turn sample_turns report_vote VoteUpdate solve_messages user
         numbered distinct_names last_user_text is_bare_question Turn TurnExtra Event
         StreamEvent NodeStarted NodeFinished RoundStarted TurnEvent VoteEvent CallStarted
         CallFinished CallFailed CallReplayed CallRetry CallFailover ToolEvent ResultEvent

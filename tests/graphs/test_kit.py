@@ -1,5 +1,6 @@
-"""The public pattern kit: concurrency inside a node (``ctx.map`` / ``ctx.gather``),
-keyed calls that a second run replays, and the typed transcript and event schema."""
+"""The public pattern kit: concurrency inside a node (``ctx.map`` / ``ctx.gather`` /
+``ctx.task_group``), keyed model and tool calls that a second run replays, and the
+typed transcript and event schema."""
 
 from __future__ import annotations
 
@@ -18,16 +19,19 @@ from concilium.graphs import (
     Graph,
     PatternOptions,
     RunContext,
+    ToolReply,
     Turn,
     ask,
     current_run,
     report_vote,
     run,
     turn,
+    use_tool,
     user,
 )
 from concilium.graphs.patterns import debate, self_consistency
-from concilium.serving import Faults, Latency, SimConfig, SimServer
+from concilium.serving import Faults, Latency, Rule, SimConfig, SimServer
+from concilium.tools import Tool, ToolText
 
 
 async def _deadline(check: Any, seconds: float = 10.0) -> None:
@@ -192,6 +196,111 @@ async def test_a_failing_call_cancels_the_siblings_requests_over_http() -> None:
     assert stats["requests"] == 3 and stats["completed"] == 0
     failed = sorted(e["agent"] for e in events if e["type"] == "call_failed")
     assert failed == ["f", "w0", "w1", "w2"]
+
+
+async def test_a_failing_block_cancels_its_task_group_and_surfaces_as_itself() -> None:
+    started = asyncio.Event()
+    seen: list[str] = []
+
+    async def slow() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never set: only cancellation ends it
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    tasks: list[asyncio.Task[None]] = []
+
+    async def block() -> None:
+        async with current_run().task_group() as group:
+            tasks.append(group.create_task(slow()))
+            await started.wait()
+            raise ModelCallError("boom", model="m", retryable=False)
+
+    with pytest.raises(ModelCallError, match="boom") as info:
+        await block()
+    assert not isinstance(info.value, BaseExceptionGroup)
+    assert seen == ["cancelled"] and tasks[0].cancelled()
+
+
+async def test_a_failing_task_cancels_the_block_of_its_task_group() -> None:
+    async def fails() -> None:
+        raise ValueError("the cause")
+
+    async def block() -> None:
+        async with current_run().task_group() as group:
+            group.create_task(fails())
+            await asyncio.Event().wait()  # only the group's cancellation ends it
+
+    with pytest.raises(ValueError, match="the cause"):
+        await block()
+
+
+# ------------------------------------------------------------------- tools
+
+
+def _lookup_tool(made: list[str]) -> Tool:
+    async def lookup(city: str) -> ToolText:
+        "Population of a city (thousands)."
+        made.append(city)
+        return ToolText(f"{city}: 700 thousand", {"city": city, "thousands": 700})
+
+    return Tool.from_function(lookup)
+
+
+async def test_a_resumed_run_replays_a_tool_call_and_its_value_without_calling_the_tool(
+    tmp_path: Any,
+) -> None:
+    made: list[str] = []
+    tool = _lookup_tool(made)
+    replies: dict[int, ToolReply] = {}  # not a list: the resume check reads lists closed over
+    async with SimServer(SimConfig(rules=[Rule(agent="a", replies=["Oslo is big."])])) as sim:
+        agent = Agent("a", sim.spec())
+
+        async def look(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+            found = await use_tool(ctx, tool, {"city": "Oslo"}, "first", agent=agent.name)
+            replies[len(replies)] = found
+            said = await ask(ctx, agent, user(found.text), "say")  # fails the first run
+            return {"answer": said.text}
+
+        graph = _one_node("look", look, ["answer"])
+        db = tmp_path / "run.db"
+        events: list[Event] = []
+        with pytest.raises(BudgetExceeded):
+            await run(graph, "q", budget=Budget(max_calls=0), state_path=db, run_id="r1",
+                      on_event=events.append)  # fmt: skip
+        result = await run(
+            graph, "q", state_path=db, run_id="r1", resume=True, on_event=events.append
+        )
+    assert made == ["Oslo"]  # the tool ran once, in the first run
+    first, again = replies.values()
+    assert (first.replayed, again.replayed) == (False, True)
+    assert again == ToolReply("lookup", "Oslo: 700 thousand", {"city": "Oslo", "thousands": 700}, True)  # fmt: skip
+    assert (first.text, first.value) == (again.text, again.value)
+    assert (result.tool_calls, result.tools_replayed, result.answer) == (0, 1, "Oslo is big.")
+    tools = [(e["key"], e["status"]) for e in events if e["type"] == "tool"]
+    assert tools == [("look/lookup/first", "ok"), ("look/lookup/first", "replayed")]
+
+
+async def test_tool_call_keys_name_the_node_tool_and_tag_and_are_the_same_in_every_run() -> None:
+    made: list[str] = []
+    tool = _lookup_tool(made)
+
+    async def look(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
+        cities = ["Oslo", "Bergen", "Oslo"]  # the same arguments twice, under two tags
+        found = await ctx.map(lambda ic: use_tool(ctx, tool, {"city": ic[1]}, f"c{ic[0]}"), list(enumerate(cities)))  # fmt: skip
+        return {"answer": " ".join(f.text for f in found)}
+
+    graph = _one_node("look", look, ["answer"])
+    keys: list[list[str]] = []
+    for _ in range(2):  # two runs, each with a fresh record: nothing to replay
+        events: list[Event] = []
+        result = await run(graph, "q", record=CallRecord(), on_event=events.append)
+        keys.append(sorted(e["key"] for e in events if e["type"] == "tool"))
+        assert result.tool_calls == 3 and result.tools_replayed == 0
+    assert keys[0] == keys[1] == ["look/lookup/c0", "look/lookup/c1", "look/lookup/c2"]
+    assert sorted(made) == ["Bergen", "Bergen", "Oslo", "Oslo", "Oslo", "Oslo"]
 
 
 # ------------------------------------------------------- transcript and events
