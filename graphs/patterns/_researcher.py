@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from concilium.agents import Agent
-from concilium.graphs import RunContext, Turn, ask, turn, user
+from concilium.graphs import RunContext, Turn, ask, turn, use_tool, user
 from concilium.prompts import PromptLibrary
 from concilium.tools import EvidenceStore, Passage, Tool, ToolError
 
-from ._search_decomposition import fuse_hits, parse_queries
+from ._search_decomposition import parse_queries
 from ._sources import support
 
 NO_EVIDENCE = "no evidence found in the folder"
 MAX_WINDOW_CHARS = 1_200
 """A read window longer than this is cut to its hit passage (short contexts)."""
 MAX_QUERY_CHARS = 200
-_RESULT = re.compile(r"^\[([^\]\n]+)\] ", re.MULTILINE)
+RRF_K = 60
 
 
 @dataclass
@@ -60,6 +61,22 @@ def fact_key(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
 
 
+def fused(rankings: list[list[str]]) -> list[str]:
+    """Passage IDs of several rankings merged by reciprocal rank (the sum of
+    ``1 / (60 + rank)``, ranks from 1), best first; ties in first-seen order."""
+    score: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, pid in enumerate(ranking, start=1):
+            score[pid] = score.get(pid, 0.0) + 1.0 / (RRF_K + rank)
+    return sorted(score, key=lambda p: -score[p])
+
+
+def passage_ids(value: Any) -> list[str]:
+    """The ``id`` of each passage in a ``search`` or ``read`` value, in order, once each."""
+    hits: list[Any] = value if isinstance(value, list) else []
+    return list(dict.fromkeys(str(h["id"]) for h in hits if isinstance(h, dict) and "id" in h))
+
+
 def progress(ctx: RunContext, who: str, step: str, text: str) -> None:
     """A progress line for streaming clients (``[researcher 2] read a.md#L3: ...``),
     sent as a turn event; it is not a model turn, so it is not in the transcript."""
@@ -74,6 +91,8 @@ class Researcher:
     query (1), the searches (up to 2), then reads and extractions in pairs, so a
     small budget reads fewer windows instead of failing. Tool failures count as
     empty results; a window's fact is kept only with the IDs ``support`` finds.
+    Tool calls go through ``use_tool``, and the passage IDs come from the tools'
+    values (the passages the store found), never parsed back out of their text.
 
     With ``decompose`` = N > 0 the query call instead splits the sub-question into
     at most N independent search queries (``search_decomposition``'s prompt and
@@ -143,33 +162,29 @@ class Researcher:
         progress(ctx, who, "done", f"{len(finding.claims)} claims from {len(windows)} windows in {finding.steps} steps")  # fmt: skip
         return finding
 
-    async def _tool(self, ctx: RunContext, tool: Tool, arguments: dict[str, str], tag: str) -> str:
+    async def _ids(self, ctx: RunContext, tool: Tool, arguments: dict[str, str], tag: str) -> list[str]:  # fmt: skip
+        """The IDs of the passages a ``search`` or ``read`` call gave, those the store
+        still knows (a replayed call may predate a refresh); none when it failed."""
         try:
-            key = ctx.key(self.agent.name, tag, "tool")
-            result, _ = await ctx.ledger.tool(tool, arguments, key=key, agent=self.agent.name)
+            reply = await use_tool(ctx, tool, arguments, tag, agent=self.agent.name)
         except ToolError:
-            return ""
-        return str(result)
-
-    def _ids(self, text: str) -> list[str]:
-        """The passage IDs at the start of a tool result's lines that the store knows."""
+            return []
         known = {p.id for p in self.store.passages()}
-        return [i for i in dict.fromkeys(_RESULT.findall(text)) if i in known]
+        return [i for i in passage_ids(reply.value) if i in known]
 
     async def _search(self, ctx: RunContext, index: int, who: str, finding: Finding) -> list[str]:
         """The best ``passages`` hits of the sub-question and the query, fused by
         reciprocal rank (the sub-question's first on ties)."""
-        score: dict[str, float] = {}
+        rankings: list[list[str]] = []
         for n, query in enumerate(dict.fromkeys([finding.question, finding.query])):
             if finding.steps >= self.max_steps:
                 break
             finding.steps += 1
             finding.queries.append(query)
-            ids = self._ids(await self._tool(ctx, self.search, {"query": query}, f"q{index}/search{n}"))  # fmt: skip
+            ids = await self._ids(ctx, self.search, {"query": query}, f"q{index}/{n}")
             progress(ctx, who, "search", f"search {query!r}: {len(ids)} passages {ids[:3]}")
-            for rank, pid in enumerate(ids, start=1):
-                score[pid] = score.get(pid, 0.0) + 1.0 / (60 + rank)
-        finding.retrieved = sorted(score, key=lambda p: -score[p])[: self.passages]
+            rankings.append(ids)
+        finding.retrieved = fused(rankings)[: self.passages]
         return finding.retrieved
 
     async def _search_decomposed(
@@ -180,19 +195,13 @@ class Researcher:
         queries = (finding.queries or [finding.question])[: max(self.max_steps - finding.steps, 0)]
         finding.queries = queries
         finding.steps += len(queries)
-        results = await ctx.map(
-            lambda nq: self._tool(ctx, self.search, {"query": nq[1]}, f"q{index}/search{nq[0]}"),
+        rankings = await ctx.map(
+            lambda nq: self._ids(ctx, self.search, {"query": nq[1]}, f"q{index}/{nq[0]}"),
             list(enumerate(queries)),
         )
-        for query, result in zip(queries, results, strict=True):
-            ids = self._ids(result)
+        for query, ids in zip(queries, rankings, strict=True):
             progress(ctx, who, "search", f"search {query!r}: {len(ids)} passages {ids[:3]}")
-        known = {p.id for p in self.store.passages()}
-        score: dict[str, float] = {}
-        for pid, _, points in fuse_hits(results):  # a passage cut short by the bound, counted once
-            if pid in known:
-                score[pid] = score.get(pid, 0.0) + points
-        finding.retrieved = sorted(score, key=lambda p: -score[p])[: self.passages]
+        finding.retrieved = fused(rankings)[: self.passages]
         return finding.retrieved
 
     async def _read(
@@ -203,14 +212,14 @@ class Researcher:
         left = self.max_steps - finding.steps
         reads = min(len(best), left // 2)
         by_id = {p.id: p for p in self.store.passages()}
-        texts = await ctx.map(
-            lambda ip: self._tool(ctx, self.read, {"passage_id": ip[1]}, f"q{index}/read{ip[0]}"),
+        read = await ctx.map(
+            lambda ip: self._ids(ctx, self.read, {"passage_id": ip[1]}, f"q{index}/{ip[0]}"),
             list(enumerate(best[:reads])),
         )
         finding.steps += reads
         windows: list[list[Passage]] = []
-        for pid, text in zip(best[:reads], texts, strict=True):
-            window = [by_id[i] for i in self._ids(text)] or [by_id[pid]]
+        for pid, ids in zip(best[:reads], read, strict=True):
+            window = [by_id[i] for i in ids] or [by_id[pid]]
             finding.read.extend(p.id for p in window if p.id not in finding.read)
             progress(ctx, who, "read", f"read {pid}: {[p.id for p in window]}")
             windows.append(window if sum(len(p.text) for p in window) <= MAX_WINDOW_CHARS else [by_id[pid]])  # fmt: skip

@@ -13,11 +13,11 @@ import pytest
 from aiohttp import web
 
 from concilium import BudgetExceeded
-from concilium.agents import Agent, Budget, Capabilities
+from concilium.agents import Agent, Budget, CallRecord, Capabilities
 from concilium.graphs import Event, Graph, load_workflow, run
-from concilium.graphs.patterns import NO_EVIDENCE, fuse_hits, parse_subquestions, research
+from concilium.graphs.patterns import NO_EVIDENCE, parse_subquestions, research
 from concilium.serving import Latency, Rule, SimConfig, SimServer
-from concilium.tools import EvidenceStore
+from concilium.tools import EvidenceStore, ToolText
 
 CORPUS = Path(__file__).resolve().parents[3] / "examples" / "research_corpus"
 CEO = "Who is the chief executive of Tessary Labs?"
@@ -156,6 +156,64 @@ async def test_researchers_search_then_read_neighbours_and_ids_come_from_code(
     said = [str(e["text"]) for e in events if e["type"] == "turn" and e["agent"] == "researcher 1"]
     assert said[0].startswith("researching: ") and any(s.startswith("search 'revenue annual report'") for s in said)  # fmt: skip
     assert any(s.startswith("read reports/") for s in said)
+
+
+async def test_passage_ids_reach_the_researchers_as_the_tools_values_not_their_text(
+    store: EvidenceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searched, read = store.search_text, store.read_text
+
+    async def search_text(query: str) -> ToolText:
+        """Search the local documents (the text names no ID)."""
+        return ToolText("some passages were found", (await searched(query)).value)
+
+    async def read_text(passage_id: str) -> ToolText:
+        """Read a passage by its ID (the text names no ID)."""
+        return ToolText("the passage and its neighbours", (await read(passage_id)).value)
+
+    monkeypatch.setattr(store, "search_text", search_text)
+    monkeypatch.setattr(store, "read_text", read_text)
+    async with SimServer(SimConfig(rules=CONFLICT_RULES, latency=Latency(fixed=0))) as sim:
+        result = await run(_research(sim, store), "Revenue?")
+    (finding,) = result.details["findings"]
+    assert len(finding["read"]) > len(finding["retrieved"]) > 0  # the hits, then neighbours
+    texts = {c["text"]: c["passages"] for c in finding["claims"]}
+    assert texts == {
+        "Revenue for 2025 was EUR 69 million.": ["reports/annual_report_2025.pdf#p2"],
+        "Revenue for 2024 was EUR 46 million.": ["reports/annual_report_2024.pdf#p2"],
+    }
+
+
+async def test_a_second_run_on_the_record_replays_every_search_and_read(
+    store: EvidenceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+    searched, read = store.search_text, store.read_text
+
+    async def search_text(query: str) -> ToolText:
+        """Search the local documents (counted)."""
+        made.append(f"search {query}")
+        return await searched(query)
+
+    async def read_text(passage_id: str) -> ToolText:
+        """Read a passage by its ID (counted)."""
+        made.append(f"read {passage_id}")
+        return await read(passage_id)
+
+    monkeypatch.setattr(store, "search_text", search_text)
+    monkeypatch.setattr(store, "read_text", read_text)
+    record = CallRecord()
+    events: list[Event] = []
+    async with SimServer(SimConfig(rules=CONFLICT_RULES, latency=Latency(fixed=0))) as sim:
+        first = await run(_research(sim, store), "Revenue?", record=record)
+        calls = len(made)
+        again = await run(_research(sim, store), "Revenue?", record=record, on_event=events.append)  # fmt: skip
+    assert calls == first.tool_calls > 2 and len(made) == calls  # no tool ran again
+    assert (again.tool_calls, again.tools_replayed, again.calls) == (0, calls, 0)
+    assert again.details["findings"] == first.details["findings"]  # the replayed IDs, as values
+    keys = [e["key"] for e in events if e["type"] == "tool"]
+    assert keys[:2] == ["research/search/q0/0", "research/search/q0/1"]
+    assert all(k.startswith("research/read/q0/") for k in keys[2:])
 
 
 async def test_a_small_step_budget_reads_fewer_windows_instead_of_failing(
@@ -336,10 +394,10 @@ async def test_decompose_searches_a_researchers_sub_queries_together_and_merges_
     asked = store.search_text
     entered: list[str] = []
     all_in = asyncio.Event()
-    results: list[str] = []
+    results: list[ToolText] = []
     in_flight: list[int] = []  # searches entered and not yet answered, as each one proceeds
 
-    async def search_text(query: str) -> str:
+    async def search_text(query: str) -> ToolText:
         """Search the local documents (each call waits until all three are in flight)."""
         entered.append(query)
         if len(entered) == len(SUB_QUERIES):
@@ -368,8 +426,11 @@ async def test_decompose_searches_a_researchers_sub_queries_together_and_merges_
     assert in_flight[0] == 3  # the first search to finish had all three in flight with it
     tools = [e for e in events if e["type"] == "tool"]
     assert [t["tool"] for t in tools[:3]] == ["search"] * 3 and {t["tool"] for t in tools[3:]} == {"read"}  # fmt: skip
-    fused = [pid for pid, _, _ in fuse_hits(results)]  # the merge is the pattern's RRF
-    assert finding["retrieved"] == fused[:3]
+    score: dict[str, float] = {}  # the merge: reciprocal-rank fusion of the hits' IDs
+    for found in results:
+        for rank, hit in enumerate(found.value, start=1):
+            score[hit["id"]] = score.get(hit["id"], 0.0) + 1 / (60 + rank)
+    assert finding["retrieved"] == sorted(score, key=lambda pid: -score[pid])[:3]
     texts = {c["text"]: c["passages"] for c in finding["claims"]}
     assert texts == {
         "Revenue for 2025 was EUR 69 million.": ["reports/annual_report_2025.pdf#p2"],
