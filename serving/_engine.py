@@ -4,7 +4,7 @@
 ``_engine_install``) on free loopback ports, one per group of cores, waits until each
 answers ``/health`` with a deadline (a replica that fails reports its last lines),
 and stops them on exit. vllm is only ever a subprocess: nothing here imports it.
-What each setting is for is in shared/ENGINE.md.
+What each setting is for: ``docs/engine.md#running-it``.
 
 Example:
     >>> core_groups(2, [0, 1, 2, 3])

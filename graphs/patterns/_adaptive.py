@@ -1,4 +1,4 @@
-"""Adaptive-Consistency (Aggarwal et al., 2023; ``METHODS.md`` section 6b).
+"""Adaptive-Consistency (Aggarwal et al., 2023; ``docs/methods.md#adaptive-consistency``).
 
 Samples are drawn until a stopping rule says the majority is settled. The reference
 draws one at a time; here ``parallel`` samples are kept in flight, the rule is checked

@@ -1,5 +1,5 @@
-"""Agent forest, "More Agents Is All You Need" (Li et al., TMLR 2024; ``METHODS-2.md``
-section 9a): N identical agents answer the same prompt, then a vote.
+"""Agent forest, "More Agents Is All You Need" (Li et al., TMLR 2024;
+``docs/methods.md#agent-forest``): N identical agents answer the same prompt, then a vote.
 
 What sets it apart from ``self_consistency``: it is meant to be scaled (the one
 option is ``agents``; the paper's accuracy curve against N comes from

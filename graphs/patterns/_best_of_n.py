@@ -1,4 +1,4 @@
-"""Choosing one of N candidates with a judge (``METHODS.md`` sections 6c and 8).
+"""Choosing one of N candidates with a judge (``docs/methods.md#choosing-and-synthesizing``).
 
 * ``best_of_n``: every candidate is judged on its own, concurrently. ``judge="score"``
   reads "Score: N" (1-10) from the judge's reply; ``judge="verifier"`` asks Yes/No

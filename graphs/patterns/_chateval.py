@@ -1,4 +1,4 @@
-"""ChatEval (Chan et al., ICLR 2024; ``METHODS-2.md`` section 3): role-played
+"""ChatEval (Chan et al., ICLR 2024; ``docs/methods.md#chateval``): role-played
 referees discuss two answers to a question, then each scores both 1-10.
 
 Communication strategies, ``rounds`` turns per referee:

@@ -1,5 +1,5 @@
 """Cross-review of reasoning paths: Exchange-of-Thought (Yin et al., EMNLP 2023;
-``METHODS-2.md`` section 6).
+``docs/methods.md#cross-review``).
 
 Each path (a persona as the system message) solves the question; if all agree, no
 exchange. Otherwise for up to ``rounds`` rounds every path reads the solutions of

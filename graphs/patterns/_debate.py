@@ -1,4 +1,4 @@
-"""Multi-agent debate (Du et al., 2023; ``METHODS.md`` section 1).
+"""Multi-agent debate (Du et al., 2023; ``docs/methods.md#debate``).
 
 N agents answer; for R rounds in all (the first included) each agent then sees
 exactly the other agents' answers from the previous round, keeps its own chat

@@ -1,4 +1,4 @@
-"""LeaP, Learning from Peers (Luo et al. 2025; ``METHODS-2.md`` section 1): N reasoning
+"""LeaP, Learning from Peers (Luo et al. 2025; ``docs/methods.md#leap``): N reasoning
 paths generate in parallel; every ``tokens`` tokens each path writes a short summary,
 the summaries are routed to peers and inserted into each path's context, and
 generation continues. The final answers are majority-voted.
@@ -12,10 +12,10 @@ turn. Each exchange is one barrier: every active path's summary must exist befor
 routing. A path whose segment ended by itself (``finish_reason`` not ``"length"``)
 has finished and leaves the pool, so later exchanges see fewer peers; paths still
 running after ``exchanges`` exchanges are asked for their final answer. Answers are
-extracted from the path's own text only (never from quoted peers, pitfall 3).
+extracted from the path's own text only (never from the peers it quotes).
 
 Routing scores peers by token overlap (Jaccard of lower-cased word sets) instead of
-the reference's Levenshtein ratio (both lexical, pitfall 7): ``"all"`` (``peer_top_k
+the reference's Levenshtein ratio (both lexical): ``"all"`` (``peer_top_k
 = -1``), ``"dispersed"`` (the ``k`` least similar), ``"clustered"`` (the ``k`` most
 similar); ties go to the lower path index.
 """

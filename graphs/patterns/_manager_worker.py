@@ -1,4 +1,5 @@
-"""Division of labour: a manager with workers, and Chain-of-Agents (``METHODS.md`` 5).
+"""Division of labour: a manager with workers, and Chain-of-Agents
+(``docs/methods.md#manager-worker``, ``docs/methods.md#chain-of-agents``).
 
 ``manager_worker``: the manager plans sub-tasks at run time as structured output
 (``Plan``); every sub-task becomes its own concurrent branch (a LangGraph ``Send``),

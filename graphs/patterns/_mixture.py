@@ -1,5 +1,5 @@
 """Mixture-of-Agents (Wang et al., 2024) and Sparse MoA (Li et al., 2024);
-``METHODS.md`` section 3.
+``docs/methods.md#mixture-of-agents``.
 
 MoA: ``layers - 1`` layers of proposers, then an aggregator. From the second layer
 on, every call carries the previous layer's responses, numbered from 1, in the

@@ -1,8 +1,9 @@
-"""Overlapped tool calls, AsyncLM-style (Gim et al. 2024; ``METHODS-2.md`` section 8b):
+"""Overlapped tool calls, AsyncLM-style (Gim et al. 2024; ``docs/methods.md#overlapped-tools``):
 a tool call the model writes starts while the model keeps decoding, and its result
 is spliced back in.
 
-On an OpenAI-compatible server the protocol is emulated as ``METHODS-2.md`` suggests:
+On an OpenAI-compatible server, which cannot inject tokens into a stream, the protocol
+is emulated:
 the agent's reply is streamed with ``stop=["[TRAP][END]"]``; each
 ``[CALL] <id> [HEAD] tool("arg") [END]`` frame starts its tool the moment its
 ``[END]`` arrives in the stream (not when the reply ends). When the stream ends, the

@@ -1,5 +1,6 @@
-"""ReAct (Yao et al., 2023): think, call one tool, observe, repeat; one tool call
-per model turn, the sequential baseline ``plan_and_execute`` is measured against.
+"""ReAct (Yao et al., 2023; ``docs/methods.md#react``): think, call one tool, observe,
+repeat; one tool call per model turn, the sequential baseline ``plan_and_execute`` is
+measured against.
 
 Each turn the agent sees the question, the tools and the history so far, and
 writes either ``Action: tool(arguments)`` (the arguments read as in a plan line)

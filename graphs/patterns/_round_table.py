@@ -1,4 +1,4 @@
-"""ReConcile round-table (Chen, Saha and Bansal, 2024; ``METHODS.md`` section 2).
+"""ReConcile round-table (Chen, Saha and Bansal, 2024; ``docs/methods.md#round-table``).
 
 Agents, ideally on different models, answer with ``{answer, rationale, confidence}``
 (structured output). After each round the answers are grouped; every agent is then

@@ -1,11 +1,11 @@
-"""Parallel search decomposition (ParallelSearch, Zhao et al. 2025; ``METHODS-2.md``
-section 7, "for untrained models in concilium"): a model splits the question into
+"""Parallel search decomposition (ParallelSearch, Zhao et al. 2025, prompted rather than
+trained; ``docs/methods.md#search-decomposition``): a model splits the question into
 independent search queries (one per line, at most ``max_queries``), the queries go
 to the ``search`` tool all at once, the hits are merged and an answer is written
 from them.
 
-Merging (ours; the reference concatenates per sub-query with no deduplication,
-its pitfall 2): every result line ``[source] passage`` is a hit; the same passage
+Merging (ours; the reference concatenates per sub-query with no deduplication):
+every result line ``[source] passage`` is a hit; the same passage
 from several queries counts once, ranked by reciprocal-rank fusion
 (``sum over queries of 1 / (rrf_k + rank)``, ranks from 1, ``rrf_k`` = 60 as in
 Cormack et al.), ties in first-seen order; the best ``max_passages`` are shown to

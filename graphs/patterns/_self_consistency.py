@@ -1,5 +1,5 @@
 """Self-consistency (Wang et al., 2022): sample N reasoning paths, majority-vote the
-extracted answers (``METHODS.md`` section 6a).
+extracted answers (``docs/methods.md#self-consistency``).
 
 When the model can return ``n`` samples from one request, the N samples are one
 request (vLLM shares the prefill); otherwise N branches run concurrently, each its

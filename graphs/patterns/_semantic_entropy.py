@@ -1,4 +1,4 @@
-"""Semantic-entropy stopping (SEAT-style; ``METHODS-2.md`` section 5).
+"""Semantic-entropy stopping (SEAT-style; ``docs/methods.md#semantic-entropy``).
 
 Samples are drawn ``per_round`` at a time. After each round the answers so far are
 clustered by meaning and sampling stops at the first round whose semantic entropy

@@ -1,4 +1,4 @@
-"""Skeleton-of-Thought (Ning et al., 2024; ``METHODS.md`` section 7).
+"""Skeleton-of-Thought (Ning et al., 2024; ``docs/methods.md#skeleton-of-thought``).
 
 One call writes a numbered outline; every point is then expanded by its own call,
 all concurrently; the expansions are joined in outline order. Points are read with

@@ -1,4 +1,4 @@
-"""Generative synthesis (A2R-style explore-then-synthesize; the survey's synthesis family).
+"""Generative synthesis (A2R-style explore-then-synthesize; ``docs/methods.md#synthesis``).
 
 Explorers (often a small model) draw N attempts, in one request when the server
 returns ``n`` samples; a synthesizer (often a bigger model) reads all of them and

@@ -1,4 +1,4 @@
-"""Tree-of-Thoughts, breadth-first (Yao et al., 2023; ``METHODS.md`` section 7).
+"""Tree-of-Thoughts, breadth-first (Yao et al., 2023; ``docs/methods.md#tree-of-thoughts``).
 
 For ``depth`` steps: every state on the frontier asks the proposer for next steps
 (one call per state, one step per line of its reply); every new state is valued by

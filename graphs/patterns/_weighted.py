@@ -1,4 +1,5 @@
-"""Confidence-weighted consistency from token logprobs (``METHODS.md`` 6d and 6e).
+"""Confidence-weighted consistency from token logprobs
+(``docs/methods.md#confidence-consistency``).
 
 ``method="deepconf"`` (offline DeepConf, Fu et al., 2025): N samples in one request
 with ``top_logprobs``; each trace gets a confidence (``score``: ``lowest_group``,
