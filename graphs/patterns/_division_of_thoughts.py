@@ -1,5 +1,5 @@
 """Division-of-Thoughts: small/large routing over a decomposition (Shao et al., WWW
-2025; ``METHODS-2.md`` section 4).
+2025; ``docs/methods.md#division-of-thoughts``).
 
 A planner (the large model unless given) breaks the problem into numbered
 sub-tasks as structured output (``DotPlan``): each names the earlier sub-tasks it

@@ -1,4 +1,4 @@
-"""Graph of Thoughts (Besta et al., AAAI 2024; ``METHODS-2.md`` section 2).
+"""Graph of Thoughts (Besta et al., AAAI 2024; ``docs/methods.md#graph-of-thoughts``).
 
 A graph of operations (GoO), declared in order, each consuming the thoughts of its
 ``inputs``: ``split`` (mechanical: a list of digits cut into ``k`` contiguous parts),

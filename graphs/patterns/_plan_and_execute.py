@@ -1,4 +1,4 @@
-"""LLMCompiler-style plan-and-execute (Kim et al., 2024; ``METHODS.md`` section 4).
+"""LLMCompiler-style plan-and-execute (Kim et al., 2024; ``docs/methods.md#plan-and-execute``).
 
 The planner writes a plan of tool calls: the numbered text format, streamed (each
 line is parsed the moment it is complete and its task starts as soon as its

@@ -1,4 +1,4 @@
-"""A research assistant over a local document folder (issue 13).
+"""A research assistant over a local document folder (``docs/methods.md#research``).
 
 A lead plans sub-questions (JSON, under guided decoding when the model has
 structured output, else parsed leniently from lines). One researcher per
