@@ -1,28 +1,198 @@
-"""The task-fetching unit: runs a plan's tool calls as a DAG, event-driven.
+"""Event-driven DAG scheduling, and the LLMCompiler plan executor built on it.
 
-Each task waits on its dependencies' completion futures and starts the moment the
-last one resolves, also while the plan is still streaming in; there is no polling
-and no level-by-level barrier. A task whose dependency failed is skipped with that
-reason; with ``on_failure="cancel"`` the first failure also cancels everything still
-running or waiting. Every tool call goes through the run's ledger
-(``CallLedger.tool``): it is budgeted, traced and kept in the call record, so a
-resumed run replays it instead of calling the tool again; a tool with
-``side_effects`` is never called twice with the same arguments in one run (a replan
-that repeats it gets the first result). Every task's times (emitted, ready, started,
-ended; seconds from the start) are recorded for tests and benchmarks.
+``run_dag`` is the one DAG scheduler of the runtime (the plan executor,
+``division_of_thoughts`` and ``graph_of_thoughts`` run on it): a node is an async
+function of its parents' results and is called the moment the last of them is done,
+also while the nodes are still streaming in; there is no polling and no
+level-by-level barrier. The nodes are tasks of one ``task_group`` (the TaskGroup
+under ``RunContext.gather``): the first failure cancels the nodes in flight (and the
+reading of a stream) and is raised as itself. Results come back in the order the
+nodes were given (plan order), whatever order they ended in.
+
+``Executor``, the task-fetching unit, runs a plan's tool calls as such a DAG. A task
+whose dependency failed is skipped with that reason; with ``on_failure="cancel"``
+the first failure also cancels everything still running or waiting. Every tool call
+goes through the run's ledger (``CallLedger.tool``): it is budgeted, traced and kept
+in the call record, so a resumed run replays it instead of calling the tool again; a
+tool with ``side_effects`` is never called twice with the same arguments in one run
+(a replan that repeats it gets the first result). Every task's times (emitted,
+ready, started, ended; seconds from the start) are recorded for tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import difflib
 import json
 import time
-from collections.abc import AsyncIterable, Iterable
+from collections import defaultdict
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Generic, TypeVar
 
+from concilium._errors import GraphError
 from concilium.agents import current_ledger
 from concilium.tools import Task, ToolError, ToolRegistry, resolve
+
+from ._context import task_group
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DagNode(Generic[K, T]):
+    """One node of a DAG for ``run_dag``.
+
+    Attributes:
+        key: the node's name, which other nodes list in their ``after``.
+        run: called with the parents' results (by key, in ``after`` order) once the
+            last of them is done; returns the node's result.
+        after: the keys of its parents.
+    """
+
+    key: K
+    run: Callable[[Mapping[K, T]], Awaitable[T]]
+    after: tuple[K, ...] = ()
+
+
+async def run_dag(nodes: Iterable[DagNode[K, T]] | AsyncIterable[DagNode[K, T]]) -> dict[K, T]:
+    """Run a DAG event-driven; its results by key, in the order the nodes were given.
+
+    A node starts the moment its last parent ends (one without parents at once), in a
+    copy of the caller's context. A list of nodes may be in any order and is checked
+    before anything runs. An async iterable is read while it is written (a streaming
+    planner): each node starts as soon as it has arrived and its parents are done, so
+    it may name only parents that arrived before it. The first failure cancels the
+    nodes still running or waiting and the reading, and is raised as itself (later
+    ones are added to it as a note).
+
+    Raises:
+        GraphError: a key given twice, a parent that is not a node, or a cycle.
+
+    Example:
+        >>> import asyncio
+        >>> async def one(parents):
+        ...     return 1
+        >>> async def more(parents):
+        ...     return sum(parents.values()) + 1
+        >>> dag = [DagNode("c", more, ("a", "b")), DagNode("a", one), DagNode("b", more, ("a",))]
+        >>> asyncio.run(run_dag(dag))
+        {'c': 4, 'a': 1, 'b': 2}
+    """
+    checked = None if isinstance(nodes, AsyncIterable) else _checked(list(nodes))
+    async with task_group() as group:
+        dag = _Dag[K, T](group)
+        if checked is not None:
+            for node in checked:
+                dag.add(node)
+        elif isinstance(nodes, AsyncIterable):
+            async for node in nodes:
+                dag.add(dag.arrived(node))
+    return {key: dag.results[key] for key in dag.nodes}
+
+
+class _Dag(Generic[K, T]):
+    """The nodes of one ``run_dag``: each waits for a count of parents and is started
+    by the parent that brings the count to zero."""
+
+    def __init__(self, group: asyncio.TaskGroup) -> None:
+        self.group = group
+        self.context = contextvars.copy_context()
+        self.nodes: dict[K, DagNode[K, T]] = {}
+        self.results: dict[K, T] = {}
+        self.waiting: dict[K, int] = {}  # parents not yet done
+        self.children: defaultdict[K, list[K]] = defaultdict(list)
+
+    def arrived(self, node: DagNode[K, T]) -> DagNode[K, T]:
+        """A streamed node, checked against the ones that came before it."""
+        if node.key in self.nodes:
+            raise _given_twice(node)
+        if node.key in node.after:
+            raise GraphError(f"DAG node {node.key!r} depends on itself; remove it from its after")
+        for parent in node.after:
+            if parent not in self.nodes:
+                raise _unknown(node, parent, self.nodes, "an earlier node (a streamed DAG "
+                               "gives each node after its parents)")  # fmt: skip
+        return node
+
+    def add(self, node: DagNode[K, T]) -> None:
+        self.nodes[node.key] = node
+        parents = [p for p in dict.fromkeys(node.after) if p not in self.results]
+        self.waiting[node.key] = len(parents)
+        for parent in parents:
+            self.children[parent].append(node.key)
+        if not parents:
+            self._start(node)
+
+    def _start(self, node: DagNode[K, T]) -> None:
+        self.group.create_task(self._run(node), context=self.context.copy())
+
+    async def _run(self, node: DagNode[K, T]) -> None:
+        self.results[node.key] = await node.run({p: self.results[p] for p in node.after})
+        for key in self.children.pop(node.key, []):
+            self.waiting[key] -= 1
+            if not self.waiting[key]:
+                self._start(self.nodes[key])
+
+
+def _checked(nodes: list[DagNode[K, T]]) -> list[DagNode[K, T]]:
+    """The nodes, once their keys are unique, their parents are nodes and no node
+    depends on itself through others."""
+    keys: dict[K, DagNode[K, T]] = {}
+    for node in nodes:
+        if node.key in keys:
+            raise _given_twice(node)
+        keys[node.key] = node
+    for node in nodes:
+        for parent in node.after:
+            if parent not in keys:
+                raise _unknown(node, parent, keys, "a node")
+    cycle = _cycle(keys)
+    if cycle:
+        raise GraphError(f"the DAG has a cycle: {' -> '.join(map(repr, cycle))} (each depends "
+                         "on the next); remove one of these dependencies")  # fmt: skip
+    return nodes
+
+
+def _cycle(nodes: Mapping[K, DagNode[K, T]]) -> list[K]:
+    """A cycle among ``nodes`` (its first key repeated at the end), or ``[]``."""
+    waiting = {key: len(set(node.after)) for key, node in nodes.items()}
+    children: defaultdict[K, list[K]] = defaultdict(list)
+    for key, node in nodes.items():
+        for parent in set(node.after):
+            children[parent].append(key)
+    ready = [key for key, count in waiting.items() if not count]
+    while ready:
+        for child in children[ready.pop()]:
+            waiting[child] -= 1
+            if not waiting[child]:
+                ready.append(child)
+    left = [key for key, count in waiting.items() if count]
+    if not left:
+        return []
+    path: list[K] = []  # every node left has a parent left: follow parents until one repeats
+    key = left[0]
+    while key not in path:
+        path.append(key)
+        key = next(p for p in nodes[key].after if waiting[p])
+    return [*path[path.index(key) :], key]
+
+
+def _given_twice(node: DagNode[K, Any]) -> GraphError:
+    return GraphError(f"DAG node {node.key!r} is given twice; keys must be unique")
+
+
+def _unknown(node: DagNode[K, Any], parent: K, known: Iterable[K], what: str) -> GraphError:
+    names = {str(k): k for k in known}
+    close = difflib.get_close_matches(str(parent), names, n=1)
+    hint = f"did you mean {names[close[0]]!r}?" if close else f"the nodes: {list(names.values())}"
+    return GraphError(f"DAG node {node.key!r} depends on {parent!r}, which is not {what}; {hint}")
+
+
+# -- the plan executor ----------------------------------------------------------
 
 
 @dataclass
@@ -57,6 +227,10 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
+class _Halt(Exception):
+    """A tool failed under ``on_failure="cancel"``: stops the plan, not the run."""
+
+
 class Executor:
     """Runs tasks from an iterable or an async iterable (a streaming planner).
 
@@ -85,11 +259,6 @@ class Executor:
         self.key = key
         self.memo = memo if memo is not None else {}
         self.runs: dict[int, TaskRun] = {}
-        self._finished: dict[int, asyncio.Event] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._cancelled = False
-        self._fatal: Exception | None = None
-        self._reader: asyncio.Task[None] | None = None
         self._origin = 0.0
 
     def _now(self) -> float:
@@ -98,80 +267,68 @@ class Executor:
     async def run(
         self, tasks: Iterable[Task] | AsyncIterable[Task], origin: float | None = None
     ) -> dict[int, TaskRun]:
-        """Run every task; returns their records by index (join included).
+        """Run every task; returns their records by index, in plan order (join included).
+
+        With ``on_failure="cancel"`` the rest of a streamed plan is still read and
+        recorded as cancelled, when iterating ``tasks`` again goes on where the
+        cancelled read stopped (a queue's reader does; a spent generator reads nothing).
 
         Raises:
             BudgetExceeded: (or any error that is not a tool's own failure) after
-                cancelling the other tasks.
+                cancelling the other tasks and the reading of the plan.
         """
         self._origin = time.perf_counter() if origin is None else origin
         try:
             if isinstance(tasks, AsyncIterable):
-                await self._read_stream(tasks)
+                await run_dag(self._node(task) async for task in tasks)
             else:
-                for task in tasks:
-                    self._start(task)
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        finally:  # the caller was cancelled, or the stream failed: stop what is running
-            for t in self._tasks.values():
-                t.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        if self._fatal is not None:
-            raise self._fatal
+                await run_dag([self._node(task) for task in tasks])
+        except _Halt:
+            if isinstance(tasks, AsyncIterable):
+                async for task in tasks:
+                    self._record(task)
+        finally:  # what was cut short (a failure, or the caller gave up) is cancelled
+            for record in self.runs.values():
+                if record.status == "pending":
+                    record.status, record.error = (
+                        "cancelled",
+                        "cancelled after an earlier task failed",
+                    )
         return self.runs
 
-    async def _read_stream(self, tasks: AsyncIterable[Task]) -> None:
-        """Start tasks as the plan streams in. A fatal error (the budget, say) stops
-        the reading at once instead of when the planner finishes writing."""
-        self._reader = asyncio.ensure_future(self._start_each(tasks))
-        try:
-            await self._reader
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if self._fatal is None or (current is not None and current.cancelling()):
+    def _record(self, task: Task) -> TaskRun:
+        record = self.runs[task.index] = TaskRun(
+            task.index, task.tool, task.deps, emitted=self._now()
+        )
+        return record
+
+    def _node(self, task: Task) -> DagNode[int, TaskRun]:
+        return DagNode(task.index, partial(self._execute, task, self._record(task)), task.deps)
+
+    async def _execute(
+        self, task: Task, record: TaskRun, parents: Mapping[int, TaskRun]
+    ) -> TaskRun:
+        record.ready = self._now()
+        bad = [p for p in parents.values() if p.status != "ok"]
+        if bad:
+            record.status = "skipped"
+            record.error = f"task {bad[0].index} ({bad[0].tool}) did not succeed: {bad[0].error}"
+        elif task.is_join:
+            record.status, record.started, record.ended = "ok", record.ready, record.ready
+        else:
+            try:
+                await self._call(task, record, parents)
+            except (
+                Exception
+            ) as exc:  # not the tool's failure (that is a ToolError): the budget, say
+                record.status, record.error = "failed", str(exc)
                 raise
+            if record.status == "failed" and self.on_failure == "cancel":
+                raise _Halt  # the DAG cancels the tasks in flight
+        return record
 
-    async def _start_each(self, tasks: AsyncIterable[Task]) -> None:
-        async for task in tasks:
-            self._start(task)
-
-    def _start(self, task: Task) -> None:
-        record = TaskRun(task.index, task.tool, task.deps, emitted=self._now())
-        self.runs[task.index] = record
-        self._finished[task.index] = asyncio.Event()
-        self._tasks[task.index] = asyncio.ensure_future(self._execute(task, record))
-
-    async def _execute(self, task: Task, record: TaskRun) -> None:
-        try:
-            for d in task.deps:
-                await self._finished[d].wait()
-            record.ready = self._now()
-            if self._cancelled:
-                record.status, record.error = "cancelled", "cancelled after an earlier task failed"
-                return
-            bad = [d for d in task.deps if self.runs[d].status != "ok"]
-            if bad:
-                record.status = "skipped"
-                record.error = f"task {bad[0]} ({self.runs[bad[0]].tool}) did not succeed: {self.runs[bad[0]].error}"
-                return
-            if task.is_join:
-                record.status, record.started, record.ended = "ok", record.ready, record.ready
-                return
-            await self._call(task, record)
-        except asyncio.CancelledError:
-            record.status = "cancelled"
-            record.error = record.error or "cancelled after an earlier task failed"
-        except Exception as exc:  # not the tool's failure (that is a ToolError): the budget, say
-            record.status, record.error = "failed", str(exc)
-            self._fatal = self._fatal or exc
-            self._cancel_others(task.index)
-            if self._reader is not None:
-                self._reader.cancel()
-        finally:
-            self._finished[task.index].set()
-
-    async def _call(self, task: Task, record: TaskRun) -> None:
-        results = {d: self.runs[d].result for d in task.deps}
+    async def _call(self, task: Task, record: TaskRun, parents: Mapping[int, TaskRun]) -> None:
+        results = {d: run.result for d, run in parents.items()}
         record.args = args = resolve(task.args, results, task.deps)
         tool = self.registry.get(task.tool)
         memo_key = (
@@ -190,16 +347,8 @@ class Executor:
             record.status = "ok"
         except ToolError as exc:
             record.status, record.error = "failed", str(exc)
-            if self.on_failure == "cancel":
-                self._cancel_others(task.index)
             return
         finally:
             record.ended = self._now()
         if memo_key:
             self.memo[memo_key] = record.result
-
-    def _cancel_others(self, failed: int) -> None:
-        self._cancelled = True
-        for index, t in self._tasks.items():
-            if index != failed and not t.done():
-                t.cancel()

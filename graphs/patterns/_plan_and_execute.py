@@ -264,7 +264,9 @@ def _unrunnable(s: _Solving, rnd: _Round, exc: Exception) -> None:
 class _PlanStream:
     """The planner's text plan as it streams in: each complete line is parsed into a
     task and queued for the executor; the first line that cannot be read stops the
-    reading (the round then fails with that ``PlanError``)."""
+    reading (the round then fails with that ``PlanError``). Iterating it reads the
+    queue, again after a cancelled read too (the executor's cancel policy records
+    the rest of the plan that way)."""
 
     def __init__(self, tools: ToolRegistry) -> None:
         self.parser = PlanParser(tools)
@@ -292,9 +294,10 @@ class _PlanStream:
         finally:
             self.queue.put_nowait(None)
 
-    async def tasks(self) -> AsyncIterator[Task]:
+    async def __aiter__(self) -> AsyncIterator[Task]:
         while (task := await self.queue.get()) is not None:
             yield task
+        self.queue.put_nowait(None)  # the end, for a second reader too
 
     def written(self) -> AgentReply:
         """The planner's reply, or the plan's first error."""
@@ -317,9 +320,7 @@ async def _plan_text(
     cancelled; if the executor fails, or the run is cancelled, the planner's
     request is closed rather than left writing."""
     stream = _PlanStream(c.tools)
-    await ctx.gather(
-        stream.write(ctx, c.planner, rnd), rnd.executor.run(stream.tasks(), origin=rnd.origin)
-    )
+    await ctx.gather(stream.write(ctx, c.planner, rnd), rnd.executor.run(stream, origin=rnd.origin))
     return stream.written(), rnd.executor.runs
 
 

@@ -1,17 +1,21 @@
-"""The event-driven executor: every task starts when its last dependency ends, also
-while the plan streams in; failures skip dependents or cancel; results replay."""
+"""The shared DAG scheduler (``run_dag``): a node starts when its parents end, not at a
+wave barrier; a failure cancels the nodes in flight; results in plan order; a bad DAG
+is a clear error. The event-driven executor on it: every task starts when its last
+dependency ends, also while the plan streams in; failures skip dependents or cancel;
+results replay."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-from concilium import BudgetExceeded
+from concilium import BudgetExceeded, GraphError
 from concilium.agents import Budget, CallLedger, SqliteCallRecord, reset_ledger, use_ledger
 from concilium.graphs import Executor
+from concilium.graphs._executor import DagNode, run_dag
 from concilium.tools import PlanParser, Task, Tool, ToolError, ToolRegistry, parse_plan
 
 
@@ -22,6 +26,152 @@ async def until(condition: Callable[[], bool], what: str, within_s: float = 10.0
     while not condition():
         assert loop.time() < deadline, f"timed out after {within_s} s waiting for {what}"
         await asyncio.sleep(0.005)
+
+
+# -- run_dag ----------------------------------------------------------------------
+
+
+def const(value: str) -> Callable[[Mapping[str, str]], Awaitable[str]]:
+    async def run(parents: Mapping[str, str]) -> str:
+        return value + "".join(parents.values())
+
+    return run
+
+
+async def test_a_child_starts_when_its_parents_end_not_at_a_wave_barrier() -> None:
+    """``b`` (wave 1) ends only once ``c`` (wave 2, a child of ``a``) has started: a
+    scheduler that waited for the whole first wave would never finish."""
+    c_started = asyncio.Event()
+
+    async def b(parents: Mapping[str, str]) -> str:
+        await c_started.wait()
+        return "b"
+
+    async def c(parents: Mapping[str, str]) -> str:
+        c_started.set()
+        return "c sees " + parents["a"]
+
+    async with asyncio.timeout(10):  # a barrier would hang here; this fails it instead
+        results = await run_dag(
+            [DagNode("a", const("a")), DagNode("b", b), DagNode("c", c, ("a",))]
+        )
+    assert results == {"a": "a", "b": "b", "c": "c sees a"}
+
+
+async def test_a_streamed_node_starts_before_the_stream_ends() -> None:
+    first_ran = asyncio.Event()
+
+    async def first(parents: Mapping[str, str]) -> str:
+        first_ran.set()
+        return "1"
+
+    async def stream() -> AsyncIterator[DagNode[str, str]]:
+        yield DagNode("1", first)
+        await first_ran.wait()  # the next node is written only once the first has run
+        yield DagNode("2", const("2+"), ("1",))
+
+    async with asyncio.timeout(10):
+        assert await run_dag(stream()) == {"1": "1", "2": "2+1"}
+
+
+async def test_results_come_back_in_plan_order_whatever_order_they_end_in() -> None:
+    gates = {key: asyncio.Event() for key in "abc"}
+    ended: list[str] = []
+
+    def gated(key: str, then: str | None) -> Callable[[Mapping[str, str]], Awaitable[str]]:
+        async def run(parents: Mapping[str, str]) -> str:
+            await gates[key].wait()
+            ended.append(key)
+            if then is not None:
+                gates[then].set()
+            return key.upper()
+
+        return run
+
+    gates["c"].set()  # c ends first, then opens b, which opens a
+    nodes = [DagNode("a", gated("a", None)), DagNode("b", gated("b", "a")),
+             DagNode("c", gated("c", "b")), DagNode("d", const("d:"), ("c", "a"))]  # fmt: skip
+    async with asyncio.timeout(10):
+        results = await run_dag(nodes)
+    assert ended == ["c", "b", "a"]
+    # the parents' results reach a node in its own order of parents
+    assert list(results.items()) == [("a", "A"), ("b", "B"), ("c", "C"), ("d", "d:CA")]
+
+
+async def test_a_failure_cancels_the_nodes_in_flight_and_is_raised_as_itself() -> None:
+    slow_started = asyncio.Event()
+    cancelled: list[str] = []
+
+    async def slow(parents: Mapping[str, str]) -> str:
+        slow_started.set()
+        try:
+            await asyncio.Event().wait()  # never set: only a cancellation ends it
+        except asyncio.CancelledError:
+            cancelled.append("slow")
+            raise
+        return "slow"
+
+    async def boom(parents: Mapping[str, str]) -> str:
+        await slow_started.wait()
+        raise ValueError("boom")
+
+    async def never(parents: Mapping[str, str]) -> str:
+        raise AssertionError("a child of a cancelled node ran")
+
+    with pytest.raises(ValueError, match="boom"):  # itself, not an ExceptionGroup
+        await run_dag(
+            [DagNode("slow", slow), DagNode("boom", boom), DagNode("after", never, ("slow",))]
+        )
+    assert cancelled == ["slow"]
+
+
+async def test_a_failure_stops_the_reading_of_a_stream() -> None:
+    closed: list[str] = []
+
+    async def boom(parents: Mapping[str, str]) -> str:
+        raise ValueError("boom")
+
+    async def stream() -> AsyncIterator[DagNode[str, str]]:
+        try:
+            yield DagNode("boom", boom)
+            await asyncio.Event().wait()  # a planner that is still writing
+        finally:
+            closed.append("stream")
+
+    with pytest.raises(ValueError, match="boom"):
+        await run_dag(stream())
+    assert closed == ["stream"]
+
+
+async def test_a_cycle_an_unknown_parent_or_a_repeated_key_is_a_clear_error() -> None:
+    ran: list[str] = []
+
+    async def record(parents: Mapping[str, str]) -> str:
+        ran.append("ran")
+        return ""
+
+    cycle = [DagNode("free", record), DagNode("a", record, ("b",)), DagNode("b", record, ("a",))]
+    with pytest.raises(
+        GraphError, match=r"the DAG has a cycle: 'a' -> 'b' -> 'a' \(each depends on the next\)"
+    ):
+        await run_dag(cycle)
+    assert ran == []  # checked before anything runs
+    with pytest.raises(
+        GraphError, match="node 'b' depends on 'sort', which is not a node; did you mean 'sort1'"
+    ):
+        await run_dag([DagNode("sort1", record), DagNode("b", record, ("sort",))])
+    with pytest.raises(GraphError, match="node 'a' is given twice"):
+        await run_dag([DagNode("a", record), DagNode("a", record)])
+
+    async def later_parent() -> AsyncIterator[DagNode[str, str]]:
+        yield DagNode("a", record, ("b",))
+        yield DagNode("b", record)
+
+    with pytest.raises(GraphError, match="depends on 'b', which is not an earlier node"):
+        await run_dag(later_parent())
+
+
+# -- the plan executor --------------------------------------------------------------
 
 
 def tools(log: list[str] | None = None) -> ToolRegistry:
@@ -116,6 +266,58 @@ async def test_cancel_policy_stops_everything_still_running() -> None:
     runs = await Executor(tools(log), on_failure="cancel").run(parse_plan(plan, tools()))
     assert runs[1].status == "cancelled" and log == []  # the slow task never finished
     assert runs[2].status == "failed" and runs[3].status in ("cancelled", "skipped")
+
+
+class QueuedPlan:
+    """A plan parsed into a queue as it is written, read as plan_and_execute's stream
+    is: a read cut short by a cancellation loses nothing, and the end stays readable."""
+
+    def __init__(self, registry: ToolRegistry) -> None:
+        self.parser = PlanParser(registry)
+        self.queue: asyncio.Queue[Task | None] = asyncio.Queue()
+
+    def write(self, text: str) -> None:
+        for task in self.parser.feed(text):
+            self.queue.put_nowait(task)
+
+    def end(self) -> None:
+        for task in self.parser.close():
+            self.queue.put_nowait(task)
+        self.queue.put_nowait(None)
+
+    async def __aiter__(self) -> AsyncIterator[Task]:
+        while (task := await self.queue.get()) is not None:
+            yield task
+        self.queue.put_nowait(None)
+
+
+@pytest.mark.parametrize("failed_while_streaming", [True, False])
+async def test_cancel_policy_records_the_rest_of_a_streamed_plan(
+    failed_while_streaming: bool,
+) -> None:
+    log: list[str] = []
+    registry = tools(log)
+    plan, executor = QueuedPlan(registry), Executor(registry, on_failure="cancel")
+    plan.write('1. wait(5, "slow")\n2. fail("boom")\n')
+    if not failed_while_streaming:
+        plan.write('3. wait(0.01, "$2")\n4. join()')
+        plan.end()
+    running = asyncio.ensure_future(executor.run(plan))
+    if failed_while_streaming:  # the rest is written after task 2 failed
+        await until(
+            lambda: 2 in executor.runs and executor.runs[2].status == "failed", "task 2 to fail"
+        )
+        plan.write('3. wait(0.01, "$2")\n4. join()')
+        plan.end()
+    async with asyncio.timeout(10):
+        runs = await running
+    assert [runs[i].status for i in (1, 2, 3, 4)] == [
+        "cancelled",
+        "failed",
+        "cancelled",
+        "cancelled",
+    ]
+    assert log == []  # the slow task never finished
 
 
 async def test_side_effects_run_once_per_run_and_results_replay_on_resume(tmp_path: Path) -> None:
