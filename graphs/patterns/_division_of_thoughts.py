@@ -34,7 +34,6 @@ level runs, the deepest included (the reference's ``range(MAXHeight)`` skips it)
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +61,7 @@ from concilium.graphs import (
     turn,
     user,
 )
+from concilium.graphs._executor import DagNode, run_dag
 from concilium.prompts import PromptLibrary
 
 Model = Literal["small", "large"]
@@ -194,11 +194,10 @@ class _Router:
         return {"small": self.small, "large": self.large}
 
     async def solve(
-        self, ctx: RunContext, node: _Node, question: str, done: Mapping[int, _Solved]
+        self, ctx: RunContext, node: _Node, question: str, parents: Sequence[_Solved]
     ) -> tuple[_Solved, list[Turn]]:
         """Ask the routed model (with ``confidence``: small first, then large if
         small is unsure); the sub-task sees its parents' answers."""
-        parents = [done[p] for p in node["depends_on"]]
         text = self.lib.render("division_of_thoughts/solve", question=question, task=node["task"],
                                parents=parents)  # fmt: skip
         tag = f"subtask{node['id']}"
@@ -296,18 +295,17 @@ def division_of_thoughts(
 
     async def solve(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         nodes: list[_Node] = state["details"]["plan"]
-        ended = {n["id"]: asyncio.Event() for n in nodes}
-        done: dict[int, _Solved] = {}
+        question = str(state["question"])
 
-        async def when_ready(node: _Node) -> tuple[_Solved, list[Turn]]:
-            for p in node["depends_on"]:  # parents are earlier, so this cannot deadlock
-                await ended[p].wait()
-            solved, entries = await router.solve(ctx, node, str(state["question"]), done)
-            done[node["id"]] = solved
-            ended[node["id"]].set()
-            return solved, entries
+        def subtask(node: _Node) -> DagNode[int, tuple[_Solved, list[Turn]]]:
+            async def run(
+                parents: Mapping[int, tuple[_Solved, list[Turn]]],
+            ) -> tuple[_Solved, list[Turn]]:
+                return await router.solve(ctx, node, question, [s for s, _ in parents.values()])
 
-        results = await ctx.gather(*(when_ready(n) for n in nodes))
+            return DagNode(node["id"], run, tuple(node["depends_on"]))
+
+        results = (await run_dag([subtask(n) for n in nodes])).values()
         return {"transcript": [e for _, entries in results for e in entries],
                 "details": {"subtasks": [s for s, _ in results]}}  # fmt: skip
 
