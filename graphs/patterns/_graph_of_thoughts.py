@@ -5,8 +5,11 @@ A graph of operations (GoO), declared in order, each consuming the thoughts of i
 ``generate`` (one prompt per input thought, ``k`` samples in one request),
 ``aggregate`` (all input thoughts in one prompt, ``k`` samples), ``score`` (a
 mechanical scorer, no model: ``sort_errors``) and ``keep_best`` (the ``k``
-lowest-scored, stable). Unlike the reference's one-at-a-time controller, every
-operation whose inputs are done runs at once with the others ready (a wave).
+lowest-scored, stable). Unlike the reference's one-at-a-time controller, the GoO
+runs as a DAG: an operation starts the moment its inputs are done, beside any
+others in flight. Its ``wave`` (the transcript's round) is its depth in the GoO:
+1 with no inputs, else one past its deepest input; the transcript lists the waves
+in order, each in declaration order.
 
 Choices where the reference differs or is silent: the split is mechanical (the
 reference asks the model for JSON halves; a bad split there only costs a
@@ -45,6 +48,7 @@ from concilium.graphs import (
     turn,
     user,
 )
+from concilium.graphs._executor import DagNode, run_dag
 from concilium.prompts import PromptLibrary
 
 UNPARSEABLE = 300.0
@@ -156,6 +160,9 @@ def check_operations(ops: Sequence[Operation]) -> None:
         raise GraphError("graph_of_thoughts needs at least one operation")
 
 
+_Done = tuple[list[Thought], list[Turn]]  # an operation's thoughts and the turns it took
+
+
 class _OpReport(TypedDict):
     id: str
     op: str
@@ -171,7 +178,7 @@ def graph_of_thoughts(
     prompts: PromptLibrary | None = None,
     name: str = "graph_of_thoughts",
 ) -> Graph:
-    """Run a graph of operations; ready operations run concurrently, wave by wave.
+    """Run a graph of operations; each starts when its inputs are done.
 
     Example:
         >>> from concilium.agents import Agent, FakeModel
@@ -189,34 +196,39 @@ def graph_of_thoughts(
     check_operations(ops)
     lib = prompt_library(prompts)
 
+    waves: dict[str, int] = {}
+    for op in ops:  # inputs are earlier operations (checked above)
+        waves[op.id] = 1 + max((waves[i] for i in op.inputs), default=0)
+
     async def execute(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         question = str(state["question"])
         problem = _as_list(digits(question))
         start: list[Thought] = [{"current": problem, "original": problem, "part": 0, "score": None}]
-        done: dict[str, list[Thought]] = {}
-        entries: list[Turn] = []
-        reports: list[_OpReport] = []
-        wave = 0
-        while len(done) < len(ops):
-            wave += 1
-            ready = [o for o in ops if o.id not in done and all(i in done for i in o.inputs)]
-            ctx.emit({"type": "round_started", "round": wave, "agents": [agent.name]})
+        announced: set[int] = set()
 
-            async def run_op(op: Operation, wave: int = wave) -> tuple[list[Thought], list[Turn]]:
-                given = [t for i in op.inputs for t in done[i]] if op.inputs else start
+        def operation(op: Operation) -> DagNode[str, _Done]:
+            async def run(parents: Mapping[str, _Done]) -> _Done:
+                wave = waves[op.id]
+                if wave not in announced:  # a wave's first operation to start opens it
+                    announced.add(wave)
+                    ctx.emit({"type": "round_started", "round": wave, "agents": [agent.name]})
+                given = [t for i in op.inputs for t in parents[i][0]] if op.inputs else start
                 return await _apply(ctx, agent, lib, op, given, wave)
 
-            results = await ctx.gather(*(run_op(o) for o in ready))
-            for op, (thoughts, turns) in zip(ready, results, strict=True):
-                done[op.id] = thoughts
-                entries.extend(turns)
-                reports.append({"id": op.id, "op": op.op, "wave": wave, "thoughts": len(thoughts),
-                                "scores": [t["score"] for t in thoughts]})  # fmt: skip
-        final = done[ops[-1].id]
+            return DagNode(op.id, run, tuple(op.inputs))
+
+        done = await run_dag([operation(op) for op in ops])
+        by_wave = sorted(ops, key=lambda op: waves[op.id])  # stable: declaration order within
+        reports: list[_OpReport] = [
+            {"id": op.id, "op": op.op, "wave": waves[op.id], "thoughts": len(done[op.id][0]),
+             "scores": [t["score"] for t in done[op.id][0]]} for op in by_wave
+        ]  # fmt: skip
+        final = done[ops[-1].id][0]
         best = min(final, key=lambda t: UNPARSEABLE * 10 if t["score"] is None else t["score"])
         errors = sort_errors(best["current"], problem)
-        return {"answer": best["current"], "text": best["current"], "transcript": entries,
-                "details": {"operations": reports, "waves": wave, "errors": errors}}  # fmt: skip
+        return {"answer": best["current"], "text": best["current"],
+                "transcript": [e for op in by_wave for e in done[op.id][1]],
+                "details": {"operations": reports, "waves": max(waves.values()), "errors": errors}}  # fmt: skip
 
     graph = Graph(name)
     graph.add_node("execute", execute, writes=["answer", "text", "transcript", "details"])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from concilium import GraphError
-from concilium.agents import Agent, Capabilities, FakeModel
+from concilium.agents import Agent, AgentReply, Capabilities, FakeModel, Message
 from concilium.graphs import run
 from concilium.graphs.patterns import Operation, graph_of_thoughts, sort_errors
 from concilium.serving import Latency, Rule, SimConfig, SimServer
@@ -84,6 +86,50 @@ async def test_refining_cannot_make_it_worse() -> None:
         spec = sim.spec(capabilities=Capabilities(n=True))
         result = await run(graph_of_thoughts(Agent("g", spec), GOO), LIST)
     assert result.answer == MERGES[0] and result.details["errors"] == 1
+
+
+async def test_an_operation_starts_when_its_inputs_end_not_at_a_wave_barrier() -> None:
+    """``slow`` (wave 1) answers only once ``refine`` (wave 3, after ``fast`` and its
+    score) has asked: operations run wave by wave would never get there."""
+    inner = Agent("g", FakeModel(fn=lambda agent, i, messages: "[1, 2, 3]").spec())
+    refine_asked = asyncio.Event()
+
+    class Gated:
+        name = "g"
+
+        async def run(
+            self,
+            messages: str | Sequence[Message],
+            *,
+            n: int = 1,
+            key: str | None = None,
+            **options: Any,
+        ) -> AgentReply:
+            if "/refine/" in str(key):
+                refine_asked.set()
+            if "/slow/" in str(key):
+                await refine_asked.wait()
+            return await inner.run(messages, n=n, key=key, **options)
+
+    ops = [
+        Operation(id="fast", op="generate", prompt="graph_of_thoughts/sort"),
+        Operation(id="slow", op="generate", prompt="graph_of_thoughts/sort"),
+        Operation(id="score_fast", op="score", inputs=["fast"]),
+        Operation(id="refine", op="generate", inputs=["score_fast"], prompt="graph_of_thoughts/refine"),
+        Operation(id="score", op="score", inputs=["refine", "slow"]),
+        Operation(id="best", op="keep_best", inputs=["score"]),
+    ]  # fmt: skip
+    async with asyncio.timeout(10):  # a wave barrier would hang here; this fails it instead
+        result = await run(graph_of_thoughts(Gated(), ops), "[3, 1, 2]")
+    waves = {o["id"]: o["wave"] for o in result.details["operations"]}
+    assert waves == {"fast": 1, "slow": 1, "score_fast": 2, "refine": 3, "score": 4, "best": 5}
+    # the transcript still lists the waves in order, each in declaration order
+    assert [(t.get("step"), t.get("round")) for t in result.transcript] == [
+        ("fast", 1),
+        ("slow", 1),
+        ("refine", 3),
+    ]
+    assert result.details["waves"] == 5 and result.answer == "[1, 2, 3]"
 
 
 def test_a_misnamed_input_fails_at_load_time_with_a_suggestion() -> None:
