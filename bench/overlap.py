@@ -8,10 +8,11 @@ The same task runs ``tasks`` times in each mode, the modes alternating:
 * overlapped -- ``overlapped_tools``: the model writes ``[CALL] c1 [HEAD]
   lookup("lighthouse") [END]`` and keeps decoding (``filler`` tokens) while the tool
   runs; the result goes back in the next round, which answers;
-* run-then-resume -- a graph on the same public kit (``ask``, ``turn``, the run's
-  tool ledger): the request stops at the call's ``[END]`` (``stop``), the tool runs,
-  then generation resumes with the result and decodes the same ``filler`` tokens
-  before the answer.
+* run-then-resume -- a graph on the same public kit (``ask``, ``turn``, and the
+  pattern's ``parse_calls`` and ``run_call``, which call the tool with ``use_tool``):
+  the request stops at the call's ``[END]`` (``stop``), the tool runs, then
+  generation resumes with the result and decodes the same ``filler`` tokens before
+  the answer.
 
 Both modes decode the same words and call the tool once; only when the tool runs
 differs. Reported per mode: wall time per task (median), tool calls, and the
@@ -23,7 +24,6 @@ replies are scripted, so the figures measure the scheduling, not a model.
 from __future__ import annotations
 
 import asyncio
-import re
 import statistics
 import time
 from collections.abc import Mapping
@@ -44,16 +44,15 @@ from concilium.graphs import (
     turn,
     user,
 )
-from concilium.graphs.patterns import overlapped_tools
+from concilium.graphs.patterns import overlapped_tools, parse_calls, run_call
 from concilium.serving import Latency, Rule, SimConfig, SimServer
-from concilium.tools import ToolRegistry, parse_arguments
+from concilium.tools import ToolRegistry
 
 BACKEND = "simulated server (a test double; scripted replies streamed word by word)"
 CALL = '[CALL] c1 [HEAD] lookup("lighthouse") [END]'
 TRAP = "[TRAP][END]"
 ANSWER = "\\boxed{1874}"
 RESULT = r"\[INTR\] c1 \[HEAD\] lighthouse: built in 1874"
-_CALL = re.compile(r"\[CALL\]\s*(\S+)\s*\[HEAD\]\s*(\w+)\((.*?)\)\s*\[END\]", re.DOTALL)
 MODES = ("overlapped", "run_then_resume")
 
 
@@ -98,16 +97,6 @@ def run_then_resume(
     opts = PatternOptions(answer, None, "run_then_resume")
     listed = [{"name": n, "description": tools.get(n).description} for n in tools.names()]
 
-    async def call(ctx: RunContext, rnd: int, frame: re.Match[str]) -> str:
-        call_id, name, arguments = frame.groups()
-        positional, keywords, _ = parse_arguments(arguments)
-        tool = tools.get(name)
-        key = ctx.key(agent.name, f"r{rnd}", call_id)
-        result, _ = await ctx.ledger.tool(
-            tool, tool.bind(positional, keywords), key=key, agent=agent.name
-        )
-        return f"[INTR] {call_id} [HEAD] {result} [END]"
-
     async def solve(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         prompt = opts.lib.render(
             "overlapped_tools/solve",
@@ -123,12 +112,14 @@ def run_then_resume(
             text = reply.text.rstrip()
             if "[CALL]" in text.rsplit("[END]", 1)[-1]:  # the server cut the stop string off
                 text += " [END]"
-            frames = list(_CALL.finditer(text))
+            frames = parse_calls(text)
             said = None if frames else opts.fmt.extract(text)
             transcript.append(turn(ctx, reply, text=text, answer=said, prompt=prompt, round=rnd))
             if not frames:
                 break
-            results = [await call(ctx, rnd, frame) for frame in frames]  # one at a time
+            results: list[str] = []
+            for frame in frames:  # one at a time, each after the stream that wrote it
+                results.append(await run_call(ctx, tools, frame, f"r{rnd}/{frame.id}", agent=agent.name))  # fmt: skip
             prompt = opts.lib.render("overlapped_tools/results", frames="\n".join(results))
             messages = [*messages, {"role": "assistant", "content": text}, *user(prompt)]
         return {"answer": opts.fmt.extract(text), "text": text, "transcript": transcript,

@@ -68,7 +68,8 @@ EXPECTED_ALL = {
         knockout universal_self_consistency parse_score parse_winner parse_consistent_index
         yes_probability mixture_of_agents parse_selection manager_worker Plan Subtask
         chain_of_agents chunk_sentences split_query synthesis division_of_thoughts DotPlan
-        DotStep quantile_confidence plan_and_execute react overlapped_tools
+        DotStep quantile_confidence plan_and_execute react overlapped_tools parse_calls
+        run_call CallFrame
         parse_decision JsonPlan search_decomposition parse_queries fuse_hits
         skeleton_of_thought outline_points tree_of_thoughts
         judgement_value graph_of_thoughts Operation sort_errors

@@ -36,7 +36,7 @@ from ._manager_worker import (
     split_query,
 )
 from ._mixture import mixture_of_agents, parse_selection
-from ._overlapped_tools import overlapped_tools
+from ._overlapped_tools import CallFrame, overlapped_tools, parse_calls, run_call
 from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute
 from ._react import react
 from ._research import NO_EVIDENCE, parse_subquestions, research
@@ -101,6 +101,9 @@ __all__ = [
     "plan_and_execute",
     "react",
     "overlapped_tools",
+    "parse_calls",
+    "run_call",
+    "CallFrame",
     "parse_decision",
     "JsonPlan",
     "search_decomposition",

@@ -12,7 +12,8 @@ frames in a user turn after the reply so far, and the model continues; at most
 ``max_rounds`` rounds. A call whose tool fails returns its error message as the
 result. No preemptive interrupts (a result never cuts a stream short): each round
 costs one request, as in the run-then-resume emulation. The answer is extracted from
-the last round's text.
+the last round's text. Each round's tool calls are tasks of one ``task_group``: a
+stream that fails cancels the calls it started, and nothing outlives the node.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
@@ -40,6 +42,7 @@ from concilium.graphs import (
     ask,
     register_pattern,
     turn,
+    use_tool,
     user,
 )
 from concilium.prompts import PromptLibrary
@@ -49,43 +52,68 @@ TRAP = "[TRAP][END]"
 _CALL = re.compile(r"\[CALL\]\s*(\S+)\s*\[HEAD\]\s*(\w+)\((.*?)\)\s*\[END\]", re.DOTALL)
 
 
-class _Dispatcher:
-    """Watches a stream and starts each complete ``[CALL]`` frame's tool at once."""
+@dataclass(frozen=True)
+class CallFrame:
+    """One ``[CALL] <id> [HEAD] tool(arguments) [END]`` frame a model wrote."""
 
-    def __init__(self, tools: ToolRegistry, ctx: RunContext, agent: str, rnd: int) -> None:
-        self.tools, self.ctx, self.agent, self.rnd = tools, ctx, agent, rnd
+    id: str
+    tool: str
+    arguments: str
+
+
+def parse_calls(text: str) -> list[CallFrame]:
+    """The complete call frames in ``text``, in order (a frame still being written,
+    with no ``[END]`` yet, is not one).
+
+    Example:
+        >>> parse_calls('[CALL] c1 [HEAD] calculator("6*7") [END] so [CALL] c2 [HEAD] x(')
+        [CallFrame(id='c1', tool='calculator', arguments='"6*7"')]
+    """
+    return [CallFrame(*match.groups()) for match in _CALL.finditer(text)]
+
+
+async def run_call(
+    ctx: RunContext, tools: ToolRegistry, frame: CallFrame, tag: str, *, agent: str | None = None
+) -> str:
+    """Run a frame's tool with ``use_tool`` (keyed ``<path>/<tool>/<tag>``, so a resumed
+    run replays it) and give back its result frame, ``[INTR] <id> [HEAD] result [END]``;
+    a call that cannot be read, names no tool of ``tools`` or fails has its error as
+    the result, for the model to read."""
+    try:
+        positional, keywords, _ = parse_arguments(frame.arguments)
+        tool = tools.get(frame.tool)
+        reply = await use_tool(ctx, tool, tool.bind(positional, keywords), tag, agent=agent)
+        result = reply.text
+    except (ToolError, PlanError) as exc:
+        result = f"error: {exc}"
+    return f"[INTR] {frame.id} [HEAD] {result} [END]"
+
+
+class _Dispatcher:
+    """Watches a stream and starts each complete ``[CALL]`` frame's tool at once, as a
+    task of the round's task group."""
+
+    def __init__(
+        self, tools: ToolRegistry, ctx: RunContext, agent: str, rnd: int, group: asyncio.TaskGroup
+    ) -> None:
+        self.tools, self.ctx, self.agent, self.rnd, self.group = tools, ctx, agent, rnd, group
         self.text = ""
         self.calls: list[dict[str, Any]] = []
         self.tasks: dict[str, asyncio.Task[str]] = {}
 
     def on_text(self, delta: str) -> None:
         self.text += delta
-        for match in _CALL.finditer(self.text):
-            call_id, name, arguments = match.groups()
-            if call_id in self.tasks:
+        for frame in parse_calls(self.text):
+            if frame.id in self.tasks:
                 continue
-            self.calls.append({"id": call_id, "tool": name, "round": self.rnd,
+            self.calls.append({"id": frame.id, "tool": frame.tool, "round": self.rnd,
                                "dispatched_at_char": len(self.text)})  # fmt: skip
-            self.tasks[call_id] = asyncio.ensure_future(self._run(call_id, name, arguments))
-
-    async def _run(self, call_id: str, name: str, arguments: str) -> str:
-        try:
-            positional, keywords, _ = parse_arguments(arguments)
-            tool = self.tools.get(name)
-            key = self.ctx.key(self.agent, f"r{self.rnd}", call_id)
-            result, _ = await self.ctx.ledger.tool(
-                tool, tool.bind(positional, keywords), key=key, agent=self.agent
-            )
-            return str(result)
-        except (ToolError, PlanError) as exc:
-            return f"error: {exc}"
+            call = run_call(self.ctx, self.tools, frame, f"r{self.rnd}/{frame.id}", agent=self.agent)  # fmt: skip
+            self.tasks[frame.id] = self.group.create_task(call)
 
     async def frames(self) -> str:
-        results = await asyncio.gather(*self.tasks.values())
-        return "\n".join(
-            f"[INTR] {call_id} [HEAD] {result} [END]"
-            for call_id, result in zip(self.tasks, results, strict=True)
-        )
+        """The result frames, in the order the calls were written."""
+        return "\n".join([await task for task in self.tasks.values()])
 
 
 def overlapped_tools(
@@ -131,27 +159,26 @@ def overlapped_tools(
         calls: list[dict[str, Any]] = []
         text = ""
         for rnd in range(1, max_rounds + 1):
-            watch = _Dispatcher(tools, ctx, agent.name, rnd)
-            started = time.perf_counter()
-            reply = await ask(ctx, agent, messages, f"r{rnd}", on_text=watch.on_text, stop=[TRAP])
-            streamed = time.perf_counter() - started
-            text = watch.text or reply.text
-            if not watch.text:  # a replayed call: nothing streamed, dispatch from the text
-                watch.on_text(reply.text)
-            prompt_text = str(messages[-1]["content"])
-            said = (
-                None if watch.tasks else opts.fmt.extract(text)
-            )  # a round with calls is not final
-            transcript.append(
-                turn(ctx, reply, text=text, answer=said, prompt=prompt_text, round=rnd)
-            )
-            for call in watch.calls:
-                call["stream_chars"] = len(text)
-                call["stream_seconds"] = round(streamed, 4)
-            calls += watch.calls
-            if not watch.tasks:
-                break
-            frames = await watch.frames()
+            async with ctx.task_group() as group:  # a failed stream cancels its calls
+                watch = _Dispatcher(tools, ctx, agent.name, rnd, group)
+                started = time.perf_counter()
+                reply = await ask(ctx, agent, messages, f"r{rnd}", on_text=watch.on_text, stop=[TRAP])  # fmt: skip
+                streamed = time.perf_counter() - started
+                text = watch.text or reply.text
+                if not watch.text:  # a replayed call: nothing streamed, dispatch from the text
+                    watch.on_text(reply.text)
+                prompt_text = str(messages[-1]["content"])
+                said = None if watch.tasks else opts.fmt.extract(text)  # calls: not final
+                transcript.append(
+                    turn(ctx, reply, text=text, answer=said, prompt=prompt_text, round=rnd)
+                )
+                for call in watch.calls:
+                    call["stream_chars"] = len(text)
+                    call["stream_seconds"] = round(streamed, 4)
+                calls += watch.calls
+                if not watch.tasks:
+                    break
+                frames = await watch.frames()
             messages = [*messages, {"role": "assistant", "content": text},
                         *user(opts.lib.render("overlapped_tools/results", frames=frames))]  # fmt: skip
         final = opts.fmt.extract(text)

@@ -5,8 +5,8 @@ measured against.
 Each turn the agent sees the question, the tools and the history so far, and
 writes either ``Action: tool(arguments)`` (the arguments read as in a plan line)
 or ``Answer: ...``. The tool's result, or the error, is the next turn's
-``Observation:``. Tool calls go through the run's ledger under
-``<path>/<agent>/step<N>/tool``, so a resumed run replays them.
+``Observation:``. Tool calls go through ``use_tool``, keyed
+``<path>/<tool>/step<N>``, so a resumed run replays them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from concilium.graphs import (
     prompt_library,
     register_pattern,
     turn,
+    use_tool,
     user,
 )
 from concilium.prompts import PromptLibrary
@@ -134,22 +135,19 @@ async def _act(
     name, arguments = action.group(1), action.group(2)
     started = time.perf_counter()
     try:
-        observation = str(await _call_tool(r, ctx, step, name, arguments))
+        observation = await _call_tool(r, ctx, step, name, arguments)
     except (PlanError, ToolError) as exc:
         observation = f"error: {exc}"
     return observation, {"step": step, "tool": name, "observation": observation[:500],
                          "seconds": round(time.perf_counter() - started, 4)}  # fmt: skip
 
 
-async def _call_tool(r: _React, ctx: RunContext, step: int, name: str, arguments: str) -> Any:
-    """One tool call through the ledger: budgeted, traced, replayed on resume."""
+async def _call_tool(r: _React, ctx: RunContext, step: int, name: str, arguments: str) -> str:
+    """One tool call with ``use_tool`` (budgeted, traced, replayed on resume); its text."""
     positional, keywords, _ = parse_arguments(arguments)
     tool = r.tools.get(name)
-    key = ctx.key(r.agent.name, f"step{step}", "tool")
-    result, _ = await ctx.ledger.tool(
-        tool, tool.bind(positional, keywords), key=key, agent=r.agent.name
-    )
-    return result
+    reply = await use_tool(ctx, tool, tool.bind(positional, keywords), f"step{step}", agent=r.agent.name)  # fmt: skip
+    return reply.text
 
 
 def _tools_for_prompt(registry: ToolRegistry) -> list[dict[str, Any]]:

@@ -1,8 +1,15 @@
 """Overlapped tool calls over real HTTP: a call the model writes starts while its
-reply is still streaming, and the result is spliced back in for the next round."""
+reply is still streaming, and the result is spliced back in for the next round; a
+stream that fails cancels the calls it started."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import pytest
+
+from concilium import ModelCallError
 from concilium.agents import Agent
 from concilium.graphs import run
 from concilium.graphs.patterns import overlapped_tools
@@ -48,3 +55,36 @@ async def test_the_tool_starts_before_the_stream_ends_and_its_result_comes_back(
     assert last[-2]["role"] == "assistant" and last[-2]["content"].startswith("[CALL] c1")
     assert "[INTR] c1 [HEAD] lighthouse: built in 1874 [END]" in last[-1]["content"]
     assert result.answer == "1874" and result.details["rounds"] == 2
+
+
+async def test_a_stream_that_fails_while_its_tool_runs_cancels_the_tool_and_leaves_no_task() -> (
+    None
+):
+    words = " ".join(f"note{i}" for i in range(200))  # 10 s of decoding: the stream stays open
+    rules = [Rule(agent="a", replies=[f'[CALL] c1 [HEAD] lookup("lighthouse") [END] {words} [TRAP][END]'])]  # fmt: skip
+    config = SimConfig(rules=rules, latency=Latency(ttft=0.01, per_token=0.05))
+    before = asyncio.all_tasks()
+    running: list[asyncio.Task[Any]] = []
+    seen: list[str] = []
+    async with SimServer(config, process=True) as sim:
+        registry = ToolRegistry()
+
+        @registry.tool
+        async def lookup(topic: str) -> str:
+            """Look a topic up (slowly: until it is cancelled)."""
+            task = asyncio.current_task()
+            assert task is not None
+            running.append(task)
+            sim.kill()  # the server dies mid-stream: the stream fails while this runs
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+            return "never"
+
+        with pytest.raises(ModelCallError):
+            await run(overlapped_tools(Agent("a", sim.spec()), registry), "When?")
+        assert seen == ["cancelled"] and all(task.done() for task in running)
+    left = asyncio.all_tasks() - before - {asyncio.current_task()}
+    assert not left, left  # nothing the pattern started is still pending

@@ -11,7 +11,7 @@ import pytest
 
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, Capabilities
-from concilium.graphs import run
+from concilium.graphs import Event, run
 from concilium.graphs.patterns import parse_decision, plan_and_execute, react
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import CALCULATOR, Tool, ToolRegistry
@@ -234,11 +234,15 @@ async def test_a_resumed_react_repeats_no_tool_call(tmp_path, spans) -> None:
                 graph, "Oslo plus Bergen?", budget=Budget(max_calls=2), state_path=db, run_id="r1"
             )
         assert made == ["Oslo", "Bergen"]
-        result = await run(graph, "Oslo plus Bergen?", state_path=db, run_id="r1", resume=True)
+        events: list[Event] = []
+        result = await run(graph, "Oslo plus Bergen?", state_path=db, run_id="r1", resume=True,
+                           on_event=events.append)  # fmt: skip
     assert (
         result.answer == "990" and result.details["tool_calls"] == 2 and made == ["Oslo", "Bergen"]
     )
     assert (result.tool_calls, result.tools_replayed) == (0, 2)
+    replayed = [(e["key"], e["status"]) for e in events if e["type"] == "tool"]
+    assert replayed == [("loop/population/step0", "replayed"), ("loop/population/step1", "replayed")]  # fmt: skip
     executed = [s for s in spans.get_finished_spans() if s.name == "execute_tool population"]
     assert len(executed) == 2 and {s.attributes["gen_ai.operation.name"] for s in executed} == {
         "execute_tool"
