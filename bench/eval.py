@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any, TypedDict
 
+from concilium.app import Backend
 from concilium.bench._report import emit
 from concilium.evals import EvalRecord, build_methods, evaluate
-from concilium.serving import Backend, Latency, SimConfig, SimServer
+from concilium.serving import Latency, SimConfig, SimServer
 
 DEFAULT_CONCURRENCY: int = inspect.signature(evaluate).parameters["concurrency"].default
 """The runner's own default bound on items in flight (what ``concilium eval`` uses)."""

@@ -47,7 +47,8 @@ from typing import Any, TypedDict
 import yaml
 
 from concilium._errors import ConciliumError, UserError
-from concilium.agents import Agent, aclose
+from concilium.agents import Agent, CallLedger, reset_ledger, use_ledger
+from concilium.app import Backend, Session, load
 from concilium.bench._report import emit
 from concilium.graphs import (
     END,
@@ -62,8 +63,7 @@ from concilium.graphs import (
     user,
 )
 from concilium.graphs.patterns import resolve_citations, yes_probability
-from concilium.graphs.workflows import Workflow, load_workflow
-from concilium.serving import Backend
+from concilium.graphs.workflows import Workflow
 from concilium.tools import CorpusQuestion, EvidenceStore, Passage, default_index_path, write_corpus
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "research_assistant.yaml"
@@ -223,7 +223,7 @@ def load_research_workflow(example: Path = EXAMPLE) -> dict[str, Any]:
     return data
 
 
-async def _workflow_file(folder: Path, store: EvidenceStore, questions: list[CorpusQuestion], data: dict[str, Any]) -> tuple[Path, str, int]:  # fmt: skip
+async def _workflow_data(store: EvidenceStore, questions: list[CorpusQuestion], data: dict[str, Any]) -> tuple[dict[str, Any], str, int]:  # fmt: skip
     """The research workflow ``data`` with the store's folder as its documents, a
     ``baseline`` agent (the writer's settings) and the script for the simulated
     server; with the verifier's agent name and the passages each researcher reads."""
@@ -241,9 +241,7 @@ async def _workflow_file(folder: Path, store: EvidenceStore, questions: list[Cor
     data["agents"][BASELINE] = dict(data["agents"][roles["writer"]])
     data["tools"] = {**(data.get("tools") or {}), "documents": str(store.folder)}
     data["simulate"] = {**(data.get("simulate") or {}), "rules": _script(questions, texts, roles, seen)}  # fmt: skip
-    path = folder / "research_bench.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "utf-8")
-    return path, roles["verifier"], passages
+    return data, roles["verifier"], passages
 
 
 # -- measuring ------------------------------------------------------------------------
@@ -346,7 +344,10 @@ async def _bench(wf: Workflow, store: EvidenceStore, questions: list[CorpusQuest
     known = store.passages()
     texts = {p.id: p.text for p in known}
     verifier = wf.agents[verifier_name]
-    single = baseline(wf.agents[BASELINE], store, passages=passages)
+    # the baseline is a graph of its own, served where the workflow is bound; the
+    # verifier's checks of it run outside any graph, in a ledger bound the same way
+    single = baseline(wf.agents[BASELINE], store, passages=passages).served_at(wf.endpoints)
+    token = use_ledger(CallLedger(endpoints=wf.endpoints))
 
     async def assistant_item(q: CorpusQuestion) -> dict[str, Any]:
         result = await run(wf.graph, q.question, budget=wf.budget)
@@ -370,6 +371,7 @@ async def _bench(wf: Workflow, store: EvidenceStore, questions: list[CorpusQuest
                 out[name].append(await measure_one(q))
             except ConciliumError as exc:  # a failed question is a row, not the end of the table
                 out[name].append(_failed(q, exc))
+    reset_ledger(token)
     return out
 
 
@@ -392,12 +394,10 @@ async def measure(
         store.refresh()
         try:
             texts = {p.id: p.text for p in store.passages()}
-            path, verifier, passages = await _workflow_file(Path(tmp), store, chosen, data)
-            async with backend.bind([load_workflow(path)]) as (wf,):
-                try:
-                    items = await _bench(wf, store, chosen, verifier, passages)
-                finally:
-                    await aclose()
+            bench_data, verifier, passages = await _workflow_data(store, chosen, data)
+            built = load(bench_data, base_dir=store.folder.parent)
+            async with Session(backend) as session:
+                items = await _bench(await session.bind(built), store, chosen, verifier, passages)
         finally:
             store.close()
             # the assistant's own store indexed the temporary corpus in the user's cache

@@ -32,7 +32,7 @@ from ._scorers import Scorer, default_scorer
 from ._sweep import Setting, build_methods
 
 if TYPE_CHECKING:
-    from concilium.serving import Backend
+    from concilium.app import Backend
 
 __all__ = ["evaluate_on_ray"]
 
@@ -132,7 +132,8 @@ def evaluate_on_ray(
             count = max(1, min(count, len(todo)))
             per_task = max(1, math.ceil(concurrency / count))
             task = ray.remote(_shard)
-            files = [str(Path(w).resolve()) for w in workflows]
+            # a file as a path every worker reads; app.py:graph targets as given
+            files = [str(Path(w).resolve()) if Path(w).exists() else str(w) for w in workflows]
             pending = [
                 task.remote(todo[i::count], files, list(settings), backend, scorer, per_task)
                 for i in range(count)

@@ -26,8 +26,7 @@ from ._scorers import Scorer, default_scorer
 from ._sweep import Method
 
 if TYPE_CHECKING:
-    from concilium.graphs import StateStore
-    from concilium.serving import Backend
+    from concilium.app import Backend, Session
 
 __all__ = ["ItemResult", "evaluate", "DEFAULT_CONCURRENCY", "RESULTS_FILE", "STATE_FILE"]
 
@@ -104,14 +103,13 @@ class _Progress:
 
 async def _one(
     method: Method,
-    graph: Any,
+    session: Session,
     record: EvalRecord,
     scorer: Scorer,
     out_dir: Path,
     started: set[str],
-    store: StateStore,
 ) -> ItemResult:
-    from concilium.graphs import partial_result, run
+    from concilium.graphs import partial_result
 
     key = _key(method.name, record.id)
     resume = key in started
@@ -119,22 +117,14 @@ async def _one(
         with (out_dir / _STARTED_FILE).open("a", encoding="utf-8") as handle:
             handle.write(key + "\n")
         started.add(key)
-    fingerprint = json.dumps(method.workflow.spec.model_dump(mode="json"), sort_keys=True)
     begin = time.monotonic()
     answer: str | None = None
     error: str | None = None
     transcript: list[dict[str, Any]] = []
     calls = replayed = prompt_tokens = completion_tokens = 0
     try:
-        result = await run(
-            graph,
-            record.question,
-            run_id=key,
-            store=store,
-            resume=resume,
-            fingerprint=fingerprint,
-            budget=method.workflow.budget,
-        )
+        # the method's own spec (its swept values) is the fingerprint, and its budget
+        result = await session.run(method.workflow, record.question, run_id=key, resume=resume)
     except UserError:
         raise
     except Exception as exc:  # a model error fails this item, not the eval
@@ -197,8 +187,7 @@ async def evaluate(
     Example:
         >>> # asyncio.run(evaluate(load_records("d.jsonl"), methods, Backend.parse("sim"), "out"))
     """
-    from concilium.agents import aclose
-    from concilium.graphs import StateStore
+    from concilium.app import Session
 
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1, got {concurrency}")
@@ -224,16 +213,16 @@ async def evaluate(
     limit = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
     try:
-        async with (
-            StateStore(out / STATE_FILE) as store,
-            backend.bind([m.workflow for m in methods]) as bound,
-        ):
+        # the session owns the state file (one connection for every run), the backend's
+        # servers and the connections; each method's workflow is bound to it in memory,
+        # so what a sweep changed is what runs
+        async with Session(backend, state=out / STATE_FILE) as session:
+            bound = [await session.bind(m.workflow) for m in methods]
+            runs = [Method(m.name, wf) for m, wf in zip(methods, bound, strict=True)]
 
             async def work(index: int, record: EvalRecord) -> None:
                 async with limit:
-                    row = await _one(
-                        methods[index], bound[index].graph, record, scorer, out, started, store
-                    )
+                    row = await _one(runs[index], session, record, scorer, out, started)
                 async with lock:
                     with (out / RESULTS_FILE).open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
@@ -249,7 +238,6 @@ async def evaluate(
         raise group.exceptions[0] from None
     finally:
         bar.close()
-        await aclose()
     return [finished[_key(m.name, r.id)] for m in methods for r in records]
 
 

@@ -65,7 +65,7 @@ from ._events import (
     TurnExtra,
     VoteEvent,
 )
-from ._executor import Executor, TaskRun
+from ._executor import DagNode, Executor, TaskRun, run_dag
 from ._graph import BASE_STATE, Branch, Graph, add, append, merge
 from ._kit import (
     PatternOptions,
@@ -168,6 +168,8 @@ __all__ = [
     "ResultEvent",
     # tool plans
     "Executor",
+    "run_dag",
+    "DagNode",
     "TaskRun",
     # pattern registry (a pattern module registers its workflow spec and builder)
     "PatternSpec",

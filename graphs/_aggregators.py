@@ -3,7 +3,7 @@
 Extractors turn a reply into a canonical answer string (or ``None``). Each comes
 with the answer-format sentence a prompt should use, so what the prompt asks for is
 what the extractor parses. ``majority_vote`` breaks ties by first occurrence, as the
-reference debate code does (``METHODS.md`` section 1, pitfall 2).
+reference debate code does (``docs/methods.md#debate``).
 """
 
 from __future__ import annotations

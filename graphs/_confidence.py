@@ -1,6 +1,6 @@
 """Confidence of a sampled trace from its token logprobs, and confidence-weighted votes.
 
-Two families (shared/reference/METHODS.md 6d and 6e):
+Two families (``docs/methods.md#confidence-consistency``):
 
 * DeepConf (Fu et al., 2025): token confidence ``C_t = -mean(top-k logprobs at t)``
   (the top-k candidates, not the chosen token; higher means more peaked), group

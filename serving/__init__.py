@@ -8,7 +8,6 @@ Example:
 """
 
 from ._api import check_bind, create_app
-from ._backends import Backend
 from ._cluster import (
     FAMILIES,
     ClusterSpec,
@@ -55,8 +54,6 @@ __all__ = [
     "vllm_command",
     "launch_cluster",
     "load_cluster_spec",
-    # where model calls go: --backend sim | local | URL
-    "Backend",
     # workflows as OpenAI-compatible models
     "create_app",
     "check_bind",

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from concilium.app import Backend
 from concilium.bench.research import INVENTED, measure
 from concilium.cli import main
-from concilium.serving import Backend
 
 COLUMNS = [
     "method", "fact recall", "citation precision", "fabricated citations",

@@ -26,6 +26,12 @@ PACKAGES: list[str] = PYPROJECT["tool"]["setuptools"]["packages"]
 # Each public package's __all__, in order (the grouping of the __init__), one
 # string of names per package.
 EXPECTED_ALL = {
+    "concilium.app": """
+        load Override parse_override Backend Session Listener
+    """,
+    "concilium.cli": """
+        main
+    """,
     "concilium": """
         ConciliumError UserError WorkflowError GraphError PromptError ModelError
         ModelCallError MalformedReplyError OutputParseError RunError BudgetExceeded ServerError Agent AgentReply
@@ -35,30 +41,31 @@ EXPECTED_ALL = {
     """,
     "concilium.agents": """
         Agent AgentReply parse_json_output run_with_tools ToolTurns AnswerConfidence
-        OUTPUT_SCHEMAS Capabilities ModelSpec ModelPool Replica pool_for Transport
+        OUTPUT_SCHEMAS Capabilities ModelSpec Endpoints ModelPool Replica pool_for Transport
         DirectTransport transport_for aclose CallLedger Budget RetryPolicy current_ledger
         use_ledger reset_ledger request_digest CallRecord SqliteCallRecord Completion Choice
         TokenLogprob Usage Message completion_from_openai wire configure_tracing
-        JsonLinesSpanExporter workflow_span redact private_file FakeModel FakeRequest SimConfig Latency
-        Rule Statistical Faults
+        JsonLinesSpanExporter workflow_span redact private_file FakeModel FakeRequest
+        SimConfig Latency Rule Statistical Faults
     """,
     "concilium.bench": """
 
     """,
     "concilium.graphs": """
         Graph Branch START END BASE_STATE append merge add run run_sync stream RunResult
-        partial_result StateStore RunContext current_run split_input GraphAgent as_agent Respondent PatternOptions
-        prompt_library ask use_tool ToolReply turn sample_turns report_vote VoteUpdate solve_messages user
-        numbered distinct_names last_user_text is_bare_question Turn TurnExtra Event
-        StreamEvent NodeStarted NodeFinished RoundStarted TurnEvent VoteEvent CallStarted
-        CallFinished CallFailed CallReplayed CallRetry CallFailover ToolEvent ResultEvent
-        Executor TaskRun PatternSpec register_pattern Builder AgentSlot AnyPatternSpec
-        AnswerSpec SlotAgent pattern_kinds pattern_specs registered_pattern Workflow
-        WorkflowSpec load_workflow parse_workflow build_workflow AnswerFormat answer_format
-        EXTRACTORS extract_boxed extract_last_number extract_option extract_text
-        regex_extractor field_extractor last_boxed normalize_number majority_vote Vote
-        DEEPCONF_TOP_K DEEPCONF_WINDOW token_confidences group_confidences trace_confidence
-        soft_score keep_top_percent weighted_vote WeightedVote
+        partial_result StateStore RunContext current_run split_input GraphAgent as_agent
+        Respondent PatternOptions prompt_library ask use_tool ToolReply turn sample_turns
+        report_vote VoteUpdate solve_messages user numbered distinct_names last_user_text
+        is_bare_question Turn TurnExtra Event StreamEvent NodeStarted NodeFinished
+        RoundStarted TurnEvent VoteEvent CallStarted CallFinished CallFailed CallReplayed
+        CallRetry CallFailover ToolEvent ResultEvent Executor run_dag DagNode TaskRun
+        PatternSpec register_pattern Builder AgentSlot AnyPatternSpec AnswerSpec SlotAgent
+        pattern_kinds pattern_specs registered_pattern Workflow WorkflowSpec load_workflow
+        parse_workflow build_workflow AnswerFormat answer_format EXTRACTORS extract_boxed
+        extract_last_number extract_option extract_text regex_extractor field_extractor
+        last_boxed normalize_number majority_vote Vote DEEPCONF_TOP_K DEEPCONF_WINDOW
+        token_confidences group_confidences trace_confidence soft_score keep_top_percent
+        weighted_vote WeightedVote
     """,
     "concilium.graphs.patterns": """
         Respondent debate round_table recalibrate top_groups chateval parse_scores
@@ -77,8 +84,9 @@ EXPECTED_ALL = {
         NO_EVIDENCE
     """,
     "concilium.graphs.workflows": """
-        Workflow load_workflow parse_workflow build_workflow WorkflowSpec ModelEntry
-        CapabilitiesSpec AgentEntry BudgetSpec ToolsSpec load_yaml read_workflow_text line_of
+        Workflow load_workflow parse_workflow validate_workflow build_workflow WorkflowSpec
+        ModelEntry CapabilitiesSpec AgentEntry BudgetSpec ToolsSpec load_yaml
+        read_workflow_text line_of
     """,
     "concilium.prompts": """
         PromptLibrary default_library render BUILTIN_DIR
@@ -87,8 +95,8 @@ EXPECTED_ALL = {
         SimServer SimConfig Latency Rule Statistical Faults SimApp SimulatedModel
         serve_forever start_app ManagedProcess ClusterSpec Deployment Family FAMILIES
         family_of plan_replicas pool_config vllm_command launch_cluster load_cluster_spec
-        Backend create_app check_bind create_mcp_server mcp_http_app mcp_result EngineHome install_engine engine_pins ENGINE_MODEL
-        LocalEngine local_engine
+        create_app check_bind create_mcp_server mcp_http_app mcp_result EngineHome
+        install_engine engine_pins ENGINE_MODEL LocalEngine local_engine
     """,
     "concilium.tools": """
         Tool ToolRegistry ToolError ToolText builtin_tools calculator CALCULATOR DocumentSearch
@@ -106,7 +114,7 @@ EXPECTED_ALL = {
         MethodPoint pareto_frontier plot_accuracy_vs_tokens task_names describe_task make_task
     """,
     "concilium.ui": """
-        add_ui find_workflows SharedBackend RunHistory RunSummary render_report render_eval_report
+        add_ui find_workflows RunHistory RunSummary render_report render_eval_report
         EventLog
     """,
 }
@@ -168,6 +176,10 @@ TEST_PACKAGES = {
     "tests/prompts": "concilium.prompts",
     "tests/serving": "concilium.serving",
     "tests/engine": "concilium.serving",
+    "tests/app": "concilium.app",
+    "tests/cli": "concilium.cli",
+    "tests/evals": "concilium.evals",
+    "tests/ui": "concilium.ui",
     "tests": "concilium",
 }
 # A subpackage may use its parent's private modules, except these, which must be

@@ -26,6 +26,15 @@ ALLOWED = {
         "concilium.agents",
         "concilium.graphs",
     },
+    # the application layer: builds and binds workflows for every front-end
+    "concilium.app": {
+        "concilium",
+        "concilium.prompts",
+        "concilium.tools",
+        "concilium.agents",
+        "concilium.graphs",
+        "concilium.serving",
+    },
     "concilium.evals": {
         "concilium",
         "concilium.prompts",
@@ -33,6 +42,7 @@ ALLOWED = {
         "concilium.agents",
         "concilium.graphs",
         "concilium.serving",
+        "concilium.app",
     },
     "concilium.ui": {
         "concilium",
@@ -41,10 +51,24 @@ ALLOWED = {
         "concilium.agents",
         "concilium.graphs",
         "concilium.serving",
+        "concilium.app",
         "concilium.evals",
     },
+    # the top floor: commands over the application layer
+    "concilium.cli": {
+        "concilium",
+        "concilium.prompts",
+        "concilium.tools",
+        "concilium.agents",
+        "concilium.graphs",
+        "concilium.serving",
+        "concilium.app",
+        "concilium.evals",
+        "concilium.ui",
+        "concilium.bench",
+    },
 }
-PUBLIC_PACKAGES = ["concilium.agents", "concilium.graphs", "concilium.graphs.patterns",
+PUBLIC_PACKAGES = ["concilium.app", "concilium.cli", "concilium.agents", "concilium.graphs", "concilium.graphs.patterns",
                    "concilium.tools", "concilium.prompts", "concilium.serving",
                    "concilium.evals", "concilium.ui"]  # fmt: skip
 
@@ -147,3 +171,22 @@ def test_facade_is_lazy() -> None:
         "import sys, concilium; print('concilium.agents' in sys.modules, 'langgraph' in sys.modules)"
     )
     assert loaded == "False False"
+
+
+def test_python_started_in_the_checkout_imports_the_installed_package() -> None:
+    """No top-level folder is named concilium: ``python`` in the checkout (the README
+    quickstart pasted into a REPL there) finds the installed package, not a fragment."""
+    assert not (ROOT / "concilium").exists()
+    out = subprocess.run(
+        [sys.executable, "-c", "from concilium import run, debate; import concilium.graphs; "
+         "print(concilium.graphs.__name__)"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "concilium.graphs", out.stderr
+
+
+def test_the_ground_floor_and_the_top_floor_are_different_folders() -> None:
+    assert PACKAGE_DIR["concilium"] != PACKAGE_DIR["concilium.cli"]
+    ground = {p.name for p in (ROOT / PACKAGE_DIR["concilium"]).glob("*.py")}
+    assert ground <= {"__init__.py", "__main__.py", "_errors.py"}, ground
+    assert all(len(p.read_text().splitlines()) <= 300 for p in (ROOT / "cli").glob("*.py"))

@@ -55,3 +55,16 @@ def test_readme_pattern_list_links_every_pattern_module_and_example() -> None:
     examples = [p.name for p in (ROOT / "examples").glob("*.yaml")]
     assert [m for m in modules if f"(graphs/patterns/{m})" not in readme] == []
     assert [e for e in examples if f"(examples/{e})" not in readme] == []
+
+
+def test_readme_layers_example_runs_from_the_checkout_root() -> None:
+    """Run as a newcomer does after cloning: plain ``python`` in the checkout (no -P),
+    which imports the installed package because no folder there is named concilium."""
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"<!-- layers: examples/layers.py -->\n```python\n(.*?)```", readme, re.S)
+    assert code is not None and code.group(1) == (ROOT / "examples" / "layers.py").read_text()
+    shown = re.search(r"<!-- layers-output -->\n```text\n(.*?)```", readme, re.S)
+    out = subprocess.run(
+        [sys.executable, "examples/layers.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert shown is not None and out.stdout == shown.group(1)

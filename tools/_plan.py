@@ -2,7 +2,7 @@
 and a JSON task list. Both become ``Task`` objects whose arguments may hold
 references to earlier tasks' results.
 
-Text format (``METHODS.md`` section 4)::
+Text format (``docs/methods.md#plan-and-execute``)::
 
     Thought: optional, applies to the next action
     1. search("Arthur's Magazine")

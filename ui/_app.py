@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, quote
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
-from ._binding import SharedBackend
+from concilium.app import Session
+
 from ._evals import EvalFolder, find_evals, item_record
 from ._history import RunHistory
 from ._render import EventLog, render_page
@@ -48,10 +49,10 @@ class _LiveRun:
         self.changed.set()
 
 
-async def _execute(live: _LiveRun, path: Path, backend: Any, history: RunHistory | None) -> None:
-    from concilium.agents import aclose
-    from concilium.graphs import run
-    from concilium.graphs.workflows import load_workflow
+async def _execute(
+    live: _LiveRun, path: Path, session: Session, history: RunHistory | None
+) -> None:
+    from concilium.app import load
 
     log = EventLog()
     log.events = live.record["events"]  # the page streams this list as it grows
@@ -61,12 +62,10 @@ async def _execute(live: _LiveRun, path: Path, backend: Any, history: RunHistory
         live.changed.set()
 
     try:
-        workflow = load_workflow(path)
-        async with backend.bind([workflow]) as (wf,):
-            try:
-                result = await run(wf.graph, live.record["question"], on_event=on_event)
-            finally:
-                await aclose()
+        # built for this run (the file may have been edited since the last one), bound
+        # to the UI's session: its engine or servers and connections outlive every run
+        workflow = load(path)
+        result = await session.run(workflow, live.record["question"], on_event=on_event)
         done = result.to_json()
         # a research run: the cited passages, read now while the store is at hand
         sources = await asyncio.to_thread(research_sources, done, path)
@@ -132,7 +131,7 @@ async def _sse(run: _LiveRun) -> AsyncIterator[bytes]:
 def add_ui(
     app: FastAPI,
     *,
-    backend: Any,
+    session: Session | None = None,
     state: str | Path | None = None,
     workflow_dirs: Sequence[str | Path] = (),
     prefix: str = "",
@@ -141,18 +140,19 @@ def add_ui(
 ) -> FastAPI:
     """Add the UI's pages to ``app`` under ``prefix`` (``concilium ui``, ``serve api --ui``).
 
-    ``eval_dirs``: ``concilium eval`` output folders (or folders of them) for the
-    Evaluation page.
+    ``session``: where runs started from the page go (``concilium.app.Session``; its
+    owner closes it); default: each model's own server. ``eval_dirs``: ``concilium
+    eval`` output folders (or folders of them) for the Evaluation page.
 
     Example:
         >>> from concilium.serving import create_app
-        >>> app = add_ui(create_app({}, bind=("127.0.0.1", 8000)), backend=None, prefix="/ui")
+        >>> app = add_ui(create_app({}, bind=("127.0.0.1", 8000)), prefix="/ui")
         >>> any(getattr(r, "path", "") == "/ui/history" for r in app.routes)
         True
     """
     history = RunHistory(state) if state else None
     workflows = find_workflows(workflow_dirs)
-    backend = SharedBackend.of(backend, workflows.values())
+    session = session or Session()
     evals = find_evals(eval_dirs)
 
     def page(mode: str, title: str, key: str, **context: Any) -> HTMLResponse:
@@ -166,7 +166,7 @@ def add_ui(
         return HTMLResponse(html, headers=headers)
 
     key_of = Depends(_key_guard(api_key))
-    _add_run_pages(app, workflows, backend, history, prefix=prefix, page=page, key_of=key_of)
+    _add_run_pages(app, workflows, session, history, prefix=prefix, page=page, key_of=key_of)
     _add_eval_pages(app, evals, prefix=prefix, page=page, key_of=key_of)
     return app
 
@@ -178,7 +178,7 @@ class _Page(Protocol):
 def _add_run_pages(
     app: FastAPI,
     workflows: dict[str, Path],
-    backend: SharedBackend | None,
+    session: Session,
     history: RunHistory | None,
     *,
     prefix: str,
@@ -221,7 +221,7 @@ def _add_run_pages(
             "result": None,
         }
         live[run_id] = _LiveRun(record)
-        task = asyncio.create_task(_execute(live[run_id], workflows[workflow], backend, history))
+        task = asyncio.create_task(_execute(live[run_id], workflows[workflow], session, history))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         return RedirectResponse(f"{prefix}/runs/{run_id}{_query(key)}", status_code=303)

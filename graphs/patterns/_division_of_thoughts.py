@@ -50,6 +50,7 @@ from concilium.graphs import (
     AnswerFormat,
     AnswerSpec,
     Builder,
+    DagNode,
     Graph,
     PatternOptions,
     PatternSpec,
@@ -58,10 +59,10 @@ from concilium.graphs import (
     Turn,
     ask,
     register_pattern,
+    run_dag,
     turn,
     user,
 )
-from concilium.graphs._executor import DagNode, run_dag
 from concilium.prompts import PromptLibrary
 
 Model = Literal["small", "large"]

@@ -37,6 +37,7 @@ from concilium.graphs import (
     START,
     AgentSlot,
     Builder,
+    DagNode,
     Graph,
     PatternSpec,
     Respondent,
@@ -45,10 +46,10 @@ from concilium.graphs import (
     ask,
     prompt_library,
     register_pattern,
+    run_dag,
     turn,
     user,
 )
-from concilium.graphs._executor import DagNode, run_dag
 from concilium.prompts import PromptLibrary
 
 UNPARSEABLE = 300.0

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from concilium import BudgetExceeded, GraphError, OutputParseError
-from concilium.agents import Agent
+from concilium.agents import Agent, ModelSpec, current_ledger
 from concilium.graphs import (
     END,
     START,
@@ -366,7 +366,8 @@ _PROVIDERS = ("hosted_vllm/", "openai/", "vllm/")
 
 def embedder_for(agent: Agent) -> Embedder:
     """An :data:`Embedder` over ``agent``'s model: its first ``api_base`` and its
-    name as the server knows it (the litellm provider prefix removed).
+    name as the server knows it (the litellm provider prefix removed). In a run of a
+    bound workflow the run's endpoints decide where, as for every model call.
 
     Example:
         >>> from concilium.agents import Agent, ModelSpec
@@ -374,17 +375,27 @@ def embedder_for(agent: Agent) -> Embedder:
         >>> callable(embedder_for(Agent("embedder", spec)))
         True
     """
-    base = agent.model.api_base
+    own = _embedder_at(agent.name, agent.model)  # no api_base fails here, at build time
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        endpoints = current_ledger().endpoints
+        if endpoints is None:
+            return await own(texts)
+        return await _embedder_at(agent.name, endpoints.resolve(agent.model))(texts)
+
+    return embed
+
+
+def _embedder_at(name: str, model: ModelSpec) -> Embedder:
+    base = model.api_base
     first = base if isinstance(base, str) or base is None else (base[0] if base else None)
     if first is None:
         raise GraphError(
-            f"research embedder {agent.name!r}: its model {agent.model.model!r} has no api_base; "
+            f"research embedder {name!r}: its model {model.model!r} has no api_base; "
             "give the URL of an OpenAI-compatible server with /v1/embeddings"
         )
-    name = agent.model.model
-    prefix = next((p for p in _PROVIDERS if name.startswith(p)), "")
-    served = name[len(prefix) :]
-    return openai_embedder(first, served, api_key=agent.model.api_key)
+    prefix = next((p for p in _PROVIDERS if model.model.startswith(p)), "")
+    return openai_embedder(first, model.model[len(prefix) :], api_key=model.api_key)
 
 
 def store_for(search: Tool) -> EvidenceStore:

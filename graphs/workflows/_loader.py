@@ -9,8 +9,8 @@ The pattern under ``workflow:`` is built by the function its module registered.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any

@@ -279,14 +279,17 @@ def load_yaml(text: str, file: str) -> tuple[Any, dict[Path, int]]:
 
 
 def line_of(data: Any, lines: dict[Path, int], loc: tuple[Any, ...]) -> int | None:
-    """The line of the deepest existing prefix of ``loc`` (pydantic error locations
-    contain union tags such as ``'debate'`` that are not in the data; skip them)."""
+    """The line of the deepest existing prefix of ``loc`` that has one (pydantic error
+    locations contain union tags such as ``'debate'`` that are not in the data; skip
+    them; a key an override added has no line, so its parent's is given)."""
     current = data
     path: Path = ()
+    found = lines.get(path)
     for part in loc:
         if (isinstance(current, dict) and part in current) or (
             isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
         ):
             current = current[part]
             path = (*path, part)
-    return lines.get(path)
+            found = lines.get(path, found)
+    return found

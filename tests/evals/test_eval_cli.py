@@ -111,3 +111,50 @@ def test_bad_set_path_names_the_key_and_the_fields(tmp_path: Path) -> None:
     result = _eval("sim", str(data), "--out", str(tmp_path / "o"), "--set", "workflw.samples=1,2")
     assert result.exit_code == 2
     assert "'workflw'" in result.output and "workflow" in result.output
+
+
+def _rows(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_a_sweep_runs_the_swept_values_on_the_simulated_backend(tmp_path: Path) -> None:
+    """``--set workflow.samples=1,3`` once ran the file's 8 samples for both rows."""
+    data, out = _data(tmp_path, 3), tmp_path / "out"
+    sc = str(WORKFLOWS / "sc.yaml")  # samples: 5 in the file
+    args = ["eval", str(data), sc, "--set", "workflow.samples=1,3", "--backend", "sim"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    drawn = {(r["method"], r["id"]): len(r["samples"]) for r in _rows(out)}
+    assert drawn == {
+        **{("self_consistency[samples=1]", f"q{i}"): 1 for i in range(3)},
+        **{("self_consistency[samples=3]", f"q{i}"): 3 for i in range(3)},
+    }
+
+
+async def test_a_sweep_sends_the_swept_values_to_a_backend_url(sim: Any, tmp_path: Path) -> None:
+    """Counted at the server: each item asks for 1 sample in one row and 3 in the other."""
+    data, out = _data(tmp_path, 3), tmp_path / "out"
+    sc = str(WORKFLOWS / "sc.yaml")
+    args = ["eval", str(data), sc, "--set", "workflow.samples=1,3", "--backend", sim.url]
+    result = await asyncio.to_thread(CliRunner().invoke, main, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    received = sorted(r["body"].get("n", 1) for r in await sim.requests())
+    assert received == [1, 1, 1, 3, 3, 3]
+
+
+def test_a_python_graph_and_a_yaml_workflow_in_one_eval(tmp_path: Path) -> None:
+    (tmp_path / "my_graphs.py").write_text(
+        "from concilium.agents import Agent, ModelSpec\n"
+        "from concilium.graphs.patterns import self_consistency\n"
+        "solver = Agent('solver', ModelSpec('hosted_vllm/m', api_base='http://127.0.0.1:9/v1'))\n"
+        "review = self_consistency(solver, samples=2, name='review')\n"
+    )
+    data, out = _data(tmp_path, 2), tmp_path / "out"
+    targets = [f"{tmp_path / 'my_graphs.py'}:review", str(WORKFLOWS / "debate.yaml")]
+    args = ["eval", str(data), *targets, "--backend", "sim", "--out", str(out), "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    methods = [m["method"] for m in json.loads(result.output)["methods"]]
+    assert methods == ["review", "debate"]
+    by_method = {r["method"]: r for r in _rows(out)}
+    assert len(by_method["review"]["samples"]) == 2 and not by_method["review"]["failed"]

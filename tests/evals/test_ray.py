@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from concilium.evals import EvalRecord, ItemResult, build_methods, evaluate, summarise
-from concilium.serving import Backend, Latency, Rule, SimConfig, SimServer, Statistical
+from concilium.app import Backend
+from concilium.evals import (
+    EvalRecord,
+    ItemResult,
+    build_methods,
+    evaluate,
+    parse_setting,
+    summarise,
+)
+from concilium.serving import Latency, Rule, SimConfig, SimServer, Statistical
 
 ray = pytest.importorskip("ray")
 
@@ -43,9 +51,9 @@ def _summary(rows: list[ItemResult], names: list[str]) -> list[dict[str, object]
 def test_ray_shards_merge_to_the_local_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from concilium.evals import evaluate_on_ray
 
-    # Ray workers put the driver's folder on sys.path: the repo root's concilium/
-    # folder would hide the installed package there
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # Ray workers put the driver's folder on sys.path
+    sweep = [parse_setting("workflow.samples=1,3")]
+    swept: list[int] = []
 
     async def both() -> tuple[list[ItemResult], list[ItemResult]]:
         async with SimServer(CONFIG, process=True) as sim:
@@ -56,11 +64,18 @@ def test_ray_shards_merge_to_the_local_run(tmp_path: Path, monkeypatch: pytest.M
                 sharded = await asyncio.to_thread(
                     evaluate_on_ray, RECORDS, FILES, [], backend, tmp_path / "ray", shards=2
                 )
+                await sim.reset()
+                # a sweep on the workers runs the swept values, counted at the server
+                await asyncio.to_thread(
+                    evaluate_on_ray, RECORDS[:3], FILES[1:], sweep, backend, tmp_path / "sweep"
+                )
+                swept.extend(r["body"].get("n", 1) for r in await sim.requests())
             finally:
                 ray.shutdown()
         return local, sharded
 
     local, sharded = asyncio.run(both())
+    assert sorted(swept) == [1, 1, 1, 3, 3, 3]
     assert [(r["method"], r["id"]) for r in sharded] == [(r["method"], r["id"]) for r in local]
     assert _stable(sharded) == _stable(local)
     assert {r["correct"] for r in local} == {True, False}  # the comparison can tell

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from concilium._errors import UserError
 from concilium.agents import SqliteCallRecord
+from concilium.app import Backend
 from concilium.evals import EvalRecord, build_methods, evaluate
-from concilium.graphs.workflows import Workflow
-from concilium.serving import Backend
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 RECORDS = [EvalRecord(id=f"q{i}", question=f"What is {i} + {i} * 3?", answer=str(4 * i)) for i in range(1, 9)]  # fmt: skip
@@ -72,28 +72,15 @@ async def test_model_error_marks_item_failed(tmp_path: Path) -> None:
     assert all(r["error"] and not r["correct"] for r in rows)
 
 
-@dataclass(frozen=True)
-class CountingBackend(Backend):
-    """A ``Backend`` that counts its binds (for ``local`` each would start the engine)."""
-
-    binds: list[int] = field(default_factory=list[int])
-
-    @contextlib.asynccontextmanager
-    async def bind(
-        self, workflows: Sequence[Workflow], *, reload: Any = None, log: Any = None
-    ) -> AsyncIterator[list[Workflow]]:
-        self.binds.append(len(workflows))
-        async with super().bind(workflows, log=log) as bound:
-            yield bound
-
-
-async def test_a_rerun_with_nothing_left_binds_no_backend(sim: Any, tmp_path: Path) -> None:
+async def test_a_rerun_with_nothing_left_binds_no_backend(
+    sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--backend local`` would start the embedded engine (most of a minute) to send no
+    call: here no engine is installed, so any bind would fail with the install hint."""
+    monkeypatch.setenv("CONCILIUM_ENGINE_HOME", str(tmp_path / "no-engine"))
     methods = build_methods([WORKFLOWS / "single.yaml"])
-    backend = CountingBackend("url", sim.url)
-    first = await evaluate(RECORDS[:3], methods, backend, tmp_path)
-    assert backend.binds == [1]
-    again = await evaluate(RECORDS[:3], methods, backend, tmp_path)
-    assert again == first
-    assert backend.binds == [1]  # every item was finished: nothing bound, no engine started
-    more = await evaluate(RECORDS[:4], methods, backend, tmp_path)  # one item left to run
-    assert backend.binds == [1, 1] and [r["id"] for r in more] == ["q1", "q2", "q3", "q4"]
+    first = await evaluate(RECORDS[:3], methods, Backend.parse(sim.url), tmp_path / "out")
+    again = await evaluate(RECORDS[:3], methods, Backend.parse("local"), tmp_path / "out")
+    assert again == first  # every item was finished: nothing bound, no engine started
+    with pytest.raises(UserError, match="concilium engine install"):  # one item left: it binds
+        await evaluate(RECORDS[:4], methods, Backend.parse("local"), tmp_path / "out")

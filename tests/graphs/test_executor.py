@@ -14,8 +14,7 @@ import pytest
 
 from concilium import BudgetExceeded, GraphError
 from concilium.agents import Budget, CallLedger, SqliteCallRecord, reset_ledger, use_ledger
-from concilium.graphs import Executor
-from concilium.graphs._executor import DagNode, run_dag
+from concilium.graphs import DagNode, Executor, run_dag
 from concilium.tools import PlanParser, Task, Tool, ToolError, ToolRegistry, parse_plan
 
 

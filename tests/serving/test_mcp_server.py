@@ -19,10 +19,9 @@ mcp = pytest.importorskip("mcp")
 
 from mcp import Client, MCPError, StdioServerParameters  # noqa: E402
 
-from concilium.agents import aclose  # noqa: E402
-from concilium.graphs import run  # noqa: E402
+from concilium.app import Session, load  # noqa: E402
 from concilium.graphs.workflows import load_workflow  # noqa: E402
-from concilium.serving import Backend, check_bind  # noqa: E402
+from concilium.serving import check_bind  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEBATE = str(REPO / "examples" / "debate.yaml")
@@ -31,11 +30,8 @@ SERVE = [sys.executable, "-P", "-m", "concilium", "serve", "mcp", DEBATE, "--bac
 
 
 async def direct_answer(question: str) -> tuple[str | None, int]:
-    async with Backend.parse("sim").bind([load_workflow(DEBATE)]) as (wf,):
-        try:
-            result = await run(wf.graph, question, budget=wf.budget)
-        finally:
-            await aclose()
+    async with Session("sim") as session:
+        result = await session.run(load(DEBATE), question)
     return result.answer, result.calls
 
 

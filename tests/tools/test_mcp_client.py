@@ -16,10 +16,9 @@ import pytest
 pytest.importorskip("mcp")
 
 from concilium._errors import WorkflowError
-from concilium.agents import aclose
-from concilium.graphs import Event, run
+from concilium.app import Session
+from concilium.graphs import Event
 from concilium.graphs.workflows import load_workflow
-from concilium.serving import Backend
 from concilium.tools import McpServer, mcp_tools
 
 SERVER = '''
@@ -86,11 +85,8 @@ def test_tools_carry_the_servers_hints(tmp_path: Path) -> None:
 async def test_react_calls_the_mcp_tool_and_reads_its_result(workflow_file: Path) -> None:
     workflow = load_workflow(workflow_file)
     events: list[Event] = []
-    async with Backend.parse("sim").bind([workflow]) as (wf,):
-        try:
-            result = await run(wf.graph, "What is stored under alpha?", on_event=events.append)
-        finally:
-            await aclose()
+    async with Session("sim") as session:
+        result = await session.run(workflow, "What is stored under alpha?", on_event=events.append)
     tool_events = [e for e in events if e["type"] == "tool"]
     assert [(e["tool"], e["status"]) for e in tool_events] == [("lookup", "ok")]
     assert result.tool_calls == 1

@@ -18,7 +18,8 @@ async def ui_url(sim: Any, tmp_path: Path) -> AsyncIterator[str]:
     """Base URL of ``concilium ui`` with a state file under ``tmp_path``."""
     import uvicorn
 
-    from concilium.serving import Backend, create_app
+    from concilium.app import Session
+    from concilium.serving import create_app
     from concilium.ui import add_ui
 
     sock = socket.socket()
@@ -26,7 +27,7 @@ async def ui_url(sim: Any, tmp_path: Path) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     app = add_ui(
         create_app({}, bind=("127.0.0.1", port)),
-        backend=Backend.parse(sim.url),
+        session=Session(sim.url),
         state=tmp_path / "run.db",
     )
     ready = asyncio.Event()
@@ -84,9 +85,7 @@ async def eval_url(eval_dir: Path, tmp_path: Path) -> AsyncIterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = add_ui(
-        create_app({}, bind=("127.0.0.1", port)), backend=None, eval_dirs=[eval_dir.parent]
-    )
+    app = add_ui(create_app({}, bind=("127.0.0.1", port)), eval_dirs=[eval_dir.parent])
     ready = asyncio.Event()
 
     class Server(uvicorn.Server):

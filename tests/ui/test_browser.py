@@ -309,14 +309,15 @@ async def test_a_research_run_shows_its_report_with_citations_that_open_passages
     serve: Any, tmp_path: Path
 ) -> None:
     _need_browser()
-    from concilium.serving import Backend, create_app
+    from concilium.app import Session
+    from concilium.serving import create_app
     from concilium.ui import RunHistory, add_ui
 
     flows = _research_flows(tmp_path)
     url = await serve(
         lambda port: add_ui(
             create_app({}, bind=("127.0.0.1", port)),
-            backend=Backend.parse("sim"),  # each run on the simulated server its file describes
+            session=Session("sim"),  # each run on the simulated server its file describes
             state=tmp_path / "run.db",
             workflow_dirs=[flows],
         )
@@ -364,14 +365,15 @@ async def test_beyond_loopback_the_key_in_the_address_carries_through_a_run(
     sim: Any, serve: Any, tmp_path: Path
 ) -> None:
     _need_browser()
-    from concilium.serving import Backend, create_app
+    from concilium.app import Session
+    from concilium.serving import create_app
     from concilium.ui import RunHistory, add_ui
 
     key = "a-long-enough-key/with+odd&chars"
     url = await serve(
         lambda port: add_ui(
             create_app({}, api_key=key, bind=("127.0.0.1", port)),
-            backend=Backend.parse(sim.url),
+            session=Session(sim.url),
             state=tmp_path / "run.db",
             api_key=key,
         )

@@ -200,7 +200,8 @@ async def test_a_failed_run_is_kept_in_history_with_its_error(tmp_path) -> None:
 
     import httpx
 
-    from concilium.serving import Backend, create_app
+    from concilium.app import Session
+    from concilium.serving import create_app
     from concilium.ui import RunHistory, add_ui
 
     with socket.socket() as closed:  # a port nobody listens on: every call fails
@@ -208,7 +209,7 @@ async def test_a_failed_run_is_kept_in_history_with_its_error(tmp_path) -> None:
         dead = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
     app = add_ui(
         create_app({}, bind=("127.0.0.1", 8090)),
-        backend=Backend.parse(dead),
+        session=Session(dead),
         state=tmp_path / "run.db",
     )
     transport = httpx.ASGITransport(app=app)

@@ -23,7 +23,8 @@ async def keyed_url(sim: Any, tmp_path: Path) -> AsyncIterator[str]:
     """The UI on a real uvicorn server, as ``concilium ui --api-key`` serves it."""
     import uvicorn
 
-    from concilium.serving import Backend, create_app
+    from concilium.app import Session
+    from concilium.serving import create_app
     from concilium.ui import add_ui
 
     sock = socket.socket()
@@ -31,7 +32,7 @@ async def keyed_url(sim: Any, tmp_path: Path) -> AsyncIterator[str]:
     port = sock.getsockname()[1]
     app = add_ui(
         create_app({}, api_key=KEY, bind=("127.0.0.1", port)),
-        backend=Backend.parse(sim.url),
+        session=Session(sim.url),
         state=tmp_path / "run.db",
         api_key=KEY,
     )

@@ -174,10 +174,3 @@ _SMALLER = {"tokens": "lower the agents' max_tokens or the number of samples"}
 
 class ServerError(RunError):
     """A server concilium started (simulated or real engine) failed or did not get ready."""
-
-
-def echo_err(message: str) -> None:
-    """Print ``message`` on stderr with its control characters escaped (see ``escape_controls``)."""
-    import click
-
-    click.echo(escape_controls(message), err=True)

@@ -10,45 +10,37 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
+
+from ._common import backend_option, echo_err, guard, otlp_option, tracing
+
+if TYPE_CHECKING:
+    from concilium.app import Backend
+    from concilium.graphs import RunResult
+    from concilium.graphs.workflows import Workflow
 
 __all__ = ["research_command"]
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "research_assistant.yaml"
 
 
-def load_research_workflow(path: str | Path, folder: str | Path, api_base: Any = None) -> Any:
-    """The workflow file at ``path`` with ``tools.documents`` set to ``folder``."""
-    from concilium.graphs.workflows import ToolsSpec, build_workflow, parse_workflow
+def load_research_workflow(path: str | Path, folder: str | Path) -> Workflow:
+    """The workflow file at ``path``, built once with ``tools.documents`` set to
+    ``folder`` (named by the person running the command, so it may lie anywhere)."""
+    from concilium.app import load
 
-    text = Path(path).read_text("utf-8")
-    spec, data, lines = parse_workflow(text, str(path))
     real = Path(folder).resolve()
-    tools = (spec.tools or ToolsSpec()).model_copy(update={"documents": str(real)})
-    spec = spec.model_copy(update={"tools": tools})
-    return build_workflow(
-        spec, file=str(path), lines=lines, data=data, api_base=api_base, base_dir=real.parent
-    )
+    return load(path, overrides={"tools.documents": str(real)}, base_dir=real.parent)
 
 
-async def _research(workflow: str, folder: str, question: str, backend: Any) -> Any:
-    from concilium.agents import aclose
-    from concilium.graphs import run
-
-    from ._errors import echo_err
+async def _research(workflow: str, folder: str, question: str, backend: Backend) -> RunResult:
+    from concilium.app import Session
 
     loaded = load_research_workflow(workflow, folder)
-
-    def reload(path: str, api_base: Any) -> Any:
-        return load_research_workflow(path, folder, api_base)
-
-    async with backend.bind([loaded], reload=reload, log=echo_err) as (wf,):
-        try:
-            return await run(wf.graph, question, budget=wf.budget)
-        finally:
-            await aclose()
+    async with Session(backend, log=echo_err) as session:
+        return await session.run(loaded, question)
 
 
 @click.command("research")
@@ -56,22 +48,22 @@ async def _research(workflow: str, folder: str, question: str, backend: Any) -> 
 @click.argument("question")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the Markdown report here.")
 @click.option("--json", "as_json", is_flag=True, help="Print claims, citations, verdicts, calls and tokens as JSON.")  # fmt: skip
-@click.option("--backend", "-b", help="sim (simulated server), local (embedded engine), or a URL.")
+@backend_option
 @click.option("--workflow", type=click.Path(exists=True, dir_okay=False), default=str(EXAMPLE), show_default=True, help="A workflow file of kind research.")  # fmt: skip
+@otlp_option
+@guard()
 def research_command(
-    folder: str, question: str, out: str | None, as_json: bool, backend: str | None, workflow: str
+    folder: str,
+    question: str,
+    out: str | None,
+    as_json: bool,
+    backend: Backend,
+    workflow: str,
+    otlp_endpoint: str | None,
 ) -> None:
     """Research FOLDER's documents on QUESTION and print a cited, checked report."""
-    from concilium._errors import ConciliumError, UserError, escape_controls
-    from concilium.serving import Backend
-
-    try:
-        chosen = Backend.parse(backend)
-        result = asyncio.run(_research(workflow, folder, question, chosen))
-    except UserError as exc:
-        raise click.UsageError(escape_controls(str(exc))) from None
-    except ConciliumError as exc:
-        raise click.ClickException(escape_controls(str(exc))) from None
+    with tracing(otlp_endpoint):
+        result = asyncio.run(_research(workflow, folder, question, backend))
     report = result.answer or ""
     if out:
         Path(out).write_text(report + "\n", "utf-8")
@@ -102,6 +94,6 @@ def research_command(
         }
         click.echo(json.dumps(payload, ensure_ascii=False))
         return
-    if chosen.notice:
-        click.echo(chosen.notice)
+    if backend.notice:
+        click.echo(backend.notice)
     click.echo(report)

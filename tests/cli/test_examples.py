@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from concilium._progress import Progress
 from concilium.cli import main
+from concilium.cli._progress import Progress
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LONG_TEXT = (
     " ".join(f"Fact {i} about the lighthouse is recorded here." for i in range(20))
     + "\nQuestion: when was it built?"

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from ._common import backend_option, guard, otlp_option, tracing
+
+if TYPE_CHECKING:
+    from concilium.app import Backend
 
 __all__ = ["eval_command"]
 
 
 @click.command("eval")
 @click.argument("data", type=click.Path(dir_okay=False))
-@click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("workflows", nargs=-1, required=True, metavar="WORKFLOW...")
 @click.option(
     "--set",
     "settings",
@@ -22,7 +27,7 @@ __all__ = ["eval_command"]
     metavar="KEY=V1,V2",
     help="Sweep a workflow field, e.g. workflow.samples=1,4,16 (repeatable: a grid).",
 )
-@click.option("--backend", "-b", help="sim (simulated server), local (embedded engine), or a URL.")
+@backend_option
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Results folder."
 )
@@ -48,11 +53,13 @@ __all__ = ["eval_command"]
 @click.option(
     "--report", type=click.Path(dir_okay=False), help="Also write the results as one HTML file."
 )
+@otlp_option
+@guard(failed="eval failed", interrupted="interrupted (rerun with the same --out to resume)")
 def eval_command(
     data: str,
     workflows: tuple[str, ...],
     settings: tuple[str, ...],
-    backend: str | None,
+    backend: Backend,
     out_dir: str,
     scorer: str | None,
     limit: int | None,
@@ -60,36 +67,26 @@ def eval_command(
     ray_address: str | None,
     as_json: bool,
     report: str | None = None,
+    otlp_endpoint: str | None = None,
 ) -> None:
     """Run each WORKFLOW on every item of DATA (.jsonl or .parquet) and compare them.
 
     Rerun with the same --out to resume: finished items and calls are not repeated.
     """
-    from concilium._errors import ConciliumError, UserError, escape_controls
-
-    try:
+    with tracing(otlp_endpoint):
         _eval(data, workflows, settings, backend, out_dir, scorer, limit, concurrency, as_json,
               ray_address)  # fmt: skip
-        if report:  # the same view as concilium ui --evals, self-contained
-            from concilium.ui import render_eval_report
+    if report:  # the same view as concilium ui --evals, self-contained
+        from concilium.ui import render_eval_report
 
-            Path(report).write_text(render_eval_report(out_dir), encoding="utf-8")
-    except UserError as exc:
-        click.echo(f"error: {escape_controls(str(exc))}", err=True)
-        sys.exit(2)
-    except ConciliumError as exc:
-        click.echo(f"eval failed: {escape_controls(str(exc))}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted (rerun with the same --out to resume)", err=True)
-        sys.exit(130)
+        Path(report).write_text(render_eval_report(out_dir), encoding="utf-8")
 
 
 def _eval(
     data: str,
     workflows: tuple[str, ...],
     settings: tuple[str, ...],
-    backend_text: str | None,
+    backend: Backend,
     out_dir: str,
     scorer_name: str | None,
     limit: int | None,
@@ -108,9 +105,7 @@ def _eval(
         summarise,
         write_summary,
     )
-    from concilium.serving import Backend
 
-    backend = Backend.parse(backend_text)
     records = load_records(data)[:limit] if limit else load_records(data)
     scorer = (
         scorer_from_name(scorer_name)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TextIO, cast
 
-from ._errors import escape_controls
+from concilium._errors import escape_controls
 
 __all__ = ["Progress", "render_result"]
 

@@ -1,0 +1,37 @@
+"""The application layer: build a workflow once, bind it to a backend in memory, run it.
+
+Every front-end (the command line, the UI, ``concilium eval``, the API and MCP
+servers, the benchmarks) and every Python user take the same three steps::
+
+    workflow source  (a YAML file, a spec or a Python graph, plus dotted overrides)
+       -> load      built once: parsed, validated, agents and graph made in memory
+       -> Session   owns the backend's servers or engine, binds the built workflow
+                    to them in memory (a file is never read again), runs it, closes
+
+Example:
+    >>> import asyncio
+    >>> from concilium.app import Session, load
+    >>> workflow = load("examples/self_consistency.yaml", overrides={"workflow.samples": 3})
+    >>> async def main():
+    ...     async with Session("sim") as session:
+    ...         return (await session.run(workflow, "What is 6 * 7?")).calls
+    >>> asyncio.run(main())
+    1
+"""
+
+from ._backend import Backend
+from ._listen import Listener
+from ._session import Session
+from ._source import Override, load, parse_override
+
+__all__ = [
+    # building a workflow once
+    "load",
+    "Override",
+    "parse_override",
+    # where its calls go, and the runs
+    "Backend",
+    "Session",
+    # serving an app on a socket
+    "Listener",
+]

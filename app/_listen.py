@@ -1,0 +1,78 @@
+"""Serving an ASGI app on a socket: the one start-up path of ``serve api``, ``serve mcp
+--transport http`` and ``ui``.
+
+The socket is bound first, so the app can be told its real address (port 0 picks a
+free one) and a port in use is a clear error before anything starts; the ready line
+is printed only once the socket listens, so a client that waits for it can connect.
+
+Example:
+    >>> listener = Listener.bind("127.0.0.1", 0)
+    >>> listener.port > 0, listener.url("/v1").startswith("http://127.0.0.1:")
+    (True, True)
+    >>> listener.close()
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any, Literal
+
+from concilium._errors import UserError
+
+__all__ = ["Listener"]
+
+
+class Listener:
+    """A bound TCP socket and the uvicorn server that serves an app on it."""
+
+    def __init__(self, sock: socket.socket, host: str) -> None:
+        self.sock = sock
+        self.host = host
+        self.port: int = sock.getsockname()[1]
+
+    @classmethod
+    def bind(cls, host: str, port: int) -> Listener:
+        """Bind ``host:port`` (``0``: a free port).
+
+        Raises:
+            UserError: the address cannot be bound (in use, not this machine's).
+        """
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise UserError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port, "
+                "or 0 for a free one"
+            ) from None
+        return cls(sock, host)
+
+    def url(self, path: str = "/") -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}{path}"
+
+    async def serve(
+        self,
+        app: Any,
+        *,
+        ready: str,
+        say: Callable[[str], None],
+        lifespan: Literal["on", "off", "auto"] = "off",
+    ) -> None:
+        """Serve ``app`` until stopped (Ctrl-C); ``say(ready)`` once the socket listens."""
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets=sockets)
+                if not self.should_exit:  # the socket listens now: clients may connect
+                    say(ready)
+
+        config = uvicorn.Config(app, log_level="warning", lifespan=lifespan)
+        await Server(config).serve(sockets=[self.sock])
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,185 @@
+"""``concilium bench ...``: benchmarks that print ratios measured side by side in one run."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import guard
+
+__all__ = ["bench"]
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks that print ratios measured side by side in one run."""
+
+
+@bench.command("fanout")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option("--sizes", default="1,4,16,64,256", show_default=True, help="Fan-out widths.")
+@click.option("--latency", default=0.2, show_default=True, type=float, help="Server latency (s).")
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Median of this many.",
+)
+@guard()
+def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int) -> None:
+    """Wall time of N concurrent agent calls: concilium vs raw aiohttp, litellm, LangGraph, a loop."""
+    from concilium.bench import fanout
+
+    try:
+        widths = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{sizes!r} is not a comma-separated list of integers", param_hint="--sizes"
+        ) from None
+    fanout.main(widths, latency=latency, repeats=repeats, json_file=json_file)
+
+
+@bench.command("patterns")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--latency",
+    default=0.2,
+    show_default=True,
+    type=float,
+    help="Server latency (s) for the MoA run.",
+)
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Median of this many.",
+)
+@click.option(
+    "--fixed-n",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Self-consistency's N.",
+)
+@guard()
+def bench_patterns(json_file: str | None, latency: float, repeats: int, fixed_n: int) -> None:
+    """MoA layers run concurrently vs a sequential loop; adaptive vs fixed-N consistency."""
+    from concilium.bench import patterns
+
+    patterns.main(latency=latency, repeats=repeats, fixed_n=fixed_n, json_file=json_file)
+
+
+@bench.command("dag")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Median of this many.",
+)
+@guard()
+def bench_dag(json_file: str | None, repeats: int) -> None:
+    """The DAG executor vs a superstep executor and ReAct, on four DAG shapes."""
+    from concilium.bench import dag
+
+    dag.main(repeats=repeats, json_file=json_file)
+
+
+@bench.command("cluster")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--requests",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Requests per run.",
+)
+@guard()
+def bench_cluster(json_file: str | None, requests: int) -> None:
+    """Throughput of 1, 2, 4 replicas; prefix-cache hits with affinity vs round robin."""
+    from concilium.bench import cluster
+
+    cluster.main(requests=requests, json_file=json_file)
+
+
+@bench.command("faults")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--runs", default=100, show_default=True, type=click.IntRange(min=1), help="Debates to run."
+)
+@click.option(
+    "--latency",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(min=0.001, max=60),
+    help="Server latency (s).",
+)
+@guard()
+def bench_faults(json_file: str | None, runs: int, latency: float) -> None:
+    """Runs completed, requests over the minimum and the slowest run under 503s, 429s and hangs."""
+    from concilium.bench import faults
+
+    faults.main(runs=runs, latency=latency, json_file=json_file)
+
+
+@bench.command("eval")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option(
+    "--items", default=200, show_default=True, type=click.IntRange(min=1), help="Items to evaluate."
+)
+@guard()
+def bench_eval(json_file: str | None, items: int) -> None:
+    """Items/s of concilium eval as a fraction of a capacity-limited server's, vs a loop and all at once."""
+    from concilium.bench import eval as eval_bench
+
+    eval_bench.main(items=items, json_file=json_file)
+
+
+@bench.command("research")
+@click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+@click.option("--backend", "-b", default="sim", show_default=True, help="sim (simulated server), local (embedded engine), or a URL.")  # fmt: skip
+@click.option(
+    "--questions",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Questions to ask.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="The synthetic corpus's seed.")
+@click.option("--workflow", type=click.Path(dir_okay=False), help="A research workflow file (default: examples/research_assistant.yaml; examples/base_research.yaml for a base model).")  # fmt: skip
+@guard()
+def bench_research(json_file: str | None, backend: str, questions: int, seed: int, workflow: str | None) -> None:  # fmt: skip
+    """The research assistant vs one retrieval + one answer: recall, citations, calls, tokens."""
+    from concilium.bench import research
+
+    research.main(backend=backend, questions=questions, seed=seed, json_file=json_file, workflow=workflow)  # fmt: skip
+
+
+@bench.command("overlap")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")  # fmt: skip
+@click.option("--tasks", default=5, show_default=True, type=click.IntRange(min=1), help="Runs of the task per mode.")  # fmt: skip
+@click.option("--tool-latency", default=0.3, show_default=True, type=click.FloatRange(min=0, max=60), help="The tool's latency (s).")  # fmt: skip
+@click.option("--per-token", default=0.01, show_default=True, type=click.FloatRange(min=0, max=1), help="Streaming latency per token (s).")  # fmt: skip
+@click.option("--tokens", default=40, show_default=True, type=click.IntRange(min=0, max=2000), help="Tokens decoded after the call.")  # fmt: skip
+@guard()
+def bench_overlap(json_file: str | None, tasks: int, tool_latency: float, per_token: float, tokens: int) -> None:  # fmt: skip
+    """Overlapped tool calls vs run-then-resume on the simulated server: wall time, overlap."""
+    from concilium.bench import overlap
+
+    overlap.main(tasks=tasks, tool_latency=tool_latency, per_token=per_token, tokens=tokens, json_file=json_file)  # fmt: skip

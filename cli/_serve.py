@@ -1,0 +1,277 @@
+"""``concilium serve sim | local | api | vllm | mcp``: servers that run until Ctrl-C.
+
+``serve api`` builds each workflow once, binds it to ``--backend`` through one
+``concilium.app.Session`` (which owns the engine or simulated servers) and serves it
+as an OpenAI-compatible model; ``--ui`` adds the web UI on the same session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ._common import (
+    api_key_option,
+    backend_option,
+    echo_err,
+    guard,
+    otlp_option,
+    tracing,
+    until_signal,
+)
+from ._mcp import serve_mcp
+
+if TYPE_CHECKING:
+    from concilium.app import Backend
+
+__all__ = ["serve"]
+
+
+@click.group()
+def serve() -> None:
+    """Start servers: the simulated one (a test double), the embedded engine, workflows."""
+
+
+@serve.command("sim")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="0 picks a free port.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="SimConfig as YAML or JSON.",
+)
+@click.option("--config-json", help="SimConfig as a JSON string.")
+@click.option("--latency", type=click.FloatRange(0, 3600), help="Fixed seconds per request.")
+@click.option("--accuracy", type=click.FloatRange(0, 1), help="Chance of a right answer.")
+@click.option("--seed", type=int, help="Seed of the simulated answers.")
+@guard()
+def serve_sim(
+    host: str,
+    port: int,
+    config_file: str | None,
+    config_json: str | None,
+    latency: float | None,
+    accuracy: float | None,
+    seed: int | None,
+) -> None:
+    """Run the simulated OpenAI/vLLM server (a test double, not a model)."""
+    from pydantic import ValidationError
+
+    from concilium._errors import UserError
+    from concilium.graphs.workflows import load_yaml, read_workflow_text
+    from concilium.serving import SimConfig, serve_forever
+
+    raw: dict[str, Any] = {}
+    try:
+        # bounded like a workflow file: a FIFO or an alias bomb is an error, not a hang
+        if config_file:
+            raw = load_yaml(read_workflow_text(config_file, config_file), config_file)[0] or {}
+        elif config_json:
+            raw = json.loads(config_json)
+        config = SimConfig.model_validate(raw)
+    except (ValidationError, ValueError) as exc:
+        raise UserError(f"invalid simulated-server config: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"{config_file}: cannot read it: {exc.strerror or exc}") from None
+    if latency is not None:
+        config.latency.fixed = latency
+    if accuracy is not None:
+        config.statistical.accuracy = accuracy
+    if seed is not None:
+        config.seed = seed
+    asyncio.run(serve_forever(config, host, port))
+
+
+@serve.command("local")
+@click.option(
+    "--replicas",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Servers, one per group of cores.",
+)
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="First port; 0 picks free ports.",
+)
+@click.option(
+    "--deadline", default=300.0, show_default=True, type=float, help="Seconds to wait for /health."
+)
+@guard()
+def serve_local(replicas: int, port: int, deadline: float) -> None:
+    """Run the embedded engine (vLLM CPU build, Gemma 3 270M base) until Ctrl-C."""
+    from concilium.serving import ENGINE_MODEL, local_engine
+
+    async def go() -> None:
+        async with local_engine(replicas, port=port, deadline=deadline, log=click.echo) as engine:
+            click.echo(f"model {ENGINE_MODEL!r}, api_base {' '.join(engine.urls)}")
+            click.echo("press Ctrl-C to stop")
+            await until_signal()
+
+    asyncio.run(go())
+
+
+@serve.command("api")
+@click.argument("workflows", nargs=-1, required=True, metavar="WORKFLOW...")
+@backend_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback needs --api-key).")  # fmt: skip
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")  # fmt: skip
+@api_key_option
+@click.option("--max-body", default=1024 * 1024, show_default=True, type=click.IntRange(min=1024), help="Largest request body in bytes (413 beyond).")  # fmt: skip
+@otlp_option
+@click.option("--ui", "with_ui", is_flag=True, help="Also serve the web UI at /ui/.")
+@guard()
+def serve_api(
+    workflows: tuple[str, ...],
+    backend: Backend,
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_body: int,
+    otlp_endpoint: str | None,
+    with_ui: bool = False,
+) -> None:
+    """Serve WORKFLOWS (YAML files or app.py:graph) as OpenAI-compatible models."""
+    from concilium.serving import check_bind
+
+    check_bind(host, api_key)
+    with tracing(otlp_endpoint):
+        asyncio.run(_serve_api(workflows, backend, host, port, api_key, max_body, with_ui))
+
+
+async def _serve_api(
+    targets: tuple[str, ...],
+    backend: Backend,
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_body: int,
+    with_ui: bool = False,
+) -> None:
+    from concilium.app import Listener, Session
+    from concilium.serving import create_app
+
+    workflows = load_named(targets)
+    listener = Listener.bind(host, port)
+    async with Session(backend, log=echo_err) as session:
+        bound = {wf.name: await session.bind(wf) for wf in workflows}
+        app = create_app(bound, api_key=api_key, bind=(host, listener.port), max_body=max_body)
+        if with_ui:  # the UI's runs go to the same session: one engine, not a second
+            from concilium.ui import add_ui
+
+            add_ui(app, session=session, workflow_dirs=targets, prefix="/ui", api_key=api_key)
+        if backend.notice:
+            click.echo(backend.notice, err=True)
+        ready = f"serving {sorted(bound)} at {listener.url('/v1')}"
+        await listener.serve(app, ready=ready, say=echo_err)
+
+
+def load_named(targets: tuple[str, ...]) -> list[Any]:
+    """Build each target once; two workflows with one name are refused (a served
+    model or tool is named after its workflow)."""
+    from concilium._errors import UserError
+    from concilium.app import load
+
+    workflows = [load(target) for target in targets]
+    seen: dict[str, str] = {}
+    for target, wf in zip(targets, workflows, strict=True):
+        if wf.name in seen:
+            raise UserError(
+                f"two workflows are named {wf.name!r} ({seen[wf.name]} and {target}); "
+                "give each a different name:"
+            )
+        seen[wf.name] = target
+    return workflows
+
+
+@serve.command("vllm")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="Cluster spec YAML (models: [...]).",
+)
+@click.option("--model", help="Hugging Face id or folder (instead of --config).")
+@click.option("--name", help="Served model name (default: the model's last path part).")
+@click.option("--gpus", default="", help="GPU indices, e.g. 0,1,2,3.")
+@click.option(
+    "--tp",
+    "tensor_parallel_size",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="GPUs per replica.",
+)
+@click.option("--replicas", type=click.IntRange(min=1), help="Default: one per GPU group.")
+@click.option("--max-model-len", type=click.IntRange(min=1))
+@click.option("--server", type=click.Choice(["vllm", "engine", "sim"]), default="vllm", show_default=True,
+              help="engine: the embedded CPU engine; sim: the simulated server (a test double).")  # fmt: skip
+@click.option("--tool-call-parser", help="Default: from the model family.")
+@click.option("--chat-template", help="A chat template file for the server.")
+@click.option("--speculative-config", help="JSON passed to vLLM's --speculative-config.")
+@click.option("--extra", multiple=True, help="An extra vllm serve argument (repeatable).")
+@click.option(
+    "--port",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="First port; 0 picks free ports.",
+)
+@click.option(
+    "--pool-file",
+    default="cluster-pool.yaml",
+    show_default=True,
+    help="Where to write the models: section.",
+)
+@click.option("--deadline", type=float, help="Seconds for every replica to answer /health.")
+@guard()
+def serve_vllm(
+    config_file: str | None, model: str | None, name: str | None, gpus: str, **options: Any
+) -> None:
+    """Start a local cluster of vLLM servers, one per GPU group, until Ctrl-C."""
+    from concilium._errors import UserError
+    from concilium.serving import ClusterSpec, launch_cluster, load_cluster_spec
+
+    pool_file, deadline = options.pop("pool_file"), options.pop("deadline")
+    if config_file:
+        spec = load_cluster_spec(config_file)
+    elif model:
+        try:
+            gpu_list = [int(g) for g in gpus.split(",") if g.strip()]
+        except ValueError:
+            raise click.BadParameter(
+                f"{gpus!r} is not a comma-separated list of GPU indices", param_hint="--gpus"
+            ) from None
+        spec_json = options.pop("speculative_config")
+        deployment = {"name": name or model.rstrip("/").rsplit("/", 1)[-1], "model": model, "gpus": gpu_list,
+                      "extra_args": list(options.pop("extra")),
+                      "speculative_config": json.loads(spec_json) if spec_json else None,
+                      **{k: v for k, v in options.items() if v is not None}}  # fmt: skip
+        spec = ClusterSpec.model_validate({"models": [deployment]})
+    else:
+        raise UserError("give --config CLUSTER.yaml, or --model MODEL (with --gpus, --tp, ...)")
+    if deadline:
+        spec.deadline = deadline
+
+    async def go() -> None:
+        async with launch_cluster(spec, pool_file=pool_file, log=lambda m: click.echo(m, err=True)):
+            click.echo("cluster ready; press Ctrl-C to stop", err=True)
+            await until_signal()
+
+    asyncio.run(go())
+
+
+serve.add_command(serve_mcp)
