@@ -5,7 +5,6 @@ five agents.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import time
@@ -20,6 +19,7 @@ from concilium._errors import OutputParseError
 from . import _wire
 from ._ledger import current_ledger
 from ._model import ModelSpec
+from ._task_group import task_group
 from ._tracing import agent_span
 from ._types import Completion, Message, TokenLogprob, Usage
 
@@ -208,7 +208,8 @@ class Agent:
 
         ``key`` names this call in the run's record so a resumed run replays it;
         patterns pass stable keys, ad-hoc calls get a counter. When the model cannot
-        return ``n`` samples in one request, ``n`` concurrent requests are sent.
+        return ``n`` samples in one request, ``n`` concurrent requests are sent; the
+        first that fails cancels the others and is raised as itself.
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -220,13 +221,15 @@ class Agent:
         with agent_span(self.name):
             if n == 1 or self.model.capabilities.n:
                 completions = [await self._call(msgs, n, key, overrides, on_text)]
-            else:
-                completions = await asyncio.gather(
-                    *(
-                        self._call(msgs, 1, f"{key}#{i}", self._seeded(overrides, i))
+            else:  # n requests; the first failure cancels the others (their HTTP included)
+                async with task_group() as group:
+                    tasks = [
+                        group.create_task(
+                            self._call(msgs, 1, f"{key}#{i}", self._seeded(overrides, i))
+                        )
                         for i in range(n)
-                    )
-                )
+                    ]
+                completions = [task.result() for task in tasks]
             reply = self._reply(completions, time.perf_counter() - started)
             if self.output is not None:
                 reply = await self._parse(reply, msgs, key, overrides)

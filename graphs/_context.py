@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
 
 from concilium.agents import CallLedger, current_ledger
+from concilium.agents._task_group import task_group
 
 from ._events import Event
 
@@ -183,27 +184,6 @@ def node_scope(*names: str) -> Iterator[None]:
         _path.reset(token)
 
 
-@asynccontextmanager
-async def task_group() -> AsyncIterator[asyncio.TaskGroup]:
-    """``RunContext.task_group``: an ``asyncio.TaskGroup`` whose failure is raised as
-    the first exception itself (later ones added to it as a note). A failure of the
-    block counts as the first: the tasks' errors can only come after it, raised
-    while they were being cancelled."""
-    raised: list[BaseException] = []
-    try:
-        async with asyncio.TaskGroup() as group:
-            try:
-                yield group
-            except BaseException as exc:
-                raised.append(exc)
-                raise
-    except BaseExceptionGroup as failed:
-        first = _first_failure(failed, raised[0] if raised else None)
-    else:
-        return
-    raise first
-
-
 async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
     """Run the awaitables as tasks of one ``task_group``; the results in order. On
     failure the group cancels the rest and waits for them to finish; then the first
@@ -261,27 +241,5 @@ def _collect(
     return False
 
 
-def _first_failure(
-    failed: BaseExceptionGroup[BaseException], cause: BaseException | None = None
-) -> BaseException:
-    """The first exception raised, or ``cause`` when the group holds it (later ones,
-    raised while the siblings were being cancelled, are added to it as a note)."""
-    leaves = _leaves(failed)
-    # TaskGroup lists errors in the order the tasks failed: the first is the cause
-    first = next((e for e in leaves if e is cause), leaves[0])
-    others = [e for e in leaves if e is not first]
-    if others:
-        first.add_note(f"(and {len(others)} more failures in the same task group: "
-                       f"{'; '.join(f'{type(e).__name__}: {e}' for e in others[:3])})")  # fmt: skip
-    return first
-
-
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out

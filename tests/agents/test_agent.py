@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from concilium import BudgetExceeded, ModelCallError, OutputParseError
@@ -54,6 +56,34 @@ async def test_n_samples_without_server_support_become_concurrent_seeded_request
     assert sorted(reply.texts) == ["sample 0", "sample 1", "sample 2"]
     assert sorted(r.body["seed"] for r in fake.requests) == [10, 11, 12]
     assert all("n" not in r.body for r in fake.requests)
+
+
+async def test_a_failed_sample_request_cancels_its_siblings_and_is_raised_as_itself() -> None:
+    # n=3 without server support is three requests; the one with seed 1 fails fast,
+    # the other two would wait forever: they must be cancelled before run() raises
+    cancelled: list[int] = []
+
+    class OneFails:
+        async def chat(self, spec, api_base, body, headers):  # the Transport chat signature
+            if body["seed"] == 1:
+                raise ModelCallError("bad request", model=spec.model, status=400)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(body["seed"])
+                raise
+
+    spec = ModelSpec("fake/m", transport=OneFails(), capabilities=Capabilities(n=False))
+    ledger = CallLedger(budget=Budget(max_calls=10))
+    token = use_ledger(ledger)
+    try:
+        with pytest.raises(ModelCallError, match="bad request"):
+            await Agent("a", spec, seed=0).run("?", n=3)
+    finally:
+        reset_ledger(token)
+    assert sorted(cancelled) == [0, 2]
+    # the cancelled requests were sent: they count, and nothing is left reserved
+    assert ledger.meter.reserved_calls == 0 and ledger.meter.used_calls == 3
 
 
 async def test_n_samples_with_server_support_are_one_request() -> None:
