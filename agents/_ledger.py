@@ -31,7 +31,7 @@ from ._endpoints import Endpoints
 from ._model import ModelSpec, Replica, _Slot, pool_for
 from ._record import CallRecord, NoRecord
 from ._redact import redact
-from ._tracing import chat_attributes, chat_span, record_error, tool_span
+from ._tracing import chat_span, record_error, tool_span, tracing
 from ._transports import transport_for
 from ._types import Completion, Usage, completion_from_openai
 
@@ -199,9 +199,7 @@ class CallLedger:
         self._emit({"type": "call_started", "agent": agent, "key": key, "model": spec.model})
         started = time.perf_counter()
         try:
-            with chat_span(
-                spec.served_name, chat_attributes(spec.served_name, spec.provider, body, agent)
-            ) as span:
+            with chat_span(spec.served_name, spec.provider, body, agent) as span:
                 try:
                     completion = await self._send_with_retries(spec, body, agent, on_text)
                 except BaseException as exc:
@@ -399,8 +397,8 @@ class CallLedger:
                             "to": redact(copy.replica.api_base),
                         }
                     )
-                    span = otel_trace.get_current_span()
-                    if span.is_recording():
+                    span = otel_trace.get_current_span() if tracing() else None
+                    if span is not None and span.is_recording():  # this call's chat span
                         span.set_attribute("concilium.hedged", True)
                     tasks.append(
                         asyncio.ensure_future(
