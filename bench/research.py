@@ -49,6 +49,7 @@ import yaml
 from concilium._errors import ConciliumError, UserError
 from concilium.agents import Agent, CallLedger, reset_ledger, use_ledger
 from concilium.app import Backend, Session, load
+from concilium.examples import FOLDER
 from concilium.bench._report import emit
 from concilium.graphs import (
     END,
@@ -66,7 +67,7 @@ from concilium.graphs.patterns import resolve_citations, yes_probability
 from concilium.graphs.workflows import Workflow
 from concilium.tools import CorpusQuestion, EvidenceStore, Passage, default_index_path, write_corpus
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "research_assistant.yaml"
+EXAMPLE = FOLDER / "research_assistant.yaml"
 BASELINE = "baseline"
 INVENTED = "reports/annual_report_2023.pdf#p9"
 """The ID the scripted assistant writer and baseline invent (no such document)."""

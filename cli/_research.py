@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from concilium.examples import FOLDER
+
 from ._common import backend_option, echo_err, guard, otlp_option, tracing
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["research_command"]
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "research_assistant.yaml"
+EXAMPLE = FOLDER / "research_assistant.yaml"
 
 
 def load_research_workflow(path: str | Path, folder: str | Path) -> Workflow:

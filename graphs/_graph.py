@@ -129,7 +129,7 @@ class Graph:
 
         Example:
             >>> from concilium.agents import Endpoints
-            >>> g = Graph("g").add_node("a", lambda s: {}).add_edge(START, "a").add_edge("a", END)
+            >>> g = Graph("g")
             >>> g.served_at(Endpoints("http://127.0.0.1:9/v1")).endpoints.api_base
             ('http://127.0.0.1:9/v1',)
             >>> g.endpoints is None

@@ -113,6 +113,9 @@ EXPECTED_ALL = {
         render_table write_summary wilson_interval mcnemar_exact CurvePoint majority_at_k
         MethodPoint pareto_frontier plot_accuracy_vs_tokens task_names describe_task make_task
     """,
+    "concilium.examples": """
+        FOLDER
+    """,
     "concilium.ui": """
         add_ui find_workflows RunHistory RunSummary render_report render_eval_report
         EventLog

@@ -53,6 +53,7 @@ ALLOWED = {
         "concilium.serving",
         "concilium.app",
         "concilium.evals",
+        "concilium.examples",
     },
     # the top floor: commands over the application layer
     "concilium.cli": {
@@ -66,6 +67,7 @@ ALLOWED = {
         "concilium.evals",
         "concilium.ui",
         "concilium.bench",
+        "concilium.examples",
     },
 }
 PUBLIC_PACKAGES = ["concilium.app", "concilium.cli", "concilium.agents", "concilium.graphs", "concilium.graphs.patterns",
@@ -190,3 +192,23 @@ def test_the_ground_floor_and_the_top_floor_are_different_folders() -> None:
     ground = {p.name for p in (ROOT / PACKAGE_DIR["concilium"]).glob("*.py")}
     assert ground <= {"__init__.py", "__main__.py", "_errors.py"}, ground
     assert all(len(p.read_text().splitlines()) <= 300 for p in (ROOT / "cli").glob("*.py"))
+
+
+def test_a_wheel_ships_the_defaults_it_reads(tmp_path: Path) -> None:
+    """The UI's example list and the research commands' default workflow are package
+    data: a wheel install has no checkout to read them from."""
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(ROOT)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = tmp_path.glob("concilium-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for shipped in ("concilium/examples/research_assistant.yaml", "concilium/examples/debate.yaml",
+                    "concilium/examples/research_corpus/handbook.md",
+                    "concilium/examples/data/capitals.jsonl", "concilium/app/_session.py",
+                    "concilium/cli/_main.py", "concilium/_errors.py"):  # fmt: skip
+        assert shipped in names, shipped
+    assert not any(n.startswith(("agents/", "core/", "cli/")) for n in names)

@@ -16,13 +16,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
 from concilium.app import Session
+from concilium.examples import FOLDER as _EXAMPLES  # shipped as package data
 
 from ._evals import EvalFolder, find_evals, item_record
 from ._history import RunHistory
 from ._render import EventLog, render_page
 from ._research import research_sources
-
-_EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def find_workflows(dirs: Sequence[str | Path] = ()) -> dict[str, Path]:
