@@ -49,8 +49,8 @@ import yaml
 from concilium._errors import ConciliumError, UserError
 from concilium.agents import Agent, CallLedger, reset_ledger, use_ledger
 from concilium.app import Backend, Session, load
-from concilium.examples import FOLDER
 from concilium.bench._report import emit
+from concilium.examples import FOLDER
 from concilium.graphs import (
     END,
     START,
