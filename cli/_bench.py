@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import guard
+from ._common import guard, json_file_option, repeats_option
 
 __all__ = ["bench"]
 
@@ -15,18 +15,10 @@ def bench() -> None:
 
 
 @bench.command("fanout")
-@click.option(
-    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
-)
+@json_file_option
 @click.option("--sizes", default="1,4,16,64,256", show_default=True, help="Fan-out widths.")
 @click.option("--latency", default=0.2, show_default=True, type=float, help="Server latency (s).")
-@click.option(
-    "--repeats",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Median of this many.",
-)
+@repeats_option
 @guard()
 def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int) -> None:
     """Wall time of N concurrent agent calls: concilium vs raw aiohttp, litellm, LangGraph, a loop."""
@@ -42,9 +34,7 @@ def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int
 
 
 @bench.command("patterns")
-@click.option(
-    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
-)
+@json_file_option
 @click.option(
     "--latency",
     default=0.2,
@@ -52,13 +42,7 @@ def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int
     type=float,
     help="Server latency (s) for the MoA run.",
 )
-@click.option(
-    "--repeats",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Median of this many.",
-)
+@repeats_option
 @click.option(
     "--fixed-n",
     default=40,
@@ -75,16 +59,8 @@ def bench_patterns(json_file: str | None, latency: float, repeats: int, fixed_n:
 
 
 @bench.command("dag")
-@click.option(
-    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
-)
-@click.option(
-    "--repeats",
-    default=3,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Median of this many.",
-)
+@json_file_option
+@repeats_option
 @guard()
 def bench_dag(json_file: str | None, repeats: int) -> None:
     """The DAG executor vs a superstep executor and ReAct, on four DAG shapes."""
@@ -94,9 +70,7 @@ def bench_dag(json_file: str | None, repeats: int) -> None:
 
 
 @bench.command("cluster")
-@click.option(
-    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
-)
+@json_file_option
 @click.option(
     "--requests",
     default=512,
@@ -113,9 +87,7 @@ def bench_cluster(json_file: str | None, requests: int) -> None:
 
 
 @bench.command("faults")
-@click.option(
-    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
-)
+@json_file_option
 @click.option(
     "--runs", default=100, show_default=True, type=click.IntRange(min=1), help="Debates to run."
 )
@@ -135,9 +107,7 @@ def bench_faults(json_file: str | None, runs: int, latency: float) -> None:
 
 
 @bench.command("eval")
-@click.option(
-    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
-)
+@json_file_option
 @click.option(
     "--items", default=200, show_default=True, type=click.IntRange(min=1), help="Items to evaluate."
 )
@@ -150,9 +120,7 @@ def bench_eval(json_file: str | None, items: int) -> None:
 
 
 @bench.command("research")
-@click.option(
-    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
-)
+@json_file_option
 @click.option("--backend", "-b", default="sim", show_default=True, help="sim (simulated server), local (embedded engine), or a URL.")  # fmt: skip
 @click.option(
     "--questions",
@@ -172,7 +140,7 @@ def bench_research(json_file: str | None, backend: str, questions: int, seed: in
 
 
 @bench.command("overlap")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here.")  # fmt: skip
+@json_file_option
 @click.option("--tasks", default=5, show_default=True, type=click.IntRange(min=1), help="Runs of the task per mode.")  # fmt: skip
 @click.option("--tool-latency", default=0.3, show_default=True, type=click.FloatRange(min=0, max=60), help="The tool's latency (s).")  # fmt: skip
 @click.option("--per-token", default=0.01, show_default=True, type=click.FloatRange(min=0, max=1), help="Streaming latency per token (s).")  # fmt: skip

@@ -25,6 +25,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "api_key_option",
+    "json_file_option",
+    "listen_options",
+    "repeats_option",
     "backend_option",
     "echo_err",
     "guard",
@@ -123,6 +126,28 @@ api_key_option = click.option(
 
 def state_option(help: str) -> Callable[[F], F]:
     return click.option("--state", type=click.Path(dir_okay=False), help=help)
+
+
+def listen_options(port: int, host_help: str = "Address to bind (beyond loopback needs --api-key).") -> Callable[[F], F]:  # fmt: skip
+    """``--host`` (loopback by default) and ``--port`` (``0``: a free one)."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option("--port", default=port, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")(fn)  # fmt: skip
+        return click.option("--host", default="127.0.0.1", show_default=True, help=host_help)(fn)
+
+    return decorate
+
+
+json_file_option = click.option(
+    "--json", "json_file", type=click.Path(dir_okay=False), help="Also write the figures here."
+)
+repeats_option = click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Median of this many.",
+)
 
 
 # ----------------------------------------------------------------------- tracing

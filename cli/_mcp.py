@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import api_key_option, backend_option, echo_err, guard, otlp_option, tracing
+from ._common import (
+    api_key_option,
+    backend_option,
+    echo_err,
+    guard,
+    listen_options,
+    otlp_option,
+    tracing,
+)
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -33,19 +41,7 @@ __all__ = ["serve_mcp"]
     show_default=True,
     help="stdio: an MCP host runs this command; http: streamable HTTP at /mcp.",
 )
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to bind with --transport http (beyond loopback needs --api-key).",
-)
-@click.option(
-    "--port",
-    default=8090,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="0 picks a free port.",
-)
+@listen_options(8090, "Address to bind with --transport http (beyond loopback needs --api-key).")
 @api_key_option
 @otlp_option
 @guard()

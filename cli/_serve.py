@@ -18,6 +18,7 @@ from ._common import (
     backend_option,
     echo_err,
     guard,
+    listen_options,
     otlp_option,
     tracing,
     until_signal,
@@ -36,14 +37,7 @@ def serve() -> None:
 
 
 @serve.command("sim")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to bind.")
-@click.option(
-    "--port",
-    default=8000,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="0 picks a free port.",
-)
+@listen_options(8000, "Loopback address to bind.")
 @click.option(
     "--config",
     "config_file",
@@ -127,8 +121,7 @@ def serve_local(replicas: int, port: int, deadline: float) -> None:
 @serve.command("api")
 @click.argument("workflows", nargs=-1, required=True, metavar="WORKFLOW...")
 @backend_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (beyond loopback needs --api-key).")  # fmt: skip
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")  # fmt: skip
+@listen_options(8080)
 @api_key_option
 @click.option("--max-body", default=1024 * 1024, show_default=True, type=click.IntRange(min=1024), help="Largest request body in bytes (413 beyond).")  # fmt: skip
 @otlp_option

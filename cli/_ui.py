@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from ._common import api_key_option, backend_option, echo_err, guard, otlp_option, tracing
+from ._common import (
+    api_key_option,
+    backend_option,
+    echo_err,
+    guard,
+    listen_options,
+    otlp_option,
+    tracing,
+)
 
 
 @click.command("ui")
@@ -15,19 +23,7 @@ from ._common import api_key_option, backend_option, echo_err, guard, otlp_optio
 @click.option(
     "--state", type=click.Path(dir_okay=False), help="SQLite file that keeps the run history."
 )
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to bind (beyond loopback needs --api-key).",
-)
-@click.option(
-    "--port",
-    default=8090,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="0 picks a free port.",
-)
+@listen_options(8090)
 @api_key_option
 @click.option(
     "--workflows",
