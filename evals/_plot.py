@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
-__all__ = ["MethodPoint", "pareto_frontier", "plot_accuracy_vs_tokens"]
+__all__ = ["MethodPoint", "draw_accuracy_vs_tokens", "pareto_frontier", "plot_accuracy_vs_tokens"]
 
 PNG_NAME = "accuracy_vs_tokens.png"
 SVG_NAME = "accuracy_vs_tokens.svg"
@@ -169,6 +170,49 @@ def _draw_frontier(ax: Axes, frontier: Sequence[MethodPoint]) -> None:
     ax.scatter(xs, ys, s=110, facecolors="none", edgecolors="tab:red", linewidths=1.8, zorder=4)
 
 
+def draw_accuracy_vs_tokens(
+    points: Sequence[MethodPoint], title: str = "Accuracy against tokens per item"
+) -> Figure:
+    """The figure :func:`plot_accuracy_vs_tokens` saves, drawn but not written.
+
+    Tests and callers who want another format measure or save it themselves.
+
+    Args:
+        points: The methods to draw (at least one, all with tokens > 0).
+        title: The figure's title.
+
+    Returns:
+        A matplotlib ``Figure`` (not registered with pyplot: nothing to close).
+
+    Example:
+        >>> fig = draw_accuracy_vs_tokens([MethodPoint("single", 50, 0.6)])
+        >>> fig.axes[0].get_xscale()
+        'log'
+    """
+    _check(points)
+    _ensure_config_dir()
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    from matplotlib.figure import Figure
+
+    # Figure() directly, not pyplot: no global figure registry left to close
+    fig = Figure(figsize=(7.5, 5.0), dpi=120)
+    ax = fig.add_subplot()
+    colours = _draw_curves(ax, points)
+    _draw_points(ax, points, colours)
+    _draw_frontier(ax, pareto_frontier(points))
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens per item (log scale)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_accuracy_vs_tokens(
     points: Sequence[MethodPoint],
     out_dir: Path,
@@ -196,11 +240,8 @@ def plot_accuracy_vs_tokens(
         ('accuracy_vs_tokens.png', True)
     """
     _check(points)
-    _ensure_config_dir()
+    fig = draw_accuracy_vs_tokens(points, title)
     import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    from matplotlib.figure import Figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -208,20 +249,6 @@ def plot_accuracy_vs_tokens(
     # text stays text in the SVG (searchable, no glyph paths); a fixed salt and no
     # date make the same points give the same file
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "concilium"}):
-        # Figure() directly, not pyplot: no global figure registry left to close
-        fig = Figure(figsize=(7.5, 5.0), dpi=120)
-        ax = fig.add_subplot()
-        colours = _draw_curves(ax, points)
-        _draw_points(ax, points, colours)
-        _draw_frontier(ax, pareto_frontier(points))
-        ax.set_xscale("log")
-        ax.set_xlabel("tokens per item (log scale)")
-        ax.set_ylabel("accuracy")
-        ax.set_ylim(-0.02, 1.05)
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
         fig.savefig(png, format="png")
         fig.savefig(svg, format="svg", metadata={"Date": None})
     return png, svg
