@@ -162,7 +162,7 @@ async def _one(
 async def evaluate(
     records: Sequence[EvalRecord],
     methods: Sequence[Method],
-    backend: Backend,
+    backend: Backend | str | None,
     out_dir: str | Path,
     *,
     scorer: Scorer | None = None,
@@ -177,7 +177,8 @@ async def evaluate(
     Args:
         records: the items.
         methods: the workflows to compare (see ``build_methods``).
-        backend: where model calls go (``Backend.parse("sim")``, a URL, ...).
+        backend: where model calls go (``"sim"``, ``"local"``, a URL, a ``Backend``, or
+            ``None`` for each model's own server).
         out_dir: the run folder (created); rerun with the same folder to resume.
         scorer: decides correctness; default by the gold answers (``default_scorer``).
         concurrency: (item, method) runs in flight at most.

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
+from ._cost import sampling_cost
 from ._runner import ItemResult
 
 __all__ = ["MethodSummary", "summarise", "render_table", "write_summary", "SUMMARY_FILE"]
@@ -16,10 +17,16 @@ SUMMARY_FILE = "summary.json"
 
 
 class CurveEntry(TypedDict):
+    """A majority@k point: its accuracy over items and what drawing k costs per item in
+    the method's own mode (``None`` when the method makes calls besides its samples;
+    see ``concilium.evals._cost``)."""
+
     k: int
     accuracy: float
     low: float
     high: float
+    tokens_per_item: float | None
+    calls_per_item: float | None
 
 
 class MethodSummary(TypedDict):
@@ -46,7 +53,7 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _curve(rows: Sequence[ItemResult], scorer_of: Any) -> list[CurveEntry]:
-    from ._stats import majority_at_k  # the statistics module (issue 12, another part)
+    from ._stats import majority_at_k
 
     sizes = {len(r["samples"]) for r in rows}
     if len(sizes) != 1 or min(sizes) < 2:
@@ -54,7 +61,18 @@ def _curve(rows: Sequence[ItemResult], scorer_of: Any) -> list[CurveEntry]:
     samples = [r["samples"] for r in rows]
     correct = [scorer_of(r) for r in rows]
     points = majority_at_k(samples, correct)
-    return [{"k": p.k, "accuracy": p.accuracy, "low": p.low, "high": p.high} for p in points]
+    costs = [sampling_cost(r["transcript"], r["calls"] + r["replayed"]) for r in rows]
+    known = [c for c in costs if c is not None]
+    out: list[CurveEntry] = []
+    for p in points:
+        tokens = calls = None
+        if len(known) == len(rows):  # every item's cost known, or no cost is shown
+            drawn = [c.at(p.k) for c in known]
+            tokens = _mean([t for t, _ in drawn])
+            calls = _mean([float(n) for _, n in drawn])
+        out.append({"k": p.k, "accuracy": p.accuracy, "low": p.low, "high": p.high,
+                    "tokens_per_item": tokens, "calls_per_item": calls})  # fmt: skip
+    return out
 
 
 def summarise(
@@ -124,11 +142,15 @@ def render_table(summary: Sequence[MethodSummary]) -> str:
         if s["majority_at_k"]:
             lines.append("")
             lines.append(f"majority@k for {s['method']}:")
-            lines.extend(
-                f"  k={c['k']:<4} {c['accuracy']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
-                for c in s["majority_at_k"]
-            )
+            lines.extend(_curve_line(c) for c in s["majority_at_k"])
     return "\n".join(lines)
+
+
+def _curve_line(c: CurveEntry) -> str:
+    line = f"  k={c['k']:<4} {c['accuracy']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
+    if c["tokens_per_item"] is None or c["calls_per_item"] is None:
+        return line + "  (cost n/a: the method calls more than its samples)"
+    return line + f"  {c['tokens_per_item']:>9.1f} tokens {c['calls_per_item']:>6.2f} calls"
 
 
 def write_summary(summary: Sequence[MethodSummary], out_dir: Path) -> tuple[Path, list[Path]]:
@@ -146,20 +168,13 @@ def write_summary(summary: Sequence[MethodSummary], out_dir: Path) -> tuple[Path
         if s["tokens_per_item"] > 0  # every item failed: nothing to place on a log axis
     ]
     for s in summary:
-        curve = s["majority_at_k"]
-        if not curve or s["tokens_per_item"] <= 0:
-            continue
-        n = curve[-1]["k"]
-        for c in curve:  # tokens scale with k for one draw of N samples
+        for c in s["majority_at_k"]:  # each point at what drawing k costs (the cost model)
+            tokens = c["tokens_per_item"]
+            if tokens is None or tokens <= 0:
+                continue
+            name = f"{s['method']} k={c['k']}"
             points.append(
-                MethodPoint(
-                    f"{s['method']} k={c['k']}",
-                    s["tokens_per_item"] * c["k"] / n,
-                    c["accuracy"],
-                    c["low"],
-                    c["high"],
-                    curve=s["method"],
-                )
+                MethodPoint(name, tokens, c["accuracy"], c["low"], c["high"], curve=s["method"])
             )
     if not points:
         return path, plots

@@ -38,6 +38,8 @@ class TurnExtra(TypedDict, total=False):
     Attributes:
         round: 1-based round of a multi-round pattern (debate, round table, mixture layer).
         sample: 0-based sample index of a sampling pattern (self-consistency, best-of-n).
+        request: the sample index that opened the request a sample came from (the
+            samples of one ``n=N`` request share it; separate requests each have their own).
         step: which step of the method spoke (``"plan"``, ``"synthesize"``, ...; ReAct: the turn number).
         saw: whose answers the speaker was shown (names), or how many references.
         role: the speaker's role in the step (tree of thoughts: ``"propose"``, ``"value"``).
@@ -53,6 +55,7 @@ class TurnExtra(TypedDict, total=False):
 
     round: int
     sample: int
+    request: int
     step: str | int
     saw: list[str] | int
     role: str

@@ -214,10 +214,19 @@ def turn(
 def sample_turns(
     ctx: RunContext, reply: AgentReply, fmt: AnswerFormat, prompt: str, first: int = 0
 ) -> list[Turn]:
-    """One transcript entry per sample of a reply (``sample`` = first, first+1, ...);
-    the request's tokens are counted once, on its first sample."""
+    """One transcript entry per sample of a reply (``sample`` = first, first+1, ...,
+    ``request`` = first for all of them); the request's tokens are counted once, on its
+    first sample."""
     entries = [
-        turn(ctx, reply, text=text, answer=fmt.extract(text), prompt=prompt, sample=first + j)
+        turn(
+            ctx,
+            reply,
+            text=text,
+            answer=fmt.extract(text),
+            prompt=prompt,
+            sample=first + j,
+            request=first,
+        )
         for j, text in enumerate(reply.texts)
     ]
     for entry in entries[1:]:
