@@ -27,80 +27,39 @@ from ._errors import (
     ModelCallError,
     ModelError,
     OutputParseError,
-    PromptError,
     RunError,
-    ServerError,
     UserError,
     WorkflowError,
 )
 
-# name -> the concilium module that defines it (a fixed table, not user input)
+# name -> the concilium module that defines it (a fixed table, not user input): what
+# the README's quickstart imports; everything else is imported from its package
 _LAZY = {
-    # agents
     "Agent": "concilium.agents",
-    "AgentReply": "concilium.agents",
     "ModelSpec": "concilium.agents",
-    "Capabilities": "concilium.agents",
-    "Budget": "concilium.agents",
-    "FakeModel": "concilium.agents",
-    "configure_tracing": "concilium.agents",
-    "aclose": "concilium.agents",
-    # graphs
-    "Graph": "concilium.graphs",
-    "Branch": "concilium.graphs",
-    "START": "concilium.graphs",
-    "END": "concilium.graphs",
     "run": "concilium.graphs",
-    "run_sync": "concilium.graphs",
-    "stream": "concilium.graphs",
-    "RunResult": "concilium.graphs",
-    "as_agent": "concilium.graphs",
-    "load_workflow": "concilium.graphs",
-    "majority_vote": "concilium.graphs",
-    # patterns
     "debate": "concilium.graphs.patterns",
-    "self_consistency": "concilium.graphs.patterns",
-    # serving
     "SimServer": "concilium.serving",
     "SimConfig": "concilium.serving",
 }
 
 __all__ = [
-    # errors
+    # errors, by who acts on them (their subclasses are caught through these)
     "ConciliumError",
     "UserError",
     "WorkflowError",
     "GraphError",
-    "PromptError",
     "ModelError",
     "ModelCallError",
     "MalformedReplyError",
     "OutputParseError",
     "RunError",
     "BudgetExceeded",
-    "ServerError",
-    # lazily imported (the keys of _LAZY; spelled out so type checkers read them)
+    # the quickstart, lazily imported (the keys of _LAZY; spelled out for type checkers)
     "Agent",
-    "AgentReply",
     "ModelSpec",
-    "Capabilities",
-    "Budget",
-    "FakeModel",
-    "configure_tracing",
-    "aclose",
-    "Graph",
-    "Branch",
-    "START",
-    "END",
     "run",
-    "run_sync",
-    "stream",
-    "RunResult",
-    "as_agent",
-    "load_workflow",
-    "majority_vote",
     "debate",
-    "self_consistency",
     "SimServer",
     "SimConfig",
 ]
@@ -120,28 +79,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from concilium.agents import (
-        Agent,
-        AgentReply,
-        Budget,
-        Capabilities,
-        FakeModel,
-        ModelSpec,
-        aclose,
-        configure_tracing,
-    )
-    from concilium.graphs import (
-        END,
-        START,
-        Branch,
-        Graph,
-        RunResult,
-        as_agent,
-        load_workflow,
-        majority_vote,
-        run,
-        run_sync,
-        stream,
-    )
-    from concilium.graphs.patterns import debate, self_consistency
+    from concilium.agents import Agent, ModelSpec
+    from concilium.graphs import run
+    from concilium.graphs.patterns import debate
     from concilium.serving import SimConfig, SimServer

@@ -33,11 +33,9 @@ EXPECTED_ALL = {
         main
     """,
     "concilium": """
-        ConciliumError UserError WorkflowError GraphError PromptError ModelError
-        ModelCallError MalformedReplyError OutputParseError RunError BudgetExceeded ServerError Agent AgentReply
-        ModelSpec Capabilities Budget FakeModel configure_tracing aclose Graph Branch START
-        END run run_sync stream RunResult as_agent load_workflow majority_vote debate
-        self_consistency SimServer SimConfig
+        ConciliumError UserError WorkflowError GraphError ModelError ModelCallError
+        MalformedReplyError OutputParseError RunError BudgetExceeded Agent ModelSpec run debate
+        SimServer SimConfig
     """,
     "concilium.agents": """
         Agent AgentReply parse_json_output run_with_tools ToolTurns AnswerConfidence

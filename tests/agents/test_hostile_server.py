@@ -346,8 +346,8 @@ async def test_control_characters_in_error_bodies_are_escaped(hostile: HostileSe
 
 _CLIENT = """
 import asyncio, resource, sys
-from concilium import MalformedReplyError, aclose
-from concilium.agents import Agent, CallLedger, ModelSpec, RetryPolicy, use_ledger
+from concilium import MalformedReplyError
+from concilium.agents import Agent, CallLedger, ModelSpec, RetryPolicy, aclose, use_ledger
 
 async def main():
     use_ledger(CallLedger(retry=RetryPolicy(attempts=1)))

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from concilium import PromptError
+from concilium._errors import PromptError
 from concilium.prompts import PromptLibrary, render
 
 
