@@ -16,12 +16,11 @@ from concilium.graphs import (
     RunContext,
     Turn,
     ask,
-    build_workflow,
-    parse_workflow,
     register_pattern,
     turn,
     user,
 )
+from concilium.graphs.workflows import build_workflow, parse_workflow
 from concilium.serving import Rule
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import operator
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
@@ -23,6 +22,7 @@ from langgraph.types import Send
 from concilium._errors import GraphError
 
 from ._context import current_run, node_scope
+from .reducers import append, merge
 
 if TYPE_CHECKING:
     from concilium.agents import Endpoints
@@ -31,25 +31,6 @@ State = Mapping[str, Any]
 Reducer = Callable[[Any, Any], Any]
 NodeFn = Callable[..., Awaitable[Mapping[str, Any] | None]]
 
-
-# ----------------------------------------------------------------------- reducers
-
-
-def append(left: list[Any] | None, right: Any) -> list[Any]:
-    """Reducer: concatenate lists (a single item is appended)."""
-    left = list(left or ())
-    if isinstance(right, list):
-        return left + right
-    return [*left, right]
-
-
-def merge(left: Mapping[str, Any] | None, right: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Reducer: shallow dict update, later writes win per key."""
-    return {**(left or {}), **(right or {})}
-
-
-add = operator.add
-"""Reducer: numbers add up."""
 
 # Keys every concilium graph has: the input question (and chat messages), the final
 # answer, and what the result reports.
@@ -256,7 +237,8 @@ class Graph:
                     raise GraphError(
                         f"graph {self.name!r}: node {name!r} runs in parallel and writes "
                         f"{key!r}, which has no reducer; parallel writes would conflict. "
-                        f"Declare one: Graph(..., state={{{key!r}: append}}) (or merge/add)"
+                        f"Declare one: Graph(..., state={{{key!r}: reducers.append}}) (or merge/add; "
+                        "from concilium.graphs import reducers)"
                     )
 
     def _unknown(self, name: str, where: str) -> str:

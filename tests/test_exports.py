@@ -50,20 +50,11 @@ EXPECTED_ALL = {
 
     """,
     "concilium.graphs": """
-        Graph Branch START END BASE_STATE append merge add run run_sync stream RunResult
-        partial_result StateStore RunContext current_run split_input GraphAgent as_agent
-        Respondent PatternOptions prompt_library ask use_tool ToolReply turn sample_turns
-        report_vote VoteUpdate solve_messages user numbered distinct_names last_user_text
-        is_bare_question Turn TurnExtra Event StreamEvent NodeStarted NodeFinished
-        RoundStarted TurnEvent VoteEvent CallStarted CallFinished CallFailed CallReplayed
-        CallRetry CallFailover ToolEvent ResultEvent Executor run_dag DagNode TaskRun
-        PatternSpec register_pattern Builder AgentSlot AnyPatternSpec AnswerSpec SlotAgent
-        pattern_kinds pattern_specs registered_pattern Workflow WorkflowSpec load_workflow
-        parse_workflow build_workflow AnswerFormat answer_format EXTRACTORS extract_boxed
-        extract_last_number extract_option extract_text regex_extractor field_extractor
-        last_boxed normalize_number majority_vote Vote DEEPCONF_TOP_K DEEPCONF_WINDOW
-        token_confidences group_confidences trace_confidence soft_score keep_top_percent
-        weighted_vote WeightedVote
+        Graph Branch START END reducers run run_sync stream RunResult Event partial_result
+        StateStore RunContext current_run as_agent Respondent PatternOptions prompt_library
+        ask use_tool turn Turn sample_turns report_vote solve_messages user distinct_names
+        run_dag DagNode Executor TaskRun PatternSpec register_pattern Builder AgentSlot
+        AnswerSpec AnswerFormat majority_vote normalize_number
     """,
     "concilium.graphs.patterns": """
         Respondent debate round_table recalibrate top_groups chateval parse_scores

@@ -33,16 +33,16 @@ from concilium.graphs import (
     Respondent,
     RunContext,
     Turn,
-    WeightedVote,
     ask,
     distinct_names,
     normalize_number,
     register_pattern,
     turn,
     user,
-    weighted_vote,
 )
 from concilium.prompts import PromptLibrary
+
+from ._confidence import WeightedVote, weighted_vote
 
 
 def recalibrate(p: float) -> float:

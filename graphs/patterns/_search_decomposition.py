@@ -35,7 +35,6 @@ from concilium.graphs import (
     Respondent,
     RunContext,
     ask,
-    numbered,
     register_pattern,
     turn,
     user,
@@ -141,7 +140,8 @@ def search_decomposition(
         first = turn(ctx, split, text=split.text, answer=None, prompt=ask_text, step="decompose")
         results = await ctx.map(search, queries)
         fused = fuse_hits(results, rrf_k)[:max_passages]
-        passages = numbered([f"[{s}] {p}" for s, p, _ in fused]) or "(no passage found)"
+        listed = "\n".join(f"{i}. [{s}] {p}" for i, (s, p, _) in enumerate(fused, 1))
+        passages = listed or "(no passage found)"
         answer_text = opts.lib.render(
             "search_decomposition/answer", question=question, passages=passages
         )

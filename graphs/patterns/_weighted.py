@@ -22,8 +22,6 @@ from pydantic import Field
 from concilium._errors import GraphError
 from concilium.agents import Agent, AgentReply, TokenLogprob
 from concilium.graphs import (
-    DEEPCONF_TOP_K,
-    DEEPCONF_WINDOW,
     END,
     START,
     AnswerFormat,
@@ -35,16 +33,21 @@ from concilium.graphs import (
     RunContext,
     Turn,
     ask,
-    keep_top_percent,
     majority_vote,
     register_pattern,
     sample_turns,
-    soft_score,
     solve_messages,
+)
+from concilium.prompts import PromptLibrary
+
+from ._confidence import (
+    DEEPCONF_TOP_K,
+    DEEPCONF_WINDOW,
+    keep_top_percent,
+    soft_score,
     trace_confidence,
     weighted_vote,
 )
-from concilium.prompts import PromptLibrary
 
 
 def confidence_consistency(

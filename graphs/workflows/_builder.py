@@ -12,18 +12,10 @@ from typing import Any
 
 from concilium._errors import GraphError, PromptError, UserError, WorkflowError
 from concilium.agents import OUTPUT_SCHEMAS, Agent, Capabilities, Message, ModelSpec
-from concilium.graphs import (
-    AnswerFormat,
-    AnswerSpec,
-    Graph,
-    PatternSpec,
-    SlotAgent,
-    answer_format,
-    as_agent,
-    last_user_text,
-    pattern_kinds,
-    registered_pattern,
-)
+from concilium.graphs import AnswerFormat, AnswerSpec, Graph, PatternSpec, as_agent
+from concilium.graphs._aggregators import answer_format
+from concilium.graphs._kit import last_user_text
+from concilium.graphs._registry import SlotAgent, pattern_kinds, registered_pattern
 from concilium.prompts import PromptLibrary
 from concilium.tools import McpServer, ToolRegistry, builtin_tools, mcp_tools
 

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from concilium._errors import PromptError, WorkflowError
 from concilium.agents import Agent, Budget, Endpoints, ModelSpec, SimConfig
-from concilium.graphs import Graph, pattern_kinds
+from concilium.graphs import Graph
+from concilium.graphs._registry import pattern_kinds
 from concilium.prompts import PromptLibrary
 from concilium.tools import ToolRegistry
 

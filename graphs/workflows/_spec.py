@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from concilium.agents import SimConfig
-from concilium.graphs import AnyPatternSpec, pattern_specs
+from concilium.graphs._registry import AnyPatternSpec, pattern_specs
 
 
 class Strict(BaseModel):

@@ -9,12 +9,17 @@ from typing import Any
 import pytest
 
 from concilium.agents import Agent, Capabilities
-from concilium.graphs import extract_text, majority_vote
+from concilium.graphs import majority_vote
 from concilium.prompts import PromptLibrary
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 CAPITALS = {"France": "Paris", "Italy": "Rome", "Germany": "Berlin", "Japan": "Tokyo"}
+
+
+def extract_text(text: str) -> str | None:
+    """The whole reply, whitespace folded (the ``answer: text`` format)."""
+    return " ".join(text.split()) or None
 
 
 def base_agent(engine: Any, name: str, **options: Any) -> Agent:

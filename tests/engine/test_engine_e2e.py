@@ -22,8 +22,8 @@ import pytest
 
 from concilium._errors import ModelCallError
 from concilium.agents import Agent, AnswerConfidence, aclose
-from concilium.graphs import run, trace_confidence, weighted_vote
-from concilium.graphs.patterns import debate, self_consistency
+from concilium.graphs import run
+from concilium.graphs.patterns import confidence_consistency, debate, self_consistency
 from concilium.serving import local_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,14 +67,18 @@ async def test_logprobs_reach_the_confidence_code(engine) -> None:
         "judge", engine.spec(), temperature=1.0, max_tokens=16, logprobs=True, top_logprobs=5
     )
     reply = await agent.run("Name a prime number.", n=3)
-    confidences = []
     for logprobs in reply.logprobs_all:
         assert logprobs and all(len(token.top) == 5 for token in logprobs)
-        confidences.append(trace_confidence(logprobs, "lowest_group", window=4))
+    # DeepConf (confidence_consistency) scores each trace from those top-5 logprobs
+    sampler = Agent("judge", engine.spec(), temperature=1.0, max_tokens=16)
+    deepconf = confidence_consistency(sampler, samples=3, window=4, top_logprobs=5, answer="text")
+    result = await run(deepconf, "Name a prime number.")
+    confidences = result.details["confidences"]
     # C_t = -mean(top-5 logprobs) > 0 whenever the top candidates are not all certain
-    assert all(math.isfinite(c) and c > 0 for c in confidences)
-    vote = weighted_vote(["a", "b", "a"], confidences)
-    assert vote.weights["a"] == pytest.approx(confidences[0] + confidences[2])
+    assert len(confidences) == 3 and all(math.isfinite(c) and c > 0 for c in confidences)
+    answered = [c for c, t in zip(confidences, result.transcript, strict=True) if t["answer"]]
+    assert result.votes is not None
+    assert sum(result.votes["weights"].values()) == pytest.approx(sum(answered), abs=1e-5)
 
 
 async def test_json_schema_output_parses(engine) -> None:
@@ -148,7 +152,7 @@ def test_make_demo_command_prints_what_the_readme_shows(tmp_path: Path) -> None:
 
 
 async def test_plan_and_execute_runs_a_json_plan_from_the_engine(engine) -> None:
-    from concilium.graphs import load_workflow
+    from concilium.graphs.workflows import load_workflow
 
     workflow = load_workflow(ROOT / "examples" / "plan_and_execute.yaml", api_base=engine.urls)
     question = "How tall is the Halvik lighthouse, when was it built, and how many years before 2024 was that?"

@@ -1,12 +1,11 @@
 import pytest
 
-from concilium.graphs import (
+from concilium.graphs import majority_vote, normalize_number
+from concilium.graphs._aggregators import (
     answer_format,
     extract_boxed,
     extract_last_number,
     extract_option,
-    majority_vote,
-    normalize_number,
 )
 
 

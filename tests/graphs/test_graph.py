@@ -9,7 +9,7 @@ import pytest
 
 from concilium import GraphError, ModelCallError
 from concilium.agents import Agent, FakeModel
-from concilium.graphs import END, START, Branch, Graph, append, run, stream
+from concilium.graphs import END, START, Branch, Graph, reducers, run, stream
 from concilium.graphs.patterns import self_consistency
 
 
@@ -78,7 +78,7 @@ async def test_fanout_results_arrive_in_branch_order() -> None:
     async def join(state: Any) -> dict[str, Any]:
         return {"answer": ",".join(map(str, state["results"]))}
 
-    g = Graph("g", state={"results": append})
+    g = Graph("g", state={"results": reducers.append})
     g.add_node("work", work, writes=["results"], parallel=True).add_node(
         "join", join, writes=["answer"]
     )

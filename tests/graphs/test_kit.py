@@ -19,7 +19,6 @@ from concilium.graphs import (
     Graph,
     PatternOptions,
     RunContext,
-    ToolReply,
     Turn,
     ask,
     current_run,
@@ -29,6 +28,7 @@ from concilium.graphs import (
     use_tool,
     user,
 )
+from concilium.graphs._kit import ToolReply
 from concilium.graphs.patterns import debate, self_consistency
 from concilium.serving import Faults, Latency, Rule, SimConfig, SimServer
 from concilium.tools import Tool, ToolText

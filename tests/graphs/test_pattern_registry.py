@@ -18,12 +18,11 @@ from concilium.graphs import (
     Builder,
     Graph,
     PatternSpec,
-    SlotAgent,
     _registry,
-    pattern_kinds,
     register_pattern,
     run,
 )
+from concilium.graphs._registry import SlotAgent, pattern_kinds
 from concilium.graphs.workflows import WorkflowSpec, load_workflow, parse_workflow
 
 YAML = """\
@@ -81,14 +80,6 @@ def test_importing_the_graph_core_imports_no_pattern_and_no_loader() -> None:
         [sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
-
-
-def test_old_names_still_come_from_concilium_graphs() -> None:
-    import concilium.graphs as graphs
-
-    assert graphs.WorkflowSpec is WorkflowSpec and graphs.load_workflow is load_workflow
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        graphs.nope  # noqa: B018
 
 
 def test_every_builtin_kind_is_registered() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from concilium import WorkflowError
-from concilium.graphs import WorkflowSpec, load_workflow
+from concilium.graphs.workflows import WorkflowSpec, load_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = """\

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from concilium._errors import ServerError, UserError
-from concilium.graphs import parse_workflow
+from concilium.graphs.workflows import parse_workflow
 from concilium.serving import ClusterSpec, family_of, launch_cluster, plan_replicas, pool_config
 
 

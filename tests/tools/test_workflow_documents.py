@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from concilium import WorkflowError
-from concilium.graphs import load_workflow
+from concilium.graphs.workflows import load_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "the launch code is 0000"

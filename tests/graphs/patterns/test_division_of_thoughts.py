@@ -147,7 +147,7 @@ workflow:
 
 
 def test_a_nested_large_pattern_needs_a_planner_agent(tmp_path: Path) -> None:
-    from concilium.graphs import load_workflow
+    from concilium.graphs.workflows import load_workflow
 
     path = tmp_path / "dot.yaml"
     path.write_text(WORKFLOW)

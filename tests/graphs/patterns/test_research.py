@@ -14,8 +14,9 @@ from aiohttp import web
 
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, CallRecord, Capabilities
-from concilium.graphs import Event, Graph, load_workflow, run
+from concilium.graphs import Event, Graph, run
 from concilium.graphs.patterns import NO_EVIDENCE, parse_subquestions, research
+from concilium.graphs.workflows import load_workflow
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import EvidenceStore, ToolText
 
