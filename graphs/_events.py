@@ -40,6 +40,11 @@ class TurnExtra(TypedDict, total=False):
         sample: 0-based sample index of a sampling pattern (self-consistency, best-of-n).
         request: the sample index that opened the request a sample came from (the
             samples of one ``n=N`` request share it; separate requests each have their own).
+        sample_tokens: a sample's own completion tokens where they are known exactly:
+            its token logprobs (one per token), or the request's count when the sample
+            was the request's only choice; ``None`` when only a request's total is known.
+        mean_logprob: the mean log-probability of a sample's chosen tokens (only when
+            the server returned logprobs).
         step: which step of the method spoke (``"plan"``, ``"synthesize"``, ...; ReAct: the turn number).
         saw: whose answers the speaker was shown (names), or how many references.
         role: the speaker's role in the step (tree of thoughts: ``"propose"``, ``"value"``).
@@ -56,6 +61,8 @@ class TurnExtra(TypedDict, total=False):
     round: int
     sample: int
     request: int
+    sample_tokens: int | None
+    mean_logprob: float
     step: str | int
     saw: list[str] | int
     role: str

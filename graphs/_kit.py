@@ -216,7 +216,20 @@ def sample_turns(
 ) -> list[Turn]:
     """One transcript entry per sample of a reply (``sample`` = first, first+1, ...,
     ``request`` = first for all of them); the request's tokens are counted once, on its
-    first sample."""
+    first sample. Each entry also says what later analysis of the samples needs: the
+    sample's own completion tokens where they are known exactly (``sample_tokens``,
+    else ``None``) and, when the server returned logprobs, their mean (``mean_logprob``).
+
+    Example:
+        >>> from concilium.agents import AgentReply, TokenLogprob, Usage
+        >>> from concilium.graphs import current_run
+        >>> lp = (TokenLogprob("4", -0.5), TokenLogprob(".", -1.5))
+        >>> reply = AgentReply("a", ("4.", "5"), Usage(9, 3), 0.1, "m", logprobs_all=(lp, None))
+        >>> fmt = PatternOptions("last_number").fmt
+        >>> one, two = sample_turns(current_run(), reply, fmt, "q")
+        >>> one["sample_tokens"], one["mean_logprob"], two["sample_tokens"], "mean_logprob" in two
+        (2, -1.0, None, False)
+    """
     entries = [
         turn(
             ctx,
@@ -224,14 +237,26 @@ def sample_turns(
             text=text,
             answer=fmt.extract(text),
             prompt=prompt,
-            sample=first + j,
-            request=first,
+            **_sample_fields(reply, j, sample=first + j, request=first),
         )
         for j, text in enumerate(reply.texts)
     ]
     for entry in entries[1:]:
         entry["prompt_tokens"] = entry["completion_tokens"] = 0
     return entries
+
+
+def _sample_fields(reply: AgentReply, j: int, *, sample: int, request: int) -> TurnExtra:
+    """Where sample ``j`` of ``reply`` came from, and its own tokens and mean logprob
+    where the reply says them exactly (never the request's total split over choices)."""
+    fields: TurnExtra = {"sample": sample, "request": request, "sample_tokens": None}
+    logprobs = reply.logprobs_all[j] if j < len(reply.logprobs_all) else None
+    if logprobs:
+        fields["sample_tokens"] = len(logprobs)
+        fields["mean_logprob"] = sum(t.logprob for t in logprobs) / len(logprobs)
+    elif len(reply.texts) == 1 and reply.usage.completion_tokens > 0:
+        fields["sample_tokens"] = reply.usage.completion_tokens
+    return fields
 
 
 class VoteUpdate(TypedDict):
