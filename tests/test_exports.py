@@ -57,20 +57,12 @@ EXPECTED_ALL = {
         AnswerSpec AnswerFormat majority_vote normalize_number
     """,
     "concilium.graphs.patterns": """
-        Respondent debate round_table recalibrate top_groups chateval parse_scores
-        cross_review readers confidence leap overlap route self_consistency
-        adaptive_consistency beta_confidence should_stop semantic_entropy cluster_entropy
-        confidence_consistency agent_forest bleu_similarity most_similar best_of_n
-        knockout universal_self_consistency parse_score parse_winner parse_consistent_index
-        yes_probability mixture_of_agents parse_selection manager_worker Plan Subtask
-        chain_of_agents chunk_sentences split_query synthesis division_of_thoughts DotPlan
-        DotStep quantile_confidence plan_and_execute react overlapped_tools parse_calls
-        run_call CallFrame
-        parse_decision JsonPlan search_decomposition parse_queries fuse_hits
-        skeleton_of_thought outline_points tree_of_thoughts
-        judgement_value graph_of_thoughts Operation sort_errors
-        resolve_citations CitedText CitedSource describe_location research parse_subquestions
-        NO_EVIDENCE
+        debate round_table chateval cross_review leap mixture_of_agents self_consistency
+        adaptive_consistency semantic_entropy confidence_consistency agent_forest best_of_n
+        knockout universal_self_consistency synthesis skeleton_of_thought tree_of_thoughts
+        graph_of_thoughts Operation manager_worker chain_of_agents division_of_thoughts
+        plan_and_execute react overlapped_tools search_decomposition research parse_calls
+        run_call yes_probability resolve_citations describe_location
     """,
     "concilium.graphs.workflows": """
         Workflow load_workflow parse_workflow validate_workflow build_workflow WorkflowSpec

@@ -7,122 +7,72 @@ Example:
     True
 """
 
-from concilium.graphs import Respondent
-
-from ._adaptive import adaptive_consistency, beta_confidence, should_stop
-from ._agent_forest import agent_forest, bleu_similarity, most_similar
-from ._best_of_n import (
-    best_of_n,
-    knockout,
-    parse_consistent_index,
-    parse_score,
-    parse_winner,
-    universal_self_consistency,
-    yes_probability,
-)
-from ._chateval import chateval, parse_scores
-from ._citations import CitedSource, CitedText, describe_location, resolve_citations
-from ._cross_review import confidence, cross_review, readers
+from ._adaptive import adaptive_consistency
+from ._agent_forest import agent_forest
+from ._best_of_n import best_of_n, knockout, universal_self_consistency, yes_probability
+from ._chateval import chateval
+from ._citations import describe_location, resolve_citations
+from ._cross_review import cross_review
 from ._debate import debate
-from ._division_of_thoughts import DotPlan, DotStep, division_of_thoughts, quantile_confidence
-from ._graph_of_thoughts import Operation, graph_of_thoughts, sort_errors
-from ._leap import leap, overlap, route
-from ._manager_worker import (
-    Plan,
-    Subtask,
-    chain_of_agents,
-    chunk_sentences,
-    manager_worker,
-    split_query,
-)
-from ._mixture import mixture_of_agents, parse_selection
-from ._overlapped_tools import CallFrame, overlapped_tools, parse_calls, run_call
-from ._plan_and_execute import JsonPlan, parse_decision, plan_and_execute
+from ._division_of_thoughts import division_of_thoughts
+from ._graph_of_thoughts import Operation, graph_of_thoughts
+from ._leap import leap
+from ._manager_worker import chain_of_agents, manager_worker
+from ._mixture import mixture_of_agents
+from ._overlapped_tools import overlapped_tools, parse_calls, run_call
+from ._plan_and_execute import plan_and_execute
 from ._react import react
-from ._research import NO_EVIDENCE, parse_subquestions, research
-from ._round_table import recalibrate, round_table, top_groups
-from ._search_decomposition import fuse_hits, parse_queries, search_decomposition
+from ._research import research
+from ._round_table import round_table
+from ._search_decomposition import search_decomposition
 from ._self_consistency import self_consistency
-from ._semantic_entropy import cluster_entropy, semantic_entropy
-from ._skeleton import outline_points, skeleton_of_thought
+from ._semantic_entropy import semantic_entropy
+from ._skeleton import skeleton_of_thought
 from ._synthesis import synthesis
-from ._tree_of_thoughts import judgement_value, tree_of_thoughts
+from ._tree_of_thoughts import tree_of_thoughts
 from ._weighted import confidence_consistency
 
+# One builder per kind (docs/methods.md), named as the kind; the helpers other
+# packages reuse are listed last.
 __all__ = [
-    "Respondent",
     # deliberation
     "debate",
     "round_table",
-    "recalibrate",
-    "top_groups",
     "chateval",
-    "parse_scores",
     "cross_review",
-    "readers",
-    "confidence",
     "leap",
-    "overlap",
-    "route",
+    "mixture_of_agents",
     # sampling and voting
     "self_consistency",
     "adaptive_consistency",
-    "beta_confidence",
-    "should_stop",
     "semantic_entropy",
-    "cluster_entropy",
     "confidence_consistency",
     "agent_forest",
-    "bleu_similarity",
-    "most_similar",
-    # judges
+    # judges and synthesis
     "best_of_n",
     "knockout",
     "universal_self_consistency",
-    "parse_score",
-    "parse_winner",
-    "parse_consistent_index",
-    "yes_probability",
-    # layered and divided work
-    "mixture_of_agents",
-    "parse_selection",
-    "manager_worker",
-    "Plan",
-    "Subtask",
-    "chain_of_agents",
-    "chunk_sentences",
-    "split_query",
     "synthesis",
+    # structured generation and search
+    "skeleton_of_thought",
+    "tree_of_thoughts",
+    "graph_of_thoughts",
+    "Operation",  # graph_of_thoughts' operations
+    # divided work
+    "manager_worker",
+    "chain_of_agents",
     "division_of_thoughts",
-    "DotPlan",
-    "DotStep",
-    "quantile_confidence",
-    # tools
+    # tools and research
     "plan_and_execute",
     "react",
     "overlapped_tools",
+    "search_decomposition",
+    "research",
+    # helpers other packages reuse: overlapped_tools' [CALL] frames (bench overlap),
+    # the yes/no verifier's probability and citations (bench research, the UI)
     "parse_calls",
     "run_call",
-    "CallFrame",
-    "parse_decision",
-    "JsonPlan",
-    "search_decomposition",
-    "parse_queries",
-    "fuse_hits",
-    # structured generation and search
-    "skeleton_of_thought",
-    "outline_points",
-    "tree_of_thoughts",
-    "judgement_value",
-    "graph_of_thoughts",
-    "Operation",
-    "sort_errors",
-    # research
+    "yes_probability",
     "resolve_citations",
-    "CitedText",
-    "CitedSource",
     "describe_location",
-    "research",
-    "parse_subquestions",
-    "NO_EVIDENCE",
 ]

@@ -10,7 +10,8 @@ import pytest
 
 from concilium.agents import Agent, Capabilities
 from concilium.graphs import current_run, run
-from concilium.graphs.patterns import adaptive_consistency, beta_confidence, should_stop
+from concilium.graphs.patterns import adaptive_consistency
+from concilium.graphs.patterns._adaptive import beta_confidence, should_stop
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 

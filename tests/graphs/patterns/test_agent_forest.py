@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from concilium.agents import Agent, Capabilities
 from concilium.graphs import run
-from concilium.graphs.patterns import agent_forest, bleu_similarity, most_similar
+from concilium.graphs.patterns import agent_forest
+from concilium.graphs.patterns._agent_forest import bleu_similarity, most_similar
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from concilium.agents import Agent
 from concilium.graphs import run
-from concilium.graphs.patterns import cross_review, readers
+from concilium.graphs.patterns import cross_review
+from concilium.graphs.patterns._cross_review import readers
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 Topology = Literal["memory", "report", "relay", "debate"]

@@ -13,7 +13,8 @@ import pytest
 from concilium import GraphError, WorkflowError
 from concilium.agents import Agent, Capabilities
 from concilium.graphs import Event, run
-from concilium.graphs.patterns import DotPlan, division_of_thoughts, quantile_confidence
+from concilium.graphs.patterns import division_of_thoughts
+from concilium.graphs.patterns._division_of_thoughts import DotPlan, quantile_confidence
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 PLAN = json.dumps({"subtasks": [

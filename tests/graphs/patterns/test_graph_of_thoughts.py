@@ -11,7 +11,8 @@ import pytest
 from concilium import GraphError
 from concilium.agents import Agent, AgentReply, Capabilities, FakeModel, Message
 from concilium.graphs import run
-from concilium.graphs.patterns import Operation, graph_of_thoughts, sort_errors
+from concilium.graphs.patterns import Operation, graph_of_thoughts
+from concilium.graphs.patterns._graph_of_thoughts import sort_errors
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 LIST = "[5, 1, 9, 3, 3, 7, 0, 2, 8, 4, 6, 1, 9, 2, 5, 0]"

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from concilium.agents import Agent, Capabilities
 from concilium.graphs import run
-from concilium.graphs.patterns import leap, route
+from concilium.graphs.patterns import leap
+from concilium.graphs.patterns._leap import route
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 SUMMARIES = ["alpha beta gamma", "alpha beta delta", "omega psi chi", "omega psi phi"]

@@ -12,7 +12,8 @@ import pytest
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, Capabilities
 from concilium.graphs import Event, run
-from concilium.graphs.patterns import parse_decision, plan_and_execute, react
+from concilium.graphs.patterns import plan_and_execute, react
+from concilium.graphs.patterns._plan_and_execute import parse_decision
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import CALCULATOR, Tool, ToolRegistry
 

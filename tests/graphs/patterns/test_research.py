@@ -15,7 +15,8 @@ from aiohttp import web
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, CallRecord, Capabilities
 from concilium.graphs import Event, Graph, run
-from concilium.graphs.patterns import NO_EVIDENCE, parse_subquestions, research
+from concilium.graphs.patterns import research
+from concilium.graphs.patterns._research import NO_EVIDENCE, parse_subquestions
 from concilium.graphs.workflows import load_workflow
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import EvidenceStore, ToolText

@@ -9,7 +9,8 @@ import pytest
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, Capabilities
 from concilium.graphs import run
-from concilium.graphs.patterns import recalibrate, round_table
+from concilium.graphs.patterns import round_table
+from concilium.graphs.patterns._round_table import recalibrate
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 

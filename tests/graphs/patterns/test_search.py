@@ -7,12 +7,8 @@ import pytest
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, CallRecord
 from concilium.graphs import run
-from concilium.graphs.patterns import (
-    confidence_consistency,
-    judgement_value,
-    skeleton_of_thought,
-    tree_of_thoughts,
-)
+from concilium.graphs.patterns import confidence_consistency, skeleton_of_thought, tree_of_thoughts
+from concilium.graphs.patterns._tree_of_thoughts import judgement_value
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 

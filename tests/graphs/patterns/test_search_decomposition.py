@@ -9,7 +9,8 @@ import contextlib
 
 from concilium.agents import Agent
 from concilium.graphs import run
-from concilium.graphs.patterns import fuse_hits, parse_queries, search_decomposition
+from concilium.graphs.patterns import search_decomposition
+from concilium.graphs.patterns._search_decomposition import fuse_hits, parse_queries
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 from concilium.tools import ToolRegistry
 

@@ -8,7 +8,8 @@ from collections import Counter
 
 from concilium.agents import Agent, Capabilities
 from concilium.graphs import run
-from concilium.graphs.patterns import cluster_entropy, semantic_entropy
+from concilium.graphs.patterns import semantic_entropy
+from concilium.graphs.patterns._semantic_entropy import cluster_entropy
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 
