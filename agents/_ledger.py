@@ -28,11 +28,11 @@ from concilium.tools import Tool, ToolError, ToolText
 
 from ._budget import Budget, BudgetMeter, Hold
 from ._endpoints import Endpoints
-from ._model import ModelSpec, Replica, _Slot, pool_for
+from ._model import ModelPool, ModelSpec, Replica, _Slot, pool_for
 from ._record import CallRecord, NoRecord
 from ._redact import redact
 from ._tracing import chat_span, record_error, tool_span, tracing
-from ._transports import transport_for
+from ._transports import Transport, transport_for
 from ._types import Completion, Usage, completion_from_openai
 
 Event = dict[str, Any]
@@ -98,8 +98,12 @@ def request_digest(model: str, body: Mapping[str, Any], key: str, run_id: str | 
     kept in a state file, its run id (so another run on the same file never replays
     this run's calls; without one, the key is what it always was)."""
     parts = [model, key, body] if run_id is None else [model, key, body, run_id]
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(_DIGEST_JSON.encode(parts).encode()).hexdigest()
+
+
+# json.dumps(sort_keys=True, separators=(",", ":"), default=str) built once: the same
+# text (so the same record keys), without building an encoder on every call
+_DIGEST_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 def jsonable(value: Any) -> Any:
@@ -194,9 +198,13 @@ class CallLedger:
             return completion, True
 
         body = dict(body)  # the meter may cap max_tokens; the digest is of the caller's body
-        hold = await self.meter.reserve(body, spec.model)
+        hold = self.meter.try_reserve(body, spec.model)
+        if hold is None:  # its tokens do not fit beside the calls in flight: wait for them
+            hold = await self.meter.reserve(body, spec.model)
         hold_token = _hold.set(hold)
-        self._emit({"type": "call_started", "agent": agent, "key": key, "model": spec.model})
+        sink = self.on_event  # events are built only for a listener
+        if sink is not None:
+            sink({"type": "call_started", "agent": agent, "key": key, "model": spec.model})
         started = time.perf_counter()
         try:
             with chat_span(spec.served_name, spec.provider, body, agent) as span:
@@ -233,16 +241,17 @@ class CallLedger:
         self.calls += 1
         self.usage = self.usage + completion.usage
         self.record.put(digest, completion.to_json())
-        self._emit(
-            {
-                "type": "call_finished",
-                "agent": agent,
-                "key": key,
-                "latency_s": time.perf_counter() - started,
-                "prompt_tokens": completion.usage.prompt_tokens,
-                "completion_tokens": completion.usage.completion_tokens,
-            }
-        )
+        if sink is not None:
+            sink(
+                {
+                    "type": "call_finished",
+                    "agent": agent,
+                    "key": key,
+                    "latency_s": time.perf_counter() - started,
+                    "prompt_tokens": completion.usage.prompt_tokens,
+                    "completion_tokens": completion.usage.completion_tokens,
+                }
+            )
         return completion, False
 
     async def _send(
@@ -273,7 +282,7 @@ class CallLedger:
         its text has gone out. The last error says how many attempts were made.
         """
         headers = {"X-Concilium-Agent": agent}
-        pool = pool_for(spec)
+        pool, transport = pool_for(spec), transport_for(spec)
         affinity = _affinity(body) if spec.routing == "affinity" else None
         tried: list[Replica] = []
         streamed = False
@@ -294,12 +303,12 @@ class CallLedger:
             slot = pool.slot(affinity, tried)
             if hedge is not None and attempt < self.retry.attempts:
                 replica, outcome, hedged = await self._hedged(
-                    slot, hedge, spec, body, headers, affinity, tried, agent
+                    pool, transport, slot, hedge, spec, body, headers, affinity, tried, agent
                 )
                 attempt += hedged  # a call sends at most RetryPolicy.attempts requests
             else:
                 replica, outcome = await self._request(
-                    slot, spec, body, headers, None if on_text is None else pass_on
+                    pool, transport, slot, spec, body, headers, None if on_text is None else pass_on
                 )
             if isinstance(outcome, Completion):
                 return outcome
@@ -323,6 +332,8 @@ class CallLedger:
 
     async def _request(
         self,
+        pool: ModelPool,
+        transport: Transport,
         slot: _Slot,
         spec: ModelSpec,
         body: Mapping[str, Any],
@@ -332,7 +343,6 @@ class CallLedger:
     ) -> tuple[Replica, Completion | ModelCallError]:
         """One request on ``slot``'s replica, its outcome reported to the pool's
         breaker; a retryable or not ``ModelCallError`` is returned, not raised."""
-        pool, transport = pool_for(spec), transport_for(spec)
         async with slot as replica:
             if hold is None:
                 _mark_sent()  # from here a cancelled call counts against the budget
@@ -358,6 +368,8 @@ class CallLedger:
 
     async def _hedged(
         self,
+        pool: ModelPool,
+        transport: Transport,
         slot: _Slot,
         after: float,
         spec: ModelSpec,
@@ -373,8 +385,9 @@ class CallLedger:
         other request is cancelled; when both fail, both replicas join ``tried`` and
         an error is returned. Returns the replica, the outcome and whether a copy
         was sent."""
-        pool = pool_for(spec)
-        tasks = [asyncio.ensure_future(self._request(slot, spec, body, headers, None))]
+        tasks = [
+            asyncio.ensure_future(self._request(pool, transport, slot, spec, body, headers, None))
+        ]
         extra: Hold | None = None
         copy: _Slot | None = None
         loser_answered = False
@@ -402,7 +415,9 @@ class CallLedger:
                         span.set_attribute("concilium.hedged", True)
                     tasks.append(
                         asyncio.ensure_future(
-                            self._request(copy, spec, body, headers, None, hold=extra)
+                            self._request(
+                                pool, transport, copy, spec, body, headers, None, hold=extra
+                            )
                         )
                     )
             pending: set[asyncio.Future[tuple[Replica, Completion | ModelCallError]]] = set(tasks)

@@ -151,7 +151,7 @@ class ModelSpec:
     def replicas(self) -> tuple[str, ...]:
         return self.api_base  # type: ignore[return-value]
 
-    @property
+    @cached_property  # read several times on every call; a frozen spec cannot change it
     def served_name(self) -> str:
         """The model name the server knows (the litellm provider prefix removed)."""
         for prefix in OPENAI_COMPATIBLE_PREFIXES:
@@ -267,6 +267,8 @@ class ModelPool:
         (the ones this call already tried) first. When none is ready, the one that
         will be soonest is used: with nothing healthy to prefer, a call still goes.
         """
+        if len(self.replicas) == 1:  # every rule below picks it (the common case)
+            return self.replicas[0]
         now = time.monotonic()
         fresh = [r for r in self.replicas if r not in exclude]
         live = [r for r in fresh if self.ready(r, now)] or [
@@ -405,10 +407,22 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ModelSpec, Mod
 def pool_for(spec: ModelSpec) -> ModelPool:
     """The pool of ``spec`` on the running event loop (created on first use)."""
     loop = asyncio.get_running_loop()
+    last = _last_pool[0]
+    if last is not None and last[1] is spec and last[0]() is loop:  # a fan-out: the same spec
+        return last[2]
     pools = _pools.get(loop)
     if pools is None:
         pools = _pools[loop] = {}
     pool = pools.get(spec)
     if pool is None:
         pool = pools[spec] = ModelPool(spec)
+    _last_pool[0] = (weakref.ref(loop), spec, pool)
     return pool
+
+
+# The pool pool_for found last, by identity: hashing a ModelSpec (all its fields) to
+# find its pool again was most of pool_for's cost on every call. The loop is held
+# weakly, as in _pools.
+_last_pool: list[
+    tuple[weakref.ReferenceType[asyncio.AbstractEventLoop], ModelSpec, ModelPool] | None
+] = [None]
