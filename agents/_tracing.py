@@ -12,6 +12,7 @@ variables send them to an OpenTelemetry collector through the official exporter.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -45,9 +46,18 @@ def tracing() -> bool:
         >>> isinstance(tracing(), bool)
         True
     """
+    # get_tracer_provider() looks in os.environ on every call until a provider is set
+    # (~1 us, twice a model call); the API's own global says "none set" without that
+    installed = getattr(trace, "_TRACER_PROVIDER", trace)  # `trace`: an API without it
+    if installed is None and not _PROVIDER_FROM_ENV:
+        return False
     return not isinstance(
         trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
     )
+
+
+# a provider named by OTEL_PYTHON_TRACER_PROVIDER is loaded by get_tracer_provider()
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 def chat_attributes(
@@ -146,8 +156,6 @@ class JsonLinesSpanExporter:
     """
 
     def __init__(self, path: str | Path):
-        import os
-
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -180,8 +188,6 @@ def _traces_url(endpoint: str) -> str:
 
 def otlp_endpoint_from_env() -> str | None:
     """The traces URL the standard ``OTEL_EXPORTER_OTLP_*`` variables name, if any."""
-    import os
-
     traces = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if traces:
         return traces  # a signal-specific URL is used as written

@@ -125,6 +125,9 @@ def completion_from_openai(
         ...     print(exc.retryable, exc.api_base, "choices: empty" in str(exc))
         False http://h/v1 True
     """
+    plain = _plain_completion(data, replica)
+    if plain is not None:
+        return plain
     try:
         reply = _wire.check_reply(data)
     except _wire.ReplyShapeError as exc:
@@ -146,6 +149,87 @@ def completion_from_openai(
         id=reply.id or "",
         replica=replica,
     )
+
+
+_MAX_COUNT = 2**53  # as _wire's _Count
+
+
+def _plain_completion(data: Mapping[str, Any], replica: str | None) -> Completion | None:
+    """The common reply read without pydantic, or ``None`` for anything else.
+
+    Validating a reply with ``_wire.check_reply`` cost ~8 us of CPU per call, most of
+    what reading it costs. A reply of text choices only (no logprobs, no tool calls)
+    whose every field concilium reads has exactly the type ``check_reply`` demands
+    (a ``str`` of valid text, an ``int`` count in range, or null) is read here, into
+    the ``Completion`` ``check_reply`` would have given; anything else (a wrong type,
+    a missing message, logprobs, tool calls) returns ``None`` and goes through
+    ``check_reply``, which accepts it or says what is wrong. A test holds the two
+    readers to the same results.
+    """
+    if type(data) is not dict:
+        return None
+    rid, name = data.get("id", ""), data.get("model", "")
+    choices = data.get("choices")
+    if not (_text_or_none(rid) and _text_or_none(name) and type(choices) is list and choices):
+        return None
+    read: list[tuple[int, Choice]] = []
+    for c in choices:
+        if type(c) is not dict:
+            return None
+        message, index, finish = c.get("message"), c.get("index", 0), c.get("finish_reason")
+        if (
+            type(message) is not dict
+            or not _count(index)
+            or not _text_or_none(finish)
+            or c.get("logprobs") is not None
+            or message.get("tool_calls") is not None
+        ):
+            return None
+        content = message.get("content")
+        if not _text_or_none(content):
+            return None
+        read.append((index, Choice(text=content or "", finish_reason=finish)))
+    usage = data.get("usage")
+    if usage is None:
+        prompt = completion = 0
+    elif type(usage) is dict:
+        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        if not (_count_or_none(prompt) and _count_or_none(completion)):
+            return None
+    else:
+        return None
+    if len(read) > 1:
+        read.sort(key=lambda pair: pair[0])  # stable, as check_reply's reader sorts
+    return Completion(
+        choices=tuple(choice for _, choice in read),
+        usage=Usage(prompt or 0, completion or 0),
+        model=name or "",
+        id=rid or "",
+        replica=replica,
+    )
+
+
+def _text_or_none(value: object) -> bool:
+    """``None``, or a ``str`` that is valid text (``_wire``'s ``_Text``)."""
+    if value is None:
+        return True
+    if type(value) is not str:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and 0 <= value <= _MAX_COUNT
+
+
+def _count_or_none(value: object) -> bool:
+    return value is None or _count(value)
 
 
 def malformed_reply(

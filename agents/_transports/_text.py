@@ -45,9 +45,11 @@ def as_chat_reply(data: Any) -> Any:
     if not isinstance(data, Mapping):
         return data
     choices = data.get("choices")
-    if not isinstance(choices, list) or not all(
-        isinstance(c, Mapping) and "text" in c and "message" not in c for c in choices
-    ):
+    if not isinstance(choices, list) or not choices:
+        return data
+    if isinstance(choices[0], Mapping) and "message" in choices[0]:
+        return data  # a chat reply: the common case, decided by its first choice
+    if not all(isinstance(c, Mapping) and "text" in c and "message" not in c for c in choices):
         return data
     converted: list[dict[str, Any]] = []
     for c in choices:

@@ -12,6 +12,7 @@ import pytest
 
 from concilium import MalformedReplyError
 from concilium.agents import Choice, Completion, TokenLogprob, Usage, completion_from_openai, wire
+from concilium.agents import _types as types_module
 
 
 def test_a_chat_completion_parses_with_the_openai_types_and_reads_back() -> None:
@@ -110,3 +111,74 @@ def test_replies_with_extension_fields_read_and_bad_shapes_say_where() -> None:
     with pytest.raises(MalformedReplyError) as info:
         completion_from_openai({"choices": []}, status=502)
     assert info.value.retryable
+
+
+def _both_readers(body: object) -> tuple[object, object]:
+    """``completion_from_openai`` with and without its plain-reply fast path: a
+    ``Completion`` or the ``MalformedReplyError`` message from each."""
+
+    def read() -> object:
+        try:
+            return completion_from_openai(body, "http://h/v1", model="m")  # type: ignore[arg-type]
+        except MalformedReplyError as exc:
+            return str(exc)
+
+    fast = read()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(types_module, "_plain_completion", lambda data, replica: None)
+        slow = read()
+    return fast, slow
+
+
+def test_the_plain_reply_fast_path_reads_exactly_as_the_checked_reader() -> None:
+    ok = {"id": "r", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "84"}, "finish_reason": "stop"}],
+          "usage": {"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}}  # fmt: skip
+    common = [
+        ok,
+        {**ok, "id": None, "model": None, "usage": None, "system_fingerprint": "x"},
+        {**ok, "usage": {"prompt_tokens": None}},
+        {
+            "choices": [
+                {"index": 2, "message": {"content": "c"}},
+                {"index": 0, "message": {"content": None}},
+                {"index": 1, "message": {"content": "b"}, "finish_reason": "length"},
+            ]
+        },
+        {"choices": [{"message": {"content": "déjà vu ☃"}}]},
+    ]
+    for body in common:
+        assert types_module._plain_completion(body, None) is not None, (
+            body
+        )  # it takes the fast path
+    others = [
+        {"choices": [{"message": {"content": "\ud800"}}]},  # a lone surrogate
+        {"choices": [{"message": {"content": 42}}]},
+        {"choices": [{"message": {"content": "a"}, "index": True}]},
+        {"choices": [{"message": {"content": "a"}, "index": None}]},
+        {"choices": [{"message": {"content": "a"}, "index": 2**53 + 1}]},
+        {"choices": [{"message": {"content": "a"}, "finish_reason": 3}]},
+        {"choices": [{"message": {"content": "a"}}], "usage": {"prompt_tokens": 1.0}},
+        {"choices": [{"message": {"content": "a"}}], "usage": {"completion_tokens": -1}},
+        {"choices": [{"message": {"content": "a"}}], "usage": []},
+        {"choices": [{"message": {"content": "a"}}], "id": 7},
+        {
+            "choices": [
+                {
+                    "message": {"content": "a"},
+                    "logprobs": {"content": [{"token": "a", "logprob": -0.1}]},
+                }
+            ]
+        },
+        {"choices": [{"message": {"content": None, "tool_calls": [wire.tool_call("c", "f", {})]}}]},
+        {"choices": [{"text": "no message"}]},
+        {"choices": [{"message": "text"}]},
+        {"choices": ["x"]},
+        {"choices": []},
+        {"choices": None},
+        {},
+        [],
+        "not a body",
+    ]
+    for body in common + others:
+        fast, slow = _both_readers(body)
+        assert fast == slow, body
