@@ -66,8 +66,7 @@ EXPECTED_ALL = {
     """,
     "concilium.graphs.workflows": """
         Workflow load_workflow parse_workflow validate_workflow build_workflow WorkflowSpec
-        ModelEntry CapabilitiesSpec AgentEntry BudgetSpec ToolsSpec load_yaml
-        read_workflow_text line_of
+        load_yaml read_workflow_text
     """,
     "concilium.prompts": """
         PromptLibrary default_library render BUILTIN_DIR

@@ -18,8 +18,8 @@ Example:
 from concilium.graphs import patterns as _builtin_patterns  # noqa: F401  (registers the built-ins)
 
 from ._loader import Workflow, build_workflow, load_workflow, parse_workflow, validate_workflow
-from ._spec import AgentEntry, BudgetSpec, CapabilitiesSpec, ModelEntry, ToolsSpec, WorkflowSpec
-from ._yaml import line_of, load_yaml, read_workflow_text
+from ._spec import WorkflowSpec
+from ._yaml import load_yaml, read_workflow_text
 
 __all__ = [
     # loading
@@ -28,15 +28,9 @@ __all__ = [
     "parse_workflow",
     "validate_workflow",
     "build_workflow",
-    # the file format
+    # the file format (its JSON Schema: WorkflowSpec.model_json_schema())
     "WorkflowSpec",
-    "ModelEntry",
-    "CapabilitiesSpec",
-    "AgentEntry",
-    "BudgetSpec",
-    "ToolsSpec",
-    # YAML with line numbers
+    # YAML with line numbers, bounded reads (cluster and simulated-server files too)
     "load_yaml",
     "read_workflow_text",
-    "line_of",
 ]
