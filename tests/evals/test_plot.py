@@ -9,8 +9,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.path import Path as MplPath
+from matplotlib.text import Annotation, Text
+from matplotlib.transforms import Bbox
 
 from concilium.evals import MethodPoint, pareto_frontier, plot_accuracy_vs_tokens
+from concilium.evals._plot import draw_accuracy_vs_tokens
 
 
 def _names(points: list[MethodPoint]) -> list[str]:
@@ -62,9 +69,12 @@ def test_plot_writes_a_png_and_an_svg_naming_every_method(tmp_path: Path) -> Non
     root = ET.parse(svg).getroot()
     assert root.tag.endswith("svg")
     text = svg.read_text()
-    for name in ["single", "debate rounds=2", "self_consistency@9", "Pareto frontier", "capitals"]:
+    # the methods and the curve are legend entries; the frontier's majority@k point is
+    # labelled by its k (its colour names the curve)
+    for name in ["single", "debate rounds=2", "sc majority@k, k=1 to 9", "Pareto frontier"]:
         assert name in text
-    assert "sc (majority@k)" in text  # the curve has its legend entry
+    assert "capitals" in text
+    assert "k=9" in text
 
 
 def test_plot_is_the_same_file_for_the_same_points(tmp_path: Path) -> None:
@@ -115,3 +125,114 @@ def test_plot_works_when_home_cannot_be_written(tmp_path: Path) -> None:
     # matplotlib's own complaints when it has to find a folder by itself
     assert "mkdir -p failed" not in out.stderr
     assert "created a temporary cache directory" not in out.stderr
+
+
+# --- legibility at 30 points: 3 methods and 3 majority@k curves of 9 k values each ---
+# Crowded on purpose, like a real run: the curves' points sit within a few hundredths
+# of accuracy of each other and share the token range of the single-call methods.
+
+
+def _thirty_points() -> list[MethodPoint]:
+    def interval(acc: float, half: float) -> tuple[float, float]:
+        return max(0.0, acc - half), min(1.0, acc + half)
+
+    points = [
+        MethodPoint("single", 78.0, 0.875, *interval(0.875, 0.12)),
+        MethodPoint("self_consistency", 97.0, 0.875, *interval(0.875, 0.12)),
+        MethodPoint("debate rounds=2", 480.0, 0.875, *interval(0.875, 0.12)),
+    ]
+    curves = {
+        "self_consistency": (11.0, [0.79, 0.79, 0.857, 0.87, 0.87, 0.875, 0.875, 0.875, 0.88]),
+        "sample": (12.0, [0.80, 0.83, 0.85, 0.86, 0.87, 0.87, 0.88, 0.88, 0.90]),
+        "critique": (30.0, [0.74, 0.80, 0.82, 0.84, 0.86, 0.87, 0.87, 0.88, 0.89]),
+    }
+    for curve, (per_sample, accuracies) in curves.items():
+        for k, acc in enumerate(accuracies, start=1):
+            points.append(
+                MethodPoint(
+                    f"{curve} k={k}", per_sample * k, acc, *interval(acc, 0.15), curve=curve
+                )
+            )
+    assert len(points) == 30
+    return points
+
+
+def _text_boxes(fig: Figure) -> list[tuple[Text, Bbox]]:
+    """Every visible, non-empty text in the figure with its box in display coordinates.
+
+    The box is the text's own (``Text.get_window_extent``): an annotation's leader line
+    is not text, and is checked on its own below.
+    """
+    canvas = FigureCanvasAgg(fig)  # the PNG's renderer, at the figure's dpi
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    # a tick outside the view keeps a label that is never drawn
+    unseen: set[int] = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            ticks = [*axis.get_major_ticks(), *axis.get_minor_ticks()]
+            unseen |= {id(t.label1) for t in ticks if not low <= t.get_loc() <= high}
+    return [
+        (t, Text.get_window_extent(t, renderer))
+        for t in fig.findobj(Text)
+        if isinstance(t, Text) and t.get_visible() and t.get_text().strip() and id(t) not in unseen
+    ]
+
+
+def test_no_two_texts_overlap_at_thirty_points() -> None:
+    """Labels, legend, ticks, axis labels and title: no two boxes meet."""
+    fig = draw_accuracy_vs_tokens(_thirty_points())
+    boxes = _text_boxes(fig)
+    assert len(boxes) > 20  # the labels, legend entries and ticks are all there
+    clashes = [
+        (a.get_text(), b.get_text())
+        for i, (a, box_a) in enumerate(boxes)
+        for b, box_b in boxes[i + 1 :]
+        if box_a.overlaps(box_b)
+    ]
+    assert not clashes, clashes
+    # a label's leader line (from its text to its point) crosses no other text
+    (ax,) = fig.axes
+    for label in ax.texts:
+        if isinstance(label, Annotation) and label.arrow_patch is not None:
+            own = Text.get_window_extent(label)
+            leader = MplPath([own.get_points().mean(axis=0), ax.transData.transform(label.xy)])
+            crossed = [
+                t.get_text() for t, box in boxes if t is not label and leader.intersects_bbox(box)
+            ]
+            assert not crossed, (label.get_text(), crossed)
+
+
+def test_only_the_frontier_points_are_labelled_and_each_method_is_in_the_legend() -> None:
+    points = _thirty_points()
+    fig = draw_accuracy_vs_tokens(points)
+    (ax,) = fig.axes
+    labelled = {
+        (round(a.xy[0], 6), round(a.xy[1], 6)) for a in ax.texts if isinstance(a, Annotation)
+    }
+    frontier = {
+        (round(p.tokens_per_item, 6), round(p.accuracy, 6)) for p in pareto_frontier(points)
+    }
+    assert labelled == frontier
+    (legend,) = fig.legends
+    entries = [t.get_text() for t in legend.get_texts()]
+    assert entries[:3] == ["single", "self_consistency", "debate rounds=2"]
+    for curve in ["self_consistency", "sample", "critique"]:
+        assert f"{curve} majority@k, k=1 to 9" in entries
+    assert "Pareto frontier" in entries
+    # every point keeps its error bar: one vertical segment per point
+    bars = [c for c in ax.collections if isinstance(c, LineCollection)]
+    assert sum(len(c.get_segments()) for c in bars) == 30
+    assert ax.get_xscale() == "log"
+    assert ax.get_xlabel().startswith("tokens per item (prompt + completion)")
+    assert ax.get_ylabel() == "accuracy, 95% interval"
+
+
+def test_thirty_points_write_a_png_and_an_svg_with_the_legend(tmp_path: Path) -> None:
+    png, svg = plot_accuracy_vs_tokens(_thirty_points(), tmp_path)
+    assert _png_size(png)[0] > 0
+    root = ET.parse(svg).getroot()  # valid XML
+    texts = {"".join(t.itertext()).strip() for t in root.iter() if t.tag.endswith("text")}
+    for entry in ["single", "debate rounds=2", "critique majority@k, k=1 to 9", "Pareto frontier"]:
+        assert entry in texts
