@@ -24,7 +24,8 @@ from concilium.bench._report import emit
 from concilium.graphs import Executor, run
 from concilium.graphs.patterns import plan_and_execute, react
 from concilium.serving import Latency, Rule, SimConfig, SimServer
-from concilium.tools import Task, Tool, ToolRegistry, parse_plan
+from concilium.tools import Tool, ToolRegistry
+from concilium.tools.plans import Task, parse_plan
 
 # shape -> [(duration, dependencies)], tasks numbered from 1
 SHAPES: dict[str, list[tuple[float, tuple[int, ...]]]] = {

@@ -86,11 +86,9 @@ def run_then_resume(
     Example:
         >>> from concilium.agents import FakeModel
         >>> from concilium.graphs import run_sync
-        >>> from concilium.tools import CALCULATOR
+        >>> from concilium.tools import builtin_tools
         >>> fake = FakeModel({"a": ['[CALL] c1 [HEAD] calculator("6*7") [END]', "\\\\boxed{42}"]})
-        >>> result = run_sync(
-        ...     run_then_resume(Agent("a", fake.spec()), ToolRegistry([CALCULATOR])), "6*7?"
-        ... )
+        >>> result = run_sync(run_then_resume(Agent("a", fake.spec()), builtin_tools()), "6*7?")
         >>> result.answer, result.details["rounds"]
         ('42', 2)
     """

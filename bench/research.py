@@ -65,7 +65,13 @@ from concilium.graphs import (
 )
 from concilium.graphs.patterns import resolve_citations, yes_probability
 from concilium.graphs.workflows import Workflow
-from concilium.tools import CorpusQuestion, EvidenceStore, Passage, default_index_path, write_corpus
+from concilium.tools.evidence import (
+    CorpusQuestion,
+    EvidenceStore,
+    Passage,
+    default_index_path,
+    write_corpus,
+)
 
 EXAMPLE = FOLDER / "research_assistant.yaml"
 BASELINE = "baseline"

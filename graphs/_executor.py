@@ -34,7 +34,8 @@ from typing import Any, Generic, TypeVar
 
 from concilium._errors import GraphError
 from concilium.agents import current_ledger
-from concilium.tools import Task, ToolError, ToolRegistry, resolve
+from concilium.tools import ToolError, ToolRegistry
+from concilium.tools.plans import Task, resolve
 
 from ._context import task_group
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concilium.agents import SimConfig, wire
-from concilium.tools import NotArithmetic, evaluate, find_expression, format_number
+from concilium.tools import arithmetic_answer
 
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 # "... think the answer is 84." (ReConcile's grouped answers), not "the answer is \boxed{..}"
@@ -173,12 +173,7 @@ class SimulatedModel:
             if re.search(pattern, question):
                 return answer
         if stat.arithmetic:
-            expression = find_expression(question)
-            if expression is not None:
-                try:
-                    return format_number(evaluate(expression))
-                except NotArithmetic:
-                    return None
+            return arithmetic_answer(question)
         return None
 
     def _statistical_answer(self, rng: random.Random, question: str, last_user: str) -> str:

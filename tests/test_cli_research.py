@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from concilium.cli import main
-from concilium.tools import EvidenceStore
+from concilium.tools.evidence import EvidenceStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "research_corpus"

@@ -193,3 +193,20 @@ def format_number(value: float | int) -> str:
     if isinstance(value, int) or float(value).is_integer():
         return str(int(value))
     return format(Decimal(repr(round(value, 12))).normalize(), "f")
+
+
+def arithmetic_answer(text: str) -> str | None:
+    """The value of the first arithmetic expression in ``text``, as the calculator
+    prints it; ``None`` when the text holds none (or its value is out of range).
+
+    Example:
+        >>> arithmetic_answer("What is 12 * 7?"), arithmetic_answer("Name a prime.")
+        ('84', None)
+    """
+    expression = find_expression(text)
+    if expression is None:
+        return None
+    try:
+        return format_number(evaluate(expression))
+    except NotArithmetic:
+        return None

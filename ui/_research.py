@@ -69,7 +69,7 @@ def research_sources(
 
 
 def _open_store(workflow_file: str | Path) -> Any:
-    from concilium.tools import EvidenceStore
+    from concilium.tools.evidence import EvidenceStore
 
     try:
         folder = documents_folder(workflow_file)

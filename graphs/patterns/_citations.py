@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from concilium.tools import Passage
+from concilium.tools.evidence import Passage
 
 _BRACKET = re.compile(r"\s?\[([^\[\]\n]{1,300})\](?!\()")
 _SPLIT = re.compile(r"\s*[,;]\s*")
@@ -92,7 +92,7 @@ def resolve_citations(draft: str, passages: Iterable[Passage]) -> CitedText:
         passages: the store's passages (``EvidenceStore.passages()``).
 
     Example:
-        >>> from concilium.tools import Passage
+        >>> from concilium.tools.evidence import Passage
         >>> known = [Passage("a.md#L1-2", "a.md", "L1-2", "Rent is 5.", "h", 0)]
         >>> out = resolve_citations("Rent is 5 [a.md#L1-2] [z.md#L9]. Again [a.md#L1-2].", known)
         >>> out.text, out.fabricated, out.sources[0].line()

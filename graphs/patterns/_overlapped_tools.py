@@ -46,7 +46,8 @@ from concilium.graphs import (
     user,
 )
 from concilium.prompts import PromptLibrary
-from concilium.tools import PlanError, ToolError, ToolRegistry, parse_arguments
+from concilium.tools import ToolError, ToolRegistry
+from concilium.tools.plans import PlanError, parse_arguments
 
 TRAP = "[TRAP][END]"
 _CALL = re.compile(r"\[CALL\]\s*(\S+)\s*\[HEAD\]\s*(\w+)\((.*?)\)\s*\[END\]", re.DOTALL)
@@ -130,11 +131,11 @@ def overlapped_tools(
     Example:
         >>> from concilium.agents import FakeModel
         >>> from concilium.graphs import run_sync
-        >>> from concilium.tools import CALCULATOR
+        >>> from concilium.tools import builtin_tools
         >>> fake = FakeModel(
         ...     {"a": ['[CALL] c1 [HEAD] calculator("6*7") [END] ok [TRAP][END]', "\\\\boxed{42}"]}
         ... )
-        >>> reg = ToolRegistry([CALCULATOR])
+        >>> reg = builtin_tools()
         >>> result = run_sync(overlapped_tools(Agent("a", fake.spec()), reg), "6*7?")
         >>> result.answer, [c["tool"] for c in result.details["calls"]]
         ('42', ['calculator'])

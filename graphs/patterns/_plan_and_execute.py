@@ -45,15 +45,8 @@ from concilium.graphs import (
     user,
 )
 from concilium.prompts import PromptLibrary
-from concilium.tools import (
-    END_OF_PLAN,
-    PlanError,
-    PlanParser,
-    Task,
-    ToolError,
-    ToolRegistry,
-    parse_json_plan,
-)
+from concilium.tools import ToolError, ToolRegistry
+from concilium.tools.plans import END_OF_PLAN, PlanError, PlanParser, Task, parse_json_plan
 
 _ACTION = re.compile(r"Action\s*:\s*(Finish|Replan)\s*\((.*)\)\s*$", re.S | re.I)
 
@@ -124,13 +117,13 @@ def plan_and_execute(
     Example:
         >>> from concilium.agents import FakeModel
         >>> from concilium.graphs import run_sync
-        >>> from concilium.tools import CALCULATOR
+        >>> from concilium.tools import builtin_tools
         >>> plan = '1. calculator("6 * 7")\\n2. calculator("$1 + 1")\\n3. join()'
         >>> fake = FakeModel({"planner": plan, "joiner": "Action: Finish(43)"})
         >>> graph = plan_and_execute(
         ...     Agent("planner", fake.spec()),
         ...     Agent("joiner", fake.spec()),
-        ...     ToolRegistry([CALCULATOR]),
+        ...     builtin_tools(),
         ... )
         >>> result = run_sync(graph, "6 times 7, plus 1?")
         >>> result.answer, [t["result"] for t in result.details["rounds"][0]["tasks"][:2]]

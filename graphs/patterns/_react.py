@@ -37,7 +37,8 @@ from concilium.graphs import (
     user,
 )
 from concilium.prompts import PromptLibrary
-from concilium.tools import PlanError, ToolError, ToolRegistry, parse_arguments
+from concilium.tools import ToolError, ToolRegistry
+from concilium.tools.plans import PlanError, parse_arguments
 
 _ACTION = re.compile(r"Action\s*:\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$", re.S)
 _ANSWER = re.compile(r"^\s*Answer\s*:\s*(.+)", re.M | re.S)
@@ -57,9 +58,9 @@ def react(
     Example:
         >>> from concilium.agents import FakeModel
         >>> from concilium.graphs import run_sync
-        >>> from concilium.tools import CALCULATOR
+        >>> from concilium.tools import builtin_tools
         >>> fake = FakeModel({"r": ['Action: calculator("6 * 7")', "Answer: 42"]})
-        >>> result = run_sync(react(Agent("r", fake.spec()), ToolRegistry([CALCULATOR])), "6 x 7?")
+        >>> result = run_sync(react(Agent("r", fake.spec()), builtin_tools()), "6 x 7?")
         >>> result.answer, result.details["steps"][0]["observation"]
         ('42', '42')
     """

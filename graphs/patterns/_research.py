@@ -52,7 +52,8 @@ from concilium.graphs import (
     user,
 )
 from concilium.prompts import PromptLibrary
-from concilium.tools import Embedder, EvidenceStore, Tool, openai_embedder
+from concilium.tools import Tool
+from concilium.tools.evidence import Embedder, EvidenceStore, openai_embedder
 
 from ._best_of_n import yes_probability
 from ._citations import resolve_citations

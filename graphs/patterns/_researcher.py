@@ -16,7 +16,8 @@ from typing import Any
 from concilium.agents import Agent
 from concilium.graphs import RunContext, Turn, ask, turn, use_tool, user
 from concilium.prompts import PromptLibrary
-from concilium.tools import EvidenceStore, Passage, Tool, ToolError
+from concilium.tools import Tool, ToolError
+from concilium.tools.evidence import EvidenceStore, Passage
 
 from ._search_decomposition import parse_queries
 from ._sources import support

@@ -12,7 +12,7 @@ fact with more votes; agents are asked to check the rule's pick, and their answe
 are reported beside it, never in place of it.
 
 Example:
-    >>> from concilium.tools import Passage
+    >>> from concilium.tools.evidence import Passage
     >>> old = Passage("r23.pdf#p2", "r23.pdf", "p2", "Revenue for 2023 was EUR 40 million.", "h", 1)
     >>> support("Revenue was EUR 40 million.", [old])
     ['r23.pdf#p2']
@@ -30,7 +30,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from concilium.tools import Passage
+from concilium.tools.evidence import Passage
 
 RULE = "when documents disagree, the newer document date wins"
 _WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")

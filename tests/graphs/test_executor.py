@@ -15,7 +15,8 @@ import pytest
 from concilium import BudgetExceeded, GraphError
 from concilium.agents import Budget, CallLedger, SqliteCallRecord, reset_ledger, use_ledger
 from concilium.graphs import DagNode, Executor, run_dag
-from concilium.tools import PlanParser, Task, Tool, ToolError, ToolRegistry, parse_plan
+from concilium.tools import Tool, ToolError, ToolRegistry
+from concilium.tools.plans import PlanParser, Task, parse_plan
 
 
 async def until(condition: Callable[[], bool], what: str, within_s: float = 10.0) -> None:

@@ -2,15 +2,9 @@ import asyncio
 
 import pytest
 
-from concilium.tools import (
-    CALCULATOR,
-    NotArithmetic,
-    ToolError,
-    calculator,
-    evaluate,
-    find_expression,
-    format_number,
-)
+from concilium.tools import ToolError
+from concilium.tools._arithmetic import NotArithmetic, evaluate, find_expression, format_number
+from concilium.tools._builtin import CALCULATOR, calculator
 
 
 @pytest.mark.parametrize(

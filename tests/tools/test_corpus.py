@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from concilium.tools import EvidenceStore, ingest_folder, write_corpus
+from concilium.tools._ingest import ingest_folder
+from concilium.tools.evidence import EvidenceStore, write_corpus
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "research_corpus"
 

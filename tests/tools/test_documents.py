@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from concilium import UserError
-from concilium.tools import DocumentSearch, ToolError
+from concilium.tools import ToolError
+from concilium.tools._builtin import DocumentSearch
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "the launch code is 0000"

@@ -10,9 +10,10 @@ import pytest
 from aiohttp import web
 
 from concilium import UserError
-from concilium.tools import Embedder, ToolError, builtin_tools
+from concilium.tools import ToolError, builtin_tools
 from concilium.tools._embeddings import openai_embedder
 from concilium.tools._evidence import EvidenceStore, default_index_path
+from concilium.tools.evidence import Embedder
 
 _CONCEPTS = {"cat": [1.0, 0.0, 0.0], "feline": [1.0, 0.0, 0.0], "notes": [-2.0, 0.0, 0.0],
              "dog": [0.0, 1.0, 0.0], "car": [0.0, 0.0, 1.0]}  # fmt: skip

@@ -8,13 +8,12 @@ from concilium.agents import Agent
 from concilium.graphs import run
 from concilium.graphs.patterns import plan_and_execute
 from concilium.serving import Latency, Rule, SimConfig, SimServer
-from concilium.tools import (
-    CALCULATOR,
+from concilium.tools import Tool, ToolRegistry
+from concilium.tools._builtin import CALCULATOR
+from concilium.tools._plan import Ref
+from concilium.tools.plans import (
     PlanError,
     PlanParser,
-    Ref,
-    Tool,
-    ToolRegistry,
     parse_arguments,
     parse_json_plan,
     parse_plan,

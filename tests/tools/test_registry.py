@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from concilium.tools import DocumentSearch, Tool, ToolError, ToolRegistry, builtin_tools, calculator
+from concilium.tools import Tool, ToolError, ToolRegistry, builtin_tools
+from concilium.tools._builtin import DocumentSearch, calculator
 
 
 def test_the_schema_models_see_comes_from_type_hints_and_the_docstring() -> None:

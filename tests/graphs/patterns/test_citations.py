@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from concilium.graphs.patterns import resolve_citations
-from concilium.tools import EvidenceStore
+from concilium.tools.evidence import EvidenceStore
 
 CORPUS = Path(__file__).resolve().parents[3] / "examples" / "research_corpus"
 

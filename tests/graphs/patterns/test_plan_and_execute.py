@@ -15,7 +15,7 @@ from concilium.graphs import Event, run
 from concilium.graphs.patterns import plan_and_execute, react
 from concilium.graphs.patterns._plan_and_execute import parse_decision
 from concilium.serving import Latency, Rule, SimConfig, SimServer
-from concilium.tools import CALCULATOR, Tool, ToolRegistry
+from concilium.tools import Tool, ToolRegistry, builtin_tools
 
 PLAN = """Thought: both populations at once
 1. population("Oslo")
@@ -46,7 +46,7 @@ def registry(together: set[str] | frozenset[str] = frozenset()) -> ToolRegistry:
         await asyncio.sleep(0.2)
         return {"Oslo": 700, "Bergen": 290}.get(city, 0)
 
-    return ToolRegistry([Tool.from_function(population), CALCULATOR])
+    return ToolRegistry([Tool.from_function(population), builtin_tools().get("calculator")])
 
 
 def test_joiner_answers_keep_their_parentheses() -> None:
@@ -180,7 +180,7 @@ def counting_registry(made: list[str]) -> ToolRegistry:
         made.append(city)
         return {"Oslo": 700, "Bergen": 290}.get(city, 0)
 
-    return ToolRegistry([Tool.from_function(population), CALCULATOR])
+    return ToolRegistry([Tool.from_function(population), builtin_tools().get("calculator")])
 
 
 async def test_a_resumed_plan_and_execute_repeats_no_tool_call(tmp_path) -> None:

@@ -19,7 +19,8 @@ from concilium.graphs.patterns import research
 from concilium.graphs.patterns._research import NO_EVIDENCE, parse_subquestions
 from concilium.graphs.workflows import load_workflow
 from concilium.serving import Latency, Rule, SimConfig, SimServer
-from concilium.tools import EvidenceStore, ToolText
+from concilium.tools import ToolText
+from concilium.tools.evidence import EvidenceStore
 
 CORPUS = Path(__file__).resolve().parents[3] / "examples" / "research_corpus"
 CEO = "Who is the chief executive of Tessary Labs?"
