@@ -7,7 +7,10 @@ scipy. Three questions, one function each:
 - how sure is an accuracy measured on ``n`` items? :func:`wilson_interval`;
 - is method A better than method B on the same items? :func:`mcnemar_exact`;
 - what would majority voting over ``k`` samples score, for every ``k`` up to the
-  ``N`` samples drawn once per item? :func:`majority_at_k`.
+  ``N`` samples drawn once per item? :func:`majority_at_k`; and a vote weighted by
+  each sample's confidence (:func:`weighted_vote_at_k`), DeepConf's vote over the
+  most confident of the ``k`` (:func:`filtered_vote_at_k`), or an oracle that is right
+  when any of the ``k`` is (:func:`pass_at_k`)?
 """
 
 from __future__ import annotations
@@ -15,11 +18,19 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
-__all__ = ["CurvePoint", "majority_at_k", "mcnemar_exact", "wilson_interval"]
+__all__ = [
+    "CurvePoint",
+    "majority_at_k",
+    "weighted_vote_at_k",
+    "filtered_vote_at_k",
+    "pass_at_k",
+    "mcnemar_exact",
+    "wilson_interval",
+]
 
 
 def _z(confidence: float) -> float:
@@ -246,21 +257,24 @@ def majority_at_k(
         >>> [round(p.accuracy, 3) for p in majority_at_k(samples, correct)]
         [0.5, 0.5, 0.5]
     """
-    if not samples:
-        raise ValueError("majority_at_k needs at least one item; samples is empty")
-    if len(correct) != len(samples):
-        raise ValueError(
-            f"one predicate per item: {len(samples)} items but {len(correct)} predicates"
-        )
-    if draws < 1 or resamples < 1:
-        raise ValueError(f"draws and resamples must be >= 1, got {draws!r} and {resamples!r}")
-    _z(confidence)  # checks the range
+    _check_curve_args(samples, correct, draws, resamples, confidence, "majority_at_k")
     chosen = _check_ks(samples, ks)
     rng = random.Random(seed)
     per_item: list[dict[int, float]] = []
     for answers, is_right in zip(samples, correct, strict=True):
         codes, right = _encode(answers, is_right)
         per_item.append(_item_values(codes, right, chosen, draws, rng))
+    return _bootstrap(per_item, chosen, rng, resamples, confidence)
+
+
+def _bootstrap(
+    per_item: Sequence[Mapping[int, float]],
+    chosen: Sequence[int],
+    rng: random.Random,
+    resamples: int,
+    confidence: float,
+) -> list[CurvePoint]:
+    """The mean over items of each k's values, with a percentile bootstrap over items."""
     n_items = len(per_item)
     columns = {k: [values[k] for values in per_item] for k in chosen}
     boot: dict[int, list[float]] = {k: [] for k in chosen}
@@ -277,3 +291,232 @@ def majority_at_k(
             CurvePoint(k, accuracy, _quantile(ordered, tail), _quantile(ordered, 1.0 - tail))
         )
     return points
+
+
+def mean_interval(
+    values: Sequence[float], seed: int = 0, *, resamples: int = 1000, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """The mean of per-item values with a percentile bootstrap interval over items:
+    ``(mean, low, high)``.
+
+    Example:
+        >>> mean_interval([1.0, 1.0, 1.0])
+        (1.0, 1.0, 1.0)
+    """
+    if not values:
+        raise ValueError("mean_interval needs at least one item's value")
+    _z(confidence)
+    (point,) = _bootstrap([{1: v} for v in values], [1], random.Random(seed), resamples, confidence)
+    return point.accuracy, point.low, point.high
+
+
+# ------------------------------------------------- votes that weigh confidence
+
+
+def _check_curve_args(
+    samples: Sequence[Sequence[str | None]],
+    correct: Sequence[Callable[[str], bool]],
+    draws: int,
+    resamples: int,
+    confidence: float,
+    name: str,
+) -> None:
+    if not samples:
+        raise ValueError(f"{name} needs at least one item; samples is empty")
+    if len(correct) != len(samples):
+        raise ValueError(
+            f"one predicate per item: {len(samples)} items but {len(correct)} predicates"
+        )
+    if draws < 1 or resamples < 1:
+        raise ValueError(f"draws and resamples must be >= 1, got {draws!r} and {resamples!r}")
+    _z(confidence)  # checks the range
+
+
+def _check_weights(
+    samples: Sequence[Sequence[str | None]], weights: Sequence[Sequence[float]]
+) -> None:
+    if len(weights) != len(samples) or any(
+        len(w) != len(a) for w, a in zip(weights, samples, strict=False)
+    ):
+        raise ValueError("weights must give one confidence per sample of every item")
+    bad = [w for ws in weights for w in ws if not (w >= 0.0 and math.isfinite(w))]
+    if bad:
+        raise ValueError(
+            f"confidences weigh votes, so they must be finite and >= 0; got {bad[0]!r} "
+            "(a log-probability is negative: use a DeepConf confidence or a probability)"
+        )
+
+
+def _weighted_value(
+    picked: Sequence[int], codes: Sequence[int], right: Sequence[bool], weights: Sequence[float]
+) -> float:
+    """Expected correctness of ``argmax_a sum(w_i [answer_i = a])`` over the picked
+    samples (abstentions carry no vote), ties at random."""
+    tally: dict[int, float] = {}
+    for i in picked:
+        if codes[i] >= 0:
+            tally[codes[i]] = tally.get(codes[i], 0.0) + weights[i]
+    if not tally:
+        return 0.0
+    top = max(tally.values())
+    # sums of the same weights in another order can differ in the last bits
+    tied = [code for code, total in tally.items() if total >= top - 1e-9 * max(1.0, top)]
+    return sum(right[code] for code in tied) / len(tied)
+
+
+def _filtered_value(
+    picked: Sequence[int],
+    codes: Sequence[int],
+    right: Sequence[bool],
+    weights: Sequence[float],
+    keep_percent: float,
+) -> float:
+    """DeepConf offline on the picked samples: keep those whose confidence is at least
+    the ``100 - keep_percent`` percentile of the picked (linear, numpy's default, as
+    DeepConf's reference computes it), then the weighted vote."""
+    threshold = _quantile(sorted(weights[i] for i in picked), (100 - keep_percent) / 100)
+    return _weighted_value([i for i in picked if weights[i] >= threshold], codes, right, weights)
+
+
+def _subset_curve(
+    samples: Sequence[Sequence[str | None]],
+    correct: Sequence[Callable[[str], bool]],
+    value: Callable[[int, Sequence[int], list[int], list[bool]], float],
+    ks: Sequence[int] | None,
+    draws: int,
+    seed: int,
+    resamples: int,
+    confidence: float,
+) -> list[CurvePoint]:
+    """``value(item, picked, codes, right)`` averaged over the k-subsets of each item's
+    samples (every subset when there are at most ``draws``, else ``draws`` random
+    ones: prefixes of random orders), then over items with a bootstrap interval."""
+    chosen = _check_ks(samples, ks)
+    rng = random.Random(seed)
+    per_item: list[dict[int, float]] = []
+    for item, (answers, is_right) in enumerate(zip(samples, correct, strict=True)):
+        codes, right = _encode(answers, is_right)
+        n = len(codes)
+        values: dict[int, float] = {}
+        sampled = [k for k in chosen if math.comb(n, k) > draws]
+        for k in chosen:
+            if k not in sampled:
+                subsets = itertools.combinations(range(n), k)
+                total = sum(value(item, s, codes, right) for s in subsets)
+                values[k] = total / math.comb(n, k)
+        if sampled:
+            totals = dict.fromkeys(sampled, 0.0)
+            for _ in range(draws):
+                order = rng.sample(range(n), n)
+                for k in sampled:
+                    totals[k] += value(item, order[:k], codes, right)
+            values.update({k: totals[k] / draws for k in sampled})
+        per_item.append(values)
+    return _bootstrap(per_item, chosen, rng, resamples, confidence)
+
+
+def weighted_vote_at_k(
+    samples: Sequence[Sequence[str | None]],
+    weights: Sequence[Sequence[float]],
+    correct: Sequence[Callable[[str], bool]],
+    ks: Sequence[int] | None = None,
+    draws: int = 200,
+    seed: int = 0,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+) -> list[CurvePoint]:
+    """Confidence-weighted vote accuracy for every k up to N, from N samples per item.
+
+    The answer of k samples is ``argmax_a sum_i w_i [answer_i = a]`` (DeepConf's vote,
+    ``w_i`` the sample's confidence); the rest is as :func:`majority_at_k`: the
+    expected correctness over k-subsets (exact, or ``draws`` random ones), ties at
+    random, an all-abstaining subset wrong, a bootstrap interval over items.
+
+    Args:
+        weights: Per item, one confidence (finite, >= 0) per sample.
+
+    Example:
+        >>> samples = [["4", "5", "5"]]
+        >>> [
+        ...     round(p.accuracy, 3)
+        ...     for p in weighted_vote_at_k(samples, [[3.0, 1.0, 1.0]], [lambda a: a == "4"])
+        ... ]
+        [0.333, 0.667, 1.0]
+    """
+    _check_curve_args(samples, correct, draws, resamples, confidence, "weighted_vote_at_k")
+    _check_weights(samples, weights)
+
+    def value(item: int, picked: Sequence[int], codes: list[int], right: list[bool]) -> float:
+        return _weighted_value(picked, codes, right, weights[item])
+
+    return _subset_curve(samples, correct, value, ks, draws, seed, resamples, confidence)
+
+
+def filtered_vote_at_k(
+    samples: Sequence[Sequence[str | None]],
+    weights: Sequence[Sequence[float]],
+    correct: Sequence[Callable[[str], bool]],
+    keep_percent: float,
+    ks: Sequence[int] | None = None,
+    draws: int = 200,
+    seed: int = 0,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+) -> list[CurvePoint]:
+    """DeepConf's filtered vote for every k up to N: of the k samples drawn, keep those
+    whose confidence is at least the ``100 - keep_percent`` percentile of the k
+    (numpy's linear percentile), then vote them weighted by confidence.
+
+    ``keep_percent`` is the paper's eta: 10 keeps the most confident tenth
+    ("DeepConf-low", aggressive), 90 keeps nine tenths ("DeepConf-high",
+    conservative). Otherwise as :func:`weighted_vote_at_k`.
+
+    Example:
+        >>> samples, weights = [["4", "5", "5"]], [[3.0, 1.0, 1.0]]
+        >>> curve = filtered_vote_at_k(samples, weights, [lambda a: a == "4"], keep_percent=10)
+        >>> [round(p.accuracy, 3) for p in curve]  # k=2 and k=3 keep the 3.0 sample
+        [0.333, 0.667, 1.0]
+    """
+    _check_curve_args(samples, correct, draws, resamples, confidence, "filtered_vote_at_k")
+    _check_weights(samples, weights)
+    if not 0 < keep_percent <= 100:
+        raise ValueError(f"keep_percent must be in (0, 100], got {keep_percent!r}")
+
+    def value(item: int, picked: Sequence[int], codes: list[int], right: list[bool]) -> float:
+        return _filtered_value(picked, codes, right, weights[item], keep_percent)
+
+    return _subset_curve(samples, correct, value, ks, draws, seed, resamples, confidence)
+
+
+def pass_at_k(
+    samples: Sequence[Sequence[str | None]],
+    correct: Sequence[Callable[[str], bool]],
+    ks: Sequence[int] | None = None,
+    seed: int = 0,
+    *,
+    resamples: int = 1000,
+    confidence: float = 0.95,
+) -> list[CurvePoint]:
+    """The oracle's accuracy for every k up to N: an item counts as right when any of
+    k samples drawn without replacement is. Not a method (something must know which
+    sample is right); an upper bound on any rule that picks one of the k.
+
+    Exact: with ``c`` right samples of ``N``, ``1 - C(N-c, k) / C(N, k)`` per item,
+    averaged over items, with a bootstrap interval over items.
+
+    Example:
+        >>> samples = [["4", "5", "6"], ["7", "7", "7"]]
+        >>> curve = pass_at_k(samples, [lambda a: a == "4", lambda a: a == "8"])
+        >>> [round(p.accuracy, 3) for p in curve]  # item 1: 1/3, 2/3, 1; item 2: 0
+        [0.167, 0.333, 0.5]
+    """
+    _check_curve_args(samples, correct, 1, resamples, confidence, "pass_at_k")
+    chosen = _check_ks(samples, ks)
+    per_item: list[dict[int, float]] = []
+    for answers, is_right in zip(samples, correct, strict=True):
+        n = len(answers)
+        c = sum(1 for a in answers if a is not None and is_right(a))
+        per_item.append({k: 1.0 - math.comb(n - c, k) / math.comb(n, k) for k in chosen})
+    return _bootstrap(per_item, chosen, random.Random(seed), resamples, confidence)
