@@ -15,9 +15,9 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from concilium._errors import UserError
 
@@ -28,7 +28,15 @@ from ._sweep import Method
 if TYPE_CHECKING:
     from concilium.app import Backend, Session
 
-__all__ = ["ItemResult", "evaluate", "DEFAULT_CONCURRENCY", "RESULTS_FILE", "STATE_FILE"]
+__all__ = [
+    "ItemResult",
+    "SampleRecord",
+    "sample_records",
+    "evaluate",
+    "DEFAULT_CONCURRENCY",
+    "RESULTS_FILE",
+    "STATE_FILE",
+]
 
 DEFAULT_CONCURRENCY = 16
 """Items in flight at once: enough to keep a batching server busy (each item may send
@@ -54,7 +62,24 @@ class ItemResult(TypedDict):
     completion_tokens: int
     wall_s: float
     samples: list[str | None]
+    choices: NotRequired[list[str] | None]
     transcript: list[dict[str, Any]]
+
+
+class SampleRecord(TypedDict):
+    """One sample of a sampling method, as an analysis of stored samples reads it
+    (:func:`sample_records`): the turn's text and answer, the request it came from,
+    its own completion tokens where known exactly, and, when the server returned
+    logprobs, their mean; ``confidence`` is the trace confidence the method itself
+    gave the sample (``confidence_consistency``'s DeepConf score), if any."""
+
+    sample: int
+    request: int | None
+    text: str
+    answer: str | None
+    tokens: int | None
+    mean_logprob: float | None
+    confidence: float | None
 
 
 def _key(method: str, item: str) -> str:
@@ -76,6 +101,37 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def _samples(transcript: Sequence[dict[str, Any]]) -> list[str | None]:
     """The sampled answers of a sampling method (the turns with a ``sample`` number)."""
     return [t.get("answer") for t in transcript if "sample" in t]
+
+
+def sample_records(row: Mapping[str, Any]) -> list[SampleRecord]:
+    """A row's samples in sample order, read from its transcript's sample turns.
+
+    A row written before turns carried ``sample_tokens`` and ``mean_logprob`` gives
+    ``None`` for them (its answers, text and requests are there as before).
+
+    Example:
+        >>> turns = [{"sample": 1, "text": "b", "answer": "8", "sample_tokens": 3},
+        ...          {"sample": 0, "text": "a", "answer": "7", "request": 0}]
+        >>> [(r["sample"], r["answer"], r["tokens"]) for r in sample_records({"transcript": turns})]
+        [(0, '7', None), (1, '8', 3)]
+    """
+    turns = sorted((t for t in row.get("transcript") or () if "sample" in t), key=_sample_index)
+    return [
+        {
+            "sample": int(t["sample"]),
+            "request": t.get("request"),
+            "text": str(t.get("text") or ""),
+            "answer": t.get("answer"),
+            "tokens": t.get("sample_tokens"),
+            "mean_logprob": t.get("mean_logprob"),
+            "confidence": t.get("confidence"),
+        }
+        for t in turns
+    ]
+
+
+def _sample_index(turn: Mapping[str, Any]) -> int:
+    return int(turn["sample"])
 
 
 class _Progress:
@@ -155,6 +211,7 @@ async def _one(
         "completion_tokens": completion_tokens,
         "wall_s": round(time.monotonic() - begin, 6),
         "samples": _samples(transcript),
+        "choices": list(record.choices) if record.choices else None,  # rescoring needs them
         "transcript": transcript,
     }
 
