@@ -88,6 +88,12 @@ def engine_command(
         "--host", "127.0.0.1", "--port", str(port),
         "--dtype", "bfloat16", "--max-model-len", "4096",
         "--enforce-eager",  # starts in ~60 s; compiled takes 100-150 s and its cache did not reload
+        # No chunked prefill, and a step's token budget as large as the longest prompt, so
+        # a prompt is always prefilled whole. With chunks, a seeded request whose prompt
+        # was cut has its sampled token discarded, and vLLM's CPU build then crashes the
+        # engine ("CPU Generator does not use offset", in _bookkeeping_sync): every
+        # request after it fails. The CPU platform makes the same choice for MLA models.
+        "--no-enable-chunked-prefill", "--max-num-batched-tokens", "4096",
         *extra_args,
     ]  # fmt: skip
 

@@ -120,6 +120,9 @@ def test_the_server_command_and_environment_carry_the_settings_engine_md_names(
     joined = " ".join(argv)
     assert "--served-model-name gemma-3-270m solver --host 127.0.0.1 --port 8123" in joined
     assert "--enforce-eager" in argv and "--dtype bfloat16" in joined
+    # prompts are prefilled whole: with chunks, a seeded request crashed the CPU engine
+    assert "--no-enable-chunked-prefill --max-num-batched-tokens 4096" in joined
+    assert "--max-model-len 4096" in joined  # the step's budget covers the longest prompt
     env = engine_env(home, [1], 1)
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1" and env["VLLM_CPU_OMP_THREADS_BIND"] == "1"
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_CACHE_ROOT"] == str(home.cache_dir)
