@@ -144,4 +144,4 @@ def test_an_engine_deployment_in_a_cluster_file_gets_its_speculative_config(
     assert plan.argv == engine_command(home, 8123, ["gemma"], [
         "--speculative-config", json.dumps(ngram, separators=(",", ":")), "--max-num-seqs", "64",
     ])  # fmt: skip
-    assert plan.argv[-5:-3] == ["--enforce-eager", "--speculative-config"]
+    assert plan.argv[-5:-3] == ["4096", "--speculative-config"]  # after the fixed options
