@@ -21,7 +21,7 @@ from ._ledger import current_ledger
 from ._model import ModelSpec
 from ._task_group import task_group
 from ._tracing import agent_span
-from ._types import Completion, Message, TokenLogprob, Usage
+from ._types import Choice, Completion, Message, TokenLogprob, Usage
 
 _anonymous_calls = itertools.count()
 
@@ -157,14 +157,11 @@ class Agent:
             schema = json.dumps(self.output.model_json_schema())
             note = f"Reply with one JSON object that matches this JSON schema:\n{schema}"
             system = f"{system}\n\n{note}" if system else note
-        if (
-            system
-            and not self.completion_mode
-            and not (messages and messages[0].get("role") == "system")
-        ):
+        completion = self.completion_mode
+        if system and not completion and not (messages and messages[0].get("role") == "system"):
             messages = [{"role": "system", "content": system}, *messages]
         body: dict[str, Any]
-        if self.completion_mode:
+        if completion:
             make = self.prompt or (lambda m: completion_frame(m, self.system))
             body = {"prompt": make(messages), "stop": ["\n"]}
         else:
@@ -177,7 +174,7 @@ class Agent:
             body["stop"] = list(self.stop)
         if n != 1:
             body["n"] = n
-        if self.logprobs and self.completion_mode:  # the legacy field: how many alternatives
+        if self.logprobs and completion:  # the legacy field: how many alternatives
             body["logprobs"] = self.top_logprobs or 1
         elif self.logprobs:
             body["logprobs"] = True
@@ -191,8 +188,10 @@ class Agent:
                     "schema": self.output.model_json_schema(),
                 },
             }
-        body.update(self.params)
-        body.update({k: v for k, v in overrides.items() if v is not None})
+        if self.params:
+            body.update(self.params)
+        if overrides:
+            body.update({k: v for k, v in overrides.items() if v is not None})
         return body
 
     async def run(
@@ -220,7 +219,11 @@ class Agent:
         started = time.perf_counter()
         with agent_span(self.name):
             if n == 1 or self.model.capabilities.n:
-                completions = [await self._call(msgs, n, key, overrides, on_text)]
+                body = self._body(msgs, n, overrides)
+                ledger = current_ledger()
+                completions = [
+                    await ledger.chat(self.model, body, agent=self.name, key=key, on_text=on_text)
+                ]
             else:  # n requests; the first failure cancels the others (their HTTP included)
                 async with task_group() as group:
                     tasks = [
@@ -253,10 +256,14 @@ class Agent:
         )
 
     def _reply(self, completions: Sequence[tuple[Completion, bool]], latency: float) -> AgentReply:
-        choices = [c for comp, _ in completions for c in comp.choices]
-        usage = Usage()
-        for comp, _ in completions:
-            usage = usage + comp.usage
+        if len(completions) == 1:  # one request (n samples or one): its values as they are
+            choices: Sequence[Choice] = completions[0][0].choices
+            usage = completions[0][0].usage
+        else:
+            choices = [c for comp, _ in completions for c in comp.choices]
+            usage = Usage()
+            for comp, _ in completions:
+                usage = usage + comp.usage
         return AgentReply(
             agent=self.name,
             texts=tuple(c.text for c in choices),

@@ -96,7 +96,7 @@ class DirectTransport:
             )
         if on_text is not None:
             body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        payload = json.dumps({"model": spec.served_name, **body})
+        payload = json.dumps({"model": spec.served_name, **body}).encode()
         request_headers = {"Content-Type": "application/json", **headers}
         if spec.api_key:
             request_headers["Authorization"] = f"Bearer {spec.api_key}"
