@@ -1,4 +1,4 @@
-"""Output schemas agents can be asked for by name (in YAML: ``output: answer_confidence``)."""
+"""Output schemas for structured replies (a workflow file names them: ``output: answer_confidence``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,3 @@ class AnswerConfidence(BaseModel):
     answer: str
     confidence: float = Field(ge=0.0, le=1.0)
     rationale: str = ""
-
-
-OUTPUT_SCHEMAS: dict[str, type[BaseModel]] = {"answer_confidence": AnswerConfidence}

@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
 
-from concilium.agents import CallLedger, current_ledger
-from concilium.agents._task_group import task_group
+from concilium.agents import CallLedger, current_ledger, task_group
 
 from ._events import Event
 

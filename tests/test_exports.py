@@ -39,13 +39,11 @@ EXPECTED_ALL = {
         SimServer SimConfig
     """,
     "concilium.agents": """
-        Agent AgentReply parse_json_output run_with_tools ToolTurns AnswerConfidence
-        OUTPUT_SCHEMAS Capabilities ModelSpec Endpoints ModelPool Replica pool_for Transport
-        DirectTransport transport_for aclose CallLedger Budget RetryPolicy current_ledger
-        use_ledger reset_ledger request_digest CallRecord SqliteCallRecord Completion Choice
-        TokenLogprob Usage Message completion_from_openai wire configure_tracing
-        JsonLinesSpanExporter workflow_span redact private_file FakeModel FakeRequest
-        SimConfig Latency Rule Statistical Faults
+        Agent AgentReply run_with_tools AnswerConfidence ModelSpec Capabilities Endpoints
+        aclose Budget CallLedger current_ledger use_ledger reset_ledger CallRecord
+        SqliteCallRecord Message Usage TokenLogprob Completion Choice wire task_group
+        configure_tracing workflow_span redact private_file FakeModel SimConfig Latency Rule
+        Statistical Faults
     """,
     "concilium.bench": """
 

@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from concilium._errors import GraphError, PromptError, UserError, WorkflowError
-from concilium.agents import OUTPUT_SCHEMAS, Agent, Capabilities, Message, ModelSpec
+from concilium.agents import Agent, AnswerConfidence, Capabilities, Message, ModelSpec
 from concilium.graphs import AnswerFormat, AnswerSpec, Graph, PatternSpec, as_agent
 from concilium.graphs._aggregators import answer_format
 from concilium.graphs._kit import last_user_text
@@ -20,6 +22,9 @@ from concilium.prompts import PromptLibrary
 from concilium.tools import McpServer, ToolRegistry, builtin_tools, mcp_tools
 
 from ._spec import AgentEntry, McpServerEntry, ModelEntry
+
+# the output schemas a workflow file names (``output: answer_confidence``)
+OUTPUT_SCHEMAS: dict[str, type[BaseModel]] = {"answer_confidence": AnswerConfidence}
 
 Loc = tuple[Any, ...]
 Fail = Callable[[str, Loc], WorkflowError]

@@ -165,7 +165,7 @@ async def test_non_retryable_status_fails_fast_with_model_status_and_fix() -> No
 
 async def test_connection_refused_is_retryable_and_names_the_server() -> None:
     spec = ModelSpec("hosted_vllm/m", api_base="http://127.0.0.1:9/v1", timeout=2)
-    from concilium.agents import RetryPolicy
+    from concilium.agents._ledger import RetryPolicy
 
     token = use_ledger(CallLedger(retry=RetryPolicy(attempts=2, initial_wait=0.01, max_wait=0.02)))
     try:

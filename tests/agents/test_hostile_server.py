@@ -24,15 +24,8 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from concilium import MalformedReplyError, ModelCallError
-from concilium.agents import (
-    Agent,
-    CallLedger,
-    ModelSpec,
-    RetryPolicy,
-    reset_ledger,
-    use_ledger,
-    wire,
-)
+from concilium.agents import Agent, CallLedger, ModelSpec, reset_ledger, use_ledger, wire
+from concilium.agents._ledger import RetryPolicy
 from concilium.cli import main
 
 MiB = 2**20
@@ -347,7 +340,8 @@ async def test_control_characters_in_error_bodies_are_escaped(hostile: HostileSe
 _CLIENT = """
 import asyncio, resource, sys
 from concilium import MalformedReplyError
-from concilium.agents import Agent, CallLedger, ModelSpec, RetryPolicy, aclose, use_ledger
+from concilium.agents import Agent, CallLedger, ModelSpec, aclose, use_ledger
+from concilium.agents._ledger import RetryPolicy
 
 async def main():
     use_ledger(CallLedger(retry=RetryPolicy(attempts=1)))

@@ -21,11 +21,11 @@ from concilium.agents import (
     CallLedger,
     Capabilities,
     ModelSpec,
-    RetryPolicy,
-    pool_for,
     reset_ledger,
     use_ledger,
 )
+from concilium.agents._ledger import RetryPolicy
+from concilium.agents._model import pool_for
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
 from concilium.graphs.workflows import load_workflow

@@ -8,7 +8,8 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from concilium.agents import Agent, Capabilities, ModelSpec, pool_for
+from concilium.agents import Agent, Capabilities, ModelSpec
+from concilium.agents._model import pool_for
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
 from concilium.serving import Latency, SimConfig, SimServer

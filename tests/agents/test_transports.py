@@ -11,16 +11,14 @@ from typing import Any
 import pytest
 
 from concilium import MalformedReplyError, UserError
-from concilium.agents import (
-    Agent,
-    Completion,
+from concilium.agents import Agent, Completion, FakeModel, ModelSpec
+from concilium.agents._transports import (
+    ChatOnly,
     DirectTransport,
-    FakeModel,
-    ModelSpec,
+    LiteLLMTransport,
     Transport,
     transport_for,
 )
-from concilium.agents._transports import ChatOnly, LiteLLMTransport
 from concilium.serving import Latency, Rule, SimConfig, SimServer
 
 AGENTS = Path(__file__).resolve().parents[2] / "agents"

@@ -11,8 +11,9 @@ import openai.types.chat
 import pytest
 
 from concilium import MalformedReplyError
-from concilium.agents import Choice, Completion, TokenLogprob, Usage, completion_from_openai, wire
+from concilium.agents import Choice, Completion, TokenLogprob, Usage, wire
 from concilium.agents import _types as types_module
+from concilium.agents._types import completion_from_openai
 
 
 def test_a_chat_completion_parses_with_the_openai_types_and_reads_back() -> None:
