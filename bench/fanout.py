@@ -1,7 +1,8 @@
 """``concilium bench fanout``: what an N-way fan-out of agent calls costs.
 
 The simulated server runs in its own process with a fixed latency; every row of the
-table is measured in the same run, against the same server, N = 1 .. 256:
+table is measured in the same run, against the same server, N = 1 .. 512 (512 is
+DeepConf's trace budget):
 
 * floor      -- ``asyncio.gather`` of raw aiohttp posts on one session
 * concilium  -- ``asyncio.gather`` of ``Agent.run`` (ledger, pool, spans, record)
@@ -11,19 +12,29 @@ table is measured in the same run, against the same server, N = 1 .. 256:
 * loop       -- the reference repos' sequential loop over litellm (N <= 64)
 
 ``ratio`` is concilium's wall time over one call's; ``vs_floor`` over the floor's.
-A second part measures per-call client overhead on a zero-latency server.
+The deployment takes a whole fan-out at once (``max_concurrency`` above the widest N,
+as the floor does; at concilium's default of 256 per replica a 512-way fan-out goes
+in two waves). The objects made by importing the contenders (litellm, LangGraph) are
+frozen out of the garbage collector after the warm-up, for every contender alike: a
+full collection of that heap took 50-250 ms on this machine, at random points of
+random rows, a cost of the bench's imports rather than of any contender.
+
+A second part measures per-call client cost on a zero-latency server: N sequential
+calls of each contender, interleaved in rounds; wall time and this process's CPU
+time per call (the server runs in its own process, so CPU time is the client's).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import operator
 import os
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypedDict
 
 import aiohttp
@@ -44,6 +55,8 @@ from concilium.serving import Latency, SimConfig, SimServer
 
 MESSAGES = [{"role": "user", "content": "What is 12 * 7? Answer with a number."}]
 LOOP_MAX = 64
+DEFAULT_SIZES = (1, 4, 16, 64, 256, 512)
+MAX_WIDTH = 1024  # requests in flight the bench's deployment takes (ModelSpec.max_concurrency)
 
 
 async def _median(repeats: int, fn: Callable[[], Awaitable[Any]]) -> float:
@@ -62,7 +75,12 @@ class Contenders:
         self.url = url
         self.model = model
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        spec = ModelSpec(f"hosted_vllm/{model}", api_base=url, capabilities=Capabilities(n=False))
+        spec = ModelSpec(
+            f"hosted_vllm/{model}",
+            api_base=url,
+            capabilities=Capabilities(n=False),
+            max_concurrency=MAX_WIDTH,
+        )
         self.agent = Agent("bench", spec, max_tokens=16)
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
@@ -139,6 +157,7 @@ async def measure(sizes: list[int], latency: float, repeats: int) -> dict[str, A
         try:
             for fn in (c.floor, c.concilium, c.graph, c.litellm_gather, c.langgraph):
                 await fn(4)  # warm up connections and imports
+            _freeze_heap()
             one = await _median(repeats, lambda: c.concilium(1))
             for n in sizes:
                 row: dict[str, Any] = {"n": n}
@@ -161,31 +180,53 @@ async def measure(sizes: list[int], latency: float, repeats: int) -> dict[str, A
                 print(f"  measured n={n}", file=sys.stderr, flush=True)
         finally:
             await c.close()
-    overhead = await per_call_overhead(calls=300)
+    overhead = await per_call_overhead(calls=2000)
     return {"latency_s": latency, "one_call_s": round(one, 4), "rows": rows, "per_call": overhead}
 
 
-async def per_call_overhead(calls: int) -> dict[str, Any]:
-    """Sequential calls against a zero-latency server: client CPU per call."""
+def _freeze_heap() -> None:
+    """Move every object alive now (the contenders' imports) out of the collector's
+    sight, so a full collection during a timed row walks only what the calls made."""
+    gc.collect()
+    gc.freeze()
+
+
+async def per_call_overhead(calls: int, rounds: int = 10) -> dict[str, Any]:
+    """Sequential calls against a zero-latency server: wall and client CPU per call.
+
+    The contenders take turns, ``calls / rounds`` calls each per round, so drift in
+    the machine's load reaches all of them alike. litellm makes a tenth as many calls
+    (it is ~10x slower per call, and its figure is only for scale)."""
+    share = {"floor": 1.0, "concilium": 1.0, "litellm": 0.1}
     async with SimServer(SimConfig(latency=Latency(fixed=0.0)), process=True) as sim:
         c = Contenders(sim.url, sim.config.model)
         try:
-            for warm in (c.floor, c.concilium, c.litellm_gather):
-                await warm(4)
-            out = {}
-            for name, fn in (
-                ("floor", c.floor),
-                ("concilium", c.concilium),
-                ("litellm", c.litellm_gather),
-            ):
-                started = time.perf_counter()
-                for _ in range(calls):
+            fns = {"floor": c.floor, "concilium": c.concilium, "litellm": c.litellm_gather}
+            for fn in fns.values():
+                for _ in range(20):
                     await fn(1)
-                out[f"{name}_ms"] = round((time.perf_counter() - started) / calls * 1000, 3)
+            _freeze_heap()
+            wall = dict.fromkeys(fns, 0.0)
+            cpu = dict.fromkeys(fns, 0.0)
+            made = dict.fromkeys(fns, 0)
+            for _ in range(rounds):
+                for name, fn in fns.items():
+                    n = max(1, int(calls / rounds * share[name]))
+                    started, cpu_started = time.perf_counter(), time.process_time()
+                    for _ in range(n):
+                        await fn(1)
+                    wall[name] += time.perf_counter() - started
+                    cpu[name] += time.process_time() - cpu_started
+                    made[name] += n
         finally:
             await c.close()
+    out: dict[str, Any] = {}
+    for name in fns:
+        out[f"{name}_ms"] = round(wall[name] / made[name] * 1000, 3)
+        out[f"{name}_cpu_ms"] = round(cpu[name] / made[name] * 1000, 3)
     out["concilium_vs_floor"] = round(out["concilium_ms"] / out["floor_ms"], 3)
     out["concilium_vs_litellm"] = round(out["concilium_ms"] / out["litellm_ms"], 3)
+    out["concilium_cpu_vs_floor"] = round(out["concilium_cpu_ms"] / out["floor_cpu_ms"], 3)
     return out
 
 
@@ -211,13 +252,24 @@ def table(result: dict[str, Any]) -> str:
         f"litellm {pc['litellm_ms']} ms (concilium/floor {pc['concilium_vs_floor']}, "
         f"concilium/litellm {pc['concilium_vs_litellm']})"
     )
+    lines.append(
+        f"client CPU per call: floor {pc['floor_cpu_ms']} ms, concilium {pc['concilium_cpu_ms']} ms, "
+        f"litellm {pc['litellm_cpu_ms']} ms (concilium/floor {pc['concilium_cpu_vs_floor']})"
+    )
     return "\n".join(lines)
 
 
 def main(
-    sizes: list[int], *, latency: float = 0.2, repeats: int = 3, json_file: str | None = None
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    *,
+    latency: float = 0.2,
+    repeats: int = 3,
+    json_file: str | None = None,
 ) -> dict[str, Any]:
-    result = asyncio.run(measure(sizes, latency, repeats))
+    try:
+        result = asyncio.run(measure(list(sizes), latency, repeats))
+    finally:
+        gc.unfreeze()
     print(
         f"fan-out of agent calls, simulated server in its own process, {latency * 1000:.0f} ms per call"
     )
@@ -227,4 +279,4 @@ def main(
 
 
 if __name__ == "__main__":
-    main([1, 4, 16, 64, 256])
+    main()
