@@ -1,4 +1,4 @@
-# make demo : create the environment, install the embedded engine, run the debate example on it
+# make demo : create the environment, install the embedded engine, run concilium demo on it
 # make lint : ruff check, ruff format --check, pyright (no file is changed)
 # make test : create the environment, install the engine, lint, run the test suite (what CI runs)
 PYTHON ?= python3
@@ -42,13 +42,13 @@ browser:
 test: lint engine browser
 	CONCILIUM_REQUIRE_ENGINE=1 CONCILIUM_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
 
-DEMO_ITEMS ?= 12
+DEMO_ITEMS ?= 50
 
+# what parallel sampling buys the embedded base model (antonyms: one sample vs greedy vs the
+# majority of 9) and what it costs in time (1 request, n=9, 9 at once, 9 in sequence)
 demo: engine
 	@echo "== concilium demo: the embedded engine is Gemma 3 270M BASE (pretrained, not instruction-tuned) on vLLM's CPU build"
-	@echo "== on $(DEMO_ITEMS) shipped capitals questions, few-shot completion prompts: one sample at T=0.8, greedy, majority of 9 samples at T=0.8, a 3-agent 2-round debate"
-	@rm -rf .demo-eval
-	$(VENV)/bin/concilium eval examples/data/capitals.jsonl examples/base_sample.yaml examples/base_single.yaml examples/base_self_consistency.yaml examples/base_debate.yaml --backend local --limit $(DEMO_ITEMS) --concurrency 4 --out .demo-eval
+	$(VENV)/bin/concilium demo --items $(DEMO_ITEMS) --out .demo
 
 demo-sim: $(STAMP)
 	@$(RELINK) > $(VENV)/relink.log 2>&1 || (cat $(VENV)/relink.log; exit 1)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import click
 
 from ._bench import bench
+from ._demo import demo
 from ._engine import engine
 from ._eval import eval_command
+from ._merge import merge_command
+from ._rescore import rescore_command
 from ._research import research_command
 from ._run import graph, run, schema, validate
 from ._serve import serve
@@ -24,6 +27,9 @@ def main() -> None:
 
 
 for command in (run, validate, schema, graph, eval_command, tasks, serve, ui, research_command,
+                rescore_command,
+                merge_command,
+                demo,
                 engine, bench):  # fmt: skip
     main.add_command(command)
 

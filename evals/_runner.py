@@ -12,6 +12,7 @@ marks the item failed; the eval goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -27,6 +28,7 @@ from ._sweep import Method
 
 if TYPE_CHECKING:
     from concilium.app import Backend, Session
+    from concilium.graphs import StateStore
 
 __all__ = [
     "ItemResult",
@@ -160,6 +162,7 @@ class _Progress:
 async def _one(
     method: Method,
     session: Session,
+    store: StateStore,
     record: EvalRecord,
     scorer: Scorer,
     out_dir: Path,
@@ -180,7 +183,9 @@ async def _one(
     calls = replayed = prompt_tokens = completion_tokens = 0
     try:
         # the method's own spec (its swept values) is the fingerprint, and its budget
-        result = await session.run(method.workflow, record.question, run_id=key, resume=resume)
+        result = await session.run(
+            method.workflow, record.question, run_id=key, resume=resume, store=store
+        )
     except UserError:
         raise
     except Exception as exc:  # a model error fails this item, not the eval
@@ -219,7 +224,7 @@ async def _one(
 async def evaluate(
     records: Sequence[EvalRecord],
     methods: Sequence[Method],
-    backend: Backend | str | None,
+    backend: Session | Backend | str | None,
     out_dir: str | Path,
     *,
     scorer: Scorer | None = None,
@@ -235,7 +240,8 @@ async def evaluate(
         records: the items.
         methods: the workflows to compare (see ``build_methods``).
         backend: where model calls go (``"sim"``, ``"local"``, a URL, a ``Backend``, or
-            ``None`` for each model's own server).
+            ``None`` for each model's own server), or an open ``concilium.app.Session``
+            to run in (its servers are kept; the caller closes it).
         out_dir: the run folder (created); rerun with the same folder to resume.
         scorer: decides correctness; default by the gold answers (``default_scorer``).
         concurrency: (item, method) runs in flight at most.
@@ -246,6 +252,7 @@ async def evaluate(
         >>> # asyncio.run(evaluate(load_records("d.jsonl"), methods, Backend.parse("sim"), "out"))
     """
     from concilium.app import Session
+    from concilium.graphs import StateStore
 
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1, got {concurrency}")
@@ -274,13 +281,19 @@ async def evaluate(
         # the session owns the state file (one connection for every run), the backend's
         # servers and the connections; each method's workflow is bound to it in memory,
         # so what a sweep changed is what runs
-        async with Session(backend, state=out / STATE_FILE) as session:
+        async with contextlib.AsyncExitStack() as held:
+            session = (
+                backend
+                if isinstance(backend, Session)  # the caller's, which the caller closes
+                else await held.enter_async_context(Session(backend))
+            )
+            store = await held.enter_async_context(StateStore(out / STATE_FILE))
             bound = [await session.bind(m.workflow) for m in methods]
             runs = [Method(m.name, wf) for m, wf in zip(methods, bound, strict=True)]
 
             async def work(index: int, record: EvalRecord) -> None:
                 async with limit:
-                    row = await _one(runs[index], session, record, scorer, out, started)
+                    row = await _one(runs[index], session, store, record, scorer, out, started)
                 async with lock:
                     with (out / RESULTS_FILE).open("a", encoding="utf-8") as handle:
                         handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")

@@ -88,3 +88,35 @@ def test_bench_eval_runs_all_three_modes(tmp_path: Path) -> None:
     assert all(row["requests"] == 4 * row["items"] for row in modes.values())  # 4 samples each
     assert modes["sequential"]["max_in_flight"] <= 4 < modes["all_at_once"]["max_in_flight"]
     assert "| runner |" in out.stdout and "| all_at_once |" in out.stdout
+
+
+def test_demo_compares_one_sample_with_nine_and_times_each_way_of_drawing_them(
+    tmp_path: Path,
+) -> None:
+    """On the simulated server (a test double): the structure and order of what the
+    demo prints and records, not its speed."""
+    import json
+
+    from click.testing import CliRunner
+
+    from concilium.cli import main
+
+    figures = tmp_path / "demo.json"
+    args = ["demo", "--backend", "sim", "--items", "4", "--repeats", "1",
+            "--out", str(tmp_path / "out"), "--json", str(figures)]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "simulated server -- a test double" in result.output
+    shown = json.loads(figures.read_text())
+    assert [m["method"] for m in shown["methods"]] == [
+        "base_sample",
+        "base_single",
+        "base_self_consistency",
+    ]
+    assert [len(m["majority_at_k"]) for m in shown["methods"]] == [0, 0, 9]
+    assert [(t["mode"], t["requests"]) for t in shown["times"]] == [
+        ("one request, 1 sample", 1), ("one request, n=9", 1),
+        ("9 requests at once", 9), ("9 requests in sequence", 9),
+    ]  # fmt: skip
+    assert shown["times"][0]["vs_one_request"] == 1.0
+    assert "how the samples are drawn" in result.output and "majority@k" in result.output
