@@ -264,8 +264,10 @@ async def evaluate(
     finished: dict[str, ItemResult] = {}
     for row in _read_jsonl(out / RESULTS_FILE):
         key = _key(str(row.get("method")), str(row.get("id")))
-        if key in wanted:
+        if key in wanted:  # a later line of a key (a retry) replaces an earlier one
             finished[key] = cast(ItemResult, row)  # our own file's lines
+    # a failed row is not an answer: a rerun tries its item again (resuming its calls)
+    finished = {key: row for key, row in finished.items() if not row.get("failed")}
     started = {line.strip() for line in _read_jsonl_lines(out / _STARTED_FILE)}
     todo = [
         (i, r) for r in records for i, m in enumerate(methods) if _key(m.name, r.id) not in finished

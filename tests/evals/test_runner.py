@@ -72,6 +72,24 @@ async def test_model_error_marks_item_failed(tmp_path: Path) -> None:
     assert all(r["error"] and not r["correct"] for r in rows)
 
 
+async def test_a_rerun_retries_failed_items_and_only_them(sim: Any, tmp_path: Path) -> None:
+    """A failed row is not an answer: the rerun into the same folder runs those items
+    again (here the server is back) and leaves finished ones alone."""
+    from concilium.serving import Faults, Latency, SimConfig, SimServer
+
+    methods = build_methods([WORKFLOWS / "single.yaml"])
+    await evaluate(RECORDS[:2], methods, Backend.parse(sim.url), tmp_path)
+    broken = SimConfig(latency=Latency(fixed=0.0), faults=Faults(error_rate=1.0, error_status=400))
+    async with SimServer(broken) as server:
+        rows = await evaluate(RECORDS[:4], methods, Backend.parse(server.url), tmp_path)
+    assert [r["failed"] for r in rows] == [False, False, True, True]
+    await sim.reset()
+    again = await evaluate(RECORDS[:4], methods, Backend.parse(sim.url), tmp_path)
+    assert [r["failed"] for r in again] == [False] * 4
+    assert len(await sim.requests()) == 2  # the two failed items, nothing else
+    assert again[:2] == rows[:2]
+
+
 async def test_a_rerun_with_nothing_left_binds_no_backend(
     sim: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
