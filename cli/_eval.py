@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ._common import backend_option, guard, otlp_option, tracing
+from ._merge import Shard, shard_option, start_shard
 
 if TYPE_CHECKING:
     from concilium.app import Backend
@@ -49,6 +50,7 @@ __all__ = ["eval_command"]
     metavar="ADDRESS|auto",
     help="Shard items over a Ray cluster (pip install 'concilium[ray]'); needs a --backend URL.",
 )
+@shard_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option(
     "--report", type=click.Path(dir_okay=False), help="Also write the results as one HTML file."
@@ -65,6 +67,7 @@ def eval_command(
     limit: int | None,
     concurrency: int,
     ray_address: str | None,
+    shard: Shard | None,
     as_json: bool,
     report: str | None = None,
     otlp_endpoint: str | None = None,
@@ -75,7 +78,7 @@ def eval_command(
     """
     with tracing(otlp_endpoint):
         _eval(data, workflows, settings, backend, out_dir, scorer, limit, concurrency, as_json,
-              ray_address)  # fmt: skip
+              ray_address, shard)  # fmt: skip
     if report:  # the same view as concilium ui --evals, self-contained
         from concilium.ui import render_eval_report
 
@@ -93,6 +96,7 @@ def _eval(
     concurrency: int,
     as_json: bool,
     ray_address: str | None = None,
+    shard: Shard | None = None,
 ) -> None:
     from concilium.evals import (
         build_methods,
@@ -115,6 +119,9 @@ def _eval(
     sweeps = [parse_setting(s) for s in settings]
     methods = build_methods(workflows, sweeps)
     out = Path(out_dir)
+    if shard is not None:  # after the scorer: a shard scores as the whole data would
+        names = [m.name for m in methods]
+        records = start_shard(out, shard, records, names, scorer_name)
     if ray_address:
         from concilium.evals import evaluate_on_ray
 
