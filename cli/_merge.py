@@ -201,8 +201,9 @@ def _gather(manifests: dict[Path, dict[str, Any]], methods: list[str]) -> list[I
     kept: dict[tuple[str, str], tuple[ItemResult, Path]] = {}
     for folder, manifest in manifests.items():
         ids = set(manifest["ids"])
-        for row in _rows(folder):
-            key = (row["method"], row["id"])
+        # a later line of a key replaces an earlier one (a rerun retries a failed row)
+        latest = {(row["method"], row["id"]): row for row in _rows(folder)}
+        for key, row in latest.items():
             if row["method"] not in methods or row["id"] not in ids:
                 raise UserError(
                     f"{folder}/results.jsonl has a row of method {row['method']!r} on item "
