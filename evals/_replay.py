@@ -234,7 +234,8 @@ TokensBasis = Literal["exact", "expected", "mixed"]
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    """A rule replayed over every item: means per item, accuracy with its interval.
+    """A rule replayed over every item: means per item, the share of items it stopped
+    before their last sample (``stopped``), accuracy at the stop with its interval.
 
     ``tokens_basis`` says how the completions drawn were counted: ``exact`` (each
     sample's own tokens, known for every item), ``expected`` (``k/N`` of the
@@ -306,7 +307,10 @@ def replay_rules(
             RuleOutcome(
                 rule,
                 samples=sum(p.samples for p in points) / len(points),
-                stopped=sum(p.stopped for p in points) / len(points),
+                stopped=sum(
+                    p.samples < len(item.answers) for p, item in zip(points, items, strict=True)
+                )
+                / len(points),
                 accuracy=accuracy,
                 low=low,
                 high=high,

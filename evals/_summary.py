@@ -1,25 +1,41 @@
 """The eval summary: accuracy with Wilson intervals, cost per item, paired McNemar tests,
-majority@k curves for sampling methods, and the table printed at the end."""
+and for sampling methods every figure the stored samples give with no new call
+(``docs/evaluation.md``): majority@k, the confidence-weighted and DeepConf votes@k,
+the oracle's pass@k, and early-stopping rules replayed on the stored order; then the
+table printed at the end.
+
+Every derived point costs what drawing its samples costs in the method's own mode
+(``concilium.evals._cost``). The rows are summarised in id order, so the same rows give
+the same summary (intervals included) whatever order they were written in: that is
+what lets ``concilium rescore`` reproduce an eval's summary from its folder.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import math
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from ._cost import sampling_cost
-from ._runner import ItemResult
+from ._cost import SamplingCost, sampling_cost
+from ._replay import STOP_RULES, ReplayItem, RuleOutcome, TokensBasis, replay_rules
+from ._runner import ItemResult, SampleRecord, sample_records
+from ._scorers import Scorer
+from ._stats import CurvePoint
 
 __all__ = ["MethodSummary", "summarise", "render_table", "write_summary", "SUMMARY_FILE"]
 
 SUMMARY_FILE = "summary.json"
+DEEPCONF_ETAS = (("DeepConf-low", 10.0), ("DeepConf-high", 90.0))
+"""The paper's two filters: eta is the percent of the k traces kept, the most confident
+ones (DeepConf-low keeps a tenth: aggressive; DeepConf-high nine tenths: conservative)."""
 
 
 class CurveEntry(TypedDict):
-    """A majority@k point: its accuracy over items and what drawing k costs per item in
-    the method's own mode (``None`` when the method makes calls besides its samples;
-    see ``concilium.evals._cost``)."""
+    """A point derived from k of the stored samples: its accuracy over items and what
+    drawing k costs per item in the method's own mode (``None`` when the method makes
+    calls besides its samples; see ``concilium.evals._cost``)."""
 
     k: int
     accuracy: float
@@ -27,6 +43,45 @@ class CurveEntry(TypedDict):
     high: float
     tokens_per_item: float | None
     calls_per_item: float | None
+
+
+class FilteredCurve(TypedDict):
+    """DeepConf's filtered vote@k: of the k drawn, the ``eta`` percent most confident
+    are kept (``keeps`` says it in words) and voted, weighted by confidence."""
+
+    name: str
+    eta: float
+    keeps: str
+    points: list[CurveEntry]
+
+
+class ConfidenceVotes(TypedDict):
+    """The votes that weigh each sample by a confidence; ``unavailable`` says why they
+    were not computed (no made-up confidences: then the curves are empty)."""
+
+    confidence: str | None
+    unavailable: str | None
+    weighted_at_k: list[CurveEntry]
+    deepconf: list[FilteredCurve]
+
+
+class StopEntry(TypedDict):
+    """A stopping rule replayed on each item's stored sample order (the last entry is
+    the fixed budget, every sample): samples drawn, the share of items that stopped
+    before the budget, accuracy at the stop, and its cost; ``tokens_basis`` says
+    whether the completions drawn were counted exactly or as ``k/N`` of the total."""
+
+    rule: str
+    parameter: str
+    value: float
+    samples_per_item: float
+    stopped: float
+    accuracy: float
+    low: float
+    high: float
+    tokens_per_item: float | None
+    calls_per_item: float | None
+    tokens_basis: TokensBasis | None
 
 
 class MethodSummary(TypedDict):
@@ -46,44 +101,162 @@ class MethodSummary(TypedDict):
     wall_s: float
     vs_first: dict[str, Any] | None
     majority_at_k: list[CurveEntry]
+    confidence_votes: ConfidenceVotes | None
+    oracle_pass_at_k: list[CurveEntry]
+    early_stopping: list[StopEntry]
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _curve(rows: Sequence[ItemResult], scorer_of: Any) -> list[CurveEntry]:
-    from ._stats import majority_at_k
+# ------------------------------------------------------------ sampling figures
 
-    sizes = {len(r["samples"]) for r in rows}
-    if len(sizes) != 1 or min(sizes) < 2:
-        return []  # not a sampling method, or items drew different N
-    samples = [r["samples"] for r in rows]
-    correct = [scorer_of(r) for r in rows]
-    points = majority_at_k(samples, correct)
-    costs = [sampling_cost(r["transcript"], r["calls"] + r["replayed"]) for r in rows]
-    known = [c for c in costs if c is not None]
-    out: list[CurveEntry] = []
-    for p in points:
-        tokens = calls = None
-        if len(known) == len(rows):  # every item's cost known, or no cost is shown
-            drawn = [c.at(p.k) for c in known]
-            tokens = _mean([t for t, _ in drawn])
-            calls = _mean([float(n) for _, n in drawn])
-        out.append({"k": p.k, "accuracy": p.accuracy, "low": p.low, "high": p.high,
-                    "tokens_per_item": tokens, "calls_per_item": calls})  # fmt: skip
-    return out
+
+class _Sampled:
+    """A sampling method's items: the same N >= 2 stored samples each, their predicates
+    and costs (``costs`` is ``None`` unless every item's is known)."""
+
+    def __init__(
+        self, rows: Sequence[ItemResult], records: list[list[SampleRecord]], scorer_of: Any
+    ) -> None:
+        self.records = records
+        self.answers = [[s["answer"] for s in recs] for recs in records]
+        self.correct: list[Callable[[str], bool]] = [scorer_of(r) for r in rows]
+        costs = [sampling_cost(r["transcript"], r["calls"] + r["replayed"]) for r in rows]
+        known = [c for c in costs if c is not None]
+        self.costs: list[SamplingCost] | None = known if len(known) == len(rows) else None
+
+    @staticmethod
+    def of(rows: Sequence[ItemResult], scorer_of: Any) -> _Sampled | None:
+        records = [sample_records(r) for r in rows]
+        sizes = {len(recs) for recs in records}
+        if not rows or len(sizes) != 1 or min(sizes) < 2:
+            return None  # not a sampling method, or items drew different N
+        return _Sampled(rows, records, scorer_of)
+
+    def entries(self, points: Sequence[CurvePoint]) -> list[CurveEntry]:
+        out: list[CurveEntry] = []
+        for p in points:
+            tokens = calls = None
+            if self.costs is not None:  # every item's cost known, or no cost is shown
+                drawn = [c.at(p.k) for c in self.costs]
+                tokens = _mean([t for t, _ in drawn])
+                calls = _mean([float(n) for _, n in drawn])
+            out.append({"k": p.k, "accuracy": p.accuracy, "low": p.low, "high": p.high,
+                        "tokens_per_item": tokens, "calls_per_item": calls})  # fmt: skip
+        return out
+
+    def confidences(self) -> tuple[list[list[float]] | None, str]:
+        """Each sample's weight and its name, or ``None`` and why there is none."""
+        values = [[s["confidence"] for s in recs] for recs in self.records]
+        if all(v is None for vs in values for v in vs):
+            return None, (
+                "no sample carries a confidence; a method that scores its traces, such as "
+                "confidence_consistency with top logprobs, records one per sample"
+            )
+        weights = [[v for v in vs if v is not None] for vs in values]
+        if any(len(w) != len(vs) for w, vs in zip(weights, values, strict=True)):
+            return None, "some samples carry no confidence"
+        if any(not (w >= 0.0 and math.isfinite(w)) for ws in weights for w in ws):
+            return None, "the confidences are not all finite and >= 0, so they cannot weigh votes"
+        return weights, "the method's trace confidence"
+
+
+def _confidence_votes(sampled: _Sampled) -> ConfidenceVotes:
+    from ._stats import filtered_vote_at_k, weighted_vote_at_k
+
+    weights, name = sampled.confidences()
+    if weights is None:
+        return {"confidence": None, "unavailable": name, "weighted_at_k": [], "deepconf": []}
+    weighted = weighted_vote_at_k(sampled.answers, weights, sampled.correct)
+    deepconf: list[FilteredCurve] = []
+    for label, eta in DEEPCONF_ETAS:
+        points = filtered_vote_at_k(sampled.answers, weights, sampled.correct, keep_percent=eta)
+        deepconf.append({"name": label, "eta": eta, "points": sampled.entries(points),
+                         "keeps": f"the {eta:g}% most confident of the k drawn"})  # fmt: skip
+    return {"confidence": name, "unavailable": None,
+            "weighted_at_k": sampled.entries(weighted), "deepconf": deepconf}  # fmt: skip
+
+
+def _early_stopping(sampled: _Sampled) -> list[StopEntry]:
+    costs: Sequence[SamplingCost | None] = sampled.costs or [None] * len(sampled.records)
+    items = [
+        ReplayItem(answers, is_right, [s["tokens"] for s in recs], cost)
+        for answers, is_right, recs, cost in zip(
+            sampled.answers, sampled.correct, sampled.records, costs, strict=True
+        )
+    ]
+    return [_stop_entry(o) for o in replay_rules(items, STOP_RULES)]
+
+
+def _stop_entry(o: RuleOutcome) -> StopEntry:
+    return {"rule": o.rule.name, "parameter": o.rule.parameter, "value": o.rule.value,
+            "samples_per_item": o.samples, "stopped": o.stopped, "accuracy": o.accuracy,
+            "low": o.low, "high": o.high, "tokens_per_item": o.tokens,
+            "calls_per_item": o.calls, "tokens_basis": o.tokens_basis}  # fmt: skip
+
+
+def _sampling_figures(rows: Sequence[ItemResult], scorer_of: Any, into: MethodSummary) -> None:
+    from ._stats import majority_at_k, pass_at_k
+
+    sampled = _Sampled.of(rows, scorer_of) if scorer_of else None
+    if sampled is None:
+        return
+    into["majority_at_k"] = sampled.entries(majority_at_k(sampled.answers, sampled.correct))
+    into["confidence_votes"] = _confidence_votes(sampled)
+    into["oracle_pass_at_k"] = sampled.entries(pass_at_k(sampled.answers, sampled.correct))
+    into["early_stopping"] = _early_stopping(sampled)
+
+
+# -------------------------------------------------------------------- summary
 
 
 def summarise(
-    results: Sequence[ItemResult], methods: Sequence[str], scorer_of: Any = None
+    results: Sequence[ItemResult] | str | os.PathLike[str],
+    methods: Sequence[str] | None = None,
+    scorer_of: Any = None,
+    *,
+    scorer: Scorer | None = None,
 ) -> list[MethodSummary]:
     """Per-method summaries, in ``methods`` order, each compared with the first on the
     items both answered (exact McNemar test). ``scorer_of(row)`` gives the predicate on a
-    sampled answer for ``row`` (needed for majority@k; without it no curves)."""
+    sampled answer for ``row`` (needed for the sampling figures; without it none).
+
+    Given an eval's ``--out`` folder instead of its rows, the summary is recomputed
+    from ``results.jsonl`` alone with no model call (what ``concilium rescore`` does):
+    methods in the order of the folder's ``summary.json`` unless given, every answer
+    and sample scored again with ``scorer`` (default: the one the eval chose by the
+    gold answers, checked against the verdicts stored in the rows).
+
+    Example:
+        >>> row = {
+        ...     "id": "q1",
+        ...     "method": "m",
+        ...     "correct": True,
+        ...     "failed": False,
+        ...     "calls": 1,
+        ...     "replayed": 0,
+        ...     "prompt_tokens": 9,
+        ...     "completion_tokens": 3,
+        ...     "wall_s": 0.1,
+        ...     "transcript": [],
+        ... }
+        >>> [(s["method"], s["accuracy"], s["tokens_per_item"]) for s in summarise([row])]
+        [('m', 1.0, 12.0)]
+    """
     from ._stats import mcnemar_exact, wilson_interval
 
-    by_method = {m: [r for r in results if r["method"] == m] for m in methods}
+    if isinstance(results, (str, os.PathLike)):
+        from ._rescore import read_folder
+
+        results, found, scorer_of = read_folder(Path(results), scorer)
+        methods = methods or found
+    if methods is None:
+        methods = list(dict.fromkeys(r["method"] for r in results))
+    # id order: the same rows give the same summary, whatever order they were written in
+    ordered = sorted(results, key=lambda r: str(r["id"]))
+    by_method = {m: [r for r in ordered if r["method"] == m] for m in methods}
     first = {r["id"]: r["correct"] for r in by_method[methods[0]]} if methods else {}
     out: list[MethodSummary] = []
     for name in methods:
@@ -100,29 +273,35 @@ def summarise(
                   "mcnemar_p": mcnemar_exact(b, c)}  # fmt: skip
         prompt = _mean([r["prompt_tokens"] for r in rows])
         completion = _mean([r["completion_tokens"] for r in rows])
-        out.append(
-            {
-                "method": name,
-                "items": n,
-                "correct": right,
-                "failed": sum(r["failed"] for r in rows),
-                "accuracy": right / n if n else 0.0,
-                "low": low,
-                "high": high,
-                "calls_per_item": _mean([r["calls"] + r["replayed"] for r in rows]),
-                "prompt_tokens_per_item": prompt,
-                "completion_tokens_per_item": completion,
-                "tokens_per_item": prompt + completion,
-                "wall_s": sum(r["wall_s"] for r in rows),
-                "vs_first": vs,
-                "majority_at_k": _curve(rows, scorer_of) if scorer_of else [],
-            }
-        )
+        summary: MethodSummary = {
+            "method": name,
+            "items": n,
+            "correct": right,
+            "failed": sum(r["failed"] for r in rows),
+            "accuracy": right / n if n else 0.0,
+            "low": low,
+            "high": high,
+            "calls_per_item": _mean([r["calls"] + r["replayed"] for r in rows]),
+            "prompt_tokens_per_item": prompt,
+            "completion_tokens_per_item": completion,
+            "tokens_per_item": prompt + completion,
+            "wall_s": sum(r["wall_s"] for r in rows),
+            "vs_first": vs,
+            "majority_at_k": [],
+            "confidence_votes": None,
+            "oracle_pass_at_k": [],
+            "early_stopping": [],
+        }
+        _sampling_figures(rows, scorer_of, summary)
+        out.append(summary)
     return out
 
 
+# ---------------------------------------------------------------------- table
+
+
 def render_table(summary: Sequence[MethodSummary]) -> str:
-    """The summary as a fixed-width text table, then majority@k blocks."""
+    """The summary as a fixed-width text table, then each sampling method's blocks."""
     head = (
         f"{'method':<32} {'acc':>6} {'95% CI':>15} {'calls':>7} {'tokens':>9} "
         f"{'wall s':>8} {'p vs first':>10}"
@@ -139,11 +318,33 @@ def render_table(summary: Sequence[MethodSummary]) -> str:
         if s["failed"]:
             lines[-1] += f"  ({s['failed']} failed)"
     for s in summary:
-        if s["majority_at_k"]:
-            lines.append("")
-            lines.append(f"majority@k for {s['method']}:")
-            lines.extend(_curve_line(c) for c in s["majority_at_k"])
+        lines.extend(_sampling_blocks(s))
     return "\n".join(lines)
+
+
+def _sampling_blocks(s: MethodSummary) -> list[str]:
+    if not s["majority_at_k"]:
+        return []
+    name = s["method"]
+    lines = ["", f"majority@k for {name}:", *map(_curve_line, s["majority_at_k"])]
+    votes = s.get("confidence_votes")
+    if votes is not None and votes["unavailable"]:
+        lines += ["", f"confidence votes for {name}: unavailable ({votes['unavailable']})"]
+    elif votes is not None:
+        lines += ["", f"confidence-weighted vote@k for {name} (weights: {votes['confidence']}):"]
+        lines += map(_curve_line, votes["weighted_at_k"])
+        for f in votes["deepconf"]:
+            lines += ["", f"{f['name']}@k for {name} (eta={f['eta']:g}: keeps {f['keeps']}):"]
+            lines += map(_curve_line, f["points"])
+    if s.get("oracle_pass_at_k"):
+        lines += ["", f"pass@k for {name} (oracle: right if any of the k is; a bound, not a method):"]  # fmt: skip
+        lines += map(_curve_line, s["oracle_pass_at_k"])
+    if s.get("early_stopping"):
+        lines += ["", f"early stopping for {name} (rules replayed on the stored sample order):"]
+        lines.append(f"  {'rule':<24} {'samples':>7} {'stopped':>7} {'acc':>6} {'95% CI':>15}"
+                     f" {'tokens':>9} {'':<8} {'calls':>6}")  # fmt: skip
+        lines += map(_stop_line, s["early_stopping"])
+    return lines
 
 
 def _curve_line(c: CurveEntry) -> str:
@@ -153,8 +354,20 @@ def _curve_line(c: CurveEntry) -> str:
     return line + f"  {c['tokens_per_item']:>9.1f} tokens {c['calls_per_item']:>6.2f} calls"
 
 
+def _stop_line(e: StopEntry) -> str:
+    label = f"{e['rule']}({e['parameter']}={e['value']:g})"
+    ci = f"[{e['low']:.3f}, {e['high']:.3f}]"
+    line = (f"  {label:<24} {e['samples_per_item']:>7.2f} {e['stopped']:>7.0%} "
+            f"{e['accuracy']:>6.3f} {ci:>15}")  # fmt: skip
+    if e["tokens_per_item"] is None or e["calls_per_item"] is None:
+        return line + "  (cost n/a: the method calls more than its samples)"
+    return line + f" {e['tokens_per_item']:>9.1f} {e['tokens_basis'] or '':<8} {e['calls_per_item']:>6.2f}"  # fmt: skip
+
+
 def write_summary(summary: Sequence[MethodSummary], out_dir: Path) -> tuple[Path, list[Path]]:
     """Write ``summary.json`` and the accuracy-vs-tokens plot; return their paths."""
+    import json
+
     path = out_dir / SUMMARY_FILE
     path.write_text(json.dumps({"methods": list(summary)}, indent=2) + "\n", encoding="utf-8")
     plots: list[Path] = []
