@@ -10,6 +10,13 @@ sample its own request) runs three ways in one run, against the same server:
 * sequential -- the reference repositories' loop: one item after another
 * all_at_once -- every item launched at once (the runner with no bound)
 
+and, when Ray is installed, a fourth beside the runner (``figures["ray"]``):
+
+* ray_pool   -- ``concilium eval --ray``: the same bound on items in flight split over
+  a pool of Ray workers on a local Ray instance (``RAY_WORKERS`` CPUs); its wall time
+  counts starting the workers (each builds the methods and a session), not the
+  instance
+
 ``utilisation`` is items per second over the server's capacity in items per second
 (capacity in requests per second divided by the requests each item sent).
 """
@@ -25,13 +32,15 @@ from typing import Any, TypedDict
 
 from concilium.app import Backend
 from concilium.bench._report import emit
-from concilium.evals import EvalRecord, build_methods, evaluate
+from concilium.evals import EvalRecord, ItemResult, build_methods, evaluate, evaluate_on_ray
 from concilium.serving import Latency, SimConfig, SimServer
 
 DEFAULT_CONCURRENCY: int = inspect.signature(evaluate).parameters["concurrency"].default
 """The runner's own default bound on items in flight (what ``concilium eval`` uses)."""
 SEQUENTIAL_MAX = 12
 """The sequential loop runs at most this many items (it would take items x latency)."""
+RAY_WORKERS = 2
+"""CPUs of the local Ray instance, one worker each."""
 
 _WORKFLOW = """\
 name: single
@@ -75,7 +84,44 @@ async def _mode(
             _records(items), methods, backend, out, concurrency=concurrency, progress=False
         )
         wall = time.perf_counter() - started
-    stats = await server.stats()
+    return _row(name, concurrency, rows, wall, await server.stats(), capacity)
+
+
+async def _ray_mode(
+    items: int, server: SimServer, workflow: Path, capacity: float
+) -> ModeRow | None:
+    """The runner's bound split over a pool of Ray workers; ``None`` without Ray."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=RAY_WORKERS, include_dashboard=False, log_to_driver=False)
+    try:
+        await server.reset()
+        with tempfile.TemporaryDirectory() as out:
+            started = time.perf_counter()
+            rows = await asyncio.to_thread(
+                evaluate_on_ray, _records(items), [workflow], [], Backend.parse(server.url),
+                out, concurrency=DEFAULT_CONCURRENCY, shards=RAY_WORKERS,
+            )  # fmt: skip
+            wall = time.perf_counter() - started
+    finally:
+        if started_here:
+            ray.shutdown()
+    return _row("ray_pool", DEFAULT_CONCURRENCY, rows, wall, await server.stats(), capacity)
+
+
+def _row(
+    name: str,
+    concurrency: int,
+    rows: list[ItemResult],
+    wall: float,
+    stats: dict[str, Any],
+    capacity: float,
+) -> ModeRow:
+    items = len(rows)
     errors = sorted({str(r["error"]) for r in rows if r["failed"]})
     requests = int(stats["requests"])
     rate = items / wall
@@ -109,6 +155,7 @@ async def measure(items: int, max_running: int, latency: float) -> dict[str, Any
                 ),
                 await _mode("all_at_once", items, items, server, workflow, capacity),
             ]
+            pooled = await _ray_mode(items, server, workflow, capacity)
     return {
         "items": items,
         "max_running": max_running,
@@ -116,6 +163,7 @@ async def measure(items: int, max_running: int, latency: float) -> dict[str, Any
         "capacity_requests_per_s": round(capacity, 1),
         "default_concurrency": DEFAULT_CONCURRENCY,
         "modes": rows,
+        "ray": pooled,
     }
 
 
@@ -132,10 +180,15 @@ def main(
         "| mode | items in flight | items/s | requests/item | server utilisation | max in flight | failed |\n"
         "| --- | --- | --- | --- | --- | --- | --- |"
     )
-    for r in figures["modes"]:
+    shown = list(figures["modes"])
+    if figures["ray"] is not None:
+        shown.insert(1, figures["ray"])  # beside the runner it splits over workers
+    for r in shown:
         print(
             f"| {r['mode']} | {r['concurrency']} | {r['items_per_s']} | "
             f"{r['requests'] / r['items']:.2f} | {r['utilisation']:.2f} | {r['max_in_flight']} | {r['failed']} |"
         )
+    if figures["ray"] is None:
+        print("(no ray_pool row: Ray is not installed; pip install 'concilium[ray]')")
     emit(figures, json_file)
     return figures
