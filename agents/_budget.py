@@ -191,7 +191,8 @@ class BudgetMeter:
     def _free(self, hold: Hold) -> None:
         self.reserved_calls -= hold.calls
         self.reserved_tokens -= hold.tokens
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._waiters:  # calls waiting for tokens: each tries again
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)

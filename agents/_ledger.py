@@ -285,14 +285,7 @@ class CallLedger:
         pool, transport = pool_for(spec), transport_for(spec)
         affinity = _affinity(body) if spec.routing == "affinity" else None
         tried: list[Replica] = []
-        streamed = False
-
-        def pass_on(delta: str) -> None:
-            nonlocal streamed
-            streamed = True
-            if on_text is not None:
-                on_text(delta)
-
+        relay = None if on_text is None else _Relay(on_text)
         # hedging (ModelSpec.hedge_after) races a second copy; a streamed call's text
         # goes out as it comes, so only whole replies are hedged
         hedge = spec.hedge_after if on_text is None and pool.size > 1 else None
@@ -308,14 +301,14 @@ class CallLedger:
                 attempt += hedged  # a call sends at most RetryPolicy.attempts requests
             else:
                 replica, outcome = await self._request(
-                    pool, transport, slot, spec, body, headers, None if on_text is None else pass_on
+                    pool, transport, slot, spec, body, headers, relay
                 )
             if isinstance(outcome, Completion):
                 return outcome
             error = outcome
             if replica not in tried:
                 tried.append(replica)
-            if not error.retryable or streamed:
+            if not error.retryable or (relay is not None and relay.streamed):
                 raise error
             if attempt >= self.retry.attempts:
                 raise _gave_up(error, attempt)
@@ -560,6 +553,21 @@ class CallLedger:
         if error is not None:
             event["error"] = str(error)
         self.on_event(event)
+
+
+class _Relay:
+    """Passes a streamed call's deltas on and remembers that one went out (then the
+    call is not retried: its text has been seen)."""
+
+    __slots__ = ("on_text", "streamed")
+
+    def __init__(self, on_text: Callable[[str], None]):
+        self.on_text = on_text
+        self.streamed = False
+
+    def __call__(self, delta: str) -> None:
+        self.streamed = True
+        self.on_text(delta)
 
 
 def _affinity(body: Mapping[str, Any]) -> str | None:
