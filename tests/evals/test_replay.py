@@ -166,6 +166,9 @@ def test_all_known_all_unknown_and_no_cost() -> None:
     # majority stops at 2: exact 100 + 5 + 5; expected 100 + 2 * 80 / 4
     assert (known[1].tokens, known[1].tokens_basis) == (110.0, "exact")
     assert (unknown[1].tokens, unknown[1].tokens_basis) == (140.0, "expected")
+    # a rule that fires on the last sample saved nothing: it did not stop early
+    esc = {o.rule.name: o for o in replay_rules([ReplayItem(list("AAAAA"), _right, [1] * 5, None)])}  # fmt: skip
+    assert (esc["esc"].samples, esc["esc"].stopped, esc["beta"].stopped) == (5, 0.0, 1.0)
     # a tied end (A B): the expected value of a random tie break, 1/2
     tied = replay_rules([ReplayItem(list("AB"), _right, [1, 1], None)])
     assert all(o.accuracy == 0.5 for o in tied)
