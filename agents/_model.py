@@ -301,7 +301,10 @@ class ModelPool:
         if self.spec.load_metrics and self._poller is None and len(self.replicas) > 1:
             self._poller = asyncio.ensure_future(self._poll_metrics())
         replica = self.pick(affinity, exclude)
-        probe = replica.breaker(self.breaker_failures, time.monotonic()) == "half_open"
+        probe = (
+            replica.failures >= self.breaker_failures  # a closed breaker (the usual) needs no clock
+            and replica.breaker(self.breaker_failures, time.monotonic()) == "half_open"
+        )
         if probe:
             replica.probing = True  # the one call that decides; the others keep away
         return _Slot(replica, probe)
