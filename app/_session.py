@@ -110,7 +110,7 @@ class Session:
         return SimServer(config)
 
     def _engine(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        from concilium.serving import local_engine
+        from concilium.serving.engine import local_engine
 
         return local_engine(log=self.log)
 

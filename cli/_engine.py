@@ -20,7 +20,7 @@ def engine() -> None:
 @guard()
 def engine_install(force: bool, verbose: bool) -> None:
     """Install vLLM's CPU build and convert Gemma 3 270M, once, under the user's cache."""
-    from concilium.serving import install_engine
+    from concilium.serving.engine import install_engine
 
     home = install_engine(log=click.echo, force=force, verbose=verbose)
     click.echo(f"engine installed in {home.root}")
@@ -30,7 +30,7 @@ def engine_install(force: bool, verbose: bool) -> None:
 @guard()
 def engine_info() -> None:
     """Where the engine lives and whether it is installed."""
-    from concilium.serving import EngineHome, engine_pins
+    from concilium.serving.engine import EngineHome, engine_pins
 
     home = EngineHome()
     click.echo(f"home:        {home.root}")

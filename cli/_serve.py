@@ -107,7 +107,7 @@ def serve_sim(
 @guard()
 def serve_local(replicas: int, port: int, deadline: float) -> None:
     """Run the embedded engine (vLLM CPU build, Gemma 3 270M base) until Ctrl-C."""
-    from concilium.serving import ENGINE_MODEL, local_engine
+    from concilium.serving.engine import ENGINE_MODEL, local_engine
 
     async def go() -> None:
         async with local_engine(replicas, port=port, deadline=deadline, log=click.echo) as engine:
@@ -236,7 +236,7 @@ def serve_vllm(
 ) -> None:
     """Start a local cluster of vLLM servers, one per GPU group, until Ctrl-C."""
     from concilium._errors import UserError
-    from concilium.serving import ClusterSpec, launch_cluster, load_cluster_spec
+    from concilium.serving.cluster import ClusterSpec, launch_cluster, load_cluster_spec
 
     pool_file, deadline = options.pop("pool_file"), options.pop("deadline")
     if config_file:

@@ -180,7 +180,7 @@ def test_a_server_config_that_is_a_fifo_or_a_device_is_refused_without_reading(
 
 
 def test_a_cluster_config_file_still_loads(tmp_path: Path) -> None:
-    from concilium.serving import load_cluster_spec
+    from concilium.serving.cluster import load_cluster_spec
 
     path = tmp_path / "cluster.yaml"
     path.write_text("models:\n  - name: gemma\n    model: google/gemma-3-270m\ndeadline: 60\n")

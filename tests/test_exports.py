@@ -71,11 +71,8 @@ EXPECTED_ALL = {
         PromptLibrary default_library render BUILTIN_DIR
     """,
     "concilium.serving": """
-        SimServer SimConfig Latency Rule Statistical Faults SimApp SimulatedModel
-        serve_forever start_app ManagedProcess ClusterSpec Deployment Family FAMILIES
-        family_of plan_replicas pool_config vllm_command launch_cluster load_cluster_spec
-        create_app check_bind create_mcp_server mcp_http_app mcp_result EngineHome
-        install_engine engine_pins ENGINE_MODEL LocalEngine local_engine
+        SimServer serve_forever SimConfig Latency Rule Statistical Faults create_app
+        check_bind create_mcp_server mcp_http_app ManagedProcess engine cluster
     """,
     "concilium.tools": """
         Tool ToolRegistry ToolError ToolText builtin_tools McpServer mcp_tools plans
@@ -104,6 +101,12 @@ EXPECTED_ALL = {
 EXPECTED_NAMESPACES = {
     "concilium.graphs.reducers": """
         append merge add
+    """,
+    "concilium.serving.cluster": """
+        ClusterSpec load_cluster_spec launch_cluster
+    """,
+    "concilium.serving.engine": """
+        install_engine EngineHome engine_pins local_engine LocalEngine ENGINE_MODEL
     """,
     "concilium.tools.evidence": """
         EvidenceStore Passage default_index_path Embedder openai_embedder write_corpus

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from concilium._errors import UserError
-from concilium.serving import EngineHome, local_engine
+from concilium.serving.engine import EngineHome, local_engine
 
 
 def _installed() -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from concilium.agents import Agent, Capabilities, ModelSpec, aclose
-from concilium.serving import ClusterSpec, launch_cluster
+from concilium.serving.cluster import ClusterSpec, launch_cluster
 
 
 async def test_the_launcher_runs_the_engine_and_writes_a_usable_pool(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import subprocess
 import aiohttp
 import pytest
 
-from concilium.serving import EngineHome
 from concilium.serving._engine_install import ENGINE_MODEL_PACKAGE
+from concilium.serving.engine import EngineHome
 
 PROMPT = "The capital of France is"
 TOKENS = 8

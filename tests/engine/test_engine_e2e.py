@@ -24,7 +24,7 @@ from concilium._errors import ModelCallError
 from concilium.agents import Agent, AnswerConfidence, aclose
 from concilium.graphs import run
 from concilium.graphs.patterns import confidence_consistency, debate, self_consistency
-from concilium.serving import local_engine
+from concilium.serving.engine import local_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 

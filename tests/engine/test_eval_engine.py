@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from concilium.serving import EngineHome
+from concilium.serving.engine import EngineHome
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = 4

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from concilium.serving import local_engine
+from concilium.serving.engine import local_engine
 
 NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4, "prompt_lookup_min": 2}  # fmt: skip
 COPY = (  # a few-shot copying task: the continuation is in the prompt, so n-grams match

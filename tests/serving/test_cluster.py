@@ -14,7 +14,8 @@ import yaml
 
 from concilium._errors import ServerError, UserError
 from concilium.graphs.workflows import parse_workflow
-from concilium.serving import ClusterSpec, family_of, launch_cluster, plan_replicas, pool_config
+from concilium.serving._cluster import family_of, plan_replicas, pool_config
+from concilium.serving.cluster import ClusterSpec, launch_cluster
 
 
 def spec(**deployment: object) -> ClusterSpec:

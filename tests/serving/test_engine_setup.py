@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from concilium._errors import ServerError, UserError
-from concilium.serving import EngineHome, engine_pins, local_engine
 from concilium.serving._engine import (  # tests/serving shares serving's privates
     core_groups,
     engine_command,
     engine_env,
 )
+from concilium.serving.engine import EngineHome, engine_pins, local_engine
 
 
 def fake_install(root: Path, python_script: str) -> EngineHome:
@@ -132,7 +132,8 @@ def test_the_server_command_and_environment_carry_the_settings_engine_md_names(
 def test_an_engine_deployment_in_a_cluster_file_gets_its_speculative_config(
     tmp_path: Path,
 ) -> None:
-    from concilium.serving import ClusterSpec, plan_replicas
+    from concilium.serving._cluster import plan_replicas
+    from concilium.serving.cluster import ClusterSpec
 
     home = fake_install(tmp_path / "engine", "exit 1")
     ngram = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}

@@ -198,7 +198,7 @@ async def test_a_scripted_tool_call_comes_back_as_openai_tool_calls() -> None:
 
 
 def test_the_answer_logic_runs_without_a_server() -> None:
-    from concilium.serving import SimulatedModel
+    from concilium.serving._sim_model import SimulatedModel
 
     model = SimulatedModel(SimConfig(seed=2, statistical={"accuracy": 1.0, "conformity": 0.0}))
     body = {"messages": [{"role": "user", "content": "What is 6 * 7?"}], "n": 3, "max_tokens": 100}
