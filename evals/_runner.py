@@ -112,8 +112,10 @@ def sample_records(row: Mapping[str, Any]) -> list[SampleRecord]:
     ``None`` for them (its answers, text and requests are there as before).
 
     Example:
-        >>> turns = [{"sample": 1, "text": "b", "answer": "8", "sample_tokens": 3},
-        ...          {"sample": 0, "text": "a", "answer": "7", "request": 0}]
+        >>> turns = [
+        ...     {"sample": 1, "text": "b", "answer": "8", "sample_tokens": 3},
+        ...     {"sample": 0, "text": "a", "answer": "7", "request": 0},
+        ... ]
         >>> [(r["sample"], r["answer"], r["tokens"]) for r in sample_records({"transcript": turns})]
         [(0, '7', None), (1, '8', 3)]
     """
