@@ -34,13 +34,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypedDict, Unpack, cast
 
 from concilium._errors import GraphError
 from concilium.agents import AgentReply, Message
-from concilium.prompts import PromptLibrary, default_library
+from concilium.prompts import PromptLibrary
 from concilium.tools import Tool, ToolText
 
 from ._aggregators import AnswerFormat, Vote, answer_format, majority_vote
@@ -69,7 +70,12 @@ class Respondent(Protocol):
 
 def prompt_library(prompts: PromptLibrary | None) -> PromptLibrary:
     """The given prompt library, or the built-in one."""
-    return prompts if prompts is not None else default_library
+    return prompts if prompts is not None else _builtin_prompts()
+
+
+@functools.cache
+def _builtin_prompts() -> PromptLibrary:
+    return PromptLibrary()  # the built-in templates only, made once
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ EXPECTED_ALL = {
         load_yaml read_workflow_text
     """,
     "concilium.prompts": """
-        PromptLibrary default_library render BUILTIN_DIR
+        PromptLibrary
     """,
     "concilium.serving": """
         SimServer serve_forever SimConfig Latency Rule Statistical Faults create_app

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from concilium._errors import PromptError
-from concilium.prompts import PromptLibrary, render
+from concilium.prompts import PromptLibrary
+from concilium.prompts._library import render
 
 
 def test_builtin_debate_round_lists_each_other_solution() -> None:
