@@ -11,6 +11,9 @@ DeepConf's trace budget):
 * langgraph  -- a hand-written LangGraph ``Send`` graph whose nodes call litellm
 * loop       -- the reference repos' sequential loop over litellm (N <= 64)
 
+Each width is measured ``repeats`` times, the contenders taking turns (the median
+is reported), so a change in the machine's load reaches them all alike.
+
 ``ratio`` is concilium's wall time over one call's; ``vs_floor`` over the floor's.
 The deployment takes a whole fan-out at once (``max_concurrency`` above the widest N,
 as the floor does; at concilium's default of 256 per replica a 512-way fan-out goes
@@ -159,16 +162,21 @@ async def measure(sizes: list[int], latency: float, repeats: int) -> dict[str, A
                 await fn(4)  # warm up connections and imports
             _freeze_heap()
             one = await _median(repeats, lambda: c.concilium(1))
+            contenders = {
+                "floor_s": c.floor,
+                "concilium_s": c.concilium,
+                "graph_s": c.graph,
+                "litellm_s": c.litellm_gather,
+                "langgraph_s": c.langgraph,
+            }
             for n in sizes:
                 row: dict[str, Any] = {"n": n}
-                for name, fn in (
-                    ("floor_s", c.floor),
-                    ("concilium_s", c.concilium),
-                    ("graph_s", c.graph),
-                    ("litellm_s", c.litellm_gather),
-                    ("langgraph_s", c.langgraph),
-                ):
-                    row[name] = round(await _median(repeats, lambda fn=fn, n=n: fn(n)), 4)
+                times: dict[str, list[float]] = {name: [] for name in contenders}
+                for _ in range(repeats):  # interleaved: load drift reaches every contender alike
+                    for name, fn in contenders.items():
+                        times[name].append(await _median(1, lambda fn=fn, n=n: fn(n)))
+                for name, got in times.items():
+                    row[name] = round(statistics.median(got), 4)
                 row["loop_s"] = (
                     round(await _median(1, lambda n=n: c.loop(n)), 4) if n <= LOOP_MAX else None
                 )
