@@ -7,15 +7,14 @@ Example:
 """
 
 from . import _wire as wire
+from . import ledger, sim
 from ._agent import Agent, AgentReply
 from ._endpoints import Endpoints
 from ._fake import FakeModel
-from ._ledger import Budget, CallLedger, current_ledger, reset_ledger, use_ledger
+from ._ledger import Budget
 from ._model import Capabilities, ModelSpec
-from ._record import CallRecord, SqliteCallRecord
 from ._redact import private_file, redact
 from ._schemas import AnswerConfidence
-from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
 from ._task_group import task_group
 from ._tool_loop import run_with_tools
 from ._tracing import configure_tracing, workflow_span
@@ -33,14 +32,9 @@ __all__ = [
     "Capabilities",
     "Endpoints",
     "aclose",
-    # the call ledger: budget, record, the ledger of the running code
+    # what a run may spend; the call ledger every call goes through (and its record)
     "Budget",
-    "CallLedger",
-    "current_ledger",
-    "use_ledger",
-    "reset_ledger",
-    "CallRecord",
-    "SqliteCallRecord",
+    "ledger",
     # values
     "Message",
     "Usage",
@@ -56,12 +50,8 @@ __all__ = [
     # secrets: credentials masked in what is written, files only their owner reads
     "redact",
     "private_file",
-    # test doubles
+    # test doubles: a fake model in process, and how the simulated server answers
+    # (the schema of a workflow's simulate:)
     "FakeModel",
-    # how the simulated server answers (the schema of a workflow's simulate:)
-    "SimConfig",
-    "Latency",
-    "Rule",
-    "Statistical",
-    "Faults",
+    "sim",
 ]

@@ -29,7 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from concilium.agents import Endpoints, Message, SimConfig, aclose
+from concilium.agents import Endpoints, Message, aclose
+from concilium.agents.sim import SimConfig
 from concilium.graphs import RunResult, StateStore, run
 from concilium.graphs.workflows import Workflow
 

@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from concilium.agents import Agent, Capabilities, ModelSpec, aclose
+from concilium.agents.sim import Latency, SimConfig
 from concilium.bench._report import emit
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
-from concilium.serving import Latency, SimConfig, SimServer
+from concilium.serving import SimServer
 
 
 @contextlib.asynccontextmanager

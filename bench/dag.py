@@ -20,10 +20,11 @@ import time
 from typing import Any
 
 from concilium.agents import Agent, aclose
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.bench._report import emit
 from concilium.graphs import Executor, run
 from concilium.graphs.patterns import plan_and_execute, react
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 from concilium.tools import Tool, ToolRegistry
 from concilium.tools.plans import Task, parse_plan
 

@@ -30,10 +30,11 @@ import time
 from pathlib import Path
 from typing import Any, TypedDict
 
+from concilium.agents.sim import Latency, SimConfig
 from concilium.app import Backend
 from concilium.bench._report import emit
 from concilium.evals import EvalRecord, ItemResult, build_methods, evaluate, evaluate_on_ray
-from concilium.serving import Latency, SimConfig, SimServer
+from concilium.serving import SimServer
 
 DEFAULT_CONCURRENCY: int = inspect.signature(evaluate).parameters["concurrency"].default
 """The runner's own default bound on items in flight (what ``concilium eval`` uses)."""

@@ -42,19 +42,13 @@ from typing import Annotated, Any, TypedDict
 
 import aiohttp
 
-from concilium.agents import (
-    Agent,
-    CallLedger,
-    Capabilities,
-    ModelSpec,
-    aclose,
-    reset_ledger,
-    use_ledger,
-)
+from concilium.agents import Agent, Capabilities, ModelSpec, aclose
+from concilium.agents.ledger import CallLedger, reset_ledger, use_ledger
+from concilium.agents.sim import Latency, SimConfig
 from concilium.bench._report import emit
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
-from concilium.serving import Latency, SimConfig, SimServer
+from concilium.serving import SimServer
 
 MESSAGES = [{"role": "user", "content": "What is 12 * 7? Answer with a number."}]
 LOOP_MAX = 64

@@ -30,10 +30,11 @@ import time
 from typing import Any
 
 from concilium.agents import Agent, aclose
+from concilium.agents.sim import Faults, Latency, SimConfig
 from concilium.bench._report import emit
 from concilium.graphs import run
 from concilium.graphs.patterns import debate
-from concilium.serving import Faults, Latency, SimConfig, SimServer
+from concilium.serving import SimServer
 
 MIX = Faults(error_rate=0.05, error_status=503, rate_limit_rate=0.02, hang_rate=0.01)
 

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from concilium.agents import Agent, aclose
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.bench._report import emit
 from concilium.graphs import (
     END,
@@ -45,7 +46,7 @@ from concilium.graphs import (
     user,
 )
 from concilium.graphs.patterns import overlapped_tools, parse_calls, run_call
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 from concilium.tools import ToolRegistry
 
 BACKEND = "simulated server (a test double; scripted replies streamed word by word)"

@@ -21,10 +21,11 @@ import time
 from typing import Any
 
 from concilium.agents import Agent, Capabilities, aclose
+from concilium.agents.sim import Latency, SimConfig, Statistical
 from concilium.bench._report import emit
 from concilium.graphs import run
 from concilium.graphs.patterns import adaptive_consistency, mixture_of_agents, self_consistency
-from concilium.serving import Latency, SimConfig, SimServer, Statistical
+from concilium.serving import SimServer
 
 QUESTIONS = [
     f"What is {a} * {b}?" for a, b in [(12, 7), (13, 9), (17, 4), (21, 3), (8, 11), (14, 6)]

@@ -47,7 +47,8 @@ from typing import Any, TypedDict
 import yaml
 
 from concilium._errors import ConciliumError, UserError
-from concilium.agents import Agent, CallLedger, reset_ledger, use_ledger
+from concilium.agents import Agent
+from concilium.agents.ledger import CallLedger, reset_ledger, use_ledger
 from concilium.app import Backend, Session, load
 from concilium.bench._report import emit
 from concilium.examples import FOLDER

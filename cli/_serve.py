@@ -62,8 +62,9 @@ def serve_sim(
     from pydantic import ValidationError
 
     from concilium._errors import UserError
+    from concilium.agents.sim import SimConfig
     from concilium.graphs.workflows import load_yaml, read_workflow_text
-    from concilium.serving import SimConfig, serve_forever
+    from concilium.serving import serve_forever
 
     raw: dict[str, Any] = {}
     try:

@@ -40,7 +40,7 @@ _LAZY = {
     "run": "concilium.graphs",
     "debate": "concilium.graphs.patterns",
     "SimServer": "concilium.serving",
-    "SimConfig": "concilium.serving",
+    "SimConfig": "concilium.agents.sim",
 }
 
 __all__ = [
@@ -80,6 +80,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from concilium.agents import Agent, ModelSpec
+    from concilium.agents.sim import SimConfig
     from concilium.graphs import run
     from concilium.graphs.patterns import debate
-    from concilium.serving import SimConfig, SimServer
+    from concilium.serving import SimServer

@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from concilium._errors import ConciliumError, RunError, UserError
-from concilium.agents import CallRecord, Message, SqliteCallRecord
+from concilium.agents import Message
+from concilium.agents.ledger import CallRecord, SqliteCallRecord
 from concilium.app import Backend, Session
 from concilium.graphs import RunResult, StateStore
 from concilium.graphs.workflows import Workflow

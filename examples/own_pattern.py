@@ -5,6 +5,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from concilium import SimConfig, SimServer, run
+from concilium.agents.sim import Rule
 from concilium.graphs import (
     END,
     START,
@@ -21,7 +22,6 @@ from concilium.graphs import (
     user,
 )
 from concilium.graphs.workflows import build_workflow, parse_workflow
-from concilium.serving import Rule
 
 
 def review(author: Respondent, reviewers: Sequence[Respondent], name: str = "review") -> Graph:

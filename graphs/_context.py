@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TypeVar
 
-from concilium.agents import CallLedger, current_ledger, task_group
+from concilium.agents import task_group
+from concilium.agents.ledger import CallLedger, current_ledger
 
 from ._events import Event
 

@@ -33,7 +33,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from concilium._errors import GraphError
-from concilium.agents import current_ledger
+from concilium.agents.ledger import current_ledger
 from concilium.tools import ToolError, ToolRegistry
 from concilium.tools.plans import Task, resolve
 

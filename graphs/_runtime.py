@@ -26,18 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from concilium.agents import (
-    AgentReply,
-    Budget,
-    CallLedger,
-    CallRecord,
-    Message,
-    Usage,
-    aclose,
-    reset_ledger,
-    use_ledger,
-    workflow_span,
-)
+from concilium.agents import AgentReply, Budget, Message, Usage, aclose, workflow_span
+from concilium.agents.ledger import CallLedger, CallRecord, reset_ledger, use_ledger
 
 from ._context import RunContext, current_path, gather_all, node_scope, run_scope
 from ._events import Event, StreamEvent, Turn

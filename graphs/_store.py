@@ -19,7 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from concilium.agents import SqliteCallRecord, private_file
+from concilium.agents import private_file
+from concilium.agents.ledger import SqliteCallRecord
 
 __all__ = ["StateStore", "calls_path"]
 

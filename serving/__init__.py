@@ -2,27 +2,26 @@
 server subprocesses, and the embedded engine (vLLM's CPU build serving Gemma 3 270M).
 
 Example:
-    >>> from concilium.serving import SimConfig, SimServer
-    >>> SimConfig().model
-    'concilium-sim'
+    >>> import asyncio
+    >>> from concilium.agents.sim import SimConfig
+    >>> from concilium.serving import SimServer
+    >>> async def served_model():
+    ...     async with SimServer(SimConfig(seed=1)) as server:
+    ...         return server.spec().model
+    >>> asyncio.run(served_model())
+    'hosted_vllm/concilium-sim'
 """
 
 from . import cluster, engine
 from ._api import check_bind, create_app
 from ._mcp_server import create_mcp_server, mcp_http_app
 from ._process import ManagedProcess
-from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
 from ._sim_server import SimServer, serve_forever
 
 __all__ = [
     # the simulated server (a test double)
     "SimServer",
     "serve_forever",
-    "SimConfig",
-    "Latency",
-    "Rule",
-    "Statistical",
-    "Faults",
     # workflows as OpenAI-compatible models (concilium serve api) and as MCP tools
     "create_app",
     "check_bind",

@@ -24,7 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from concilium.agents import Faults, SimConfig, wire
+from concilium.agents import wire
+from concilium.agents.sim import Faults, SimConfig
 
 from ._sim_model import SimAnswer, SimulatedModel, words
 

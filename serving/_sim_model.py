@@ -9,7 +9,7 @@ A request with a JSON schema gets a JSON object of that schema. Every draw is se
 by (config seed, agent, call index, choice), so a run is reproducible.
 
 Example:
-    >>> from concilium.agents import SimConfig
+    >>> from concilium.agents.sim import SimConfig
     >>> model = SimulatedModel(SimConfig(seed=1))
     >>> body = {"messages": [{"role": "user", "content": "What is 12 * 7?"}]}
     >>> model.answer(body, "alice").choices[0].text.startswith("[simulated reply]")
@@ -27,7 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from concilium.agents import SimConfig, wire
+from concilium.agents import wire
+from concilium.agents.sim import SimConfig
 from concilium.tools import arithmetic_answer
 
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")

@@ -18,7 +18,8 @@ import aiohttp
 from aiohttp import web
 
 from concilium._errors import UserError
-from concilium.agents import Capabilities, ModelSpec, SimConfig
+from concilium.agents import Capabilities, ModelSpec
+from concilium.agents.sim import SimConfig
 
 from ._process import ManagedProcess
 from ._sim import SimApp

@@ -46,7 +46,8 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 async def sim() -> AsyncIterator[Any]:
     """A simulated server (test double) on loopback, in this process, 20 ms latency."""
     from concilium.agents import aclose
-    from concilium.serving import Latency, SimConfig, SimServer
+    from concilium.agents.sim import Latency, SimConfig
+    from concilium.serving import SimServer
 
     async with SimServer(SimConfig(seed=1, latency=Latency(fixed=0.02))) as server:
         yield server

@@ -36,7 +36,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from concilium import BudgetExceeded, GraphError, OutputParseError
-from concilium.agents import Agent, ModelSpec, current_ledger
+from concilium.agents import Agent, ModelSpec
+from concilium.agents.ledger import current_ledger
 from concilium.graphs import (
     END,
     START,

@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from concilium._errors import PromptError, WorkflowError
-from concilium.agents import Agent, Budget, Endpoints, ModelSpec, SimConfig
+from concilium.agents import Agent, Budget, Endpoints, ModelSpec
+from concilium.agents.sim import SimConfig
 from concilium.graphs import Graph
 from concilium.graphs._registry import pattern_kinds
 from concilium.prompts import PromptLibrary

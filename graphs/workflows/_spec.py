@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from concilium.agents import SimConfig
+from concilium.agents.sim import SimConfig
 from concilium.graphs._registry import AnyPatternSpec, pattern_specs
 
 

@@ -7,19 +7,10 @@ import asyncio
 import pytest
 
 from concilium import BudgetExceeded, ModelCallError, OutputParseError
-from concilium.agents import (
-    Agent,
-    AnswerConfidence,
-    Budget,
-    CallLedger,
-    CallRecord,
-    Capabilities,
-    FakeModel,
-    ModelSpec,
-    reset_ledger,
-    use_ledger,
-)
-from concilium.serving import Faults, Latency, Rule, SimConfig, SimServer
+from concilium.agents import Agent, AnswerConfidence, Budget, Capabilities, FakeModel, ModelSpec
+from concilium.agents.ledger import CallLedger, CallRecord, reset_ledger, use_ledger
+from concilium.agents.sim import Faults, Latency, Rule, SimConfig
+from concilium.serving import SimServer
 
 
 async def test_run_returns_text_usage_and_system_prompt() -> None:

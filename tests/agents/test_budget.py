@@ -10,21 +10,12 @@ from typing import Any
 import pytest
 
 from concilium import BudgetExceeded
-from concilium.agents import (
-    Agent,
-    Budget,
-    CallLedger,
-    CallRecord,
-    Capabilities,
-    FakeModel,
-    Usage,
-    aclose,
-    reset_ledger,
-    use_ledger,
-)
+from concilium.agents import Agent, Budget, Capabilities, FakeModel, Usage, aclose
+from concilium.agents.ledger import CallLedger, CallRecord, reset_ledger, use_ledger
+from concilium.agents.sim import Latency, SimConfig
 from concilium.graphs import as_agent, partial_result, run
 from concilium.graphs.patterns import debate, mixture_of_agents, self_consistency
-from concilium.serving import Latency, SimConfig, SimServer
+from concilium.serving import SimServer
 
 ONE_BY_ONE = Capabilities(n=False)  # n samples are n requests, sent side by side
 

@@ -24,8 +24,9 @@ from aiohttp import web
 from click.testing import CliRunner
 
 from concilium import MalformedReplyError, ModelCallError
-from concilium.agents import Agent, CallLedger, ModelSpec, reset_ledger, use_ledger, wire
+from concilium.agents import Agent, ModelSpec, wire
 from concilium.agents._ledger import RetryPolicy
+from concilium.agents.ledger import CallLedger, reset_ledger, use_ledger
 from concilium.cli import main
 
 MiB = 2**20
@@ -340,7 +341,8 @@ async def test_control_characters_in_error_bodies_are_escaped(hostile: HostileSe
 _CLIENT = """
 import asyncio, resource, sys
 from concilium import MalformedReplyError
-from concilium.agents import Agent, CallLedger, ModelSpec, aclose, use_ledger
+from concilium.agents import Agent, ModelSpec, aclose
+from concilium.agents.ledger import CallLedger, use_ledger
 from concilium.agents._ledger import RetryPolicy
 
 async def main():

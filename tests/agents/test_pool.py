@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from concilium.agents import Agent, CallLedger, ModelSpec, reset_ledger, use_ledger
-from concilium.serving import Latency, SimConfig, SimServer
+from concilium.agents import Agent, ModelSpec
+from concilium.agents.ledger import CallLedger, reset_ledger, use_ledger
+from concilium.agents.sim import Latency, SimConfig
+from concilium.serving import SimServer
 
 
 async def test_least_in_flight_spreads_a_fanout_over_replicas() -> None:

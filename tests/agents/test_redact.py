@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from concilium import ModelCallError, ModelSpec
-from concilium.agents import SqliteCallRecord, private_file, redact
+from concilium.agents import private_file, redact
 from concilium.agents._redact import scrub
 from concilium.agents._tracing import JsonLinesSpanExporter
 from concilium.agents._transports._base import status_error
+from concilium.agents.ledger import SqliteCallRecord
 from concilium.graphs import stream
 from concilium.graphs.workflows import load_workflow
 

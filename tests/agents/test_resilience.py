@@ -15,21 +15,15 @@ import aiohttp
 import pytest
 
 from concilium import ModelCallError, RunError, WorkflowError
-from concilium.agents import (
-    Agent,
-    Budget,
-    CallLedger,
-    Capabilities,
-    ModelSpec,
-    reset_ledger,
-    use_ledger,
-)
+from concilium.agents import Agent, Budget, Capabilities, ModelSpec
 from concilium.agents._ledger import RetryPolicy
 from concilium.agents._model import pool_for
+from concilium.agents.ledger import CallLedger, reset_ledger, use_ledger
+from concilium.agents.sim import Faults, Latency, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
 from concilium.graphs.workflows import load_workflow
-from concilium.serving import Faults, Latency, SimConfig, SimServer
+from concilium.serving import SimServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SICK = {"503": Faults(error_rate=1.0), "hang": Faults(hang_rate=1.0)}

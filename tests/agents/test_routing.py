@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from concilium.agents import Agent, Capabilities, ModelSpec
 from concilium.agents._model import pool_for
+from concilium.agents.sim import Latency, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
-from concilium.serving import Latency, SimConfig, SimServer
+from concilium.serving import SimServer
 
 
 async def until(

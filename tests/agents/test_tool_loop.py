@@ -10,16 +10,10 @@ import json
 import pytest
 
 from concilium._errors import BudgetExceeded, ModelError
-from concilium.agents import (
-    Agent,
-    Budget,
-    CallLedger,
-    SqliteCallRecord,
-    reset_ledger,
-    run_with_tools,
-    use_ledger,
-)
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.agents import Agent, Budget, run_with_tools
+from concilium.agents.ledger import CallLedger, SqliteCallRecord, reset_ledger, use_ledger
+from concilium.agents.sim import Latency, Rule, SimConfig
+from concilium.serving import SimServer
 from concilium.tools import Tool, ToolRegistry
 
 

@@ -19,7 +19,8 @@ from concilium.agents._transports import (
     Transport,
     transport_for,
 )
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.agents.sim import Latency, Rule, SimConfig
+from concilium.serving import SimServer
 
 AGENTS = Path(__file__).resolve().parents[2] / "agents"
 PACKAGE = "concilium.agents"

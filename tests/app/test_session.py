@@ -9,9 +9,10 @@ import pytest
 
 from concilium._errors import ModelCallError, UserError
 from concilium.agents import Endpoints
+from concilium.agents.sim import SimConfig
 from concilium.app import Backend, Session, load
 from concilium.graphs import run
-from concilium.serving import SimConfig, SimServer
+from concilium.serving import SimServer
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBATE = str(ROOT / "examples/debate.yaml")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from concilium.agents.sim import Latency, Rule, SimConfig, Statistical
 from concilium.app import Backend
 from concilium.evals import (
     EvalRecord,
@@ -23,7 +24,7 @@ from concilium.evals import (
     parse_setting,
     summarise,
 )
-from concilium.serving import Latency, Rule, SimConfig, SimServer, Statistical
+from concilium.serving import SimServer
 
 ray = pytest.importorskip("ray")
 

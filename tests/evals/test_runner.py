@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from concilium._errors import UserError
-from concilium.agents import SqliteCallRecord
+from concilium.agents.ledger import SqliteCallRecord
 from concilium.app import Backend
 from concilium.evals import EvalRecord, build_methods, evaluate
 
@@ -62,7 +62,8 @@ async def test_interrupted_eval_resumes_without_repeating_finished_work(
 
 
 async def test_model_error_marks_item_failed(tmp_path: Path) -> None:
-    from concilium.serving import Faults, Latency, SimConfig, SimServer
+    from concilium.agents.sim import Faults, Latency, SimConfig
+    from concilium.serving import SimServer
 
     config = SimConfig(latency=Latency(fixed=0.0), faults=Faults(error_rate=1.0, error_status=400))
     async with SimServer(config) as server:
@@ -75,7 +76,8 @@ async def test_model_error_marks_item_failed(tmp_path: Path) -> None:
 async def test_a_rerun_retries_failed_items_and_only_them(sim: Any, tmp_path: Path) -> None:
     """A failed row is not an answer: the rerun into the same folder runs those items
     again (here the server is back) and leaves finished ones alone."""
-    from concilium.serving import Faults, Latency, SimConfig, SimServer
+    from concilium.agents.sim import Faults, Latency, SimConfig
+    from concilium.serving import SimServer
 
     methods = build_methods([WORKFLOWS / "single.yaml"])
     await evaluate(RECORDS[:2], methods, Backend.parse(sim.url), tmp_path)

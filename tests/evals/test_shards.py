@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from concilium.agents.sim import Latency, Rule, SimConfig, Statistical
 from concilium.cli import main
-from concilium.serving import Latency, Rule, SimConfig, SimServer, Statistical
+from concilium.serving import SimServer
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 FILES = [str(WORKFLOWS / "single.yaml"), str(WORKFLOWS / "sc.yaml")]

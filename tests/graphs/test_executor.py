@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from concilium import BudgetExceeded, GraphError
-from concilium.agents import Budget, CallLedger, SqliteCallRecord, reset_ledger, use_ledger
+from concilium.agents import Budget
+from concilium.agents.ledger import CallLedger, SqliteCallRecord, reset_ledger, use_ledger
 from concilium.graphs import DagNode, Executor, run_dag
 from concilium.tools import Tool, ToolError, ToolRegistry
 from concilium.tools.plans import PlanParser, Task, parse_plan

@@ -11,7 +11,9 @@ from typing import Any, get_args, get_type_hints
 import pytest
 
 from concilium import BudgetExceeded, ModelCallError
-from concilium.agents import Agent, Budget, CallRecord, FakeModel
+from concilium.agents import Agent, Budget, FakeModel
+from concilium.agents.ledger import CallRecord
+from concilium.agents.sim import Faults, Latency, Rule, SimConfig
 from concilium.graphs import (
     END,
     START,
@@ -30,7 +32,7 @@ from concilium.graphs import (
 )
 from concilium.graphs._kit import ToolReply
 from concilium.graphs.patterns import debate, self_consistency
-from concilium.serving import Faults, Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 from concilium.tools import Tool, ToolText
 
 

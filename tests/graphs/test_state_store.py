@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from concilium import UserError
-from concilium.agents import Agent, SqliteCallRecord
+from concilium.agents import Agent
+from concilium.agents.ledger import SqliteCallRecord
 from concilium.graphs import StateStore, run
 from concilium.graphs.patterns import debate
 

@@ -20,7 +20,8 @@ import pytest
 import pytest_asyncio
 from openai.types.chat import ChatCompletionMessageParam
 
-from concilium.serving import Faults, Latency, ManagedProcess, SimConfig, SimServer
+from concilium.agents.sim import Faults, Latency, SimConfig
+from concilium.serving import ManagedProcess, SimServer
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 12 * 7?"}]

@@ -8,7 +8,8 @@ import aiohttp
 import openai
 import pytest
 
-from concilium.serving import Faults, Latency, Rule, SimConfig, SimServer
+from concilium.agents.sim import Faults, Latency, Rule, SimConfig
+from concilium.serving import SimServer
 
 
 @pytest.fixture

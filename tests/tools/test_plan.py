@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from concilium.agents import Agent
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import plan_and_execute
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 from concilium.tools import Tool, ToolRegistry
 from concilium.tools._builtin import CALCULATOR
 from concilium.tools._plan import Ref

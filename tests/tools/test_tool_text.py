@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from concilium.agents import CallLedger, CallRecord
+from concilium.agents.ledger import CallLedger, CallRecord
 from concilium.tools import Tool, ToolText
 
 

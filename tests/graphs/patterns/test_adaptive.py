@@ -9,10 +9,11 @@ from collections.abc import Sequence
 import pytest
 
 from concilium.agents import Agent, Capabilities
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import current_run, run
 from concilium.graphs.patterns import adaptive_consistency
 from concilium.graphs.patterns._adaptive import beta_confidence, should_stop
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 
 def stop_point(stream: str, rule: str = "beta") -> int | None:

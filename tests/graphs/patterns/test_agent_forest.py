@@ -4,10 +4,11 @@ extracted answers, and the similarity rule (the medoid by sentence BLEU) on free
 from __future__ import annotations
 
 from concilium.agents import Agent, Capabilities
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import agent_forest
 from concilium.graphs.patterns._agent_forest import bleu_similarity, most_similar
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 
 async def test_n_agents_are_n_requests_in_flight_together_then_a_majority_vote() -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from concilium import BudgetExceeded, OutputParseError
 from concilium.agents import Agent, AgentReply, Budget, TokenLogprob, Usage
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import (
     best_of_n,
@@ -13,7 +14,7 @@ from concilium.graphs.patterns import (
     universal_self_consistency,
     yes_probability,
 )
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 CANDIDATES = Rule(agent="gen", replies=["\\boxed{5}", "\\boxed{5}", "\\boxed{7}"])
 

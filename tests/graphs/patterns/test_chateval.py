@@ -9,9 +9,10 @@ import pytest
 
 from concilium import GraphError
 from concilium.agents import Agent, FakeModel
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import chateval
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 QUESTION = "What is 2 + 2? [Answer 1] FOUR [Answer 2] FIVE"
 

@@ -8,10 +8,11 @@ from typing import Any, Literal
 import pytest
 
 from concilium.agents import Agent
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import cross_review
 from concilium.graphs.patterns._cross_review import readers
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 Topology = Literal["memory", "report", "relay", "debate"]
 

@@ -8,9 +8,10 @@ import pytest
 
 from concilium import GraphError
 from concilium.agents import Agent, FakeModel
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import as_agent, run
 from concilium.graphs.patterns import debate, self_consistency
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 SOLUTION = re.compile(r"One agent solution: ```(.*?)```", re.S)
 

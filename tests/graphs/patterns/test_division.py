@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from concilium.agents import Agent, Capabilities
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import as_agent, run
 from concilium.graphs.patterns import chain_of_agents, manager_worker, self_consistency, synthesis
 from concilium.graphs.patterns._manager_worker import chunk_sentences
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 PLAN = json.dumps({"subtasks": [{"task": "price of A", "worker": "w2"}, {"task": "price of B", "worker": "nobody"},
                                 {"task": "price of C", "worker": ""}]})  # fmt: skip

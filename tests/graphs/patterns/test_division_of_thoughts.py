@@ -12,10 +12,11 @@ import pytest
 
 from concilium import GraphError, WorkflowError
 from concilium.agents import Agent, Capabilities
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import Event, run
 from concilium.graphs.patterns import division_of_thoughts
 from concilium.graphs.patterns._division_of_thoughts import DotPlan, quantile_confidence
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 PLAN = json.dumps({"subtasks": [
     {"id": 1, "task": "Area of a 3 by 4 rectangle", "difficulty": 1},

@@ -10,10 +10,11 @@ import pytest
 
 from concilium import GraphError
 from concilium.agents import Agent, AgentReply, Capabilities, FakeModel, Message
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import Operation, graph_of_thoughts
 from concilium.graphs.patterns._graph_of_thoughts import sort_errors
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 LIST = "[5, 1, 9, 3, 3, 7, 0, 2, 8, 4, 6, 1, 9, 2, 5, 0]"
 SORTED = "[0, 0, 1, 1, 2, 2, 3, 3, 4, 5, 5, 6, 7, 8, 9, 9]"

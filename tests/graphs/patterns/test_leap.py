@@ -5,10 +5,11 @@ answers from the paths' own text are voted."""
 from __future__ import annotations
 
 from concilium.agents import Agent, Capabilities
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import leap
 from concilium.graphs.patterns._leap import route
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 SUMMARIES = ["alpha beta gamma", "alpha beta delta", "omega psi chi", "omega psi phi"]
 

@@ -6,9 +6,10 @@ import pytest
 
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, ModelSpec
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import as_agent, run
 from concilium.graphs.patterns import debate, mixture_of_agents
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 
 def proposers(spec, names="pqr"):

@@ -11,9 +11,10 @@ import pytest
 
 from concilium import ModelCallError
 from concilium.agents import Agent
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import overlapped_tools
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 from concilium.tools import ToolRegistry
 
 FIRST = (

@@ -11,10 +11,11 @@ import pytest
 
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, Capabilities
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import Event, run
 from concilium.graphs.patterns import plan_and_execute, react
 from concilium.graphs.patterns._plan_and_execute import parse_decision
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 from concilium.tools import Tool, ToolRegistry, builtin_tools
 
 PLAN = """Thought: both populations at once

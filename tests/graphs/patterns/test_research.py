@@ -13,12 +13,14 @@ import pytest
 from aiohttp import web
 
 from concilium import BudgetExceeded
-from concilium.agents import Agent, Budget, CallRecord, Capabilities
+from concilium.agents import Agent, Budget, Capabilities
+from concilium.agents.ledger import CallRecord
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import Event, Graph, run
 from concilium.graphs.patterns import research
 from concilium.graphs.patterns._research import NO_EVIDENCE, parse_subquestions
 from concilium.graphs.workflows import load_workflow
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 from concilium.tools import ToolText
 from concilium.tools.evidence import EvidenceStore
 

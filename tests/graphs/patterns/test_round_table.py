@@ -8,10 +8,11 @@ import pytest
 
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, Capabilities
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import round_table
 from concilium.graphs.patterns._round_table import recalibrate
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 
 def said(answer: str, confidence: float, why: str = "reasons") -> str:

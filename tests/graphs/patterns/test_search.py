@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from concilium import BudgetExceeded
-from concilium.agents import Agent, Budget, CallRecord
+from concilium.agents import Agent, Budget
+from concilium.agents.ledger import CallRecord
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import confidence_consistency, skeleton_of_thought, tree_of_thoughts
 from concilium.graphs.patterns._tree_of_thoughts import judgement_value
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 
 async def test_skeleton_points_expand_concurrently_and_join_in_outline_order() -> None:

@@ -8,10 +8,11 @@ import asyncio
 import contextlib
 
 from concilium.agents import Agent
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import search_decomposition
 from concilium.graphs.patterns._search_decomposition import fuse_hits, parse_queries
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 from concilium.tools import ToolRegistry
 
 RESULTS = {

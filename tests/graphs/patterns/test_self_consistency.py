@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from concilium.agents import Agent, Capabilities
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 
 async def test_n_capable_model_gets_one_request_with_n(sim) -> None:

@@ -7,10 +7,11 @@ import math
 from collections import Counter
 
 from concilium.agents import Agent, Capabilities
+from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.graphs import run
 from concilium.graphs.patterns import semantic_entropy
 from concilium.graphs.patterns._semantic_entropy import cluster_entropy
-from concilium.serving import Latency, Rule, SimConfig, SimServer
+from concilium.serving import SimServer
 
 
 def entropy(answers: str) -> float:
