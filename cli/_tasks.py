@@ -35,7 +35,7 @@ def tasks() -> None:
 @tasks.command("list")
 def list_tasks() -> None:
     """Name and description of every shipped task."""
-    from concilium.evals import describe_task, task_names
+    from concilium.evals.tasks import describe_task, task_names
 
     names = task_names()
     width = max(map(len, names))
@@ -59,7 +59,7 @@ def list_tasks() -> None:
 )
 def make(name: str, n: int, seed: int, out: Path | None) -> None:
     """Write N items of task NAME as JSON Lines ({id, question, answer, metadata})."""
-    from concilium.evals import make_task
+    from concilium.evals.tasks import make_task
 
     try:
         items = make_task(name, n, seed)

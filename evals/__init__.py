@@ -3,63 +3,33 @@
 The public names are listed in ``__all__``; the modules behind them are private.
 """
 
-from ._data import DataError, EvalRecord, load_records
-from ._plot import MethodPoint, pareto_frontier, plot_accuracy_vs_tokens
+from . import tasks
+from ._data import EvalRecord, load_records
 from ._ray import evaluate_on_ray
 from ._runner import ItemResult, evaluate
-from ._scorers import (
-    ContainsScorer,
-    ExactScorer,
-    NumericScorer,
-    OptionScorer,
-    RegexScorer,
-    Scorer,
-    default_scorer,
-    scorer_from_name,
-)
-from ._stats import CurvePoint, majority_at_k, mcnemar_exact, wilson_interval
+from ._scorers import default_scorer, scorer_from_name
 from ._summary import MethodSummary, render_table, summarise, write_summary
-from ._sweep import Method, Setting, build_methods, parse_setting
-from ._tasks import describe_task, make_task, task_names
+from ._sweep import build_methods, parse_setting
 
 __all__ = [
     # data
     "EvalRecord",
-    "DataError",
     "load_records",
-    # scoring
-    "Scorer",
-    "ExactScorer",
-    "NumericScorer",
-    "OptionScorer",
-    "RegexScorer",
-    "ContainsScorer",
+    # scoring: by name (exact, numeric, option, regex:..., contains) or chosen from the answers
     "scorer_from_name",
     "default_scorer",
-    # methods
-    "Method",
-    "Setting",
-    "parse_setting",
+    # methods: workflows, and the grid of --set values swept over them
     "build_methods",
-    # running and summarising
+    "parse_setting",
+    # running (here or on Ray workers), one ItemResult per (item, method)
     "evaluate",
     "evaluate_on_ray",
     "ItemResult",
-    "MethodSummary",
+    # summarising: accuracy with intervals, cost, curves, the plot (summary.json)
     "summarise",
+    "MethodSummary",
     "render_table",
     "write_summary",
-    # statistics
-    "wilson_interval",
-    "mcnemar_exact",
-    "CurvePoint",
-    "majority_at_k",
-    # the plot
-    "MethodPoint",
-    "pareto_frontier",
-    "plot_accuracy_vs_tokens",
-    # shipped tasks
-    "task_names",
-    "describe_task",
-    "make_task",
+    # shipped tasks with known answers
+    "tasks",
 ]

@@ -77,11 +77,9 @@ EXPECTED_ALL = {
         evidence arithmetic_answer
     """,
     "concilium.evals": """
-        EvalRecord DataError load_records Scorer ExactScorer NumericScorer OptionScorer
-        RegexScorer ContainsScorer scorer_from_name default_scorer Method Setting
-        parse_setting build_methods evaluate evaluate_on_ray ItemResult MethodSummary summarise
-        render_table write_summary wilson_interval mcnemar_exact CurvePoint majority_at_k
-        MethodPoint pareto_frontier plot_accuracy_vs_tokens task_names describe_task make_task
+        EvalRecord load_records scorer_from_name default_scorer build_methods parse_setting
+        evaluate evaluate_on_ray ItemResult summarise MethodSummary render_table
+        write_summary tasks
     """,
     "concilium.examples": """
         FOLDER
@@ -102,6 +100,9 @@ EXPECTED_NAMESPACES = {
     """,
     "concilium.agents.sim": """
         SimConfig Rule Statistical Latency Faults
+    """,
+    "concilium.evals.tasks": """
+        task_names describe_task make_task
     """,
     "concilium.graphs.reducers": """
         append merge add

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from concilium.cli import main
-from concilium.evals import make_task, task_names
+from concilium.evals.tasks import make_task, task_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "examples" / "data"

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from concilium.agents import Agent, Capabilities, Choice, Completion, ModelSpec, Usage
-from concilium.evals import EvalRecord, Method, evaluate, pareto_frontier, summarise
+from concilium.evals import EvalRecord, evaluate, summarise
 from concilium.evals._cost import SamplingCost
-from concilium.evals._plot import MethodPoint
+from concilium.evals._plot import MethodPoint, pareto_frontier
+from concilium.evals._sweep import Method
 from concilium.graphs.patterns import self_consistency
 from concilium.graphs.workflows import Workflow
 

@@ -8,15 +8,14 @@ import pytest
 
 from concilium import UserError
 from concilium.evals import (
-    DataError,
-    NumericScorer,
-    OptionScorer,
     build_methods,
     default_scorer,
     load_records,
     parse_setting,
     scorer_from_name,
 )
+from concilium.evals._data import DataError
+from concilium.evals._scorers import NumericScorer, OptionScorer
 
 WORKFLOWS = Path(__file__).parent / "workflows"
 

@@ -16,8 +16,12 @@ from matplotlib.path import Path as MplPath
 from matplotlib.text import Annotation, Text
 from matplotlib.transforms import Bbox
 
-from concilium.evals import MethodPoint, pareto_frontier, plot_accuracy_vs_tokens
-from concilium.evals._plot import draw_accuracy_vs_tokens
+from concilium.evals._plot import (
+    MethodPoint,
+    draw_accuracy_vs_tokens,
+    pareto_frontier,
+    plot_accuracy_vs_tokens,
+)
 
 
 def _names(points: list[MethodPoint]) -> list[str]:
@@ -109,7 +113,7 @@ def test_plot_works_when_home_cannot_be_written(tmp_path: Path) -> None:
     blocker.write_text("")
     code = (
         "from pathlib import Path; import sys;"
-        "from concilium.evals import MethodPoint, plot_accuracy_vs_tokens;"
+        "from concilium.evals._plot import MethodPoint, plot_accuracy_vs_tokens;"
         "print(plot_accuracy_vs_tokens([MethodPoint('a', 5, 0.5)], Path(sys.argv[1]))[0].exists())"
     )
     env = {"HOME": str(blocker / "home"), "PATH": "/usr/bin:/bin"}

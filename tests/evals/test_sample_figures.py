@@ -20,8 +20,9 @@ from concilium.agents import (
     TokenLogprob,
     Usage,
 )
-from concilium.evals import EvalRecord, Method, evaluate, render_table, summarise
+from concilium.evals import EvalRecord, evaluate, render_table, summarise
 from concilium.evals._cost import SamplingCost
+from concilium.evals._sweep import Method
 from concilium.graphs.patterns import confidence_consistency, self_consistency
 from concilium.graphs.workflows import Workflow
 

@@ -11,7 +11,7 @@ from statistics import NormalDist
 
 import pytest
 
-from concilium.evals import CurvePoint, majority_at_k, mcnemar_exact, wilson_interval
+from concilium.evals._stats import CurvePoint, majority_at_k, mcnemar_exact, wilson_interval
 
 # ------------------------------------------------------------------- Wilson
 

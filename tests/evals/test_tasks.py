@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from concilium.evals import describe_task, make_task, task_names
+from concilium.evals.tasks import describe_task, make_task, task_names
 
 NAMES = ["capitals", "antonyms", "sums", "sequences", "arithmetic"]
 

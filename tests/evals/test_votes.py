@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from concilium.evals import CurvePoint
 from concilium.evals._stats import (
+    CurvePoint,
     _weighted_value,
     filtered_vote_at_k,
     majority_at_k,
