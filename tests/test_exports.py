@@ -85,8 +85,7 @@ EXPECTED_ALL = {
         FOLDER
     """,
     "concilium.ui": """
-        add_ui find_workflows RunHistory RunSummary render_report render_eval_report
-        EventLog
+        add_ui RunHistory EventLog render_eval_report
     """,
 }
 

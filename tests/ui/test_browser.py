@@ -150,7 +150,7 @@ async def test_a_report_opens_from_disk_with_the_network_off(tmp_path: Path) -> 
 
 async def test_a_256_way_fan_out_shows_the_busiest_lanes_and_a_summary(tmp_path: Path) -> None:
     _need_browser()
-    from concilium.ui import render_report
+    from concilium.ui._render import render_report
 
     events: list[dict[str, Any]] = []
     for i in range(256):
