@@ -35,8 +35,7 @@ EXPECTED_ALL = {
     """,
     "concilium": """
         ConciliumError UserError WorkflowError GraphError ModelError ModelCallError
-        MalformedReplyError OutputParseError RunError BudgetExceeded Agent ModelSpec run debate
-        SimServer SimConfig
+        OutputParseError RunError BudgetExceeded Agent ModelSpec run debate SimServer SimConfig
     """,
     "concilium.agents": """
         Agent AgentReply run_with_tools AnswerConfidence ModelSpec Capabilities Endpoints

@@ -23,7 +23,8 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from concilium import MalformedReplyError, ModelCallError
+from concilium import ModelCallError
+from concilium._errors import MalformedReplyError
 from concilium.agents import Agent, ModelSpec, wire
 from concilium.agents._ledger import RetryPolicy
 from concilium.agents.ledger import CallLedger, reset_ledger, use_ledger
@@ -340,7 +341,7 @@ async def test_control_characters_in_error_bodies_are_escaped(hostile: HostileSe
 
 _CLIENT = """
 import asyncio, resource, sys
-from concilium import MalformedReplyError
+from concilium._errors import MalformedReplyError
 from concilium.agents import Agent, ModelSpec, aclose
 from concilium.agents.ledger import CallLedger, use_ledger
 from concilium.agents._ledger import RetryPolicy

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from concilium import MalformedReplyError, UserError
+from concilium import UserError
+from concilium._errors import MalformedReplyError
 from concilium.agents import Agent, Completion, FakeModel, ModelSpec
 from concilium.agents._transports import (
     ChatOnly,

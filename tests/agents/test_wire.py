@@ -10,7 +10,7 @@ import openai.types
 import openai.types.chat
 import pytest
 
-from concilium import MalformedReplyError
+from concilium._errors import MalformedReplyError
 from concilium.agents import Choice, Completion, TokenLogprob, Usage, wire
 from concilium.agents import _types as types_module
 from concilium.agents._types import completion_from_openai
