@@ -44,7 +44,7 @@ test: lint engine browser
 
 DEMO_ITEMS ?= 50
 
-# what parallel sampling buys the embedded base model (arithmetic sequences: one sample vs
+# what parallel sampling buys the embedded base model (capitals: one sample vs
 # greedy vs the majority of 9) and what it costs in time (1 request, n=9, 9 at once, 9 in sequence)
 demo: engine
 	@echo "== concilium demo: the embedded engine is Gemma 3 270M BASE (pretrained, not instruction-tuned) on vLLM's CPU build"

@@ -10,7 +10,7 @@ __all__ = ["demo"]
 
 
 @click.command()
-@click.option("--task", default="sequences", show_default=True, type=click.Choice(["antonyms", "capitals", "sequences", "sums", "arithmetic"]), help="A shipped task (examples/data).")  # fmt: skip
+@click.option("--task", default="capitals", show_default=True, type=click.Choice(["antonyms", "capitals", "sequences", "sums", "arithmetic"]), help="A shipped task (examples/data).")  # fmt: skip
 @click.option("--items", default=50, show_default=True, type=click.IntRange(1, 50), help="Items of the task.")  # fmt: skip
 @click.option("--backend", "-b", default="local", show_default=True, help="local (the embedded engine), sim (a test double), or a URL.")  # fmt: skip
 @click.option("--out", default=".demo", show_default=True, type=click.Path(file_okay=False), help="The eval's results folder (rerun: finished items are not repeated).")  # fmt: skip

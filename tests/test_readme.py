@@ -43,8 +43,24 @@ def test_readme_own_pattern_is_the_example_file_and_its_output_is_true() -> None
 
 
 def test_readme_gives_the_two_setup_commands() -> None:
+    """The first screen's set-up block holds exactly two commands, make demo and make test."""
     first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:15])
-    assert "make demo" in first_screen and "make test" in first_screen
+    block = re.search(r"```bash\n(.*?)```", first_screen, re.S)
+    assert block is not None
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert [c for c in commands if c] == ["make demo", "make test"]
+
+
+def test_readme_shows_the_demo_output_it_describes() -> None:
+    """The first screen shows concilium demo's real output: the comparison table, the
+    majority@k curve with costs, and the time of each way of drawing samples."""
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"<!-- demo-output -->\n```text\n(.*?)```", readme, re.S)
+    assert shown is not None
+    for part in ("base_sample", "base_self_consistency", "majority@k for", "tokens",
+                 "how the samples are drawn", "one request, n=9", "9 requests in sequence"):  # fmt: skip
+        assert part in shown.group(1), part
+    assert readme.index("<!-- demo-output -->") < readme.index("## Python in fifteen lines")
 
 
 def test_readme_pattern_list_links_every_pattern_module_and_example() -> None:
