@@ -39,7 +39,8 @@ from concilium.evals import (
     write_summary,
 )
 from concilium.examples import FOLDER
-from concilium.graphs import END, START, Graph, RunContext, ask, user
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import ask, user
 from concilium.graphs.patterns import self_consistency
 from concilium.graphs.workflows import Workflow
 

@@ -32,19 +32,8 @@ from typing import Any, TypedDict
 from concilium.agents import Agent, aclose
 from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.bench._report import emit
-from concilium.graphs import (
-    END,
-    START,
-    Event,
-    Graph,
-    PatternOptions,
-    RunContext,
-    Turn,
-    ask,
-    run,
-    turn,
-    user,
-)
+from concilium.graphs import END, START, Event, Graph, RunContext, run
+from concilium.graphs.kit import PatternOptions, Turn, ask, turn, user
 from concilium.graphs.patterns import overlapped_tools, parse_calls, run_call
 from concilium.serving import SimServer
 from concilium.tools import ToolRegistry

@@ -52,18 +52,8 @@ from concilium.agents.ledger import CallLedger, reset_ledger, use_ledger
 from concilium.app import Backend, Session, load
 from concilium.bench._report import emit
 from concilium.examples import FOLDER
-from concilium.graphs import (
-    END,
-    START,
-    Graph,
-    RunContext,
-    RunResult,
-    ask,
-    prompt_library,
-    run,
-    turn,
-    user,
-)
+from concilium.graphs import END, START, Graph, RunContext, RunResult, run
+from concilium.graphs.kit import ask, prompt_library, turn, user
 from concilium.graphs.patterns import resolve_citations, yes_probability
 from concilium.graphs.workflows import Workflow
 from concilium.tools.evidence import (

@@ -6,15 +6,12 @@ from typing import Any, Literal
 
 from concilium import SimConfig, SimServer, run
 from concilium.agents.sim import Rule
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     Builder,
-    Graph,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     register_pattern,

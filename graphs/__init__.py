@@ -1,6 +1,7 @@
-"""How agents are wired: graphs over a typed state, compiled to LangGraph; the
-runtime; the pattern kit. Patterns live in ``concilium.graphs.patterns``, workflow
-files in ``concilium.graphs.workflows``.
+"""How agents are wired: graphs over a typed state, compiled to LangGraph, and the
+runtime that runs them. What a pattern is written with is ``concilium.graphs.kit``;
+the patterns live in ``concilium.graphs.patterns``, workflow files in
+``concilium.graphs.workflows``.
 
 Example:
     >>> from concilium.graphs import Graph, START, END, run_sync
@@ -18,26 +19,11 @@ Example:
 
 from langgraph.graph import END, START
 
-from . import reducers
-from ._aggregators import AnswerFormat, majority_vote, normalize_number
+from . import kit, reducers
 from ._context import RunContext, current_run
-from ._events import Event, Turn
+from ._events import Event
 from ._executor import DagNode, Executor, TaskRun, run_dag
 from ._graph import Branch, Graph
-from ._kit import (
-    PatternOptions,
-    Respondent,
-    ask,
-    distinct_names,
-    prompt_library,
-    report_vote,
-    sample_turns,
-    solve_messages,
-    turn,
-    use_tool,
-    user,
-)
-from ._registry import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 from ._runtime import RunResult, as_agent, partial_result, run, run_sync, stream
 from ._store import StateStore
 
@@ -59,32 +45,11 @@ __all__ = [
     "RunContext",
     "current_run",
     "as_agent",
-    # pattern kit
-    "Respondent",
-    "PatternOptions",
-    "prompt_library",
-    "ask",
-    "use_tool",
-    "turn",
-    "Turn",
-    "sample_turns",
-    "report_vote",
-    "solve_messages",
-    "user",
-    "distinct_names",
     # DAGs of steps and plans of tool calls
     "run_dag",
     "DagNode",
     "Executor",
     "TaskRun",
-    # pattern registry (a pattern module registers its workflow spec and builder)
-    "PatternSpec",
-    "register_pattern",
-    "Builder",
-    "AgentSlot",
-    "AnswerSpec",
-    # aggregation
-    "AnswerFormat",
-    "majority_vote",
-    "normalize_number",
+    # writing a pattern: asking, turns, votes, answer formats, a kind: for workflow files
+    "kit",
 ]

@@ -7,7 +7,7 @@ type checker which keys there are. A pattern that needs a new transcript key add
 it to ``TurnExtra`` here, so every reader of transcripts sees it.
 
 Example:
-    >>> from concilium.graphs import Turn
+    >>> from concilium.graphs.kit import Turn
     >>> entry: Turn = {
     ...     "path": "vote",
     ...     "agent": "a",

@@ -12,7 +12,8 @@ your own can be written the same way.
 
 Example:
     >>> from concilium.agents import Agent, FakeModel
-    >>> from concilium.graphs import END, START, Graph, PatternOptions, ask, run_sync, turn, user
+    >>> from concilium.graphs import END, START, Graph, run_sync
+    >>> from concilium.graphs.kit import PatternOptions, ask, turn, user
     >>> opts = PatternOptions("boxed", name="ask_once")
     >>> agent = Agent("a", FakeModel(fn=lambda agent, i, msgs: "\\\\boxed{4}").spec())
     >>> async def solve(state, ctx):

@@ -151,7 +151,7 @@ def registered() -> dict[str, type[BaseModel]]:
     """Each built-in kind and its spec: the ``PatternSpec`` subclasses the pattern
     modules define (each registers its kind; tests/graphs checks the registry)."""
     import concilium.graphs.patterns  # noqa: F401  (defines the built-in specs)
-    from concilium.graphs import PatternSpec
+    from concilium.graphs.kit import PatternSpec
 
     specs: dict[str, type[BaseModel]] = {}
     todo: list[type[PatternSpec]] = list(PatternSpec.__subclasses__())

@@ -47,10 +47,7 @@ EXPECTED_ALL = {
     """,
     "concilium.graphs": """
         Graph Branch START END reducers run run_sync stream RunResult Event partial_result
-        StateStore RunContext current_run as_agent Respondent PatternOptions prompt_library
-        ask use_tool turn Turn sample_turns report_vote solve_messages user distinct_names
-        run_dag DagNode Executor TaskRun PatternSpec register_pattern Builder AgentSlot
-        AnswerSpec AnswerFormat majority_vote normalize_number
+        StateStore RunContext current_run as_agent run_dag DagNode Executor TaskRun kit
     """,
     "concilium.graphs.patterns": """
         debate round_table chateval cross_review leap mixture_of_agents self_consistency
@@ -101,6 +98,11 @@ EXPECTED_NAMESPACES = {
     """,
     "concilium.evals.tasks": """
         task_names describe_task make_task
+    """,
+    "concilium.graphs.kit": """
+        Respondent ask use_tool turn Turn PatternOptions solve_messages user prompt_library
+        distinct_names AnswerFormat majority_vote report_vote sample_turns normalize_number
+        PatternSpec AgentSlot AnswerSpec register_pattern Builder
     """,
     "concilium.graphs.reducers": """
         append merge add

@@ -26,18 +26,15 @@ from pydantic import Field
 
 from concilium import GraphError, OutputParseError
 from concilium.agents import AgentReply
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     AnswerFormat,
     AnswerSpec,
     Builder,
-    Graph,
     PatternOptions,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     majority_vote,

@@ -39,15 +39,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from concilium._errors import GraphError
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     Builder,
-    Graph,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     distinct_names,

@@ -15,19 +15,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from concilium import GraphError
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Branch, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     AnswerFormat,
     AnswerSpec,
-    Branch,
     Builder,
-    Graph,
     PatternOptions,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     distinct_names,

@@ -43,23 +43,18 @@ from pydantic import BaseModel, Field
 
 from concilium._errors import GraphError
 from concilium.agents import Agent
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, DagNode, Graph, RunContext, run_dag
+from concilium.graphs.kit import (
     AgentSlot,
     AnswerFormat,
     AnswerSpec,
     Builder,
-    DagNode,
-    Graph,
     PatternOptions,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     register_pattern,
-    run_dag,
     turn,
     user,
 )

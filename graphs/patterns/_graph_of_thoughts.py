@@ -32,21 +32,16 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field
 
 from concilium._errors import GraphError
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, DagNode, Graph, RunContext, run_dag
+from concilium.graphs.kit import (
     AgentSlot,
     Builder,
-    DagNode,
-    Graph,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     prompt_library,
     register_pattern,
-    run_dag,
     turn,
     user,
 )

@@ -29,18 +29,15 @@ from typing import Any, Literal, cast
 from pydantic import Field
 
 from concilium.agents import Agent, AgentReply
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     AnswerFormat,
     AnswerSpec,
     Builder,
-    Graph,
     PatternOptions,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     register_pattern,

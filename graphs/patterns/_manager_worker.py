@@ -25,19 +25,15 @@ from pydantic import BaseModel, Field
 
 from concilium._errors import GraphError
 from concilium.agents import Agent
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Branch, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     AnswerFormat,
     AnswerSpec,
-    Branch,
     Builder,
-    Graph,
     PatternOptions,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     distinct_names,

@@ -25,18 +25,15 @@ from pydantic import Field
 
 from concilium import GraphError, ModelError
 from concilium.agents import AgentReply, Message
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     AnswerFormat,
     AnswerSpec,
     Builder,
-    Graph,
     PatternOptions,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     distinct_names,

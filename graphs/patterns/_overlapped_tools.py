@@ -28,16 +28,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from concilium.agents import Agent
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AnswerFormat,
     AnswerSpec,
     Builder,
-    Graph,
     PatternOptions,
     PatternSpec,
-    RunContext,
     Turn,
     ask,
     register_pattern,

@@ -28,15 +28,10 @@ from pydantic import BaseModel, Field, create_model
 
 from concilium._errors import GraphError, OutputParseError
 from concilium.agents import Agent, AgentReply
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Executor, Graph, RunContext, TaskRun
+from concilium.graphs.kit import (
     Builder,
-    Executor,
-    Graph,
     PatternSpec,
-    RunContext,
-    TaskRun,
     Turn,
     ask,
     prompt_library,

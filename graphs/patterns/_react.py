@@ -21,13 +21,10 @@ from pydantic import Field
 
 from concilium._errors import GraphError, RunError
 from concilium.agents import Agent, AgentReply
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     Builder,
-    Graph,
     PatternSpec,
-    RunContext,
     Turn,
     ask,
     prompt_library,

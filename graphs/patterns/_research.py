@@ -38,13 +38,10 @@ from pydantic import BaseModel, Field
 from concilium import BudgetExceeded, GraphError, OutputParseError
 from concilium.agents import Agent, ModelSpec
 from concilium.agents.ledger import current_ledger
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     Builder,
-    Graph,
     PatternSpec,
-    RunContext,
     Turn,
     ask,
     prompt_library,

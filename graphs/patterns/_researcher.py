@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concilium.agents import Agent
-from concilium.graphs import RunContext, Turn, ask, turn, use_tool, user
+from concilium.graphs import RunContext
+from concilium.graphs.kit import Turn, ask, turn, use_tool, user
 from concilium.prompts import PromptLibrary
 from concilium.tools import Tool, ToolError
 from concilium.tools.evidence import EvidenceStore, Passage

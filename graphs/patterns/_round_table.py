@@ -20,18 +20,15 @@ from pydantic import Field
 
 from concilium import GraphError
 from concilium.agents import Agent, AgentReply, AnswerConfidence
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     AnswerFormat,
     AnswerSpec,
     Builder,
-    Graph,
     PatternOptions,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     distinct_names,

@@ -14,19 +14,15 @@ from typing import Any, Literal
 from pydantic import Field
 
 from concilium.agents import Agent
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Branch, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     AnswerFormat,
     AnswerSpec,
-    Branch,
     Builder,
-    Graph,
     PatternOptions,
     PatternSpec,
     Respondent,
-    RunContext,
     ask,
     register_pattern,
     report_vote,

@@ -17,15 +17,12 @@ from pydantic import Field
 
 from concilium import GraphError
 from concilium.agents import AgentReply
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     Builder,
-    Graph,
     PatternSpec,
     Respondent,
-    RunContext,
     ask,
     prompt_library,
     register_pattern,

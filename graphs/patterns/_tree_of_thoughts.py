@@ -19,15 +19,12 @@ from typing import Any, Literal, TypedDict
 from pydantic import Field
 
 from concilium._errors import GraphError
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AgentSlot,
     Builder,
-    Graph,
     PatternSpec,
     Respondent,
-    RunContext,
     Turn,
     ask,
     prompt_library,

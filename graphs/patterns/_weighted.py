@@ -21,16 +21,13 @@ from pydantic import Field
 
 from concilium._errors import GraphError
 from concilium.agents import Agent, AgentReply, TokenLogprob
-from concilium.graphs import (
-    END,
-    START,
+from concilium.graphs import END, START, Graph, RunContext
+from concilium.graphs.kit import (
     AnswerFormat,
     AnswerSpec,
     Builder,
-    Graph,
     PatternOptions,
     PatternSpec,
-    RunContext,
     Turn,
     ask,
     majority_vote,

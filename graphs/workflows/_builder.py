@@ -14,10 +14,11 @@ from pydantic import BaseModel
 
 from concilium._errors import GraphError, PromptError, UserError, WorkflowError
 from concilium.agents import Agent, AnswerConfidence, Capabilities, Message, ModelSpec
-from concilium.graphs import AnswerFormat, AnswerSpec, Graph, PatternSpec, as_agent
+from concilium.graphs import Graph, as_agent
 from concilium.graphs._aggregators import answer_format
 from concilium.graphs._kit import last_user_text
 from concilium.graphs._registry import SlotAgent, pattern_kinds, registered_pattern
+from concilium.graphs.kit import AnswerFormat, AnswerSpec, PatternSpec
 from concilium.prompts import PromptLibrary
 from concilium.tools import McpServer, ToolRegistry, builtin_tools, mcp_tools
 

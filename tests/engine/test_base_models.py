@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from concilium.agents import Agent, Capabilities
-from concilium.graphs import majority_vote
+from concilium.graphs.kit import majority_vote
 from concilium.prompts import PromptLibrary
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -1,12 +1,12 @@
 import pytest
 
-from concilium.graphs import majority_vote, normalize_number
 from concilium.graphs._aggregators import (
     answer_format,
     extract_boxed,
     extract_last_number,
     extract_option,
 )
+from concilium.graphs.kit import majority_vote, normalize_number
 
 
 @pytest.mark.parametrize(

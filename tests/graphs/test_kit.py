@@ -14,23 +14,9 @@ from concilium import BudgetExceeded, ModelCallError
 from concilium.agents import Agent, Budget, FakeModel
 from concilium.agents.ledger import CallRecord
 from concilium.agents.sim import Faults, Latency, Rule, SimConfig
-from concilium.graphs import (
-    END,
-    START,
-    Event,
-    Graph,
-    PatternOptions,
-    RunContext,
-    Turn,
-    ask,
-    current_run,
-    report_vote,
-    run,
-    turn,
-    use_tool,
-    user,
-)
+from concilium.graphs import END, START, Event, Graph, RunContext, current_run, run
 from concilium.graphs._kit import ToolReply
+from concilium.graphs.kit import PatternOptions, Turn, ask, report_vote, turn, use_tool, user
 from concilium.graphs.patterns import debate, self_consistency
 from concilium.serving import SimServer
 from concilium.tools import Tool, ToolText

@@ -11,18 +11,9 @@ import pytest
 from pydantic import Field
 
 from concilium import WorkflowError
-from concilium.graphs import (
-    END,
-    START,
-    AgentSlot,
-    Builder,
-    Graph,
-    PatternSpec,
-    _registry,
-    register_pattern,
-    run,
-)
+from concilium.graphs import END, START, Graph, _registry, run
 from concilium.graphs._registry import SlotAgent, pattern_kinds
+from concilium.graphs.kit import AgentSlot, Builder, PatternSpec, register_pattern
 from concilium.graphs.workflows import WorkflowSpec, load_workflow, parse_workflow
 
 YAML = """\
