@@ -1,6 +1,7 @@
-"""The public surface, pinned: each package's ``__all__`` written out here, so a name
-that leaks in or goes missing fails a test (as httpx's test_exported_members does);
-and no module imports another package's private modules.
+"""The public surface, pinned: each package's ``__all__`` (and each namespace's)
+written out here, so a name that leaks in or goes missing fails a test (as httpx's
+test_exported_members does); the total stays at most 150 names; and no module
+imports another package's private modules.
 
 Updating a list: when a test fails it prints the package's ``__all__`` ready to
 paste (``python -P tests/test_exports.py`` prints every list); a name added on
@@ -184,6 +185,27 @@ def test_every_exported_name_resolves(package: str) -> None:
         # a re-exported class or function comes from concilium (or names its origin)
         if isinstance(value, type) or callable(value):
             assert home is not None, f"{package}.{name} has no __module__"
+
+
+# The whole public surface, counted from the modules (not from the lists above): every
+# public package's ``__all__``, the facade's included; a namespace counts as one name.
+# It was 358 names, a third of them used only by their own package's tests. A name
+# stays public when a user (README, docs, examples), a pattern or another package
+# imports it; otherwise it lives in its private module.
+MAX_PUBLIC_NAMES = 150
+
+
+def test_the_public_surface_stays_small() -> None:
+    counts = {
+        package: len(importlib.import_module(package).__all__)
+        for package in PACKAGES
+        if not _private(package)
+    }
+    total = sum(counts.values())
+    assert total <= MAX_PUBLIC_NAMES, (
+        f"{total} public names, over {MAX_PUBLIC_NAMES}: {counts}. Export a name only when "
+        "another package, a pattern or a user (README, docs, examples) imports it."
+    )
 
 
 # ------------------------------------------------------------ private imports
