@@ -86,7 +86,7 @@ def parse_override(text: str) -> Override:
 
 def _overrides(given: Iterable[Override] | Mapping[str, object]) -> list[Override]:
     if isinstance(given, Mapping):
-        return [Override(tuple(k.split(".")), v) for k, v in given.items()]
+        return [Override(tuple(str(k).split(".")), v) for k, v in given.items()]
     return list(given)
 
 

@@ -53,7 +53,7 @@ def _sequential(agent: Agent, samples: int) -> Graph:
 
     async def draw(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         for i in range(samples):
-            await ask(ctx, agent, [user(state["question"])], f"s{i}")
+            await ask(ctx, agent, user(state["question"]), f"s{i}")
         return {}
 
     graph = Graph("sequential")
@@ -119,7 +119,7 @@ async def measure(
         times = await sampling_times(session, sampler, records[0].question, repeats)
     gold = {r.id: r for r in records}
 
-    def predicate(row: Mapping[str, Any]) -> Callable[[str | None], bool]:
+    def predicate(row: Mapping[str, Any]) -> Callable[[Any], bool]:
         record = gold[str(row["id"])]
         return lambda answer: scorer(answer, record.answer, record.choices)
 

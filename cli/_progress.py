@@ -179,20 +179,29 @@ def _turn_lines(entry: object) -> list[str]:
 
 
 class _Usage(Protocol):
-    prompt_tokens: int
-    completion_tokens: int
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
 
 
 class _Result(Protocol):
     """What ``render_result`` reads of a ``RunResult``."""
 
-    answer: object
-    transcript: Any
-    votes: Any
-    details: Any
-    calls: int
-    usage: _Usage
-    elapsed_s: float
+    @property
+    def answer(self) -> object: ...
+    @property
+    def transcript(self) -> Any: ...
+    @property
+    def votes(self) -> Any: ...
+    @property
+    def details(self) -> Any: ...
+    @property
+    def calls(self) -> int: ...
+    @property
+    def usage(self) -> _Usage: ...
+    @property
+    def elapsed_s(self) -> float: ...
 
 
 def _votes_line(votes: object) -> str:

@@ -272,9 +272,7 @@ def create_app(
         if not authorized(request):
             return unauthorized()
         return wire.model_list(
-            wire.model_card(
-                name, "concilium", created, description=wf.spec.description or wf.spec.workflow.kind
-            )
+            wire.model_card(name, "concilium", created, description=wf.description)
             for name, wf in workflows.items()
         )
 

@@ -137,7 +137,7 @@ def create_mcp_server(workflows: Mapping[str, Workflow]) -> MCPServer:
         server.add_tool(
             _tool_fn(workflow),
             name=name,
-            description=workflow.spec.description or f"the concilium workflow {name!r}",
+            description=workflow.description,
             structured_output=False,
         )
     return server
