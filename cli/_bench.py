@@ -16,7 +16,12 @@ def bench() -> None:
 
 @bench.command("fanout")
 @json_file_option
-@click.option("--sizes", default="1,4,16,64,256,512", show_default=True, help="Fan-out widths (512: DeepConf's trace budget).")
+@click.option(
+    "--sizes",
+    default="1,4,16,64,256,512",
+    show_default=True,
+    help="Fan-out widths (512: DeepConf's trace budget).",
+)
 @click.option("--latency", default=0.2, show_default=True, type=float, help="Server latency (s).")
 @repeats_option
 @guard()

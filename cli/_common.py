@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -30,6 +32,7 @@ __all__ = [
     "repeats_option",
     "backend_option",
     "echo_err",
+    "echo_summary",
     "guard",
     "json_option",
     "otlp_option",
@@ -148,6 +151,30 @@ repeats_option = click.option(
     type=click.IntRange(min=1),
     help="Median of this many.",
 )
+
+
+# --------------------------------------------------------------- eval summaries
+
+
+def echo_summary(
+    methods: Sequence[Any],
+    as_json: bool,
+    files: Sequence[tuple[str, Path]],
+    notice: str | None = None,
+) -> None:
+    """An eval summary as ``eval``, ``merge`` and ``rescore`` print it: one JSON object
+    with ``--json``; else the backend's notice, the table, then the files written."""
+    if as_json:
+        click.echo(json.dumps({"methods": list(methods)}, ensure_ascii=False))
+        return
+    from concilium.evals import render_table
+
+    if notice:
+        click.echo(notice)
+    click.echo(render_table(methods))
+    click.echo("")
+    for label, path in files:
+        click.echo(f"{label}: {path}")
 
 
 # ----------------------------------------------------------------------- tracing

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ._common import backend_option, guard, otlp_option, tracing
+from ._common import backend_option, echo_summary, guard, otlp_option, tracing
 from ._merge import Shard, shard_option, start_shard
 
 if TYPE_CHECKING:
@@ -104,7 +103,6 @@ def _eval(
         evaluate,
         load_records,
         parse_setting,
-        render_table,
         scorer_from_name,
         summarise,
         write_summary,
@@ -139,12 +137,5 @@ def _eval(
 
     summary = summarise(results, [m.name for m in methods], predicate)
     path, plots = write_summary(summary, out)
-    if as_json:
-        click.echo(json.dumps({"methods": summary}, ensure_ascii=False))
-        return
-    if backend.notice:
-        click.echo(backend.notice)
-    click.echo(render_table(summary))
-    click.echo(f"\nresults: {out / 'results.jsonl'}\nsummary: {path}")
-    for plot in plots:
-        click.echo(f"plot: {plot}")
+    files = [("results", out / "results.jsonl"), ("summary", path), *(("plot", p) for p in plots)]
+    echo_summary(summary, as_json, files, backend.notice)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ._common import guard
+from ._common import echo_summary, guard
 
 if TYPE_CHECKING:
     from concilium.evals import EvalRecord, ItemResult, MethodSummary
@@ -280,13 +280,10 @@ def merge_shards(
 def merge_command(out_dir: Path, folders: tuple[Path, ...], as_json: bool) -> None:
     """Merge the shard folders of one eval (concilium eval ... --shard I/N --out DIR)
     into OUT: one results.jsonl and the summary.json a single run writes."""
-    from concilium.evals import render_table
-
     summary, path, plots = merge_shards(out_dir, folders)
-    if as_json:
-        click.echo(json.dumps({"methods": summary}, ensure_ascii=False))
-        return
-    click.echo(render_table(summary))
-    click.echo(f"\nresults: {out_dir / 'results.jsonl'}\nsummary: {path}")
-    for plot in plots:
-        click.echo(f"plot: {plot}")
+    files = [
+        ("results", out_dir / "results.jsonl"),
+        ("summary", path),
+        *(("plot", p) for p in plots),
+    ]
+    echo_summary(summary, as_json, files)

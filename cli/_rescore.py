@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from ._common import guard
+from ._common import echo_summary, guard
 
 __all__ = ["rescore_command"]
 
@@ -25,16 +24,10 @@ def rescore_command(out_dir: str, scorer: str | None, as_json: bool) -> None:
     results.jsonl alone: every curve, the early-stopping replay and the plot, with no
     model call. summary.json and the plot are written again; results.jsonl is read only.
     """
-    from concilium.evals import render_table, scorer_from_name, summarise, write_summary
+    from concilium.evals import scorer_from_name, summarise, write_summary
 
     out = Path(out_dir)
     chosen = scorer_from_name(scorer) if scorer else None
     summary = summarise(out, scorer=chosen)
     path, plots = write_summary(summary, out)
-    if as_json:
-        click.echo(json.dumps({"methods": summary}, ensure_ascii=False))
-        return
-    click.echo(render_table(summary))
-    click.echo(f"\nsummary: {path}")
-    for plot in plots:
-        click.echo(f"plot: {plot}")
+    echo_summary(summary, as_json, [("summary", path), *(("plot", p) for p in plots)])
