@@ -22,12 +22,14 @@ import click
 
 if TYPE_CHECKING:
     from concilium.app import Backend, Override
+    from concilium.graphs.workflows import Workflow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = [
     "api_key_option",
     "json_file_option",
+    "load_named",
     "listen_options",
     "repeats_option",
     "backend_option",
@@ -151,6 +153,27 @@ repeats_option = click.option(
     type=click.IntRange(min=1),
     help="Median of this many.",
 )
+
+
+# ----------------------------------------------------------- served workflows
+
+
+def load_named(targets: tuple[str, ...]) -> list[Workflow]:
+    """Build each target once; two workflows with one name are refused (a served
+    model or tool is named after its workflow)."""
+    from concilium._errors import UserError
+    from concilium.app import load
+
+    workflows = [load(target) for target in targets]
+    seen: dict[str, str] = {}
+    for target, wf in zip(targets, workflows, strict=True):
+        if wf.name in seen:
+            raise UserError(
+                f"two workflows are named {wf.name!r} ({seen[wf.name]} and {target}); "
+                "give each a different name:"
+            )
+        seen[wf.name] = target
+    return workflows
 
 
 # --------------------------------------------------------------- eval summaries

@@ -19,6 +19,7 @@ from ._common import (
     echo_err,
     guard,
     listen_options,
+    load_named,
     otlp_option,
     tracing,
 )
@@ -73,8 +74,6 @@ async def _serve(
 ) -> None:
     from concilium.app import Session
     from concilium.serving import create_mcp_server
-
-    from ._serve import load_named
 
     workflows = load_named(paths)
     async with Session(backend, log=echo_err) as session:

@@ -19,6 +19,7 @@ from ._common import (
     echo_err,
     guard,
     listen_options,
+    load_named,
     otlp_option,
     tracing,
     until_signal,
@@ -171,24 +172,6 @@ async def _serve_api(
             click.echo(backend.notice, err=True)
         ready = f"serving {sorted(bound)} at {listener.url('/v1')}"
         await listener.serve(app, ready=ready, say=echo_err)
-
-
-def load_named(targets: tuple[str, ...]) -> list[Any]:
-    """Build each target once; two workflows with one name are refused (a served
-    model or tool is named after its workflow)."""
-    from concilium._errors import UserError
-    from concilium.app import load
-
-    workflows = [load(target) for target in targets]
-    seen: dict[str, str] = {}
-    for target, wf in zip(targets, workflows, strict=True):
-        if wf.name in seen:
-            raise UserError(
-                f"two workflows are named {wf.name!r} ({seen[wf.name]} and {target}); "
-                "give each a different name:"
-            )
-        seen[wf.name] = target
-    return workflows
 
 
 @serve.command("vllm")
