@@ -95,3 +95,44 @@ def test_a_mapping_or_a_spec_builds_like_the_file(tmp_path: Path) -> None:
     assert data["workflow"]["samples"] == 3  # the caller's mapping is not changed
     again = load(from_data.spec)
     assert again.spec == from_data.spec
+
+
+@pytest.mark.parametrize("backend", ["sim", "url"])
+def test_one_run_reads_and_builds_its_workflow_file_once(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is read and built once per command, whatever the backend: binding hands
+    the built workflow its endpoints in memory (load-time side effects, such as listing
+    an MCP server's tools, happen once)."""
+    import asyncio
+
+    from click.testing import CliRunner
+
+    from concilium.app import _source
+    from concilium.cli import main
+    from concilium.serving import SimServer
+
+    reads: list[str] = []
+    builds: list[str] = []
+    read, build = _source.read_workflow_text, _source.build_workflow
+
+    def counted_read(path: object, file: str) -> str:
+        reads.append(file)
+        return read(path, file)  # type: ignore[arg-type]
+
+    def counted_build(spec: object, **options: object) -> object:
+        builds.append(str(options.get("file")))
+        return build(spec, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_source, "read_workflow_text", counted_read)
+    monkeypatch.setattr(_source, "build_workflow", counted_build)
+
+    async def serve_and_run() -> object:
+        async with SimServer() as sim:
+            where = sim.url if backend == "url" else "sim"
+            args = ["run", VOTE, "--backend", where, "--input", "What is 6 * 7?", "--json"]
+            return await asyncio.to_thread(CliRunner().invoke, main, args)
+
+    result = asyncio.run(serve_and_run())
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert reads == [VOTE] and builds == [VOTE]
