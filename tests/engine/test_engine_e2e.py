@@ -8,7 +8,6 @@ never answer quality.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import subprocess
@@ -126,29 +125,34 @@ async def test_a_replica_killed_mid_run_is_a_clear_error() -> None:
     assert "is the server running?" in message
 
 
-def _skeleton(text: str) -> list[str]:
-    """Each line up to its first colon: who spoke in which round, what was printed."""
+def _labels(text: str) -> list[str]:
+    """Each printed line with its figures masked and its spacing folded: what was
+    printed, in order, whatever the numbers came out as."""
+    masked = (re.sub(r"\s+", " ", re.sub(r"-?\d+(\.\d+)?", "#", line)).strip()
+              for line in text.strip().splitlines())  # fmt: skip
     return [
-        line.split(":")[0]
-        for line in text.strip().splitlines()
-        if not line.startswith("engine ready")
+        line
+        for line in masked
+        if line and not line.startswith(("plot:", "starting", "engine ready"))
     ]
 
 
-def test_make_demo_command_prints_what_the_readme_shows(tmp_path: Path) -> None:
-    trace = tmp_path / "trace.jsonl"
-    out = subprocess.run(
-        [sys.executable, "-P", "-m", "concilium", "run", "examples/debate.yaml", "--backend", "local",
-         "--input", "What is 12 * 7?", "--trace", str(trace)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+async def test_make_demo_command_prints_what_the_readme_shows(engine: Any, tmp_path: Path) -> None:
+    """concilium demo on the engine (the shared one, to save the start; make demo starts
+    its own through the same session code): the README's first screen shows its real
+    output, so every line shown there is printed, in the same order."""
+    args = [sys.executable, "-P", "-m", "concilium", "demo", "--backend", engine.urls[0],
+            "--items", "4", "--repeats", "1", "--out", str(tmp_path / "out")]  # fmt: skip
+    out = await asyncio.to_thread(
+        subprocess.run, args, cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     readme = (ROOT / "README.md").read_text()
-    shown = re.search(r"<!-- demo-output -->\n```text\n(.*?)```", readme, re.S).group(1)
-    printed = (out.stderr + out.stdout).replace(str(trace), ".demo-trace.jsonl")
-    assert _skeleton(printed) == _skeleton(shown)
-    spans = [json.loads(line)["name"] for line in trace.read_text().splitlines()]
-    assert spans.count("chat gemma-3-270m") == 6
+    shown = re.search(r"<!-- demo-output -->\n```text\n(.*?)```", readme, re.S)
+    assert shown is not None
+    printed = iter(_labels(out.stdout))
+    missing = [line for line in _labels(shown.group(1)) if line not in printed]
+    assert missing == [], f"shown in the README but not printed, in order: {missing}"
 
 
 async def test_plan_and_execute_runs_a_json_plan_from_the_engine(engine) -> None:

@@ -1,8 +1,8 @@
 """Speculative decoding on the embedded engine (issue 15): vLLM's CPU build runs the
 ``ngram`` method on Gemma 3 270M. A replica started with ``--speculative-config``
 drafts tokens from the prompt, the served model accepts most of them on a copying
-prompt (read from vLLM's own /metrics), and greedy output is the same text the plain
-engine writes: speculation changes the speed, never the answer."""
+prompt (read from vLLM's own /metrics), and its greedy answer (the copied line) is the
+one the plain engine writes: speculation changes the speed, not the answer."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ COPY = (  # a few-shot copying task: the continuation is in the prompt, so n-gra
 
 
 async def _complete(session: aiohttp.ClientSession, url: str) -> str:
-    body = {"model": "gemma-3-270m", "prompt": COPY, "max_tokens": 24, "temperature": 0}
+    # the copied line is the answer; past its newline the next "List:" is a near-tie that
+    # bf16 kernels of a different batch shape may break the other way
+    body = {"model": "gemma-3-270m", "prompt": COPY, "max_tokens": 32, "temperature": 0,
+            "stop": ["\n"]}  # fmt: skip
     async with session.post(f"{url}/completions", json=body) as resp:
         assert resp.status == 200, await resp.text()
         return (await resp.json())["choices"][0]["text"]
@@ -50,4 +53,4 @@ async def test_ngram_speculation_accepts_drafts_and_keeps_the_greedy_answer(engi
     assert draft_tokens > 0, "the replica did not speculate"
     assert accepted > 0 and accepted <= draft_tokens
     assert drafted == plain
-    assert "red, orange, yellow" in plain  # the copy the drafts were taken from
+    assert plain.strip().startswith("red, orange, yellow")  # the copy the drafts came from
