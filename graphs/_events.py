@@ -45,6 +45,9 @@ class TurnExtra(TypedDict, total=False):
             was the request's only choice; ``None`` when only a request's total is known.
         mean_logprob: the mean log-probability of a sample's chosen tokens (only when
             the server returned logprobs).
+        trace_confidences: DeepConf's scores of a sample's trace, ``mean``,
+            ``lowest_group``, ``bottom_10`` and ``tail`` (only when the server returned
+            top-k logprobs; ``concilium.graphs.kit.trace_confidences``).
         step: which step of the method spoke (``"plan"``, ``"synthesize"``, ...; ReAct: the turn number).
         saw: whose answers the speaker was shown (names), or how many references.
         role: the speaker's role in the step (tree of thoughts: ``"propose"``, ``"value"``).
@@ -63,6 +66,7 @@ class TurnExtra(TypedDict, total=False):
     request: int
     sample_tokens: int | None
     mean_logprob: float
+    trace_confidences: dict[str, float]
     step: str | int
     saw: list[str] | int
     role: str

@@ -46,6 +46,7 @@ from concilium.prompts import PromptLibrary
 from concilium.tools import Tool, ToolText
 
 from ._aggregators import AnswerFormat, Vote, answer_format, majority_vote
+from ._confidence import has_top_logprobs, trace_confidences
 from ._context import RunContext
 from ._events import Turn, TurnEvent, TurnExtra
 
@@ -225,7 +226,10 @@ def sample_turns(
     ``request`` = first for all of them); the request's tokens are counted once, on its
     first sample. Each entry also says what later analysis of the samples needs: the
     sample's own completion tokens where they are known exactly (``sample_tokens``,
-    else ``None``) and, when the server returned logprobs, their mean (``mean_logprob``).
+    else ``None``), when the server returned logprobs their mean (``mean_logprob``),
+    and when it returned the top-k logprobs too, DeepConf's scores of the trace
+    (``trace_confidences``: ``mean``, ``lowest_group``, ``bottom_10``, ``tail`` over
+    windows of 2048 tokens; see ``trace_confidences``).
 
     Example:
         >>> from concilium.agents import AgentReply, TokenLogprob, Usage
@@ -236,6 +240,8 @@ def sample_turns(
         >>> one, two = sample_turns(current_run(), reply, fmt, "q")
         >>> one["sample_tokens"], one["mean_logprob"], two["sample_tokens"], "mean_logprob" in two
         (2, -1.0, None, False)
+        >>> "trace_confidences" in one  # no top-k lists: no DeepConf scores
+        False
     """
     entries = [
         turn(
@@ -254,13 +260,16 @@ def sample_turns(
 
 
 def _sample_fields(reply: AgentReply, j: int, *, sample: int, request: int) -> TurnExtra:
-    """Where sample ``j`` of ``reply`` came from, and its own tokens and mean logprob
-    where the reply says them exactly (never the request's total split over choices)."""
+    """Where sample ``j`` of ``reply`` came from, and its own tokens, mean logprob and
+    DeepConf scores where the reply says them exactly (never the request's total split
+    over choices); the scores are computed once here, and only from top-k logprobs."""
     fields: TurnExtra = {"sample": sample, "request": request, "sample_tokens": None}
     logprobs = reply.logprobs_all[j] if j < len(reply.logprobs_all) else None
     if logprobs:
         fields["sample_tokens"] = len(logprobs)
         fields["mean_logprob"] = sum(t.logprob for t in logprobs) / len(logprobs)
+        if has_top_logprobs(logprobs):
+            fields["trace_confidences"] = trace_confidences(logprobs)
     elif len(reply.texts) == 1 and reply.usage.completion_tokens > 0:
         fields["sample_tokens"] = reply.usage.completion_tokens
     return fields

@@ -7,7 +7,8 @@ are written (``graphs/patterns/``) and a pattern of your own can be.
 * options and prompts: ``PatternOptions`` (answer format, prompt library, name),
   ``solve_messages``, ``user``, ``prompt_library``, ``distinct_names``;
 * answers and votes: ``AnswerFormat``, ``majority_vote``, ``report_vote``,
-  ``sample_turns``, ``normalize_number``;
+  ``sample_turns``, ``normalize_number``; a trace's confidence from its top-k
+  logprobs (DeepConf): ``trace_confidences``, ``DEEPCONF_WINDOW``, ``DEEPCONF_TOP_K``;
 * a ``kind:`` for workflow files: a ``PatternSpec`` subclass (agent slots typed
   ``AgentSlot``, ``answer`` an ``AnswerSpec``) and a build function registered with
   ``register_pattern``, which gets a ``Builder``.
@@ -34,6 +35,7 @@ Example:
 """
 
 from ._aggregators import AnswerFormat, majority_vote, normalize_number
+from ._confidence import DEEPCONF_TOP_K, DEEPCONF_WINDOW, trace_confidences
 from ._events import Turn
 from ._kit import (
     PatternOptions,
@@ -69,6 +71,9 @@ __all__ = [
     "report_vote",
     "sample_turns",
     "normalize_number",
+    "trace_confidences",
+    "DEEPCONF_WINDOW",
+    "DEEPCONF_TOP_K",
     # a kind: for workflow files
     "PatternSpec",
     "AgentSlot",

@@ -1,20 +1,18 @@
-"""Confidence of a sampled trace from its token logprobs, and confidence-weighted votes.
+"""Confidence-weighted votes, and soft self-consistency's score of a sample.
 
 Two families (``docs/methods.md#confidence-consistency``):
 
-* DeepConf (Fu et al., 2025): token confidence ``C_t = -mean(top-k logprobs at t)``
-  (the top-k candidates, not the chosen token; higher means more peaked), group
-  confidence = mean of ``C`` over a sliding window (stride 1), and trace scores
-  ``mean``, ``lowest_group``, ``bottom_10`` (mean of the lowest 10% of windows) and
-  ``tail`` (mean of the last ``window`` tokens).
+* DeepConf (Fu et al., 2025): each trace's confidence comes from its top-k logprobs
+  (``concilium.graphs.kit.trace_confidences``: token confidence, group confidence
+  over a sliding window, and the trace scores ``mean``, ``lowest_group``,
+  ``bottom_10``, ``tail``); here, which traces to keep (:func:`keep_top_percent`)
+  and the vote they cast, each weighted by its confidence (:func:`weighted_vote`).
 * Soft self-consistency (Wang et al., 2024): the chosen tokens' probabilities,
   ``mean`` (of probabilities, not logprobs), ``min`` or ``prod`` (mean logprob).
 
 Example:
-    >>> from concilium.agents import TokenLogprob
-    >>> peaked = [TokenLogprob("a", -0.01, (("a", -0.01), ("b", -5.0)))]
-    >>> round(trace_confidence(peaked, "mean"), 3)
-    2.505
+    >>> weighted_vote(["7", "8"], [2.5, 1.0]).winner
+    '7'
 """
 
 from __future__ import annotations
@@ -26,65 +24,7 @@ from typing import Any, Literal
 
 from concilium.agents import TokenLogprob
 
-TraceScore = Literal["mean", "lowest_group", "bottom_10", "tail"]
 SoftScore = Literal["mean", "min", "prod"]
-DEEPCONF_WINDOW = 2048  # the reference window (tokens)
-DEEPCONF_TOP_K = 20  # the reference asks the server for logprobs=20
-
-
-def token_confidences(logprobs: Sequence[TokenLogprob]) -> list[float]:
-    """``C_t = -(1/k) * sum of the top-k logprobs`` at each position.
-
-    Raises:
-        ValueError: when a position has no top-k list (ask for ``top_logprobs``).
-    """
-    out = []
-    for i, token in enumerate(logprobs):
-        if not token.top:
-            raise ValueError(
-                f"token {i} ({token.token!r}) has no top logprobs; DeepConf needs the top-k "
-                f"candidates: request logprobs=True, top_logprobs={DEEPCONF_TOP_K}"
-            )
-        out.append(-sum(lp for _, lp in token.top) / len(token.top))
-    return out
-
-
-def group_confidences(confidences: Sequence[float], window: int = DEEPCONF_WINDOW) -> list[float]:
-    """Means over every window of ``window`` tokens (stride 1); one mean if shorter.
-
-    Example:
-        >>> group_confidences([1.0, 2.0, 3.0, 4.0], window=2)
-        [1.5, 2.5, 3.5]
-    """
-    if not confidences:
-        raise ValueError("an empty trace has no confidence")
-    if len(confidences) <= window:
-        return [sum(confidences) / len(confidences)]
-    prefix = [0.0]
-    for c in confidences:
-        prefix.append(prefix[-1] + c)
-    return [(prefix[i + window] - prefix[i]) / window for i in range(len(confidences) - window + 1)]
-
-
-def trace_confidence(
-    logprobs: Sequence[TokenLogprob],
-    score: TraceScore = "lowest_group",
-    window: int = DEEPCONF_WINDOW,
-) -> float:
-    """One DeepConf score for a whole trace (higher is more confident)."""
-    cs = token_confidences(logprobs)
-    if score == "mean":
-        return sum(cs) / len(cs)
-    if score == "tail":
-        tail = cs[-window:]
-        return sum(tail) / len(tail)
-    groups = group_confidences(cs, window)
-    if score == "lowest_group":
-        return min(groups)
-    if score == "bottom_10":
-        lowest = sorted(groups)[: max(1, math.ceil(len(groups) * 0.1))]
-        return sum(lowest) / len(lowest)
-    raise ValueError(f"unknown trace score {score!r}; use mean, lowest_group, bottom_10 or tail")
 
 
 def soft_score(logprobs: Sequence[TokenLogprob], how: SoftScore = "mean") -> float:

@@ -23,6 +23,8 @@ from concilium._errors import GraphError
 from concilium.agents import Agent, AgentReply, TokenLogprob
 from concilium.graphs import END, START, Graph, RunContext
 from concilium.graphs.kit import (
+    DEEPCONF_TOP_K,
+    DEEPCONF_WINDOW,
     AnswerFormat,
     AnswerSpec,
     Builder,
@@ -34,17 +36,11 @@ from concilium.graphs.kit import (
     register_pattern,
     sample_turns,
     solve_messages,
+    trace_confidences,
 )
 from concilium.prompts import PromptLibrary
 
-from ._confidence import (
-    DEEPCONF_TOP_K,
-    DEEPCONF_WINDOW,
-    keep_top_percent,
-    soft_score,
-    trace_confidence,
-    weighted_vote,
-)
+from ._confidence import keep_top_percent, soft_score, weighted_vote
 
 
 def confidence_consistency(
@@ -117,20 +113,24 @@ def _score_samples(
         if not logprobs:
             raise GraphError(f"sample {i} came back without logprobs; confidence_consistency needs a "
                              "server that returns them (capabilities: {logprobs: true})")  # fmt: skip
-        entry["confidence"] = _score(logprobs, method, score, window)
+        entry["confidence"] = _score(entry, logprobs, method, score, window)
         confs.append(entry["confidence"])
     return confs
 
 
-def _score(logprobs: Sequence[TokenLogprob], method: str, score: str, window: int) -> float:
-    """DeepConf's trace confidence, or soft self-consistency's sample score; an
-    unknown ``score`` fails as ``trace_confidence`` / ``soft_score`` do."""
+def _score(
+    entry: Turn, logprobs: Sequence[TokenLogprob], method: str, score: str, window: int
+) -> float:
+    """DeepConf's trace confidence (the one ``sample_turns`` recorded, at the default
+    window), or soft self-consistency's sample score; an unknown ``score`` fails
+    naming the ones there are."""
     if method == "soft":
         if score in ("mean", "min", "prod"):
             return soft_score(logprobs, score)
         raise ValueError(f"unknown soft score {score!r}; use mean, min or prod")
     if score in ("mean", "lowest_group", "bottom_10", "tail"):
-        return trace_confidence(logprobs, score, window)
+        recorded = entry.get("trace_confidences") if window == DEEPCONF_WINDOW else None
+        return (recorded or trace_confidences(logprobs, window))[score]
     raise ValueError(f"unknown trace score {score!r}; use mean, lowest_group, bottom_10 or tail")
 
 

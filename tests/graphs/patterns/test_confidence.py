@@ -1,4 +1,5 @@
-"""DeepConf and soft self-consistency scores on hand-computed traces."""
+"""Soft self-consistency scores, DeepConf's filter and the weighted vote, by hand
+(the trace confidences themselves: tests/graphs/test_trace_confidence.py)."""
 
 from __future__ import annotations
 
@@ -7,45 +8,7 @@ import math
 import pytest
 
 from concilium.agents import TokenLogprob
-from concilium.graphs.patterns._confidence import (
-    group_confidences,
-    keep_top_percent,
-    soft_score,
-    token_confidences,
-    trace_confidence,
-    weighted_vote,
-)
-
-
-def tok(chosen: float, *top: float) -> TokenLogprob:
-    return TokenLogprob("t", chosen, tuple((f"c{i}", lp) for i, lp in enumerate(top)))
-
-
-def test_token_confidence_is_minus_the_mean_of_the_top_k_not_the_chosen_token() -> None:
-    # chosen logprob -0.1 plays no part: C = -(-0.1 - 2.3 - 4.6)/3 = 7/3
-    assert token_confidences([tok(-0.1, -0.1, -2.3, -4.6)]) == pytest.approx([7 / 3])
-    uniform = tok(math.log(1 / 20), *[math.log(1 / 20)] * 20)
-    assert token_confidences([uniform])[0] == pytest.approx(math.log(20))  # 2.996, as in the paper
-
-
-def test_without_top_logprobs_the_error_says_what_to_request() -> None:
-    with pytest.raises(ValueError, match="top_logprobs=20"):
-        token_confidences([TokenLogprob("x", -0.5)])
-
-
-def test_group_confidence_slides_with_stride_one_and_averages_short_traces() -> None:
-    assert group_confidences([1, 2, 3, 4, 5], window=3) == [2.0, 3.0, 4.0]
-    assert group_confidences([1, 2], window=3) == [1.5]
-
-
-def test_trace_scores_on_a_trace_with_one_unsure_stretch() -> None:
-    # token confidences 4, 4, 1, 1, 4, 4 (from top lists of a single entry)
-    trace = [tok(-1, -c) for c in (4, 4, 1, 1, 4, 4)]
-    assert trace_confidence(trace, "mean") == pytest.approx(3.0)
-    assert trace_confidence(trace, "lowest_group", window=2) == pytest.approx(1.0)
-    assert trace_confidence(trace, "tail", window=2) == pytest.approx(4.0)
-    # windows of 2: 4, 2.5, 1, 2.5, 4 -> lowest 10% rounds up to one window
-    assert trace_confidence(trace, "bottom_10", window=2) == pytest.approx(1.0)
+from concilium.graphs.patterns._confidence import keep_top_percent, soft_score, weighted_vote
 
 
 def test_soft_scores_average_probabilities_not_logprobs() -> None:
