@@ -50,6 +50,15 @@ class CitedText:
     fabricated: list[str] = field(default_factory=list[str])
     kept: int = 0
 
+    def cite(self, passage: Passage) -> int:
+        """The number of ``passage`` in the Sources list, added at the end if new."""
+        for source in self.sources:
+            if source.passage_id == passage.id:
+                return source.number
+        number = len(self.sources) + 1
+        self.sources.append(CitedSource(number, passage.id, passage.document, passage.location))
+        return number
+
     def sources_markdown(self) -> str:
         """The Sources section (``## Sources`` and one line per source)."""
         if not self.sources:
@@ -99,7 +108,6 @@ def resolve_citations(draft: str, passages: Iterable[Passage]) -> CitedText:
         ('Rent is 5 [1]. Again [1].', ['z.md#L9'], '1. a.md, lines 1-2')
     """
     known = {p.id: p for p in passages}
-    numbers: dict[str, int] = {}
     result = CitedText(text="")
 
     def replace(match: re.Match[str]) -> str:
@@ -112,14 +120,10 @@ def resolve_citations(draft: str, passages: Iterable[Passage]) -> CitedText:
             if passage is None:
                 result.fabricated.append(part)
                 continue
-            if part not in numbers:
-                numbers[part] = len(numbers) + 1
-                result.sources.append(
-                    CitedSource(numbers[part], part, passage.document, passage.location)
-                )
+            number = result.cite(passage)
             result.kept += 1
-            if numbers[part] not in cited:
-                cited.append(numbers[part])
+            if number not in cited:
+                cited.append(number)
         lead = " " if match.group(0).startswith((" ", "\t")) else ""
         return lead + "".join(f"[{n}]" for n in cited) if cited else ""
 

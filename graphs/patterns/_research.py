@@ -14,9 +14,12 @@ Where two sources disagree on a fact (the same statement with different
 figures, e.g. a stale report against a newer one), the documented rule settles
 it, the newer document's date wins, and the lead and verifier check the rule's
 pick; the report says so. A writer drafts one section per sub-question
-concurrently, citing passage IDs; the citation pass (``_citations.py``) removes
+concurrently from its settled facts (the current figure, which document supersedes
+which), citing passage IDs; the citation pass (``_citations.py``) removes
 unknown IDs and numbers the rest; a yes/no verifier checks every (sentence, cited
 passage) pair, P(yes) read from token logprobs where the server gives them. A
+sentence that still states a superseded figure as current is marked in place, by
+code, with the figure that replaced it and its citation. A
 sub-question with no passage answers ``NO_EVIDENCE``; a run out of budget returns
 what it has, marked partial. Every researcher step is also sent as a progress
 event (``[researcher 2] search 'revenue 2025': 3 passages``) for streaming clients.
@@ -51,16 +54,18 @@ from concilium.graphs.kit import (
 )
 from concilium.prompts import PromptLibrary
 from concilium.tools import Tool
-from concilium.tools.evidence import Embedder, EvidenceStore, openai_embedder
+from concilium.tools.evidence import Embedder, EvidenceStore, Passage, openai_embedder
 
 from ._best_of_n import yes_probability
-from ._citations import resolve_citations
+from ._citations import CitedText, resolve_citations
 from ._researcher import NO_EVIDENCE, Claim, Finding, Researcher, fact_key, progress
-from ._sources import Conflict, Side, document_date, find_conflicts, settle
+from ._sources import Conflict, Side, document_date, find_conflicts, settle, states_superseded
 
 _LINE = re.compile(r"^\s*(?:[-*]|\d+[.)])?\s*(.+?)\s*$")
 _CITE = re.compile(r"\[(\d+)\]")
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+(?:\s*\[\d+\])*|$)")
+# a sentence ends at . ! ? (with the citations after it) or at the line's end; a
+# point between digits (EUR 5.5 million) does not end it
+_SENTENCE = re.compile(r"(?:[^.!?\n]|\.(?=\d))+(?:[.!?]+(?:\s*\[\d+\])*|(?=\n)|$)")
 
 
 class SubQuestions(BaseModel):
@@ -193,8 +198,9 @@ def research(
             details["votes"] = _votes(findings)
             if not any(f.claims for f in findings):
                 return _done(NO_EVIDENCE, entries, details)
-            sections = await ctx.map(lambda f: section(ctx, f, entries), [f for f in findings if f.claims])  # fmt: skip
-            report = await cite_and_verify(ctx, question, "\n\n".join(sections), details, entries)
+            sections = await ctx.map(lambda f: section(ctx, f, conflicts, entries), [f for f in findings if f.claims])  # fmt: skip
+            draft = "\n\n".join(sections)
+            report = await cite_and_verify(ctx, question, draft, conflicts, details, entries)
             if conflicts:
                 said = "\n".join(f"- {c.sentence()}" for c in conflicts)
                 head, sources = report.rsplit("\n\n## Sources", 1)
@@ -207,16 +213,24 @@ def research(
             report = f"# {question}\n\n**Partial report: the budget ran out.**\n\n{body}"
         return _done(report, entries, details)
 
-    async def section(ctx: RunContext, finding: Finding, entries: list[Turn]) -> str:
+    async def section(
+        ctx: RunContext, finding: Finding, conflicts: list[Conflict], entries: list[Turn]
+    ) -> str:
         claims = [asdict(c) for c in finding.claims if not c.superseded]
-        prompt = lib.render("research/section", question=finding.question, claims=claims, example_id=claims[0]["passages"][0])  # fmt: skip
+        settled = [asdict(c) for c in conflicts if c.question == finding.question and c.rule != "unsettled"]  # fmt: skip
+        prompt = lib.render("research/section", question=finding.question, claims=claims, settled=settled, example_id=claims[0]["passages"][0])  # fmt: skip
         progress(ctx, writer.name, "write", f"writing the section on: {finding.question}")
         reply = await ask(ctx, writer, user(prompt), f"section/{fact_key(finding.question)[:40]}")
         entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="section"))  # fmt: skip
         return f"## {finding.question}\n\n{reply.text.strip()}"
 
     async def cite_and_verify(
-        ctx: RunContext, question: str, draft: str, details: dict[str, Any], entries: list[Turn]
+        ctx: RunContext,
+        question: str,
+        draft: str,
+        conflicts: list[Conflict],
+        details: dict[str, Any],
+        entries: list[Turn],
     ) -> str:
         cited = resolve_citations(draft, store.passages())
         by_number = {s.number: s.passage_id for s in cited.sources}
@@ -238,7 +252,7 @@ def research(
 
         verdicts = await ctx.map(check, list(enumerate(pairs)))
         unsupported = {v["claim"] for v in verdicts if not v["supported"]}
-        text = cited.text
+        text, stale = mark_superseded(cited, conflicts, store.passages())
         for claim in unsupported:
             text = text.replace(claim, f"{claim} *(unsupported)*", 1)
         details.update(
@@ -248,6 +262,7 @@ def research(
             verdicts=verdicts,
             supported_rate=_rate(verdicts),
             unsupported_claims=sorted(unsupported),
+            superseded_sentences=stale,
         )
         return f"# {question}\n\n{text}\n\n{cited.sources_markdown()}"
 
@@ -276,7 +291,7 @@ async def reconcile(
     def side(claim: Claim) -> Side:
         document = by_id[claim.passages[0]].document
         date = document_date(document, [p for p in passages if p.document == document])
-        return Side(claim.text, document, date, claim.votes)
+        return Side(claim.text, document, date, claim.votes, list(claim.passages))
 
     settled: list[tuple[Conflict, Claim, Claim]] = []
     for finding in findings:
@@ -315,6 +330,52 @@ async def reconcile(
             loser.superseded = conflict.kept.fact
         progress(ctx, "reconcile", "conflict", conflict.sentence())
     return [c for c, _, _ in settled]
+
+
+def mark_superseded(
+    cited: CitedText, conflicts: Sequence[Conflict], passages: Sequence[Passage]
+) -> tuple[str, list[dict[str, str]]]:
+    """``cited.text`` with each sentence that states a settled conflict's dropped
+    figure as current (``states_superseded``) marked in place, right after it, with
+    the kept fact and a citation of its passage (added to ``cited``'s Sources when
+    new); and one record per marked sentence. Code, not a model, so no wording of
+    the writer's lets a stale figure through unmarked.
+
+    Example:
+        >>> from concilium.tools.evidence import Passage
+        >>> old = Passage("r24.md#L1", "r24.md", "L1", "Revenue was EUR 46 million.", "h", 0)
+        >>> new = Passage("r25.md#L1", "r25.md", "L1", "Revenue was EUR 69 million.", "h", 0)
+        >>> conflict = settle(
+        ...     "Revenue?",
+        ...     Side("Revenue was EUR 46 million.", "r24.md", "2024", 1, [old.id]),
+        ...     Side("Revenue was EUR 69 million.", "r25.md", "2025", 1, [new.id]),
+        ... )
+        >>> cited = resolve_citations("Revenue was EUR 46 million [r24.md#L1].", [old, new])
+        >>> mark_superseded(cited, [conflict], [old, new])[0]
+        'Revenue was EUR 46 million [1]. *(superseded by r25.md (2025), which gives "Revenue was EUR 69 million" [2])*'
+    """
+    by_id = {p.id: p for p in passages}
+    documents = {s.number: s.document for s in cited.sources}
+    settled = [c for c in conflicts if c.rule != "unsettled"]
+    records: list[dict[str, str]] = []
+
+    def mark(match: re.Match[str]) -> str:
+        sentence = match.group(0)
+        plain = _CITE.sub("", sentence)
+        if plain.lstrip().startswith("#"):  # a section's heading, not a statement
+            return sentence
+        cites = {documents[int(n)] for n in _CITE.findall(sentence) if int(n) in documents}
+        for conflict in settled:
+            if states_superseded(plain, cites, conflict):
+                source = next((by_id[i] for i in conflict.kept.passages if i in by_id), None)
+                citation = f" [{cited.cite(source)}]" if source else ""
+                sentence = f"{sentence} {conflict.marker(citation)}"
+                records.append({"sentence": match.group(0).strip(), "stated": conflict.dropped.fact,
+                                "document": conflict.dropped.document, "current": conflict.kept.fact,
+                                "superseded_by": conflict.kept.document})  # fmt: skip
+        return sentence
+
+    return _SENTENCE.sub(mark, cited.text), records
 
 
 def _votes(findings: list[Finding]) -> list[dict[str, Any]]:

@@ -9,7 +9,9 @@ mostly agree, the numbers do not) and come from different documents. The rule th
 settles a disagreement is written down and deterministic: the document with the
 newer date wins (a date in its first passages, else a year in its name), then the
 fact with more votes; agents are asked to check the rule's pick, and their answers
-are reported beside it, never in place of it.
+are reported beside it, never in place of it. Once written, a sentence that
+still states the dropped figure as current (``states_superseded``) is marked in
+place with the figure that replaced it.
 
 Example:
     >>> from concilium.tools.evidence import Passage
@@ -36,6 +38,12 @@ RULE = "when documents disagree, the newer document date wins"
 _WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
 _DATE = re.compile(r"(?<!\d)((?:19|20)\d\d-[01]\d-[0-3]\d)(?!\d)")
 _YEAR = re.compile(r"(?<!\d)((?:19|20)\d\d)(?!\d)")
+_PAST = re.compile(
+    r"\b(?:supersed\w*|outdated|out of date|previous(?:ly)?|earlier|older|former(?:ly)?"
+    r"|no longer|revised|replaced)\b",
+    re.IGNORECASE,
+)
+"""Words by which a sentence itself says a figure is no longer current."""
 _STOP = frozenset(
     [
         "a",
@@ -153,12 +161,14 @@ def document_date(name: str, passages: Sequence[Passage]) -> str | None:
 
 @dataclass
 class Side:
-    """One side of a disagreement: the fact, its document and that document's date."""
+    """One side of a disagreement: the fact, its document and that document's date,
+    its votes and the passages that state it."""
 
     fact: str
     document: str
     date: str | None
     votes: int
+    passages: list[str] = field(default_factory=list[str])
 
 
 @dataclass
@@ -203,6 +213,13 @@ class Conflict:
         checked = f"; {agreed} of {len(self.checks)} checking agents agreed" if self.checks else ""
         return f'{said}; used "{new.fact.rstrip(". ")}" because {why}{checked}.'
 
+    def marker(self, citation: str = "") -> str:
+        """What a sentence stating the dropped figure as current gets in place, e.g.
+        ``*(superseded by B (2024), which gives "Y" [2])*``; ``citation`` cites ``kept``."""
+        new = self.kept
+        dated = f" ({new.date})" if new.date else ""
+        return f'*(superseded by {new.document}{dated}, which gives "{new.fact.rstrip(". ")}"{citation})*'
+
     def decide_by_checks(self) -> None:
         """When the rule could not decide: the side most checking agents chose wins
         (``rule`` becomes ``"checkers' vote"``); a tie leaves it unsettled."""
@@ -239,3 +256,47 @@ def settle(question: str, a: Side, b: Side) -> Conflict:
         more, fewer = (a, b) if a.votes > b.votes else (b, a)
         return Conflict(question, more, fewer, "more votes")
     return Conflict(question, a, b, "unsettled")
+
+
+def _figures(fact: str, other: str) -> set[str]:
+    """The numbers ``fact`` states and ``other`` does not; years are left out when
+    another number remains (the figure that changed, not the period it is for)."""
+    own = _numbers(_words(fact)) - _numbers(_words(other))
+    return {n for n in own if not _YEAR.fullmatch(n)} or own
+
+
+def states_superseded(sentence: str, cited: set[str], conflict: Conflict) -> bool:
+    """Whether ``sentence`` (its citations removed) states the figure ``conflict``
+    settled against as if it were current: it has every figure only the dropped fact
+    has and none only the kept fact has (a sentence giving both compares them), no
+    word saying the figure is past (``superseded``, ``previously``, ``earlier``, ...),
+    and it cites the dropped document (``cited`` names the documents it cites) or
+    shares at least half the dropped fact's words. An unsettled conflict dropped
+    nothing.
+
+    Example:
+        >>> c = settle(
+        ...     "Revenue?",
+        ...     Side("Revenue for 2024 was EUR 46 million.", "r24.pdf", "2025-02-14", 1),
+        ...     Side("Revenue for 2025 was EUR 69 million.", "r25.pdf", "2026-02-12", 1),
+        ... )
+        >>> states_superseded("Revenue was EUR 46 million.", {"r24.pdf"}, c)
+        True
+        >>> states_superseded("Revenue rose from EUR 46 million to EUR 69 million.", set(), c)
+        False
+        >>> states_superseded("Revenue was previously EUR 46 million.", {"r24.pdf"}, c)
+        False
+        >>> states_superseded("The canteen serves 46 meals a day.", set(), c)
+        False
+    """
+    if conflict.rule == "unsettled":
+        return False
+    old, new = conflict.dropped.fact, conflict.kept.fact
+    words = _words(sentence)
+    stale = _figures(old, new)
+    if not stale or not stale <= words or _figures(new, old) & words or _PAST.search(sentence):
+        return False
+    if conflict.dropped.document in cited:
+        return True
+    topic = _words(old) - _numbers(_words(old))
+    return bool(topic) and 2 * len(topic & words) >= len(topic)
