@@ -123,7 +123,7 @@ async def measure(
         record = gold[str(row["id"])]
         return lambda answer: scorer(answer, record.answer, record.choices)
 
-    summary = summarise(rows, [m.name for m in methods], predicate)
+    summary = summarise(rows, [m.name for m in methods], predicate, scorer=scorer)
     _, plots = write_summary(summary, out)
     return {"task": task, "items": len(records), "backend": backend, "methods": summary,
             "times": times, "plots": [str(p) for p in plots]}  # fmt: skip

@@ -135,7 +135,7 @@ def _eval(
         record = by_id[str(row["id"])]
         return lambda answer: scorer(answer, record.answer, record.choices)
 
-    summary = summarise(results, [m.name for m in methods], predicate)
+    summary = summarise(results, [m.name for m in methods], predicate, scorer=scorer)
     path, plots = write_summary(summary, out)
     files = [("results", out / "results.jsonl"), ("summary", path), *(("plot", p) for p in plots)]
     echo_summary(summary, as_json, files, backend.notice)

@@ -261,7 +261,7 @@ def merge_shards(
     with (out / "results.jsonl").open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-    summary = summarise(rows, methods, predicate)
+    summary = summarise(rows, methods, predicate, scorer=scorer)
     path, plots = write_summary(summary, out)
     return summary, path, plots
 

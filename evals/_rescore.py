@@ -55,9 +55,10 @@ def _methods(out: Path, rows: list[ItemResult]) -> list[str]:
 
 def read_folder(
     out: Path, scorer: Scorer | None = None
-) -> tuple[list[ItemResult], list[str], Callable[[ItemResult], Predicate]]:
+) -> tuple[list[ItemResult], list[str], Callable[[ItemResult], Predicate], Scorer]:
     """The rows of an eval folder (the last line of each item and method), its methods
-    in order, and the predicate of each row's sampled answers under ``scorer``.
+    in order, the predicate of each row's sampled answers under ``scorer``, and the
+    scorer that decided (``scorer``, or the default one).
 
     With a ``scorer``, every row's verdict is decided again; without one, the default
     scorer must agree with the verdicts stored, or the error names the first that
@@ -87,4 +88,4 @@ def read_folder(
     else:
         chosen = scorer
         rows = [cast(ItemResult, {**r, "correct": _verdict(r, chosen)}) for r in rows]
-    return rows, _methods(out, rows), _predicate_of(chosen)
+    return rows, _methods(out, rows), _predicate_of(chosen), chosen

@@ -72,8 +72,9 @@ class SampleRecord(TypedDict):
     """One sample of a sampling method, as an analysis of stored samples reads it
     (:func:`sample_records`): the turn's text and answer, the request it came from,
     its own completion tokens where known exactly, and, when the server returned
-    logprobs, their mean; ``confidence`` is the trace confidence the method itself
-    gave the sample (``confidence_consistency``'s DeepConf score), if any."""
+    logprobs, their mean and (from top-k logprobs) DeepConf's ``trace_confidences``;
+    ``confidence`` is the trace confidence the method itself gave the sample
+    (``confidence_consistency``'s DeepConf score), if any."""
 
     sample: int
     request: int | None
@@ -81,6 +82,7 @@ class SampleRecord(TypedDict):
     answer: str | None
     tokens: int | None
     mean_logprob: float | None
+    trace_confidences: dict[str, float] | None
     confidence: float | None
 
 
@@ -128,6 +130,7 @@ def sample_records(row: Mapping[str, Any]) -> list[SampleRecord]:
             "answer": t.get("answer"),
             "tokens": t.get("sample_tokens"),
             "mean_logprob": t.get("mean_logprob"),
+            "trace_confidences": t.get("trace_confidences"),
             "confidence": t.get("confidence"),
         }
         for t in turns

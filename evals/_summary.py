@@ -21,7 +21,14 @@ from typing import Any, TypedDict
 from ._cost import SamplingCost, sampling_cost
 from ._replay import STOP_RULES, ReplayItem, RuleOutcome, TokensBasis, replay_rules
 from ._runner import ItemResult, SampleRecord, sample_records
-from ._scorers import Scorer
+from ._scorers import (
+    ContainsScorer,
+    ExactScorer,
+    NumericScorer,
+    OptionScorer,
+    RegexScorer,
+    Scorer,
+)
 from ._stats import CurvePoint
 
 __all__ = ["MethodSummary", "summarise", "render_table", "write_summary", "SUMMARY_FILE"]
@@ -30,6 +37,15 @@ SUMMARY_FILE = "summary.json"
 DEEPCONF_ETAS = (("DeepConf-low", 10.0), ("DeepConf-high", 90.0))
 """The paper's two filters: eta is the percent of the k traces kept, the most confident
 ones (DeepConf-low keeps a tenth: aggressive; DeepConf-high nine tenths: conservative)."""
+CONFIDENCE_SCORES = ("lowest_group", "bottom_10", "tail", "mean")
+"""DeepConf's trace scores a sample turn records (``trace_confidences``); the votes use
+one of them, ``lowest_group`` by default (the paper's choice for offline filtering)."""
+_SCORE_WORDS = {
+    "lowest_group": "its least confident window of 2048 tokens",
+    "bottom_10": "the mean of its least confident tenth of 2048-token windows",
+    "tail": "its last 2048 tokens",
+    "mean": "the mean over all its tokens",
+}
 
 
 class CurveEntry(TypedDict):
@@ -56,9 +72,13 @@ class FilteredCurve(TypedDict):
 
 
 class ConfidenceVotes(TypedDict):
-    """The votes that weigh each sample by a confidence; ``unavailable`` says why they
-    were not computed (no made-up confidences: then the curves are empty)."""
+    """The votes that weigh each sample by a confidence: ``score`` names which one
+    (a DeepConf trace score such as ``lowest_group``; ``method``, the confidence the
+    method gave; or ``mean_logprob``, weighed as its exp), ``confidence`` says it in
+    words; ``unavailable`` says why they were not computed (no made-up confidences:
+    then the curves are empty)."""
 
+    score: str | None
     confidence: str | None
     unavailable: str | None
     weighted_at_k: list[CurveEntry]
@@ -88,6 +108,7 @@ class MethodSummary(TypedDict):
     """One method's row of ``summary.json``."""
 
     method: str
+    scorer: str | None
     items: int
     correct: int
     failed: int
@@ -147,35 +168,67 @@ class _Sampled:
                         "tokens_per_item": tokens, "calls_per_item": calls})  # fmt: skip
         return out
 
-    def confidences(self) -> tuple[list[list[float]] | None, str]:
-        """Each sample's weight and its name, or ``None`` and why there is none."""
-        values = [[s["confidence"] for s in recs] for recs in self.records]
-        if all(v is None for vs in values for v in vs):
-            return None, (
-                "no sample carries a confidence; a method that scores its traces, such as "
-                "confidence_consistency with top logprobs, records one per sample"
-            )
-        weights = [[v for v in vs if v is not None] for vs in values]
-        if any(len(w) != len(vs) for w, vs in zip(weights, values, strict=True)):
-            return None, "some samples carry no confidence"
-        if any(not (w >= 0.0 and math.isfinite(w)) for ws in weights for w in ws):
-            return None, "the confidences are not all finite and >= 0, so they cannot weigh votes"
-        return weights, "the method's trace confidence"
+    def confidences(self, score: str) -> tuple[list[list[float]] | None, str | None, str]:
+        """Each sample's weight, the name of its source and its words; or ``None``,
+        ``None`` and why there is none. DeepConf's ``score`` where every sample has
+        it, else the method's own confidence, else ``exp(mean_logprob)``."""
+        sources: list[tuple[str, list[list[Any]], str]] = [
+            (score, [[_score_of(s, score) for s in recs] for recs in self.records],
+             f"DeepConf {score} confidence from top-k logprobs ({_SCORE_WORDS[score]})"),
+            ("method", [[s["confidence"] for s in recs] for recs in self.records],
+             "the method's trace confidence"),
+            ("mean_logprob", [[_exp(s["mean_logprob"]) for s in recs] for recs in self.records],
+             "exp(mean_logprob), the geometric mean probability of the sample's tokens "
+             "(no top-k logprobs were stored for DeepConf's confidences)"),
+        ]  # fmt: skip
+        for name, values, words in sources:
+            flat = [v for vs in values for v in vs]
+            if all(v is None for v in flat):
+                continue
+            if any(v is None for v in flat):
+                have = sum(v is not None for v in flat)
+                return None, None, f"{have} of {len(flat)} samples carry a {name} confidence"
+            if any(not (v >= 0.0 and math.isfinite(v)) for v in flat):
+                return None, None, f"the {name} confidences are not all finite and >= 0"
+            return values, name, words
+        return (
+            None,
+            None,
+            (
+                "no sample carries a confidence: no logprobs were stored (ask the server for "
+                "logprobs, with top_logprobs for DeepConf's) and the method scored no trace"
+            ),
+        )
 
 
-def _confidence_votes(sampled: _Sampled) -> ConfidenceVotes:
+def _score_of(sample: SampleRecord, score: str) -> float | None:
+    """DeepConf's ``score`` of a stored sample, if it has one (and it is a number)."""
+    scores = sample.get("trace_confidences")
+    value = scores.get(score) if isinstance(scores, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _exp(mean_logprob: float | None) -> float | None:
+    """The weight of a mean logprob: a probability, so >= 0 as a weight must be."""
+    if not isinstance(mean_logprob, (int, float)) or not mean_logprob <= 0.0:
+        return None if mean_logprob is None else math.nan  # refused below, with the reason
+    return math.exp(mean_logprob)
+
+
+def _confidence_votes(sampled: _Sampled, score: str) -> ConfidenceVotes:
     from ._stats import filtered_vote_at_k, weighted_vote_at_k
 
-    weights, name = sampled.confidences()
+    weights, source, words = sampled.confidences(score)
     if weights is None:
-        return {"confidence": None, "unavailable": name, "weighted_at_k": [], "deepconf": []}
+        return {"score": None, "confidence": None, "unavailable": words,
+                "weighted_at_k": [], "deepconf": []}  # fmt: skip
     weighted = weighted_vote_at_k(sampled.answers, weights, sampled.correct)
     deepconf: list[FilteredCurve] = []
     for label, eta in DEEPCONF_ETAS:
         points = filtered_vote_at_k(sampled.answers, weights, sampled.correct, keep_percent=eta)
         deepconf.append({"name": label, "eta": eta, "points": sampled.entries(points),
                          "keeps": f"the {eta:g}% most confident of the k drawn"})  # fmt: skip
-    return {"confidence": name, "unavailable": None,
+    return {"score": source, "confidence": words, "unavailable": None,
             "weighted_at_k": sampled.entries(weighted), "deepconf": deepconf}  # fmt: skip
 
 
@@ -197,19 +250,38 @@ def _stop_entry(o: RuleOutcome) -> StopEntry:
             "calls_per_item": o.calls, "tokens_basis": o.tokens_basis}  # fmt: skip
 
 
-def _sampling_figures(rows: Sequence[ItemResult], scorer_of: Any, into: MethodSummary) -> None:
+def _sampling_figures(
+    rows: Sequence[ItemResult], scorer_of: Any, into: MethodSummary, score: str
+) -> None:
     from ._stats import majority_at_k, pass_at_k
 
     sampled = _Sampled.of(rows, scorer_of) if scorer_of else None
     if sampled is None:
         return
     into["majority_at_k"] = sampled.entries(majority_at_k(sampled.answers, sampled.correct))
-    into["confidence_votes"] = _confidence_votes(sampled)
+    into["confidence_votes"] = _confidence_votes(sampled, score)
     into["oracle_pass_at_k"] = sampled.entries(pass_at_k(sampled.answers, sampled.correct))
     into["early_stopping"] = _early_stopping(sampled)
 
 
 # -------------------------------------------------------------------- summary
+
+
+def scorer_label(scorer: Scorer) -> str:
+    """A scorer as ``--scorer`` names it (``numeric``, ``regex:PATTERN``); another
+    scorer by its class name.
+
+    Example:
+        >>> scorer_label(NumericScorer()), scorer_label(RegexScorer("^{gold}$"))
+        ('numeric', 'regex:^{gold}$')
+    """
+    if isinstance(scorer, RegexScorer):
+        return f"regex:{scorer.pattern}"
+    if isinstance(scorer, NumericScorer) and scorer != NumericScorer():
+        return f"numeric(tolerance={scorer.tolerance:g})"
+    named = {ExactScorer: "exact", NumericScorer: "numeric", OptionScorer: "option",
+             ContainsScorer: "contains"}  # fmt: skip
+    return named.get(type(scorer), type(scorer).__name__)
 
 
 def summarise(
@@ -218,6 +290,7 @@ def summarise(
     scorer_of: Any = None,
     *,
     scorer: Scorer | None = None,
+    confidence_score: str = "lowest_group",
 ) -> list[MethodSummary]:
     """Per-method summaries, in ``methods`` order, each compared with the first on the
     items both answered (exact McNemar test). ``scorer_of(row)`` gives the predicate on a
@@ -227,7 +300,12 @@ def summarise(
     from ``results.jsonl`` alone with no model call (what ``concilium rescore`` does):
     methods in the order of the folder's ``summary.json`` unless given, every answer
     and sample scored again with ``scorer`` (default: the one the eval chose by the
-    gold answers, checked against the verdicts stored in the rows).
+    gold answers, checked against the verdicts stored in the rows). Given rows,
+    ``scorer`` only names the scorer ``scorer_of`` applies, for ``summary.json``.
+
+    The confidence votes weigh each sample by DeepConf's ``confidence_score``
+    (``lowest_group``, ``bottom_10``, ``tail`` or ``mean``) where the samples carry
+    it; see :class:`ConfidenceVotes` for the fallbacks.
 
     Example:
         >>> row = {
@@ -247,10 +325,14 @@ def summarise(
     """
     from ._stats import mcnemar_exact, wilson_interval
 
+    if confidence_score not in CONFIDENCE_SCORES:
+        raise ValueError(
+            f"unknown confidence score {confidence_score!r}; use one of {', '.join(CONFIDENCE_SCORES)}"
+        )
     if isinstance(results, (str, os.PathLike)):
         from ._rescore import read_folder
 
-        results, found, scorer_of = read_folder(Path(results), scorer)
+        results, found, scorer_of, scorer = read_folder(Path(results), scorer)
         methods = methods or found
     if methods is None:
         methods = list(dict.fromkeys(r["method"] for r in results))
@@ -275,6 +357,7 @@ def summarise(
         completion = _mean([r["completion_tokens"] for r in rows])
         summary: MethodSummary = {
             "method": name,
+            "scorer": scorer_label(scorer) if scorer is not None else None,
             "items": n,
             "correct": right,
             "failed": sum(r["failed"] for r in rows),
@@ -292,7 +375,7 @@ def summarise(
             "oracle_pass_at_k": [],
             "early_stopping": [],
         }
-        _sampling_figures(rows, scorer_of, summary)
+        _sampling_figures(rows, scorer_of, summary, confidence_score)
         out.append(summary)
     return out
 
@@ -334,7 +417,8 @@ def _sampling_blocks(s: MethodSummary) -> list[str]:
         lines += ["", f"confidence-weighted vote@k for {name} (weights: {votes['confidence']}):"]
         lines += map(_curve_line, votes["weighted_at_k"])
         for f in votes["deepconf"]:
-            lines += ["", f"{f['name']}@k for {name} (eta={f['eta']:g}: keeps {f['keeps']}):"]
+            lines += ["", f"{f['name']}@k for {name} (eta={f['eta']:g}: keeps {f['keeps']}, "
+                          f"by {votes['score']}):"]  # fmt: skip
             lines += map(_curve_line, f["points"])
     if s.get("oracle_pass_at_k"):
         lines += ["", f"pass@k for {name} (oracle: right if any of the k is; a bound, not a method):"]  # fmt: skip

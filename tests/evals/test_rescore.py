@@ -93,7 +93,7 @@ async def test_rows_written_before_per_sample_fields_still_rescore(
     for row in _rows(out):  # as an eval wrote them before: no choices, bare sample turns
         row.pop("choices", None)
         for turn in row["transcript"]:
-            for key in ("sample_tokens", "mean_logprob", "confidence", "kept"):
+            for key in ("sample_tokens", "mean_logprob", "trace_confidences", "confidence", "kept"):
                 turn.pop(key, None)
         old.append(json.dumps(row))
     (out / "results.jsonl").write_text("\n".join(old) + "\n")

@@ -87,7 +87,7 @@ async def test_confidence_votes_pass_at_k_and_stopping_by_hand(tmp_path: Path) -
 
     votes = s["confidence_votes"]
     assert votes is not None and votes["unavailable"] is None
-    assert votes["confidence"] == "the method's trace confidence"
+    assert votes["score"] == "lowest_group"  # DeepConf's, recorded per sample
     # tests/evals/test_votes.py works these out: k=1 1/3, k=2 (2/3 + 1/3)/2, k=3 (1 + 0)/2
     assert curve(votes["weighted_at_k"]) == at(1 / 3, 1 / 2, 1 / 2)
     low, high = votes["deepconf"]
