@@ -3,15 +3,70 @@ schema of a workflow file's ``simulate:``, served by ``concilium.serving.SimServ
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+import string
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from concilium._json import load_json
 
 MAX_LATENCY = 3600.0
 """The longest simulated latency, in seconds."""
+TOOL_CALLS = "TOOL_CALLS:"
+"""How a scripted reply that is tool calls starts."""
 
 
 class _Strict(BaseModel):
     # no .inf or .nan: an infinite latency would hang every request
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _regex(pattern: str, what: str) -> str:
+    """``pattern`` if it compiles (the server searches with it on every request)."""
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(
+            f"{what} {pattern[:80]!r} is not a valid regular expression ({exc}); "
+            "escape special characters such as ( [ * + ? with \\"
+        ) from None
+    return pattern
+
+
+class ScriptedCall(_Strict):
+    """One tool call of a scripted ``TOOL_CALLS: [...]`` reply."""
+
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict[str, Any])
+
+
+def scripted_calls(reply: str) -> list[dict[str, Any]]:
+    """The tool calls of a scripted reply ``TOOL_CALLS: [{"name": ..., "arguments":
+    {...}}, ...]`` (``[]`` for any other reply).
+
+    Raises:
+        ValueError: the list after ``TOOL_CALLS:`` is not JSON within bounds or not
+            a list of ``{"name", "arguments"}`` objects.
+    """
+    if not reply.startswith(TOOL_CALLS):
+        return []
+    fix = 'write TOOL_CALLS: [{"name": "tool", "arguments": {...}}]'
+    try:
+        calls: object = load_json(reply.removeprefix(TOOL_CALLS))
+    except ValueError as exc:
+        raise ValueError(f"the list after {TOOL_CALLS} is not JSON ({exc}); {fix}") from None
+    if not isinstance(calls, list):
+        raise ValueError(f"{TOOL_CALLS} must be followed by a JSON list; {fix}")
+    out: list[dict[str, Any]] = []
+    for i, call in enumerate(calls):
+        try:
+            out.append(ScriptedCall.model_validate(call).model_dump())
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]
+            where = ".".join(map(str, problem["loc"])) or "it"
+            raise ValueError(f"scripted tool call {i}: {where}: {problem['msg']}; {fix}") from None
+    return out
 
 
 class Latency(_Strict):
@@ -39,6 +94,18 @@ class Rule(_Strict):
     match: str | None = None
     replies: list[str] = Field(min_length=1)
 
+    @field_validator("match")
+    @classmethod
+    def _match_compiles(cls, value: str | None) -> str | None:
+        return value if value is None else _regex(value, "match:")
+
+    @field_validator("replies")
+    @classmethod
+    def _tool_calls_parse(cls, value: list[str]) -> list[str]:
+        for reply in value:
+            scripted_calls(reply)
+        return value
+
 
 class Statistical(_Strict):
     """Answers right with probability ``accuracy``, otherwise wrong.
@@ -58,6 +125,34 @@ class Statistical(_Strict):
     template: str = (
         "[simulated reply] Working through it step by step, the answer is \\boxed{{{answer}}}."
     )
+
+    @field_validator("answers")
+    @classmethod
+    def _answers_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern in value:
+            _regex(pattern, "the answers key")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _only_answer(cls, value: str) -> str:
+        """The template is formatted with ``answer`` only (``str.format``)."""
+        fix = "use {answer} for the answer and {{ and }} for literal braces"
+        try:
+            fields = [
+                (f, spec, conv)
+                for _, f, spec, conv in string.Formatter().parse(value)
+                if f is not None
+            ]
+        except ValueError as exc:
+            raise ValueError(f"the template cannot be formatted ({exc}); {fix}") from None
+        for name, spec, conv in fields:
+            if name != "answer" or spec or conv:
+                shown = (
+                    "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+                )
+                raise ValueError(f"the template may hold only {{answer}}, not {shown}; {fix}")
+        return value
 
 
 class Faults(_Strict):

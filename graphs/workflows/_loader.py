@@ -10,6 +10,7 @@ The pattern under ``workflow:`` is built by the function its module registered.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -145,6 +146,8 @@ def validate_workflow(data: Any, lines: dict[Any, int], file: str = "<workflow>"
             line=1,
         )
     _check_pattern_depth(data.get("workflow"), ("workflow",), lines, file)
+    _check_text(data, lines, file)
+    _check_agent_names(data.get("agents"), lines, file)
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
@@ -159,6 +162,53 @@ def validate_workflow(data: Any, lines: dict[Any, int], file: str = "<workflow>"
             _format_error(first, data), file=file, line=line_of(data, lines, loc)
         ) from None
     return spec
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(data: Any, lines: dict[Any, int], file: str) -> None:
+    """Refuse a key or value holding a lone surrogate (a ``"\\ud800"`` escape in the
+    file, or an argument that was not UTF-8): it is not a character, and writing it
+    anywhere as UTF-8 (a header, a file, a type name) fails mid-run."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                stack += [(key, (*path, key)), (item, (*path, key))]
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            bad = _SURROGATE.search(value)
+            if bad:
+                where = ".".join(map(str, path)) or "a key at the top level"
+                raise WorkflowError(
+                    f"{where}: the text holds U+{ord(bad.group()):04X}, a lone surrogate, which "
+                    "is not a character (it cannot be written as UTF-8); write the character "
+                    "itself, or escape one past U+FFFF with 8 digits (\\U0001F600), not as a "
+                    "pair of \\u escapes",
+                    file=file,
+                    line=line_of(data, lines, path),
+                )
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _check_agent_names(agents: Any, lines: dict[Any, int], file: str) -> None:
+    """An agent's name goes into each request's header, where a line break or
+    another control character is refused mid-run."""
+    for name in agents if isinstance(agents, dict) else ():
+        bad = _CONTROL.search(name) if isinstance(name, str) else None
+        if bad:
+            raise WorkflowError(
+                f"agents: the name {name!r} holds the control character U+{ord(bad.group()):04X}; "
+                "an agent's name is sent with each request, use letters, digits, spaces and "
+                "punctuation",
+                file=file,
+                line=lines.get(("agents", name)),
+            )
 
 
 MAX_PATTERN_DEPTH = 16
