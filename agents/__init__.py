@@ -14,6 +14,7 @@ from ._fake import FakeModel
 from ._ledger import Budget
 from ._model import Capabilities, ModelSpec
 from ._redact import private_file, redact
+from ._sampling import Sampling
 from ._schemas import AnswerConfidence
 from ._task_group import task_group
 from ._tool_loop import run_with_tools
@@ -34,6 +35,7 @@ __all__ = [
     "aclose",
     # what a run may spend; the call ledger every call goes through (and its record)
     "Budget",
+    "Sampling",  # a run's seed / temperature / max_tokens imposed on every call
     "ledger",
     # values
     "Message",

@@ -31,6 +31,7 @@ from ._endpoints import Endpoints
 from ._model import ModelPool, ModelSpec, Replica, _Slot, pool_for
 from ._record import CallRecord, NoRecord
 from ._redact import redact
+from ._sampling import Sampling
 from ._tracing import chat_span, record_error, tool_span, tracing
 from ._transports import Transport, transport_for
 from ._types import Completion, Usage, completion_from_openai
@@ -150,8 +151,10 @@ class CallLedger:
         retry: RetryPolicy = RetryPolicy(),
         run_id: str | None = None,
         endpoints: Endpoints | None = None,
+        sampling: Sampling | None = None,
     ):
         self.budget = budget or Budget()
+        self.sampling = sampling  # the run's overrides of every call's seed, temperature...
         self.endpoints = endpoints  # where a bound workflow's calls go (None: the spec's own)
         self.run_id = run_id  # part of every record key (see ``request_digest``)
         self.record = record if record is not None else CallRecord()
@@ -187,6 +190,8 @@ class CallLedger:
         """
         if self.endpoints is not None:
             spec = self.endpoints.resolve(spec)
+        if self.sampling is not None:  # before the digest: the record keys what was sent
+            body = self.sampling.apply(body, key)
         digest = request_digest(spec.model, body, key, self.run_id)
         cached = self.record.get(digest)
         if cached is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import time
 import uuid
@@ -42,12 +43,14 @@ from concilium._errors import (
     ModelError,
     UserError,
 )
-from concilium.agents import Usage, redact, wire
+from concilium.agents import Sampling, Usage, redact, wire
 
 from ._api_request import (
     MAX_BODY,
     BadRequest,
+    Chat,
     RequestGuard,
+    ResponseFormat,
     allowed_hosts,
     error,
     is_loopback,
@@ -106,6 +109,57 @@ def _text(result: RunResult) -> str:
     return "" if result.answer is None else str(result.answer)
 
 
+class AnswerFormatError(Exception):
+    """The run's answer does not match the request's ``response_format``."""
+
+
+def _answer(result: RunResult, chat: Chat) -> str:
+    """The answer as the request asked for it: cut at the first of its ``stop``
+    sequences, and checked against its ``response_format`` (``AnswerFormatError``)."""
+    text = _text(result)
+    for stop in chat.stop:
+        text = text.split(stop, 1)[0]
+    if chat.response_format is not None:
+        _check_format(text, chat.response_format)
+    return text
+
+
+def _check_format(text: str, fmt: ResponseFormat) -> None:
+    from concilium._json import load_json
+
+    try:
+        value = load_json(text)
+    except ValueError as exc:
+        raise AnswerFormatError(f"the answer is not JSON ({exc}): {text[:200]!r}") from None
+    if fmt.type == "json_object" and not isinstance(value, dict):
+        raise AnswerFormatError(f"the answer is JSON but not an object: {text[:200]!r}")
+    schema = fmt.json_schema.schema_ if fmt.json_schema is not None else None
+    if schema is not None:
+        from jsonschema import Draft202012Validator
+
+        error = next(iter(Draft202012Validator(schema).iter_errors(value)), None)
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "the answer"
+            raise AnswerFormatError(f"{where}: {error.message}")
+
+
+def _format_instruction(messages: list[dict[str, str]], fmt: ResponseFormat | None) -> None:
+    """Ask for JSON in the last user message (added to it, never replacing it)."""
+    if fmt is None:
+        return
+    import json
+
+    schema = fmt.json_schema.schema_ if fmt.json_schema is not None else None
+    wanted = (
+        "a JSON object" if schema is None else f"JSON matching this schema: {json.dumps(schema)}"
+    )
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    messages[last] = {
+        **messages[last],
+        "content": f"{messages[last]['content']}\n\nGive the final answer as {wanted}",
+    }
+
+
 def _extension(result: RunResult) -> dict[str, Any]:
     data = result.to_json()
     return {k: data.get(k) for k in ("answer", "votes", "transcript", "details", "calls", "run_id")}
@@ -116,6 +170,9 @@ def _failure(exc: Exception, rid: str, name: str) -> tuple[int, wire.ErrorBody]:
     log(f"{rid} ({name}): {type(exc).__name__}: {exc}")
     if isinstance(exc, UserError):
         return 400, wire.error(redact(str(exc)), "invalid_request_error")
+    if isinstance(exc, AnswerFormatError):
+        message = f"workflow {name!r} answered outside the response_format: {exc}"
+        return 502, wire.error(redact(message), "server_error", "invalid_answer_format")
     if isinstance(exc, BudgetExceeded):
         return 500, wire.error(
             f"workflow {name!r} ran out of its budget ({exc.what})", "server_error", "budget"
@@ -128,9 +185,7 @@ def _failure(exc: Exception, rid: str, name: str) -> tuple[int, wire.ErrorBody]:
     return 500, wire.error(f"{kind} in workflow {name!r}; see the server's log", "server_error")
 
 
-async def _stream(
-    workflow: Workflow, messages: list[Any], rid: str, name: str
-) -> AsyncIterator[bytes]:
+async def _stream(workflow: Workflow, chat: Chat, rid: str) -> AsyncIterator[bytes]:
     """Each agent turn as a ``reasoning_content`` delta, then the answer, usage and
     extension; a failure as an error event. Always ends with ``[DONE]``."""
     from concilium.graphs import stream
@@ -140,15 +195,17 @@ async def _stream(
         choice.setdefault("finish_reason", None)  # every chunk names it, as OpenAI's do
         return wire.sse(wire.chunk(rid, name, [choice], **extra))
 
+    name = chat.model
     yield chunk({"role": "assistant", "content": ""})
     try:
-        async for event in stream(workflow.graph, messages, budget=workflow.budget):
+        options = {"budget": workflow.budget, "sampling": chat.sampling}
+        async for event in stream(workflow.graph, chat.messages, **options):
             if event["type"] == "turn":
                 where = f"round {event['round']} " if "round" in event else ""
                 yield chunk({"reasoning_content": f"[{where}{event['agent']}] {event['text']}\n"})
             elif event["type"] == "result":
                 result = event["result"]
-                yield chunk({"content": _text(result)})
+                yield chunk({"content": _answer(result, chat)})
                 yield chunk({}, "stop", usage=_usage(result.usage), concilium=_extension(result))
     except Exception as exc:  # the client gets an error event, then a clean end
         yield wire.sse(_failure(exc, rid, name)[1])
@@ -161,14 +218,31 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
-async def _run_while_connected(
-    request: Request, workflow: Workflow, messages: list[Any]
-) -> RunResult | None:
-    """The run's result, or ``None`` when the client went away first (the run is
-    cancelled then, its model calls with it)."""
+async def _runs(workflow: Workflow, chat: Chat) -> list[RunResult]:
+    """The request's ``n`` independent runs, at once; run ``i`` of a seeded request
+    has seed ``seed + i`` (so a rerun is identical and the runs differ)."""
     from concilium.graphs import run
 
-    task = asyncio.ensure_future(run(workflow.graph, messages, budget=workflow.budget))
+    def sampling(i: int) -> Sampling | None:
+        s = chat.sampling
+        return s if s is None or s.seed is None else dataclasses.replace(s, seed=s.seed + i)
+
+    return list(
+        await asyncio.gather(
+            *(
+                run(workflow.graph, chat.messages, budget=workflow.budget, sampling=sampling(i))
+                for i in range(chat.n)
+            )
+        )
+    )
+
+
+async def _run_while_connected(
+    request: Request, workflow: Workflow, chat: Chat
+) -> list[RunResult] | None:
+    """The runs' results, or ``None`` when the client went away first (the runs are
+    cancelled then, their model calls with them)."""
+    task = asyncio.ensure_future(_runs(workflow, chat))
     gone = asyncio.ensure_future(_until_disconnected(request))
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -189,9 +263,10 @@ async def _chat_completion(
     if raw is None:
         return too_large(max_body)
     try:
-        name, messages, streamed = parse_request(raw)
+        chat = parse_request(raw)
     except BadRequest as exc:
         return error(400, str(exc), "invalid_request_error")
+    name = chat.model
     if name not in workflows:
         return error(
             404,
@@ -201,22 +276,23 @@ async def _chat_completion(
         )
     workflow = workflows[name]
     rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    if streamed:
-        return StreamingResponse(
-            _stream(workflow, messages, rid, name), media_type="text/event-stream"
-        )
+    _format_instruction(chat.messages, chat.response_format)
+    if chat.stream:
+        return StreamingResponse(_stream(workflow, chat, rid), media_type="text/event-stream")
     try:
-        result = await _run_while_connected(request, workflow, messages)
+        results = await _run_while_connected(request, workflow, chat)
+        if results is None:
+            log(f"{rid} ({name}): the client went away; its run was cancelled")
+            return Response(status_code=499)
+        choices = [wire.chat_choice(i, _answer(r, chat)) for i, r in enumerate(results)]
     except Exception as exc:
         status, body = _failure(exc, rid, name)
         return JSONResponse(body, status_code=status)
-    if result is None:
-        log(f"{rid} ({name}): the client went away; its run was cancelled")
-        return Response(status_code=499)
-    choice = wire.chat_choice(0, _text(result))
-    body = wire.chat_completion(
-        rid, name, [choice], _usage(result.usage), concilium=_extension(result)
-    )
+    usage = sum((r.usage for r in results), Usage())
+    extension = _extension(results[0])
+    if len(results) > 1:  # each run's work, in the order of the choices
+        extension["choices"] = [_extension(r) for r in results]
+    body = wire.chat_completion(rid, name, choices, _usage(usage), concilium=extension)
     return JSONResponse(body)
 
 

@@ -40,7 +40,7 @@ EXPECTED_ALL = {
     """,
     "concilium.agents": """
         Agent AgentReply run_with_tools AnswerConfidence ModelSpec Capabilities Endpoints
-        aclose Budget ledger Message Usage TokenLogprob Completion Choice wire task_group
+        aclose Budget Sampling ledger Message Usage TokenLogprob Completion Choice wire task_group
         configure_tracing workflow_span redact private_file FakeModel sim
     """,
     "concilium.bench": """
