@@ -10,6 +10,10 @@ Runs that share a state file in one process (an eval's) share one ``StateStore``
 instead (``store=``): one connection to each file, not one per run.
 Before it starts, a run with a state file is claimed (``_resume.claim_run``): its run
 id locked, its workflow and input checked against what the file recorded.
+A resumed run continues from its last checkpoint with the writes its steps saved since,
+wherever a kill left it; a run with a state file succeeds only once its checkpoint shows
+the workflow's end, else it is a ``RunError`` naming the steps left (never an empty
+answer).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from concilium.agents import AgentReply, Budget, Message, Sampling, Usage, aclose, workflow_span
+from concilium.agents import AgentReply, Budget, Message, Usage, aclose, workflow_span
 from concilium.agents.ledger import CallLedger, CallRecord, reset_ledger, use_ledger
 
 from ._context import RunContext, current_path, gather_all, node_scope, run_scope
@@ -142,7 +146,6 @@ async def run(
     fingerprint: str | None = None,
     force_resume: bool = False,
     store: StateStore | None = None,
-    sampling: Sampling | None = None,
 ) -> RunResult:
     """Run a graph on a question (or chat messages) and return its ``RunResult``.
 
@@ -164,9 +167,6 @@ async def run(
             run started (``--resume --force``).
         store: an open ``StateStore`` shared with other runs of this process, used
             instead of ``state_path`` (which opens and closes the file for this run).
-        sampling: a seed, temperature or max_tokens imposed on every model call of
-            the run (``concilium.agents.Sampling``; what ``serve api`` does with a
-            request's ``seed``, ``temperature`` and ``max_tokens``).
 
     A run with ``state_path`` holds a lock on its run id while it runs (a second
     one on the same id fails at once) and records the fingerprints of its workflow
@@ -210,7 +210,7 @@ async def run(
         if record is None:
             record = store.record.for_run(run_id) if store is not None else CallRecord()
         return await _run_claimed(
-            graph, given, run_id, store, resume, budget, record, on_event, deadline_s, sampling
+            graph, given, run_id, store, resume, budget, record, on_event, deadline_s
         )
     finally:
         await held.aclose()
@@ -226,7 +226,6 @@ async def _run_claimed(
     record: CallRecord,
     on_event: Callable[[Event], None] | None,
     deadline_s: float | None,
-    sampling: Sampling | None = None,
 ) -> RunResult:
     """The run itself, its state file (if any) open and its run id claimed."""
     # a state file's record keys carry the run id: other runs in it never replay these
@@ -235,7 +234,6 @@ async def _run_claimed(
         record=record,
         run_id=run_id if store else None,
         endpoints=graph.endpoints,
-        sampling=sampling,
     )
     turns: list[Turn] = []  # the transcript so far, should the run fail
 
@@ -357,20 +355,42 @@ async def _invoke(
         return dict(await graph.compile(None).ainvoke(given, config))
     try:
         compiled = graph.compile(store.checkpointer)
-        if resume:
-            try:
-                snapshot = await compiled.aget_state(config)
-            except (ValueError, TypeError) as exc:  # a checkpoint that does not decode
-                raise corrupt_state(store.path, exc) from None
-            if snapshot.values:
-                if not snapshot.next:
-                    return dict(snapshot.values)  # it had finished: nothing to do
-                return dict(await compiled.ainvoke(None, config))
-        return dict(await compiled.ainvoke(given, config))
+        if resume and (await _steps_left(compiled, config, store)) is not None:
+            final = dict(await compiled.ainvoke(None, config))  # from its last checkpoint
+        else:
+            final = dict(await compiled.ainvoke(given, config))
+        left = await _steps_left(compiled, config, store)
+        if left:
+            from concilium._errors import RunError
+
+            raise RunError(
+                f"run {run_id!r} stopped before the end of its workflow with steps left "
+                f"({', '.join(left)}), so it has no answer; resume it (--resume, "
+                "resume=True) to run them. If it stops there again, a node pauses the "
+                "graph (LangGraph's interrupt), which a concilium run cannot answer"
+            )
+        return final
     except sqlite3.DatabaseError as exc:
         if not is_corruption(exc):
             raise
         raise corrupt_state(store.path, exc) from None
+
+
+async def _steps_left(compiled: Any, config: dict[str, Any], store: StateStore) -> list[str] | None:
+    """The steps a checkpointed run has still to take (empty: it reached its end), or
+    ``None`` when the state file holds no checkpoint of it.
+
+    A step whose writes were saved is still a step left: the steps its writes start
+    are only known once they are applied (LangGraph's ``next`` leaves it out, which
+    once made a run killed between a step's saved writes and the next checkpoint look
+    finished, with no answer)."""
+    try:
+        snapshot = await compiled.aget_state(config)
+    except (ValueError, TypeError) as exc:  # a checkpoint that does not decode
+        raise corrupt_state(store.path, exc) from None
+    if snapshot.created_at is None:
+        return None
+    return [task.name for task in snapshot.tasks]
 
 
 def _claim(
