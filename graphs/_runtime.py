@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from concilium.agents import AgentReply, Budget, Message, Usage, aclose, workflow_span
+from concilium.agents import AgentReply, Budget, Message, Sampling, Usage, aclose, workflow_span
 from concilium.agents.ledger import CallLedger, CallRecord, reset_ledger, use_ledger
 
 from ._context import RunContext, current_path, gather_all, node_scope, run_scope
@@ -146,6 +146,7 @@ async def run(
     fingerprint: str | None = None,
     force_resume: bool = False,
     store: StateStore | None = None,
+    sampling: Sampling | None = None,
 ) -> RunResult:
     """Run a graph on a question (or chat messages) and return its ``RunResult``.
 
@@ -167,6 +168,9 @@ async def run(
             run started (``--resume --force``).
         store: an open ``StateStore`` shared with other runs of this process, used
             instead of ``state_path`` (which opens and closes the file for this run).
+        sampling: a seed, temperature or max_tokens imposed on every model call of
+            the run (``concilium.agents.Sampling``; what ``serve api`` does with a
+            request's ``seed``, ``temperature`` and ``max_tokens``).
 
     A run with ``state_path`` holds a lock on its run id while it runs (a second
     one on the same id fails at once) and records the fingerprints of its workflow
@@ -210,7 +214,7 @@ async def run(
         if record is None:
             record = store.record.for_run(run_id) if store is not None else CallRecord()
         return await _run_claimed(
-            graph, given, run_id, store, resume, budget, record, on_event, deadline_s
+            graph, given, run_id, store, resume, budget, record, on_event, deadline_s, sampling
         )
     finally:
         await held.aclose()
@@ -226,6 +230,7 @@ async def _run_claimed(
     record: CallRecord,
     on_event: Callable[[Event], None] | None,
     deadline_s: float | None,
+    sampling: Sampling | None = None,
 ) -> RunResult:
     """The run itself, its state file (if any) open and its run id claimed."""
     # a state file's record keys carry the run id: other runs in it never replay these
@@ -234,6 +239,7 @@ async def _run_claimed(
         record=record,
         run_id=run_id if store else None,
         endpoints=graph.endpoints,
+        sampling=sampling,
     )
     turns: list[Turn] = []  # the transcript so far, should the run fail
 
