@@ -9,6 +9,7 @@ same ``Completion`` (``completion_from_openai`` reads both).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import re
@@ -25,7 +26,11 @@ from .._model import ModelSpec
 from .._redact import redact, scrub
 from .._types import Completion, completion_from_openai, malformed_reply
 from ._base import OnText, retry_after_seconds, status_error
+from ._deadline import FACTOR, Deadlines, Watch
 from ._text import as_chat_chunk, as_chat_reply, is_text_request
+
+DEADLINES = Deadlines()  # the pace of every replica, shared by the loops of the process
+_NO_DEADLINE = contextlib.nullcontext()
 
 
 class DirectTransport:
@@ -101,29 +106,39 @@ class DirectTransport:
         if spec.api_key:
             request_headers["Authorization"] = f"Bearer {spec.api_key}"
         url = f"{api_base}/completions" if is_text_request(body) else f"{api_base}/chat/completions"
+        # a whole reply's first byte is its last: a deadline learned from the replica's
+        # replies, scaled to this one, is what gives up a hung request (``_deadline``)
+        watch = None if on_text is not None else DEADLINES.watch(
+            (api_base, spec.served_name), body.get("max_tokens"), spec.timeout
+        )  # fmt: skip
+        replied: float | None = None
         try:  # timeouts first: aiohttp's are also ClientConnectionErrors
-            async with self.session().post(
-                url,
-                data=payload,
-                headers=request_headers,
-                # a stream: its first event, then each next one. A whole reply's first
-                # byte is its last, so there only the whole-request timeout applies
-                timeout=_timeout(
-                    spec.timeout,
-                    spec.connect_timeout,
-                    spec.ttft_timeout if on_text is not None else None,
-                ),
-            ) as resp:
-                if resp.status >= 400:
-                    head = await _read_head(resp)
-                    wait = retry_after_seconds(resp.headers.get("Retry-After"))
-                    raise status_error(
-                        spec, api_base, resp.status, head.decode(errors="replace"), wait
-                    )
-                if on_text is not None:
-                    return await _read_stream(spec, resp, on_text, api_base)
-                raw = await _read_body(spec, resp, api_base)
+            async with _NO_DEADLINE if watch is None else watch.timer:
+                async with self.session().post(
+                    url,
+                    data=payload,
+                    headers=request_headers,
+                    # a stream: its first event, then each next one
+                    timeout=_timeout(
+                        spec.timeout,
+                        spec.connect_timeout,
+                        spec.ttft_timeout if on_text is not None else None,
+                    ),
+                ) as resp:
+                    if resp.status >= 400:
+                        head = await _read_head(resp)
+                        wait = retry_after_seconds(resp.headers.get("Retry-After"))
+                        raise status_error(
+                            spec, api_base, resp.status, head.decode(errors="replace"), wait
+                        )
+                    if on_text is not None:
+                        return await _read_stream(spec, resp, on_text, api_base)
+                    raw = await _read_body(spec, resp, api_base)
+                    if watch is not None:
+                        replied = watch.loop.time() - watch.started
         except TimeoutError as exc:
+            if watch is not None and watch.timer.expired():
+                raise deadline_error(spec, api_base, watch) from exc
             raise timeout_error(spec, api_base, exc) from exc
         except (
             aiohttp.ClientConnectionError,
@@ -138,6 +153,9 @@ class DirectTransport:
                 connection_failed=True,
                 api_base=redact(api_base),
             ) from exc
+        finally:
+            if watch is not None:
+                DEADLINES.done(watch, replied)
         return _completion(spec, api_base, resp.status, raw)
 
 
@@ -145,6 +163,20 @@ class DirectTransport:
 def _timeout(total: float, connect: float, read: float | None) -> aiohttp.ClientTimeout:
     """One ``ClientTimeout`` per setting (a frozen value), not one built per request."""
     return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+
+
+def deadline_error(spec: ModelSpec, api_base: str, watch: Watch) -> ModelCallError:
+    """The error for a whole request abandoned at its deadline (``_deadline``): a
+    retryable timeout, which the ledger retries at once, elsewhere when it can."""
+    return ModelCallError(
+        f"no whole answer within {watch.seconds:.3g} s, this request's deadline "
+        f"({FACTOR:g}x the replica's recent replies, scaled to max_tokens="
+        f"{watch.max_tokens} and to the load; timeout={spec.timeout:g} s caps it): "
+        "abandoned as hung, and the next request gets twice as long",
+        model=spec.model,
+        retryable=True,
+        api_base=redact(api_base),
+    )
 
 
 def timeout_error(spec: ModelSpec, api_base: str, exc: TimeoutError) -> ModelCallError:
