@@ -1,8 +1,10 @@
 """The evaluation's picture: accuracy against tokens per item, Pareto frontier marked.
 
 Legible with dozens of points: methods and majority@k curves are told apart by the
-legend (a colour and marker each), and only the frontier's points carry text, placed
-by measuring each label's box with the figure's renderer so no two texts overlap.
+legend (a colour and marker each), a method's early-stopping points are hollow markers
+in its curve's colour (one legend entry), and only the frontier's points and the
+early stops carry text (a stop: its rule), placed by measuring each label's box with
+the figure's renderer so no two texts overlap.
 
 matplotlib is imported inside :func:`draw_accuracy_vs_tokens` only, with the Agg
 backend (no display, no GUI toolkit), so ``import concilium.evals`` stays cheap.
@@ -46,6 +48,8 @@ class MethodPoint:
         high: Upper end of the accuracy's interval, if known.
         curve: For a majority@k point, the method it belongs to; points sharing a
             curve are joined by a line in increasing tokens.
+        stop: For an early-stopping point, the rule (``"beta"``): drawn hollow in its
+            ``curve``'s colour, not joined to the curve, labelled by the rule.
 
     Example:
         >>> MethodPoint("single", tokens_per_item=120.0, accuracy=0.55).curve is None
@@ -58,6 +62,7 @@ class MethodPoint:
     low: float | None = None
     high: float | None = None
     curve: str | None = None
+    stop: str | None = None
 
 
 def _dominates(a: MethodPoint, b: MethodPoint) -> bool:
@@ -131,6 +136,7 @@ _FRONTIER = "tab:red"
 _FONT = 8  # points, the labels' and the legend's size
 _POINT_SIZE = 7.0  # a plain method's marker, in points
 _CURVE_SIZE = 4.0  # a majority@k point's marker
+_STOP_SIZE = 6.0  # an early-stopping point's hollow marker
 _RING_SIZE = 11.0  # the frontier's ring around its points
 
 
@@ -157,7 +163,7 @@ def _styles(points: Sequence[MethodPoint]) -> dict[str, _Style]:
 def _curves(points: Sequence[MethodPoint]) -> dict[str, list[MethodPoint]]:
     curves: dict[str, list[MethodPoint]] = {}
     for p in points:
-        if p.curve is not None:
+        if p.curve is not None and p.stop is None:
             curves.setdefault(p.curve, []).append(p)
     for members in curves.values():
         members.sort(key=lambda p: p.tokens_per_item)
@@ -180,7 +186,10 @@ def _curve_label(name: str, members: Sequence[MethodPoint]) -> str:
 
 
 def _point_label(p: MethodPoint) -> str:
-    """A plain method by its name; a curve's point by its k (its colour names the curve)."""
+    """A plain method by its name; a curve's point by its k (its colour names the
+    curve); an early-stopping point by its rule."""
+    if p.stop is not None:
+        return p.stop
     k = _k(p) if p.curve is not None else None
     return p.name if k is None else f"k={k}"
 
@@ -251,6 +260,33 @@ def _draw_curves(
             label=_curve_label(name, members),
         )
         drawn.append(line)
+    return drawn
+
+
+def _draw_stops(ax: Axes, points: Sequence[MethodPoint], styles: dict[str, _Style]) -> list[Line2D]:
+    """Each method's early-stopping points: hollow markers in its colour, thin bars,
+    one legend entry (each point's text names its rule)."""
+    stops: dict[str, list[MethodPoint]] = {}
+    for p in points:
+        if p.stop is not None:
+            stops.setdefault(_family(p), []).append(p)
+    drawn: list[Line2D] = []
+    for name, members in stops.items():
+        style = styles[name]
+        _error_bars(ax, members, style.colour, alpha=0.3, caps=0)
+        (dots,) = ax.plot(
+            [p.tokens_per_item for p in members],
+            [p.accuracy for p in members],
+            linestyle="none",
+            marker=style.marker,
+            markersize=_STOP_SIZE,
+            markerfacecolor="white",
+            markeredgecolor=style.colour,
+            markeredgewidth=1.3,
+            zorder=3.5,
+            label=f"{name} early stops",
+        )
+        drawn.append(dots)
     return drawn
 
 
@@ -416,7 +452,7 @@ def _obstacles(ax: Axes, points: Sequence[MethodPoint], renderer: RendererBase) 
     ringed = set(pareto_frontier(points))
     markers: list[tuple[float, float, float, float]] = []
     for p in points:
-        size = _POINT_SIZE if p.curve is None else _CURVE_SIZE
+        size = _POINT_SIZE if p.curve is None else _STOP_SIZE if p.stop else _CURVE_SIZE
         size = _RING_SIZE if p in ringed else size
         x, y = to_px((p.tokens_per_item, p.accuracy))
         r = (size / 2 + 1) * px
@@ -465,8 +501,13 @@ def _best_spot(
     return None if best is None else best[1]
 
 
+def _label_order(item: tuple[str, MethodPoint]) -> tuple[int, float]:
+    return -len(item[0]), item[1].tokens_per_item
+
+
 def _place_labels(ax: Axes, points: Sequence[MethodPoint], renderer: RendererBase) -> None:
-    """Label each Pareto-frontier point where its text overlaps no other text.
+    """Label each Pareto-frontier point, then each early-stopping point (by its
+    rule), where its text overlaps no other text.
 
     Each label tries offsets round its point (nearest first), its box measured with
     the figure's renderer; a spot that leaves the axes or touches a placed label is
@@ -482,10 +523,12 @@ def _place_labels(ax: Axes, points: Sequence[MethodPoint], renderer: RendererBas
     styles = _styles(points)
     room = _obstacles(ax, points, renderer)
     px = ax.figure.dpi / 72
-    labels = sorted(
-        ((_point_label(p), p) for p in pareto_frontier(points)),
-        key=lambda item: (-len(item[0]), item[1].tokens_per_item),
-    )
+    frontier = pareto_frontier(points)
+    stops = [p for p in points if p.stop is not None and p not in frontier]
+    labels = [  # the frontier's first; then each early stop's rule, where there is room
+        *sorted(((_point_label(p), p) for p in frontier), key=_label_order),
+        *sorted(((_point_label(p), p) for p in stops), key=_label_order),
+    ]
     for text, p in labels:
         xy = (p.tokens_per_item, p.accuracy)
         anchor = tuple(ax.transData.transform(xy))
@@ -527,9 +570,10 @@ def draw_accuracy_vs_tokens(
 ) -> Figure:
     """The figure :func:`plot_accuracy_vs_tokens` saves, drawn but not written.
 
-    Each method and each majority@k curve is a legend entry (colour and marker),
-    every point keeps its error bar, and only the Pareto frontier's points carry a
-    text label, placed where it collides with no other label (see
+    Each method, each majority@k curve and each method's early stops is a legend
+    entry (colour and marker; the stops hollow), every point keeps its error bar, and
+    only the Pareto frontier's points and the early stops (by rule) carry a text
+    label, placed where it collides with no other label (see
     :func:`_place_labels`). Tests and callers who want another format measure or
     save the figure themselves.
 
@@ -563,6 +607,7 @@ def draw_accuracy_vs_tokens(
     handles = [
         *_draw_methods(ax, points, styles),
         *_draw_curves(ax, points, styles),
+        *_draw_stops(ax, points, styles),
         _draw_frontier(ax, pareto_frontier(points)),
     ]
     _frame(ax, points, title)
@@ -586,9 +631,11 @@ def plot_accuracy_vs_tokens(
 
     The tokens axis is logarithmic; a point with an interval gets an error bar;
     each method and each ``curve`` (majority@k, its points joined by a line in
-    increasing tokens) has a colour, a marker and a legend entry; the Pareto frontier
-    is a red step line with its points ringed, and only those points carry a text
-    label (a method by its name, a curve's point by its ``k``), placed so no two
+    increasing tokens) has a colour, a marker and a legend entry, and a curve's
+    early-stopping points (``stop``) are hollow markers of its colour with one legend
+    entry; the Pareto frontier is a red step line with its points ringed, and only
+    those points and the stops carry a text label (a method by its name, a curve's
+    point by its ``k``, a stop by its rule), placed so no two
     texts overlap (a label with no free place is left off).
 
     Args:

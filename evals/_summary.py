@@ -473,6 +473,12 @@ def write_summary(summary: Sequence[MethodSummary], out_dir: Path) -> tuple[Path
             points.append(
                 MethodPoint(name, tokens, c["accuracy"], c["low"], c["high"], curve=s["method"])
             )
+        for e in s["early_stopping"]:  # where each rule stopped; "fixed" is majority@N
+            tokens = e["tokens_per_item"]
+            if e["rule"] == "fixed" or tokens is None or tokens <= 0:
+                continue
+            points.append(MethodPoint(f"{s['method']} {e['rule']}", tokens, e["accuracy"],
+                                      e["low"], e["high"], curve=s["method"], stop=e["rule"]))  # fmt: skip
     if not points:
         return path, plots
     png, svg = plot_accuracy_vs_tokens(points, out_dir)
