@@ -6,7 +6,9 @@ without a queue of thousands of requests. Each finished (item, method) is one li
 id, so a rerun skips finished lines and resumes an interrupted run without repeating the
 calls it made. The eval opens that file once (a ``StateStore``) and every run writes
 through it: one connection per file, however many runs are in flight. A model error
-marks the item failed; the eval goes on.
+marks the item failed; the eval goes on. Every row is a finished run's answer or a
+failed row a rerun retries (a run that could not reach its end fails); a line a kill
+cut short is skipped, its item run again, and the next line starts on a line of its own.
 """
 
 from __future__ import annotations
@@ -178,8 +180,7 @@ async def _one(
     key = _key(method.name, record.id)
     resume = key in started
     if not resume:
-        with (out_dir / _STARTED_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(key + "\n")
+        _append_line(out_dir / _STARTED_FILE, key)
         started.add(key)
     begin = time.monotonic()
     answer: str | None = None
@@ -302,8 +303,8 @@ async def evaluate(
                 async with limit:
                     row = await _one(runs[index], session, store, record, scorer, out, started)
                 async with lock:
-                    with (out / RESULTS_FILE).open("a", encoding="utf-8") as handle:
-                        handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                    line = json.dumps(row, ensure_ascii=False, default=str)
+                    _append_line(out / RESULTS_FILE, line)
                     finished[_key(row["method"], row["id"])] = row
                     bar.update(row["correct"])
                 if on_result is not None:
@@ -323,6 +324,18 @@ def _prepare(out: Path) -> Path:
     """Create the run folder (a few local file operations, before any I/O waits)."""
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append ``line`` to a file of lines. A last line a kill cut short (no newline)
+    is ended first: glued to it, this line would be unreadable too, and lost."""
+    with path.open("a+b") as handle:  # writes go to the end; reads may seek
+        end = handle.seek(0, 2)
+        if end:
+            handle.seek(end - 1)
+            if handle.read(1) != b"\n":
+                line = "\n" + line
+        handle.write(f"{line}\n".encode())
 
 
 def _read_jsonl_lines(path: Path) -> list[str]:
