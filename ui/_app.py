@@ -155,10 +155,8 @@ def add_ui(
     evals = find_evals(eval_dirs)
 
     def page(mode: str, title: str, key: str, **context: Any) -> HTMLResponse:
-        html = render_page(mode, title, prefix=prefix, key=key, **context)
         # every page links the Evaluation page when there is one
-        link = f'<a href="{prefix}/evals{_query(key)}">Evaluation</a>'
-        html = html.replace("<!--evals-->", link if evals else "")
+        html = render_page(mode, title, prefix=prefix, key=key, has_evals=bool(evals), **context)
         # a key in the address goes in no Referer to another site ("no-referrer" would make
         # chromium send Origin: null with the start form, which the origin check refuses)
         headers = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}

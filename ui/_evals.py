@@ -64,8 +64,9 @@ def find_evals(dirs: Sequence[str | Path]) -> list[EvalFolder]:
         for folder in (c if c.is_dir() else c.parent for c in candidates):
             summary = json.loads((folder / SUMMARY).read_text("utf-8"))
             results = folder / RESULTS
+            # one row a "\n"-ended line: splitlines() would also cut at a U+2028 in a reply
             rows = (
-                [json.loads(line) for line in results.read_text("utf-8").splitlines() if line]
+                [json.loads(line) for line in results.read_text("utf-8").split("\n") if line]
                 if results.is_file()
                 else []
             )

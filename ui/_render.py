@@ -21,9 +21,23 @@ _env = jinja2.Environment(
 )
 
 
-def _inline_json(value: object) -> str:
-    # "</" would end the <script> element the JSON sits in
-    return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+# Inside <script>, "</script" ends the element and "<!--" followed by "<script" makes the
+# parser ignore the next "</script>" (the rest of the page becomes script and nothing
+# renders): no "<" may reach the page raw. ">" and "&" go too (a CDATA or comment end),
+# and U+2028/U+2029, which end a line in older JavaScript.
+_SCRIPT_SAFE = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
+
+
+def inline_json(value: object) -> str:
+    """``value`` as JSON that is inert inside a ``<script>`` element: JSON.parse reads the
+    same value, and no string in it can end the element or open a comment.
+
+    Example:
+        >>> text = "<!--<script></script>"
+        >>> json.loads(inline_json(text)) == text, "<" in inline_json(text)
+        (True, False)
+    """
+    return json.dumps(value, ensure_ascii=False).translate(_SCRIPT_SAFE)
 
 
 def render_page(mode: str, title: str, *, prefix: str = "", key: str = "", **context: Any) -> str:
@@ -43,7 +57,7 @@ def render_page(mode: str, title: str, *, prefix: str = "", key: str = "", **con
         css=(_TEMPLATES / "style.css").read_text("utf-8"),
         js=(_TEMPLATES / "view.js").read_text("utf-8"),
         records=records,
-        data=_inline_json(records),
+        data=inline_json(records),
         **context,
     )
 

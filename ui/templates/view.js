@@ -93,7 +93,7 @@ function renderMarkdown(text, claims) {
     if (bullets) { h += `<ul>${bullets.join("")}</ul>`; bullets = null; }
   };
   for (const line of String(text || "").split("\n")) {
-    const head = /^(#{1,3})\s+(.*)$/.exec(line), item = /^(\d+)\.\s+(.*)$/.exec(line), bullet = /^\s*[-*]\s+(.*)$/.exec(line);
+    const head = /^(#{1,3})\s+(.*)$/s.exec(line), item = /^(\d+)\.\s+(.*)$/s.exec(line), bullet = /^\s*[-*]\s+(.*)$/s.exec(line);  // s: a U+2028 in a line is text
     if (head) { flush(); sources = head[1] === "##" && head[2].trim() === "Sources"; h += `<h${head[1].length + 3}>${inlineMd(head[2], claims)}</h${head[1].length + 3}>`; }
     else if (item) {
       if (para.length) flush();
