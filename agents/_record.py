@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from concilium._errors import UserError
+from concilium._json import load_json
 
 from ._redact import private_file
 
@@ -156,7 +157,7 @@ class SqliteCallRecord(CallRecord):
 
     def _decode(self, text: str) -> dict[str, Any]:
         try:
-            return json.loads(text)
+            return load_json(text)
         except (ValueError, TypeError) as exc:
             raise _damaged(self.path, exc) from None
 

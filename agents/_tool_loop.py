@@ -14,12 +14,12 @@ serving issue's capability registry fills that in per model family).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from concilium._errors import ModelError
+from concilium._json import load_json
 from concilium.tools import ToolError, ToolRegistry
 
 from ._agent import Agent, AgentReply, as_messages
@@ -98,7 +98,7 @@ async def _one(
     function: Mapping[str, Any] = call.get("function") or {}
     name = str(function.get("name", ""))
     try:
-        decoded: object = json.loads(function.get("arguments") or "{}")
+        decoded: object = load_json(function.get("arguments") or "{}")
         if not isinstance(decoded, dict):
             raise ToolError(f"the arguments of {name} must be a JSON object")
         arguments = cast(dict[str, Any], decoded)
@@ -107,8 +107,9 @@ async def _one(
             tool, arguments, key=key, call_id=call.get("id") or None, agent=agent
         )
         return str(result), {"tool": name, "arguments": arguments, "result": str(result)}
-    except ValueError:
-        error = f"the arguments of {name} are not JSON: {function.get('arguments')!r}"
+    except ValueError as exc:  # not JSON, or past a bound (JsonBoundsError): the model is told
+        shown = repr(function.get("arguments"))[:300]
+        error = f"the arguments of {name} are not a JSON object within bounds ({exc}): {shown}"
     except ToolError as exc:
         error = str(exc)
     return f"error: {error}", {"tool": name, "arguments": function.get("arguments"), "error": error}

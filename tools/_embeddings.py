@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from concilium._json import load_json
+
 from ._registry import ToolError
 
 MAX_BATCH = 64
@@ -67,10 +69,8 @@ async def _post(
 
 
 def _vectors(body: bytes, url: str, count: int) -> list[list[float]]:
-    import json
-
     try:
-        data = json.loads(body)["data"]
+        data = load_json(body)["data"]
         ordered = sorted(data, key=lambda item: int(item["index"]))
         vectors = [[float(x) for x in item["embedding"]] for item in ordered]
     except (ValueError, KeyError, TypeError) as exc:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from concilium._json import load_json
+
 
 class ToolText(str):
     """Text for a model with the structured ``value`` behind it (JSON data).
@@ -35,9 +37,9 @@ class ToolText(str):
     value: Any
 
     def __new__(cls, text: str, value: Any = None) -> ToolText:
-        try:
-            copied = json.loads(json.dumps(value))
-        except (TypeError, ValueError) as exc:
+        try:  # bounded as the call record reads it back (a replay must not fail)
+            copied = load_json(json.dumps(value))
+        except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(
                 "a ToolText value must be JSON data (dicts, lists, strings, numbers, "
                 f"booleans, None) so the call record can replay it: {exc}; convert it "
