@@ -175,7 +175,7 @@ class _Sampled:
         sources: list[tuple[str, list[list[Any]], str]] = [
             (score, [[_score_of(s, score) for s in recs] for recs in self.records],
              f"DeepConf {score} confidence from top-k logprobs ({_SCORE_WORDS[score]})"),
-            ("method", [[s["confidence"] for s in recs] for recs in self.records],
+            ("method", [[_number(s["confidence"]) for s in recs] for recs in self.records],
              "the method's trace confidence"),
             ("mean_logprob", [[_exp(s["mean_logprob"]) for s in recs] for recs in self.records],
              "exp(mean_logprob), the geometric mean probability of the sample's tokens "
@@ -202,17 +202,26 @@ class _Sampled:
 
 
 def _score_of(sample: SampleRecord, score: str) -> float | None:
-    """DeepConf's ``score`` of a stored sample, if it has one (and it is a number)."""
+    """DeepConf's ``score`` of a stored sample, if it has them."""
     scores = sample.get("trace_confidences")
-    value = scores.get(score) if isinstance(scores, dict) else None
-    return float(value) if isinstance(value, (int, float)) else None
+    if scores is None:
+        return None
+    return _number(scores.get(score)) if isinstance(scores, dict) else math.nan
 
 
-def _exp(mean_logprob: float | None) -> float | None:
+def _number(value: object) -> float | None:
+    """A stored number as a float; anything else but ``None`` as NaN (refused, with the reason)."""
+    if value is None:
+        return None
+    return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def _exp(mean_logprob: object) -> float | None:
     """The weight of a mean logprob: a probability, so >= 0 as a weight must be."""
-    if not isinstance(mean_logprob, (int, float)) or not mean_logprob <= 0.0:
-        return None if mean_logprob is None else math.nan  # refused below, with the reason
-    return math.exp(mean_logprob)
+    value = _number(mean_logprob)
+    if value is None or not value <= 0.0:  # a positive "logprob" is no logprob: refused
+        return value if value is None else math.nan
+    return math.exp(value)
 
 
 def _confidence_votes(sampled: _Sampled, score: str) -> ConfidenceVotes:

@@ -181,3 +181,15 @@ async def test_rescore_reproduces_them_with_no_request_and_falls_back_to_mean_lo
     # the least confident by either measure
     assert _accuracies(low["points"]) == [round(1 / 3, 6), 0.0, 0.0]
     assert "by mean_logprob)" in render_table([fallback])
+
+
+async def test_a_stored_confidence_that_is_not_a_number_is_refused_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    _, rows = await _evaluated(tmp_path)
+    sample = next(t for t in rows[0]["transcript"] if "sample" in t)
+    sample["trace_confidences"] = {"lowest_group": "high"}  # as a hand-edited file might
+    (s,) = summarise(rows, ["sc"], _right)
+    votes = s["confidence_votes"]
+    assert votes is not None and votes["weighted_at_k"] == [] and votes["deepconf"] == []
+    assert votes["unavailable"] == "the lowest_group confidences are not all finite and >= 0"
