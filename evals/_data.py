@@ -14,7 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from concilium._capped import CappedError, capped_lines
 from concilium._errors import UserError
+from concilium._json import JsonBoundsError, load_json
 
 __all__ = ["EvalRecord", "DataError", "load_records", "records_from", "MAX_FILE_BYTES"]
 
@@ -94,39 +96,78 @@ def records_from(rows: Iterable[tuple[str, object]]) -> list[EvalRecord]:
     return records
 
 
+def _field_at_fault(text: str | bytes) -> str | None:
+    """The top-level field of a JSON object whose value is past a bound, found by
+    decoding the object's values one at a time (None when it is not an object)."""
+    text = text.decode("utf-8") if isinstance(text, bytes) else text
+    spans = json.JSONDecoder(parse_int=len, parse_float=len)  # spans only: no big int built
+    at = len(text) - len(text.lstrip())
+    if not text.startswith("{", at):
+        return None
+    at += 1
+    key: object = None
+    while True:
+        try:
+            key, at = spans.raw_decode(text, text.index('"', at))
+            start = text.index(":", at) + 1
+            start += len(text[start:]) - len(text[start:].lstrip())
+            _, at = spans.raw_decode(text, start)
+            load_json(text[start:at])
+            at = text.index(",", at) + 1
+        except (RecursionError, JsonBoundsError):
+            return str(key)
+        except ValueError:
+            return None
+
+
+def _parsed(where: str, line: bytes | str) -> object:
+    """One record's JSON, or a DataError naming ``where`` and, for a bound, the field."""
+    try:
+        return load_json(line)
+    except JsonBoundsError as err:
+        field = _field_at_fault(line)
+        named = f"field {field!r}: " if field else ""
+        raise DataError(f"{where}: {named}{err}") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataError(
+            f"{where}: not valid JSON ({err}); each line must be one JSON object"
+        ) from None
+
+
+def _too_long(where: str, line: bytes) -> DataError | None:
+    if len(line) <= MAX_RECORD_BYTES:
+        return None
+    return DataError(
+        f"{where}: record is longer than the limit of {MAX_RECORD_BYTES:,} bytes; "
+        "shorten it or split the item"
+    )
+
+
 def _jsonl_rows(path: Path) -> Iterable[tuple[str, object]]:
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             where = f"{path}:{number}"
-            if len(line) > MAX_RECORD_BYTES:
-                raise DataError(
-                    f"{where}: record is {len(line)} bytes, over the limit of "
-                    f"{MAX_RECORD_BYTES}; shorten it or split the item"
-                )
-            if not line.strip():
-                continue
-            try:
-                yield where, json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise DataError(
-                    f"{where}: not valid JSON ({err}); each line must be one JSON object"
-                ) from None
+            if error := _too_long(where, line):
+                raise error
+            if line.strip():
+                yield where, _parsed(where, line)
 
 
 def _parquet_rows(path: Path) -> Iterable[tuple[str, object]]:
+    """Rows decoded in a child process under a memory cap, one JSON line each (a few
+    kilobytes of Parquet can decode to gigabytes), held to the limits of JSONL records."""
+    number = 0
     try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(
-            f"{path}: reading Parquet needs pyarrow; install it with "
-            "pip install 'concilium[eval]', or convert the file to JSONL"
-        ) from None
-    try:
-        table = pq.read_table(path)
-    except Exception as err:  # pyarrow raises its own error types
-        raise DataError(f"{path}: not a readable Parquet file ({err})") from None
-    for number, row in enumerate(table.to_pylist(), 1):
-        yield f"{path}:row {number}", row
+        for number, line in enumerate(
+            capped_lines("parquet", arg=str(path), max_line=MAX_RECORD_BYTES), 1
+        ):
+            where = f"{path}:row {number}"
+            if error := _too_long(where, line):
+                raise error
+            yield where, _parsed(where, line)
+    except CappedError as err:
+        after = f" (after row {number})" if number else ""
+        raise DataError(f"{path}: {err}{after}") from None
 
 
 def load_records(path: str | Path, *, max_file_bytes: int = MAX_FILE_BYTES) -> list[EvalRecord]:

@@ -205,7 +205,11 @@ def _read_regular_file(
     a FIFO or device is never read."""
     target = path
     if path.is_symlink():
-        target = path.resolve()
+        try:
+            target = path.resolve()
+        except RuntimeError:  # pathlib's "Symlink loop" (a link to itself, or a cycle)
+            note(f"{name}: skipped, a link that loops back to itself")
+            return None
         if not target.is_relative_to(root):
             note(f"{name}: skipped, a link to {target}, outside the folder")
             return None

@@ -3,6 +3,8 @@ document, its location (line span, page or paragraph) and a content hash, so a c
 can be checked against the text it names. Files are read only through the same guards
 as document search (inside the folder, regular files, size limits); what cannot be read
 is skipped with a note in the report, never a crash, and nothing read is executed.
+PDF and DOCX are parsed in a child process under a memory cap (``concilium._capped``):
+a file of a megabyte can decompress to gigabytes.
 
 Example:
     >>> import tempfile
@@ -16,13 +18,14 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from concilium._capped import CappedError, capped_lines
 from concilium._errors import UserError
+from concilium._json import load_json
 
 from ._builtin import MAX_PASSAGE_CHARS, MAX_TOTAL_BYTES, _candidates, _read_regular_file
 
@@ -201,44 +204,22 @@ def _html_units(text: str) -> Iterator[tuple[str, str]]:
             yield _lines_location(first, last, part, len(pieces)), piece
 
 
-def _pdf_units(name: str, data: bytes, note: Callable[[str], None]) -> Iterator[tuple[str, str]]:
+def _capped_texts(kind: str, name: str, data: bytes, note: Callable[[str], None]) -> list[str]:
+    """The pages (PDF) or paragraphs (DOCX) of ``data``, parsed in a child process under a
+    memory cap (a small file can decompress to gigabytes); [] and a note if it fails."""
     try:
-        from pypdf import PdfReader
-    except ImportError:
-        note(f"{name}: skipped, reading PDF needs pypdf (pip install 'concilium[research]')")
-        return
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            note(f"{name}: skipped, the PDF is encrypted")
-            return
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except Exception as exc:  # pypdf raises many kinds on a broken file
-        note(f"{name}: skipped, not a readable PDF ({type(exc).__name__}: {exc})")
-        return
-    # PDF text carries no reliable paragraph breaks, so a page is one passage (cut
-    # between words when it is longer than a passage may be).
-    for number, page in enumerate(pages, start=1):
-        pieces = list(_pieces(page))
-        for part, piece in enumerate(pieces):
-            yield (f"p{number}" if len(pieces) == 1 else f"p{number}.{part + 1}"), piece
+        return [load_json(line) for line in capped_lines(kind, data=data)]
+    except (CappedError, ValueError) as exc:  # ValueError: a line cut at its bound
+        note(f"{name}: skipped, {exc}")
+        return []
 
 
-def _docx_units(name: str, data: bytes, note: Callable[[str], None]) -> Iterator[tuple[str, str]]:
-    try:
-        import docx
-    except ImportError:
-        note(f"{name}: skipped, reading DOCX needs python-docx (pip install 'concilium[research]')")
-        return
-    try:
-        paragraphs = [p.text for p in docx.Document(io.BytesIO(data)).paragraphs]
-    except Exception as exc:  # a broken zip or XML raises several kinds
-        note(f"{name}: skipped, not a readable DOCX ({type(exc).__name__}: {exc})")
-        return
-    for number, paragraph in enumerate(paragraphs, start=1):
-        pieces = list(_pieces(paragraph))
+def _numbered_units(prefix: str, texts: list[str]) -> Iterator[tuple[str, str]]:
+    for number, text in enumerate(texts, start=1):
+        pieces = list(_pieces(text))
         for part, piece in enumerate(pieces):
-            yield (f"P{number}" if len(pieces) == 1 else f"P{number}.{part + 1}"), piece
+            where = f"{prefix}{number}" if len(pieces) == 1 else f"{prefix}{number}.{part + 1}"
+            yield where, piece
 
 
 def document_passages(name: str, data: bytes, note: Callable[[str], None]) -> list[Passage]:
@@ -246,9 +227,11 @@ def document_passages(name: str, data: bytes, note: Callable[[str], None]) -> li
     suffix = Path(name).suffix.lower()
     units: Iterator[tuple[str, str]]
     if suffix == ".pdf":
-        units = _pdf_units(name, data, note)
+        # PDF text carries no reliable paragraph breaks, so a page is one passage (cut
+        # between words when it is longer than a passage may be)
+        units = _numbered_units("p", _capped_texts("pdf", name, data, note))
     elif suffix == ".docx":
-        units = _docx_units(name, data, note)
+        units = _numbered_units("P", _capped_texts("docx", name, data, note))
     else:
         text = _decode(name, data, note)
         if text is None:
