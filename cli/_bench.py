@@ -105,7 +105,8 @@ def bench_cluster(json_file: str | None, requests: int) -> None:
 )
 @guard()
 def bench_faults(json_file: str | None, runs: int, latency: float) -> None:
-    """Runs completed, requests over the minimum and the slowest run under 503s, 429s and hangs."""
+    """Runs completed, requests over the minimum and the slowest run under 503s, 429s and hangs,
+    at the default timeouts beside a timeout tuned to the latency."""
     from concilium.bench import faults
 
     faults.main(runs=runs, latency=latency, json_file=json_file)
