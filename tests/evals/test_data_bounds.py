@@ -131,3 +131,17 @@ def test_eval_prints_the_error_without_a_traceback(tmp_path: Path) -> None:
         result.output
     )
     assert "Traceback" not in result.output
+
+
+def test_parquet_nested_past_the_bound_names_row_and_field(tmp_path: Path) -> None:
+    nested: object = 1
+    for _ in range(70):
+        nested = {"a": nested}
+    path = tmp_path / "deep.parquet"
+    pq.write_table(pa.table({"id": ["1"], "question": ["q"], "answer": ["a"],
+                             "metadata": [nested]}), path)  # fmt: skip
+    with pytest.raises(DataError) as caught:
+        load_records(path)
+    assert str(caught.value).startswith(
+        f"{path}:row 1: field 'metadata': JSON nested deeper than 64 levels (at $.metadata.a.a"
+    )
