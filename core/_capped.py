@@ -140,10 +140,12 @@ def capped_lines(
     command = [sys.executable, "-m", __name__, kind, str(memory), arg]
     # few malloc arenas: each thread's arena reserves 64 MiB of address space
     env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
-    with tempfile.TemporaryFile() as errors:
-        child = subprocess.Popen(
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, env=env
-        )
+        ) as child,
+    ):
         expired = threading.Event()
         timer = threading.Timer(2 * CPU_SECONDS, lambda: (expired.set(), child.kill()))
         timer.start()
@@ -157,11 +159,10 @@ def capped_lines(
             while line := child.stdout.readline(max_line + 1):
                 yield line
             code = child.wait()
-        finally:
+        finally:  # also when the caller stops early: the child is not left running
             timer.cancel()
             if child.poll() is None:
                 child.kill()
-                child.wait()
         if code:
             raise CappedError(_failure(code, errors, memory, timed_out=expired.is_set()))
 
