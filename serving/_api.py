@@ -1,11 +1,15 @@
 """Serve workflows as OpenAI-compatible models (``concilium serve api``).
 
-Each workflow is a model in ``/v1/models``. ``POST /v1/chat/completions`` runs the
-graph on the request's messages (the last user message is the question, the rest is
-history) and returns its answer as the assistant message, with usage; the votes,
-transcript and details are in the extension field ``concilium``. With
-``stream: true`` each agent turn is sent as it happens as a ``reasoning_content``
-delta, then the answer as ``content``. Requests run concurrently on one event loop.
+Each workflow is a model in ``/v1/models`` (with its description).
+``POST /v1/chat/completions`` runs the graph on the request's messages (the last user
+message is the question, the rest is history) and returns its answer as the assistant
+message, with usage and the reasoning trace (each agent turn, then the vote) in
+``reasoning_content``; the votes, transcript and details are in the extension field
+``concilium``. With ``stream: true`` each agent turn is sent as it happens as a
+``reasoning_content`` delta, then the answer as ``content``. ``POST /v1/responses``
+(the Responses API) and ``POST /v1/completions`` (one prompt) are read by the same
+rules (``_api_shapes``); a response carries the trace as a ``reasoning`` item's
+summary. Requests run concurrently on one event loop.
 
 What it guards against, since a request is untrusted input:
 
@@ -29,8 +33,8 @@ import dataclasses
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -58,6 +62,15 @@ from ._api_request import (
     parse_request,
     read_body,
     too_large,
+)
+from ._api_shapes import (
+    ResponseEvents,
+    message_item,
+    parse_completion,
+    parse_responses,
+    reasoning_item,
+    response_body,
+    text_completion_body,
 )
 
 if TYPE_CHECKING:
@@ -185,10 +198,43 @@ def _failure(exc: Exception, rid: str, name: str) -> tuple[int, wire.ErrorBody]:
     return 500, wire.error(f"{kind} in workflow {name!r}; see the server's log", "server_error")
 
 
-async def _stream(workflow: Workflow, chat: Chat, rid: str) -> AsyncIterator[bytes]:
-    """Each agent turn as a ``reasoning_content`` delta, then the answer, usage and
-    extension; a failure as an error event. Always ends with ``[DONE]``."""
+def _turn_line(turn: Mapping[str, Any]) -> str:
+    where = f"round {turn['round']} " if "round" in turn else ""
+    return f"[{where}{turn['agent']}] {turn['text']}\n"
+
+
+def _votes_line(votes: Mapping[str, Any]) -> str:
+    """The final vote in one line, for clients that show only the reasoning trace."""
+    counts: Mapping[str, float] = votes.get("counts") or {}
+    tally = ", ".join(f"{a} x{c:g}" for a, c in sorted(counts.items(), key=lambda ac: -ac[1]))
+    return f"[votes] {tally} -> {votes.get('winner')}\n"
+
+
+def _trace(result: RunResult) -> str:
+    """The reasoning trace of a run: each agent turn, then the vote."""
+    lines = [_turn_line(t) for t in result.transcript]
+    return "".join(lines) + (_votes_line(result.votes) if result.votes else "")
+
+
+async def _pieces(workflow: Workflow, chat: Chat) -> AsyncIterator[str | RunResult]:
+    """The run as it happens: each agent turn as a line of reasoning, the vote as a
+    last line, then the result."""
     from concilium.graphs import stream
+
+    options = {"budget": workflow.budget, "sampling": chat.sampling}
+    async for event in stream(workflow.graph, chat.messages, **options):
+        if event["type"] == "turn":
+            yield _turn_line(event)
+        elif event["type"] == "result":
+            result = event["result"]
+            if result.votes:
+                yield _votes_line(result.votes)
+            yield result
+
+
+async def _stream(workflow: Workflow, chat: Chat, rid: str) -> AsyncIterator[bytes]:
+    """Each agent turn (and the vote) as a ``reasoning_content`` delta, then the
+    answer, usage and extension; a failure as an error event. Always ends with ``[DONE]``."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         choice = wire.delta_choice(0, delta, finish)
@@ -198,18 +244,32 @@ async def _stream(workflow: Workflow, chat: Chat, rid: str) -> AsyncIterator[byt
     name = chat.model
     yield chunk({"role": "assistant", "content": ""})
     try:
-        options = {"budget": workflow.budget, "sampling": chat.sampling}
-        async for event in stream(workflow.graph, chat.messages, **options):
-            if event["type"] == "turn":
-                where = f"round {event['round']} " if "round" in event else ""
-                yield chunk({"reasoning_content": f"[{where}{event['agent']}] {event['text']}\n"})
-            elif event["type"] == "result":
-                result = event["result"]
-                yield chunk({"content": _answer(result, chat)})
-                yield chunk({}, "stop", usage=_usage(result.usage), concilium=_extension(result))
+        async for piece in _pieces(workflow, chat):
+            if isinstance(piece, str):
+                yield chunk({"reasoning_content": piece})
+            else:
+                yield chunk({"content": _answer(piece, chat)})
+                yield chunk({}, "stop", usage=_usage(piece.usage), concilium=_extension(piece))
     except Exception as exc:  # the client gets an error event, then a clean end
         yield wire.sse(_failure(exc, rid, name)[1])
     yield wire.SSE_DONE
+
+
+async def _stream_response(workflow: Workflow, chat: Chat, rid: str) -> AsyncIterator[bytes]:
+    """A streamed Responses answer: the reasoning summary grows by one agent turn at a
+    time (the vote last), then the answer and the completed response; a failure is an
+    ``error`` event."""
+    events = ResponseEvents(rid, chat)
+    yield events.start()
+    try:
+        async for piece in _pieces(workflow, chat):
+            if isinstance(piece, str):
+                yield events.reasoning(piece)
+            else:
+                answer = _answer(piece, chat)
+                yield events.finish(answer, _usage(piece.usage), concilium=_extension(piece))
+    except Exception as exc:
+        yield events.error(_failure(exc, rid, chat.model)[1])
 
 
 async def _until_disconnected(request: Request) -> None:
@@ -255,15 +315,48 @@ async def _run_while_connected(
     return None if task.cancelled() else task.result()
 
 
-async def _chat_completion(
-    request: Request, workflows: Mapping[str, Workflow], max_body: int
+API = Literal["chat", "responses", "completions"]
+_PARSE: dict[API, Callable[[bytes], Chat]] = {
+    "chat": parse_request,
+    "responses": parse_responses,
+    "completions": parse_completion,
+}
+_ID = {"chat": "chatcmpl", "responses": "", "completions": "cmpl"}
+
+
+def _body(api: API, rid: str, chat: Chat, results: list[RunResult]) -> dict[str, Any]:
+    """The answer of ``results`` in the shape of ``api``: the answer, usage, the
+    reasoning trace where the API has a place for it, and the ``concilium`` extension."""
+    answers = [_answer(r, chat) for r in results]  # AnswerFormatError before any body
+    usage = _usage(sum((r.usage for r in results), Usage()))
+    extension = _extension(results[0])
+    if len(results) > 1:  # each run's work, in the order of the choices
+        extension["choices"] = [_extension(r) for r in results]
+    if api == "responses":
+        trace = _trace(results[0])
+        output = [reasoning_item(rid, trace)] if trace else []
+        output.append(message_item(rid, answers[0]))
+        created = int(time.time())
+        return response_body(
+            rid, chat, created=created, output=output, usage=usage, concilium=extension
+        )
+    if api == "completions":
+        return text_completion_body(rid, chat, answers, usage, concilium=extension)
+    choices = [wire.chat_choice(i, a) for i, a in enumerate(answers)]
+    for choice, result in zip(choices, results, strict=True):
+        choice["message"]["reasoning_content"] = _trace(result)  # read by Inspect, vLLM clients
+    return wire.chat_completion(rid, chat.model, choices, usage, concilium=extension)
+
+
+async def _answer_request(
+    request: Request, workflows: Mapping[str, Workflow], max_body: int, api: API
 ) -> Response:
-    """Answer one chat request: read and check the body, then run the workflow it names."""
+    """Answer one request: read and check the body, then run the workflow it names."""
     raw = await read_body(request, max_body)
     if raw is None:
         return too_large(max_body)
     try:
-        chat = parse_request(raw)
+        chat = _PARSE[api](raw)
     except BadRequest as exc:
         return error(400, str(exc), "invalid_request_error")
     name = chat.model
@@ -275,25 +368,20 @@ async def _chat_completion(
             "model_not_found",
         )
     workflow = workflows[name]
-    rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    rid = "-".join(filter(None, (_ID[api], uuid.uuid4().hex[:24])))
     _format_instruction(chat.messages, chat.response_format)
     if chat.stream:
-        return StreamingResponse(_stream(workflow, chat, rid), media_type="text/event-stream")
+        events = _stream_response if api == "responses" else _stream
+        return StreamingResponse(events(workflow, chat, rid), media_type="text/event-stream")
     try:
         results = await _run_while_connected(request, workflow, chat)
         if results is None:
             log(f"{rid} ({name}): the client went away; its run was cancelled")
             return Response(status_code=499)
-        choices = [wire.chat_choice(i, _answer(r, chat)) for i, r in enumerate(results)]
+        return JSONResponse(_body(api, rid, chat, results))
     except Exception as exc:
         status, body = _failure(exc, rid, name)
         return JSONResponse(body, status_code=status)
-    usage = sum((r.usage for r in results), Usage())
-    extension = _extension(results[0])
-    if len(results) > 1:  # each run's work, in the order of the choices
-        extension["choices"] = [_extension(r) for r in results]
-    body = wire.chat_completion(rid, name, choices, _usage(usage), concilium=extension)
-    return JSONResponse(body)
 
 
 def create_app(
@@ -356,6 +444,18 @@ def create_app(
     async def chat(request: Request) -> Response:
         if not authorized(request):
             return unauthorized()
-        return await _chat_completion(request, workflows, max_body)
+        return await _answer_request(request, workflows, max_body, "chat")
+
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        return await _answer_request(request, workflows, max_body, "responses")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        return await _answer_request(request, workflows, max_body, "completions")
 
     return app

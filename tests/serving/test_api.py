@@ -88,7 +88,8 @@ async def test_streaming_sends_each_rounds_turns_then_the_answer(api: ManagedPro
             content.append(delta.content)
         finish = chunk.choices[0].finish_reason or finish
     assert [r.split("]")[0] for r in reasoning] == [
-        f"[round {r} {a}" for r in (1, 2) for a in ("alice", "bob", "carol")
+        *(f"[round {r} {a}" for r in (1, 2) for a in ("alice", "bob", "carol")),
+        "[votes",  # the final vote, last
     ]
     assert len(content) == 1 and finish == "stop"
 
