@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from concilium._errors import OutputParseError
+from concilium._json import MAX_DEPTH, JsonBoundsError, check_depth
 
 from . import _wire
 from ._ledger import current_ledger
@@ -92,6 +93,9 @@ def parse_json_output(text: str, schema: type[BaseModel]) -> BaseModel:
     while start != -1:
         try:
             obj, _ = decoder.raw_decode(text, start)
+            check_depth(obj)
+        except (RecursionError, JsonBoundsError):  # malformed; the rest of the reply is inside it
+            raise ValueError(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
         except ValueError:
             pass
         else:
@@ -158,7 +162,12 @@ class Agent:
             note = f"Reply with one JSON object that matches this JSON schema:\n{schema}"
             system = f"{system}\n\n{note}" if system else note
         completion = self.completion_mode
-        if system and not completion and not (messages and messages[0].get("role") == "system"):
+        if system and not completion and messages and messages[0].get("role") == "system":
+            # the conversation's system message first, the agent's own added after it
+            said = _wire.message_text(messages[0].get("content"))
+            first = {**messages[0], "content": f"{said}\n\n{system}"}
+            messages = [first, *messages[1:]]
+        elif system and not completion:
             messages = [{"role": "system", "content": system}, *messages]
         body: dict[str, Any]
         if completion:
