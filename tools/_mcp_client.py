@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, create_model
 
@@ -115,8 +116,40 @@ def _run_blocking(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-def _args_model(tool: McpTool) -> tuple[type[BaseModel], tuple[str, ...]]:
-    schema = tool.input_schema or {}
+_TOOL_NAME = re.compile(r"[\w.-]{1,128}")
+"""What a plan line or a ReAct action can call (MCP's letters, digits, _, - and .)."""
+
+
+def _checked_schema(where: str, tool: McpTool) -> dict[str, Any]:
+    """The tool's input schema once its name and schema are usable: JSON Schema's
+    meta-schema (``properties`` an object, ``required`` a list of names, ...) and
+    MCP's rule that the arguments are an object. ``UserError`` names the field."""
+    from jsonschema import SchemaError, validators  # a dependency of the MCP SDK
+
+    fix = "fix the tool in the server, or leave the server out of tools.mcp"
+    if not _TOOL_NAME.fullmatch(tool.name):
+        raise UserError(
+            f"{where}: the tool name {tool.name[:140]!r} is not 1-128 letters, digits, _, - "
+            f"and . (what plans and ReAct actions can call); {fix}"
+        )
+    schema: Any = tool.input_schema or {}
+    try:
+        checker = validators.validator_for(schema, default=validators.Draft202012Validator)
+        checker.check_schema(schema)
+    except SchemaError as exc:
+        field = "/".join(map(str, exc.absolute_path)) or "(the schema itself)"
+        raise UserError(
+            f"{where}: inputSchema field {field} is invalid: {exc.message}; {fix}"
+        ) from None
+    except RecursionError:
+        raise UserError(f"{where}: inputSchema is nested too deeply to check; {fix}") from None
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise UserError(f'{where}: inputSchema must describe an object ("type": "object"); {fix}')
+    return cast("dict[str, Any]", schema)
+
+
+def _args_model(where: str, tool: McpTool) -> tuple[type[BaseModel], tuple[str, ...]]:
+    schema = _checked_schema(where, tool)
     properties: dict[str, Any] = schema.get("properties") or {}
     required = set(schema.get("required") or ())
     fields: dict[str, Any] = {}
@@ -124,7 +157,18 @@ def _args_model(tool: McpTool) -> tuple[type[BaseModel], tuple[str, ...]]:
         type_name = prop.get("type") if isinstance(prop, dict) else None
         kind = _JSON_TYPES.get(type_name, Any) if isinstance(type_name, str) else Any
         fields[name] = (kind, ...) if name in required else (kind | None, None)
-    model = create_model(f"{tool.name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+    try:
+        model = create_model(f"{tool.name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+    except (NameError, TypeError, ValueError) as exc:
+        raise UserError(
+            f"{where}: an argument name cannot be used ({exc}); rename it in the server"
+        ) from None
+    unusable = sorted(set(fields) - set(model.model_fields))  # _x, model_config: not fields
+    if unusable:
+        raise UserError(
+            f"{where}: the argument name {unusable[0]!r} cannot be used (names starting with _ "
+            "or model_ are reserved); rename it in the server"
+        )
     return model, tuple(fields)
 
 
@@ -138,8 +182,10 @@ def _text(result: CallToolResult) -> str:
     return text
 
 
-def _as_tool(server: McpServer, tool: McpTool) -> Tool:
-    args, params = _args_model(tool)
+def _as_tool(name: str, server: McpServer, tool: McpTool) -> Tool:
+    args, params = _args_model(
+        f"MCP server {name!r} ({server.describe()}), tool {tool.name!r}", tool
+    )
     hints = tool.annotations
     read_only = bool(hints and hints.read_only_hint)
     idempotent = read_only or bool(hints and hints.idempotent_hint)
@@ -194,4 +240,4 @@ def mcp_tools(name: str, server: McpServer) -> list[Tool]:
             f"MCP server {name!r} ({server.describe()}): cannot list its tools "
             f"({type(exc).__name__}: {exc}); check the command or url in tools.mcp"
         ) from None
-    return [_as_tool(server, tool) for tool in listed]
+    return [_as_tool(name, server, tool) for tool in listed]

@@ -30,13 +30,15 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from concilium._errors import RunError
+from concilium._json import JsonBoundsError, check_depth
 
 from ._registry import ToolError, ToolRegistry
 
 END_OF_PLAN = "<END_OF_PLAN>"
 JOIN = "join"
-_ACTION = re.compile(r"^\s*(\d+)\s*\.\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$", re.S)
-_ACTION_START = re.compile(r"^\s*\d+\s*\.\s*[A-Za-z_]\w*\s*\(")
+# A tool name: letters, digits, _, - and . (what MCP allows: get-sum, files.read).
+_ACTION = re.compile(r"^\s*(\d+)\s*\.\s*([\w.-]+)\s*\((.*)\)\s*$", re.S)
+_ACTION_START = re.compile(r"^\s*\d+\s*\.\s*[\w.-]+\s*\(")
 _THOUGHT = re.compile(r"^\s*Thought\s*:\s*(.*)$", re.I)
 _REF = re.compile(r"\$\{?(\d+)\}?")
 _WHOLE_REF = re.compile(r"^\s*\$\{?(\d+)\}?\s*$")
@@ -358,6 +360,10 @@ def parse_json_plan(data: Any, registry: ToolRegistry) -> list[Task]:
         >>> [(t.index, t.deps) for t in parse_json_plan(plan, builtin_tools())]
         [(1, ()), (2, (1,)), (3, (1, 2))]
     """
+    try:
+        check_depth(data)
+    except JsonBoundsError as exc:
+        raise PlanError(f"{exc}; a plan's arguments are a few levels deep at most") from None
     items: Any = cast("dict[str, Any]", data).get("tasks") if isinstance(data, dict) else None
     if not isinstance(items, list) or not items:
         raise PlanError(
@@ -385,25 +391,7 @@ def parse_json_plan(data: Any, registry: ToolRegistry) -> list[Task]:
         if missing:
             raise PlanError(f"task {tid} refers to ${missing[0]}, which is not a task of this plan")
         deps[tid] = found
-    order: list[int] = []
-    state: dict[int, int] = {}  # 1 visiting, 2 done
-
-    def visit(tid: int, path: list[int]) -> None:
-        if state.get(tid) == 2:
-            return
-        if state.get(tid) == 1:
-            cycle = [*path[path.index(tid) :], tid]
-            raise PlanError(
-                f"the plan has a cycle: {' -> '.join(map(str, cycle))}; a task can only use results it does not lead to"
-            )
-        state[tid] = 1
-        for d in sorted(deps[tid]):
-            visit(d, [*path, tid])
-        state[tid] = 2
-        order.append(tid)
-
-    for tid in sorted(raw):
-        visit(tid, [])
+    order = _dependency_order(deps)
     tasks: list[Task] = []
     for tid in order:
         tool, args = raw[tid]
@@ -421,3 +409,32 @@ def parse_json_plan(data: Any, registry: ToolRegistry) -> list[Task]:
         tasks.append(Task(tid, tool, arguments, tuple(sorted(deps[tid])), None, None))
     tasks.append(Task(max(raw) + 1, JOIN, deps=tuple(sorted(raw))))
     return tasks
+
+
+def _dependency_order(deps: Mapping[int, set[int]]) -> list[int]:
+    """Task ids, each after the tasks it uses (depth-first in id order, without
+    recursion: a model's plan may chain thousands of tasks); a cycle is a PlanError."""
+    order: list[int] = []
+    state: dict[int, int] = {}  # 1 visiting, 2 done
+    for root in sorted(deps):
+        if state.get(root) == 2:
+            continue
+        state[root] = 1
+        path = [root]
+        stack = [iter(sorted(deps[root]))]
+        while stack:
+            d = next(stack[-1], None)
+            if d is None:
+                state[path[-1]] = 2
+                order.append(path.pop())
+                stack.pop()
+            elif state.get(d) == 1:
+                cycle = [*path[path.index(d) :], d]
+                raise PlanError(
+                    f"the plan has a cycle: {' -> '.join(map(str, cycle))}; a task can only use results it does not lead to"
+                )
+            elif state.get(d) != 2:
+                state[d] = 1
+                path.append(d)
+                stack.append(iter(sorted(deps[d])))
+    return order

@@ -47,7 +47,7 @@ from concilium.tools import ToolError, ToolRegistry
 from concilium.tools.plans import PlanError, parse_arguments
 
 TRAP = "[TRAP][END]"
-_CALL = re.compile(r"\[CALL\]\s*(\S+)\s*\[HEAD\]\s*(\w+)\((.*?)\)\s*\[END\]", re.DOTALL)
+_CALL = re.compile(r"\[CALL\]\s*(\S+)\s*\[HEAD\]\s*([\w.-]+)\((.*?)\)\s*\[END\]", re.DOTALL)
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ from concilium.prompts import PromptLibrary
 from concilium.tools import ToolError, ToolRegistry
 from concilium.tools.plans import PlanError, parse_arguments
 
-_ACTION = re.compile(r"Action\s*:\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$", re.S)
+# A tool name as in a plan line: letters, digits, _, - and . (MCP's get-sum, files.read).
+_ACTION = re.compile(r"Action\s*:\s*([\w.-]+)\s*\((.*)\)\s*$", re.S)
 _ANSWER = re.compile(r"^\s*Answer\s*:\s*(.+)", re.M | re.S)
 _NO_ACTION = "error: write 'Action: tool(arguments)' or 'Answer: ...'"
 

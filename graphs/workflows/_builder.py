@@ -124,6 +124,8 @@ def tools_for(
         if given is not None:
             for name in given.names():
                 registry.add(given.get(name))
+    except WorkflowError:  # already says where (an MCP server's line)
+        raise
     except UserError as exc:
         raise fail(str(exc), ("tools",)) from None
     return registry
