@@ -328,19 +328,99 @@ def last_user_text(messages: Sequence[Message]) -> str:
     return ""
 
 
-def is_bare_question(state: Mapping[str, Any]) -> bool:
-    """True when the input is just the question (not a conversation to continue)."""
+# ------------------------------------------------------------ the conversation
+#
+# One rule for every pattern (docs/methods.md, "Conversation"): the input's last user
+# message is the question; everything before it (system message, earlier turns,
+# few-shot examples) is its history. Every call an agent makes gets that history
+# unchanged, in order, then the pattern's own prompt for the step (which carries the
+# question) as the last user message. An agent's own system prompt is added after the
+# conversation's system message (``Agent``), never in place of it.
+
+
+def history(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The conversation before its question: the system message, earlier turns and
+    few-shot examples, in order (every message before the last user message).
+
+    Raises:
+        UserError: messages follow the last user message (an assistant prefill):
+            a workflow answers the last user message, so it must end the input.
+
+    Example:
+        >>> shot = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]
+        >>> state = {
+        ...     "messages": [
+        ...         {"role": "system", "content": "Be brief."},
+        ...         *shot,
+        ...         {"role": "user", "content": "2+2?"},
+        ...     ]
+        ... }
+        >>> [m["role"] for m in history(state)]
+        ['system', 'user', 'assistant']
+        >>> history({"messages": [{"role": "user", "content": "2+2?"}]})
+        []
+    """
     messages: Sequence[Message] = state.get("messages") or ()
-    return len(messages) <= 1
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not users:
+        return []
+    last = users[-1]
+    trailing = [str(m.get("role")) for m in messages[last + 1 :]]
+    if trailing:
+        from concilium._errors import UserError
+
+        raise UserError(
+            f"the conversation ends with {trailing} message(s) after its last user message; "
+            "a workflow answers the last user message, so end the messages with it"
+        )
+    return [dict(m) for m in messages[:last]]
+
+
+def conversation(state: Mapping[str, Any], text: str) -> list[dict[str, Any]]:
+    """The messages of one call: the conversation's ``history`` then ``text``, the
+    pattern's prompt for this step, as the last user message. For a bare question it
+    is ``user(text)``.
+
+    Example:
+        >>> state = {
+        ...     "messages": [
+        ...         {"role": "system", "content": "Be brief."},
+        ...         {"role": "user", "content": "2+2?"},
+        ...     ]
+        ... }
+        >>> [(m["role"], m["content"]) for m in conversation(state, "Solve: 2+2?")]
+        [('system', 'Be brief.'), ('user', 'Solve: 2+2?')]
+    """
+    return [*history(state), *user(text)]
+
+
+def with_system(messages: Sequence[Message], text: str) -> list[dict[str, Any]]:
+    """``messages`` with ``text`` added to their system message (after the
+    conversation's own, never in place of it), or as the first message when there
+    is none: how a pattern gives an agent its role for one call.
+
+    Example:
+        >>> said = with_system([{"role": "system", "content": "Be brief."}], "You are a critic.")
+        >>> said[0]["content"]
+        'Be brief.\n\nYou are a critic.'
+        >>> with_system(user("2+2?"), "You are a critic.")[0]["role"]
+        'system'
+    """
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        out[0]["content"] = f"{out[0]['content']}\n\n{text}"
+    else:
+        out.insert(0, {"role": "system", "content": text})
+    return out
 
 
 def solve_messages(
     state: Mapping[str, Any], lib: PromptLibrary, prompt: str, fmt: AnswerFormat
 ) -> list[dict[str, Any]]:
-    """A bare question wrapped in the ``prompt`` template; a conversation as it is."""
-    if is_bare_question(state):
-        return user(lib.render(prompt, question=state["question"], answer_format=fmt.instruction))
-    return [dict(m) for m in state["messages"]]
+    """The question wrapped in the ``prompt`` template, after the conversation's
+    history (``conversation``)."""
+    text = lib.render(prompt, question=state["question"], answer_format=fmt.instruction)
+    return conversation(state, text)
 
 
 def distinct_names(agents: Sequence[Respondent], pattern: str) -> list[str]:

@@ -6,6 +6,10 @@ are written (``graphs/patterns/``) and a pattern of your own can be.
   ``Turn`` in the transcript (and sends it as an event);
 * options and prompts: ``PatternOptions`` (answer format, prompt library, name),
   ``solve_messages``, ``user``, ``prompt_library``, ``distinct_names``;
+* the conversation: ``conversation`` (what every call gets: the input's ``history``,
+  its system message, earlier turns and few-shot examples, then the step's prompt
+  as the last user message; docs/methods.md, "Conversation"), ``with_system`` (a
+  role added to the conversation's system message);
 * answers and votes: ``AnswerFormat``, ``majority_vote``, ``report_vote``,
   ``sample_turns``, ``normalize_number``; a trace's confidence from its top-k
   logprobs (DeepConf): ``trace_confidences``, ``DEEPCONF_WINDOW``, ``DEEPCONF_TOP_K``;
@@ -41,7 +45,9 @@ from ._kit import (
     PatternOptions,
     Respondent,
     ask,
+    conversation,
     distinct_names,
+    history,
     prompt_library,
     report_vote,
     sample_turns,
@@ -49,6 +55,7 @@ from ._kit import (
     turn,
     use_tool,
     user,
+    with_system,
 )
 from ._registry import AgentSlot, AnswerSpec, Builder, PatternSpec, register_pattern
 
@@ -62,6 +69,9 @@ __all__ = [
     # options and prompts
     "PatternOptions",
     "solve_messages",
+    "conversation",
+    "history",
+    "with_system",
     "user",
     "prompt_library",
     "distinct_names",
