@@ -102,6 +102,7 @@ EXPECTED_NAMESPACES = {
     """,
     "concilium.graphs.kit": """
         Respondent ask use_tool turn Turn PatternOptions solve_messages user prompt_library
+        conversation history with_system
         distinct_names AnswerFormat majority_vote report_vote sample_turns normalize_number
         trace_confidences DEEPCONF_WINDOW DEEPCONF_TOP_K
         PatternSpec AgentSlot AnswerSpec register_pattern Builder
