@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from concilium._json import JsonBoundsError, check_depth
+
 Extractor = Callable[[str], "str | None"]
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
@@ -106,6 +108,9 @@ def field_extractor(name: str) -> Extractor:
         while start != -1:
             try:
                 obj, _ = decoder.raw_decode(text, start)
+                check_depth(obj)
+            except (RecursionError, JsonBoundsError):  # malformed; the rest is inside it
+                return None
             except ValueError:
                 start = text.find("{", start + 1)
                 continue

@@ -30,7 +30,6 @@ that settles it are ``_sources.py``; the citation pass is ``_citations.py``.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -39,6 +38,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from concilium import BudgetExceeded, GraphError, OutputParseError
+from concilium._json import load_json
 from concilium.agents import Agent, ModelSpec
 from concilium.agents.ledger import current_ledger
 from concilium.graphs import END, START, Graph, RunContext
@@ -88,7 +88,7 @@ def parse_subquestions(text: str, limit: int) -> list[str]:
     """
     found: list[str] = []
     try:
-        data = json.loads(text[text.find("{") : text.rfind("}") + 1] or text)
+        data = load_json(text[text.find("{") : text.rfind("}") + 1] or text)
         items = data.get("questions", []) if isinstance(data, dict) else data
         found = [str(q).strip() for q in items if str(q).strip()]
     except (ValueError, AttributeError, TypeError):

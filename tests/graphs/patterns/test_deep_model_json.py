@@ -12,8 +12,10 @@ import pytest
 from concilium import OutputParseError
 from concilium.agents import Agent, FakeModel
 from concilium.graphs import run_sync
+from concilium.graphs._aggregators import field_extractor
 from concilium.graphs.patterns import division_of_thoughts, manager_worker, plan_and_execute
 from concilium.graphs.patterns._mixture import parse_selection
+from concilium.graphs.patterns._research import parse_subquestions
 from concilium.tools import builtin_tools
 from concilium.tools.plans import PlanError, parse_json_plan
 
@@ -71,3 +73,14 @@ def test_parse_json_plan_refuses_deep_arguments_and_orders_a_long_chain() -> Non
 def test_a_judge_selection_nested_100000_deep_selects_nothing() -> None:
     assert parse_selection('{"chosen": ' + DEEP + ', "end": true}', count=3, k=2) is None
     assert parse_selection('{"chosen": [1], "end": true}', count=3, k=2) == ([1], True)
+
+
+def test_a_json_answer_field_nested_100000_deep_is_no_answer() -> None:
+    extract = field_extractor("answer")
+    assert extract('{"answer": ' + DEEP + "}") is None
+    assert extract('Sure. {"answer": 42}') == "42"
+
+
+def test_sub_questions_nested_100000_deep_fall_back_to_lines() -> None:
+    text = '{"questions": ' + DEEP + "}\n1. Who leads?"
+    assert parse_subquestions(text, 5) == ["Who leads?"]
