@@ -5,6 +5,11 @@ The socket is bound first, so the app can be told its real address (port 0 picks
 free one) and a port in use is a clear error before anything starts; the ready line
 is printed only once the socket listens, so a client that waits for it can connect.
 
+Every server binds here, so every server follows one rule (``concilium.serving``'s
+``check_bind``): off the default address 127.0.0.1 an API key is needed; the app is
+then built with :attr:`Listener.address`, and answers only requests whose ``Host``
+and ``Origin`` name that address.
+
 Example:
     >>> listener = Listener.bind("127.0.0.1", 0)
     >>> listener.port > 0, listener.url("/v1").startswith("http://127.0.0.1:")
@@ -32,12 +37,17 @@ class Listener:
         self.port: int = sock.getsockname()[1]
 
     @classmethod
-    def bind(cls, host: str, port: int) -> Listener:
-        """Bind ``host:port`` (``0``: a free port).
+    def bind(cls, host: str, port: int, *, api_key: str | None = None) -> Listener:
+        """Bind ``host:port`` (``0``: a free port), where ``api_key`` allows it.
 
         Raises:
-            UserError: the address cannot be bound (in use, not this machine's).
+            UserError: the address needs an API key and ``api_key`` is none or short
+                (see ``check_bind``); the address cannot be bound (in use, not this
+                machine's).
         """
+        from concilium.serving import check_bind
+
+        check_bind(host, api_key)
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -49,6 +59,11 @@ class Listener:
                 "or 0 for a free one"
             ) from None
         return cls(sock, host)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` as bound: what the app answers to (``create_app(bind=...)``)."""
+        return self.host, self.port
 
     def url(self, path: str = "/") -> str:
         shown = f"[{self.host}]" if ":" in self.host else self.host

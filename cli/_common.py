@@ -133,8 +133,10 @@ def state_option(help: str) -> Callable[[F], F]:
     return click.option("--state", type=click.Path(dir_okay=False), help=help)
 
 
-def listen_options(port: int, host_help: str = "Address to bind (beyond loopback needs --api-key).") -> Callable[[F], F]:  # fmt: skip
-    """``--host`` (loopback by default) and ``--port`` (``0``: a free one)."""
+def listen_options(port: int, host_help: str = "Address to bind (any but 127.0.0.1 needs --api-key).") -> Callable[[F], F]:  # fmt: skip
+    """``--host`` (127.0.0.1 by default, the one address that needs no key; the rule is
+    ``concilium.serving.check_bind``, applied where the server binds) and ``--port``
+    (``0``: a free one)."""
 
     def decorate(fn: F) -> F:
         fn = click.option("--port", default=port, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")(fn)  # fmt: skip

@@ -3,7 +3,7 @@
 Registered under the ``serve`` group (``_serve.py``); each workflow is built once
 and bound through one ``concilium.app.Session``. stdio is the default
 transport (an MCP host starts the command itself); ``--transport http`` serves
-streamable HTTP at ``http://HOST:PORT/mcp``, loopback only unless an API key is given.
+streamable HTTP at ``http://HOST:PORT/mcp``, on 127.0.0.1 unless an API key is given.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ._common import (
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
-    from concilium.app import Backend
+    from concilium.app import Backend, Listener
 
 __all__ = ["serve_mcp"]
 
@@ -42,7 +42,7 @@ __all__ = ["serve_mcp"]
     show_default=True,
     help="stdio: an MCP host runs this command; http: streamable HTTP at /mcp.",
 )
-@listen_options(8090, "Address to bind with --transport http (beyond loopback needs --api-key).")
+@listen_options(8090, "Address to bind with --transport http (any but 127.0.0.1 needs --api-key).")
 @api_key_option
 @otlp_option
 @guard()
@@ -56,10 +56,6 @@ def serve_mcp(
     otlp_endpoint: str | None,
 ) -> None:
     """Serve WORKFLOWS (YAML files or app.py:graph) as MCP tools (input {question})."""
-    from concilium.serving import check_bind
-
-    if transport == "http":
-        check_bind(host, api_key)
     with tracing(otlp_endpoint):
         asyncio.run(_serve(workflows, backend, transport, host, port, api_key))
 
@@ -72,27 +68,27 @@ async def _serve(
     port: int,
     api_key: str | None,
 ) -> None:
-    from concilium.app import Session
+    from concilium.app import Listener, Session
     from concilium.serving import create_mcp_server
 
     workflows = load_named(paths)
+    # bound before the backend starts: a refused address or a port in use fails first
+    listener = Listener.bind(host, port, api_key=api_key) if transport == "http" else None
     async with Session(backend, log=echo_err) as session:
         server = create_mcp_server({wf.name: await session.bind(wf) for wf in workflows})
         if backend.notice:
             echo_err(backend.notice)  # stdout is the protocol's under stdio
-        if transport == "stdio":
+        if listener is None:
             await server.run_stdio_async()
         else:
-            await _serve_http(server, host, port, api_key, sorted(wf.name for wf in workflows))
+            await _serve_http(server, listener, api_key, sorted(wf.name for wf in workflows))
 
 
 async def _serve_http(
-    server: MCPServer, host: str, port: int, api_key: str | None, names: list[str]
+    server: MCPServer, listener: Listener, api_key: str | None, names: list[str]
 ) -> None:
-    from concilium.app import Listener
     from concilium.serving import mcp_http_app
 
-    listener = Listener.bind(host, port)
-    app = mcp_http_app(server, host=host, api_key=api_key)
+    app = mcp_http_app(server, bind=listener.address, api_key=api_key)
     ready = f"serving MCP tools {names} at {listener.url('/mcp')}"
     await listener.serve(app, ready=ready, say=echo_err, lifespan="auto")

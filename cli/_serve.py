@@ -140,9 +140,6 @@ def serve_api(
     with_ui: bool = False,
 ) -> None:
     """Serve WORKFLOWS (YAML files or app.py:graph) as OpenAI-compatible models."""
-    from concilium.serving import check_bind
-
-    check_bind(host, api_key)
     with tracing(otlp_endpoint):
         asyncio.run(_serve_api(workflows, backend, host, port, api_key, max_body, with_ui))
 
@@ -160,10 +157,10 @@ async def _serve_api(
     from concilium.serving import create_app
 
     workflows = load_named(targets)
-    listener = Listener.bind(host, port)
+    listener = Listener.bind(host, port, api_key=api_key)
     async with Session(backend, log=echo_err) as session:
         bound = {wf.name: await session.bind(wf) for wf in workflows}
-        app = create_app(bound, api_key=api_key, bind=(host, listener.port), max_body=max_body)
+        app = create_app(bound, api_key=api_key, bind=listener.address, max_body=max_body)
         if with_ui:  # the UI's runs go to the same session: one engine, not a second
             from concilium.ui import add_ui
 

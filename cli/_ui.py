@@ -52,9 +52,6 @@ def ui(
     otlp_endpoint: str | None = None,
 ) -> None:
     """Watch runs in a browser: start a workflow, see its agents live, read past runs."""
-    from concilium.serving import check_bind
-
-    check_bind(host, api_key)
     with tracing(otlp_endpoint):
         asyncio.run(_serve(backend, state, host, port, api_key, workflow_dirs, eval_dirs))
 
@@ -72,12 +69,12 @@ async def _serve(
     from concilium.serving import create_app
     from concilium.ui import add_ui
 
-    listener = Listener.bind(host, port)
+    listener = Listener.bind(host, port, api_key=api_key)
     # one session for the UI's lifetime: --backend local starts the engine on the first
     # run and keeps it; every run shares its servers and connections
     async with Session(backend, log=echo_err) as session:
         app = add_ui(
-            create_app({}, api_key=api_key, bind=(host, listener.port)),
+            create_app({}, api_key=api_key, bind=listener.address),
             session=session,
             state=state,
             workflow_dirs=dirs,

@@ -13,7 +13,8 @@ Example:
 """
 
 from . import cluster, engine
-from ._api import check_bind, create_app
+from ._api import create_app
+from ._bind import check_bind
 from ._mcp_server import create_mcp_server, mcp_http_app
 from ._process import ManagedProcess
 from ._sim_server import SimServer, serve_forever

@@ -13,11 +13,12 @@ summary. Requests run concurrently on one event loop.
 
 What it guards against, since a request is untrusted input:
 
-* The server binds to loopback unless given an API key of at least 16 characters;
-  with a key, every ``/v1`` request needs ``Authorization: Bearer <key>``.
-* On loopback, a request must name the server in its ``Host`` header
-  (``127.0.0.1:PORT``, ``localhost:PORT`` or ``[::1]:PORT``), so a web page cannot
-  reach it through DNS rebinding; a browser request from another origin is refused.
+* Off the default address 127.0.0.1 (localhost, ::1) the server needs an API key of
+  at least 16 characters; with a key, every ``/v1`` request needs
+  ``Authorization: Bearer <key>``.
+* A request must name the server's own address in its ``Host`` header and come from
+  no other site's page (``Origin``), so a web page cannot reach it through DNS
+  rebinding (the rule, shared with the UI and the MCP server, is in ``_bind.py``).
 * A body over ``max_body`` bytes gets 413 without being read whole; every malformed
   body gets an OpenAI-format 4xx that says what is wrong.
 * A client that goes away cancels its run; a failing stream sends an error event
@@ -55,9 +56,7 @@ from ._api_request import (
     Chat,
     RequestGuard,
     ResponseFormat,
-    allowed_hosts,
     error,
-    is_loopback,
     log,
     parse_request,
     read_body,
@@ -72,47 +71,15 @@ from ._api_shapes import (
     response_body,
     text_completion_body,
 )
+from ._bind import allowed_hosts
 
 if TYPE_CHECKING:
     from concilium.graphs import RunResult
     from concilium.graphs.workflows import Workflow
 
-MIN_KEY_LENGTH = 16  # characters of an API key that guards a server beyond loopback
-
 
 def _usage(usage: Usage) -> wire.UsageBody:
     return wire.usage(usage.prompt_tokens, usage.completion_tokens)
-
-
-def check_bind(host: str, api_key: str | None) -> None:
-    """Refuse to listen beyond loopback without a real API key, and refuse a blank key.
-
-    Raises:
-        UserError: beyond loopback without a key, or with one shorter than 16
-            characters; anywhere with a key of only spaces. The message says the fix.
-
-    Example:
-        >>> check_bind("127.0.0.1", None)
-        >>> check_bind("0.0.0.0", "short")
-        Traceback (most recent call last):
-        ...
-        concilium._errors.UserError: --api-key is 5 characters; serving beyond loopback needs ...
-    """
-    make_one = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
-    if api_key and not api_key.strip():
-        raise UserError(f"--api-key is blank; give a real key ({make_one}) or none on loopback")
-    if is_loopback(host):
-        return
-    if not api_key:
-        raise UserError(
-            f"refusing to serve on {host} without an API key: anyone who can reach it could spend "
-            "your models' compute; pass --api-key KEY (or CONCILIUM_API_KEY), or bind 127.0.0.1"
-        )
-    if len(api_key.strip()) < MIN_KEY_LENGTH:
-        raise UserError(
-            f"--api-key is {len(api_key.strip())} characters; serving beyond loopback needs "
-            f"at least {MIN_KEY_LENGTH} ({make_one}), or bind 127.0.0.1"
-        )
 
 
 # --------------------------------------------------------------- the answers
@@ -396,8 +363,8 @@ def create_app(
     Args:
         workflows: the models to serve, by name.
         api_key: when set, every ``/v1`` request needs ``Authorization: Bearer <key>``.
-        bind: the (host, port) the server listens on; on loopback a request's ``Host``
-            must be one of ``127.0.0.1:PORT``, ``localhost:PORT``, ``[::1]:PORT``.
+        bind: the (host, port) the server listens on; a request's ``Host`` must name
+            it (on 127.0.0.1 also ``localhost:PORT``, ``[::1]:PORT``); ``None``: any.
         max_body: the largest request body in bytes (413 beyond).
 
     Example:
@@ -406,7 +373,8 @@ def create_app(
         'concilium'
     """
     app = FastAPI(title="concilium", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(RequestGuard, hosts=allowed_hosts(bind), max_body=max_body)
+    hosts = allowed_hosts(*bind) if bind is not None else None
+    app.add_middleware(RequestGuard, hosts=hosts, max_body=max_body)
     created = int(time.time())
 
     def authorized(request: Request) -> bool:

@@ -1,16 +1,15 @@
 """What a request to ``concilium serve api`` must be before a workflow runs on it.
 
-:class:`RequestGuard` (ASGI middleware) sees every request first: on loopback its
-``Host`` must name the server (DNS rebinding), a browser's ``Origin`` must be the
-server itself (cross-site POSTs), a declared body over the limit gets 413 unread,
-and no exception reaches uvicorn's plain-text 500. :func:`parse_request` reads a
+:class:`RequestGuard` (ASGI middleware) sees every request first: its ``Host`` must
+name the server (DNS rebinding) and a browser's ``Origin`` must be the server itself
+(cross-site POSTs), by the rule of ``_bind.py``; a declared body over the limit gets
+413 unread, and no exception reaches uvicorn's plain-text 500. :func:`parse_request` reads a
 chat body through pydantic models, so every malformed body is an OpenAI-format 400
 that names the field, and content parts become text.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal, NamedTuple
@@ -22,8 +21,9 @@ from starlette.datastructures import Headers
 
 from concilium.agents import Sampling, redact, wire
 
+from ._bind import refusal
+
 MAX_BODY = 1024 * 1024  # bytes of a request body; a chat request is a few KiB
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,14 +40,6 @@ def error(status: int, message: str, kind: str, code: str | None = None) -> JSON
 def log(message: str) -> None:
     """One line on stderr, credentials masked: the detail an error body leaves out."""
     print(f"concilium serve api: {redact(message)}", file=sys.stderr, flush=True)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is loopback."""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 # ----------------------------------------------------------------- the request
@@ -355,34 +347,10 @@ class RequestGuard:
                 )
 
     def _refusal(self, headers: Headers) -> Response | None:
-        host = headers.get("host", "").lower()
-        if self.hosts is not None and host not in self.hosts:
-            return error(
-                403,
-                f"this server answers to {sorted(self.hosts)} only, not Host {host[:100]!r}; "
-                "use one of those addresses",
-                "invalid_request_error",
-                "host_not_allowed",
-            )
-        origin = headers.get("origin")
-        if origin is not None and origin.lower().partition("://")[2].rstrip("/") != host:
-            return error(
-                403,
-                "cross-origin requests are refused; call the API from a program, not a web page",
-                "invalid_request_error",
-                "origin_not_allowed",
-            )
+        foreign = refusal(headers.get("host"), headers.get("origin"), self.hosts)
+        if foreign is not None:
+            return error(403, foreign[1], "invalid_request_error", foreign[0])
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return too_large(self.max_body)
         return None
-
-
-def allowed_hosts(bind: tuple[str, int] | None) -> frozenset[str] | None:
-    if bind is None or not is_loopback(bind[0]):
-        return None
-    port = bind[1]
-    names = {f"{name}:{port}" for name in LOOPBACK_NAMES}
-    if port == 80:
-        names.update(LOOPBACK_NAMES)
-    return frozenset(names)

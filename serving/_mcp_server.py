@@ -7,8 +7,9 @@ call runs the workflow once and returns the answer as text, plus structured cont
 with ``answer``, ``calls`` and ``tokens``. A failed run comes back as an MCP tool
 error (``isError``) with the reason, never as a crash of the server.
 
-The HTTP transport listens where :func:`check_bind` allows (loopback, or beyond it
-with an API key, then required as ``Authorization: Bearer KEY``).
+The HTTP transport listens where :func:`check_bind` allows (127.0.0.1, or elsewhere
+with an API key, then required as ``Authorization: Bearer KEY``) and answers only
+requests whose ``Host`` and ``Origin`` name its own address.
 
 Example:
     >>> mcp_result(None, calls=0, prompt_tokens=0, completion_tokens=0)["answer"] is None
@@ -22,6 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from concilium._errors import ConciliumError, UserError
+
+from ._bind import allowed_hosts, host_guard
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -167,7 +170,13 @@ def bearer_guard(app: ASGIApp, api_key: str | None) -> ASGIApp:
     return guarded
 
 
-def mcp_http_app(server: MCPServer, *, host: str, api_key: str | None = None) -> Any:
-    """The streamable HTTP app (path ``/mcp``) of ``server``, behind the API key if any."""
-    app = server.streamable_http_app(host=host)
-    return bearer_guard(app, api_key)
+def mcp_http_app(server: MCPServer, *, bind: tuple[str, int], api_key: str | None = None) -> Any:
+    """The streamable HTTP app (path ``/mcp``) of ``server`` listening on ``bind``
+    (host, port): it answers only its own address in ``Host`` and ``Origin`` (the rule
+    of ``serve api`` and ``ui``), then only with the API key if one is set."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    # the SDK guards 127.0.0.1 only, and any port there; host_guard applies the one rule
+    unguarded = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    app = server.streamable_http_app(host=bind[0], transport_security=unguarded)
+    return host_guard(bearer_guard(app, api_key), allowed_hosts(*bind))

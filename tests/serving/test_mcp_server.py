@@ -151,7 +151,7 @@ async def test_an_api_key_is_required_as_a_bearer_token(header: str | None, refu
 
     app = mcp_http_app(
         create_mcp_server({"debate": load_workflow(DEBATE)}),
-        host="127.0.0.1",
+        bind=("127.0.0.1", 80),  # the client's Host: 127.0.0.1
         api_key="k" + "x" * 20,
     )
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
