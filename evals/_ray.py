@@ -54,6 +54,7 @@ from ._runner import (
     RESULTS_FILE,
     STATE_FILE,
     ItemResult,
+    _append_line,
     _key,
     _one,
     _Progress,
@@ -305,8 +306,7 @@ class _Driver:
         raise RunError(f"a Ray worker ended run {key} without its result")
 
     def _finish(self, row: ItemResult) -> None:
-        with (self.out / RESULTS_FILE).open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        _append_line(self.out / RESULTS_FILE, json.dumps(row, ensure_ascii=False, default=str))
         self.finished[_key(row["method"], row["id"])] = row
         self.bar.update(row["correct"])
         if self.on_result is not None:
