@@ -125,7 +125,7 @@ otlp_option = click.option(
 api_key_option = click.option(
     "--api-key",
     envvar="CONCILIUM_API_KEY",
-    help="Require this bearer token, 16+ characters beyond loopback (env CONCILIUM_API_KEY).",
+    help="Require this bearer token, 16+ characters off 127.0.0.1 (env CONCILIUM_API_KEY).",
 )
 
 

@@ -90,7 +90,7 @@ def _key_guard(api_key: str | None) -> Callable[[Request], str]:
     def check_key(request: Request) -> str:
         """Refuse a request without the key; return the ``?key=`` a browser came with
         (empty otherwise), which the page then carries in its links, forms and streams."""
-        # beyond loopback: the key as a bearer token, or ?key= for a browser
+        # off 127.0.0.1: the key as a bearer token, or ?key= for a browser
         if not api_key:
             return ""
         given = request.headers.get("authorization", "").removeprefix("Bearer ")

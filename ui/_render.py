@@ -43,7 +43,7 @@ def inline_json(value: object) -> str:
 def render_page(mode: str, title: str, *, prefix: str = "", key: str = "", **context: Any) -> str:
     """One page: ``start``, ``history``, or ``view`` (``records``: the runs to show).
 
-    ``key``: the ``?key=`` the browser came with (beyond loopback); the page's own
+    ``key``: the ``?key=`` the browser came with (off 127.0.0.1); the page's own
     links, forms and event stream carry it on.
     """
     records = context.pop("records", [])
