@@ -32,6 +32,7 @@ from ._model import ModelPool, ModelSpec, Replica, _Slot, pool_for
 from ._record import CallRecord, NoRecord
 from ._redact import redact
 from ._sampling import Sampling
+from ._supervised import restarted
 from ._tracing import chat_span, record_error, tool_span, tracing
 from ._transports import Transport, transport_for
 from ._types import Completion, Usage, completion_from_openai
@@ -315,10 +316,14 @@ class CallLedger:
                 tried.append(replica)
             if not error.retryable or (relay is not None and relay.streamed):
                 raise error
+            now = time.monotonic()
+            failover = any(pool.ready(r, now) for r in pool.replicas if r not in tried)
+            if not failover and await restarted(replica.api_base):
+                attempt -= 1  # its server died and its supervisor restarted it: not counted
+                continue
             if attempt >= self.retry.attempts:
                 raise _gave_up(error, attempt)
-            now = time.monotonic()
-            if any(pool.ready(r, now) for r in pool.replicas if r not in tried):
+            if failover:
                 self._emit(
                     {"type": "call_failover", "agent": agent, "from": redact(replica.api_base)}
                 )

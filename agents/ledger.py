@@ -19,6 +19,7 @@ Example:
 
 from ._ledger import CallLedger, current_ledger, reset_ledger, use_ledger
 from ._record import CallRecord, SqliteCallRecord
+from ._supervised import supervise
 
 __all__ = [
     "CallLedger",
@@ -27,4 +28,5 @@ __all__ = [
     "reset_ledger",
     "CallRecord",
     "SqliteCallRecord",
+    "supervise",
 ]

@@ -92,7 +92,7 @@ EXPECTED_ALL = {
 # counts as one name of its package.
 EXPECTED_NAMESPACES = {
     "concilium.agents.ledger": """
-        CallLedger current_ledger use_ledger reset_ledger CallRecord SqliteCallRecord
+        CallLedger current_ledger use_ledger reset_ledger CallRecord SqliteCallRecord supervise
     """,
     "concilium.agents.sim": """
         SimConfig Rule Statistical Latency Faults
