@@ -7,7 +7,9 @@ what the backend needs the first time it is needed and keeps it for the session 
 simulated server per distinct ``simulate:`` section, one embedded engine for every
 workflow) and hands the built workflow its endpoints in memory: nothing is rebuilt or
 read again. The session, not a run, owns what runs share (servers, the engine, the
-HTTP connections, the state file) and closes it once, at the end.
+HTTP connections, the state file) and closes it once, at the end. The engine it holds
+is supervised: one that dies is restarted on its port while the runs' calls wait
+(``docs/engine.md#supervision``).
 
 Example:
     >>> import asyncio

@@ -260,8 +260,7 @@ class Cluster:
     async def _watch(self, i: int) -> None:
         while not self._stopping:
             proc = self.processes[i]
-            assert proc.proc is not None
-            code = await proc.proc.wait()
+            code = await proc.exited()  # not proc.wait(): a child it left holds its pipe
             if self._stopping:
                 return
             if self.restarts[i] >= self.spec.max_restarts:

@@ -3,8 +3,9 @@
 ``local_engine`` starts one or more servers from an installed ``EngineHome`` (see
 ``_engine_install``) on free loopback ports, one per group of cores, waits until each
 answers ``/health`` with a deadline (a replica that fails reports its last lines),
-and stops them on exit. vllm is only ever a subprocess: nothing here imports it.
-What each setting is for: ``docs/engine.md#running-it``.
+restarts one that dies (``_supervisor``), and stops them on exit. vllm is only ever
+a subprocess: nothing here imports it. What each setting is for:
+``docs/engine.md#running-it``.
 
 Example:
     >>> core_groups(2, [0, 1, 2, 3])
@@ -27,6 +28,7 @@ from concilium._errors import UserError
 
 from ._engine_install import SERVED_NAME, EngineHome
 from ._process import ManagedProcess
+from ._supervisor import MAX_RESTARTS, Supervisor
 
 if TYPE_CHECKING:
     from concilium.agents import ModelSpec
@@ -156,8 +158,11 @@ async def local_engine(
     deadline: float = 300.0,
     log: Log | None = None,
     extra_args: Sequence[str] = (),
+    max_restarts: int = MAX_RESTARTS,
+    notice: Log | None = None,
 ) -> AsyncIterator[LocalEngine]:
-    """Start the embedded engine, wait until every replica answers ``/health``.
+    """Start the embedded engine, wait until every replica answers ``/health``, and
+    keep it up: a replica that dies is restarted on its port (``Supervisor``).
 
     Args:
         replicas: servers to start, each bound to its share of the cores.
@@ -168,6 +173,8 @@ async def local_engine(
         deadline: seconds for all replicas to become ready.
         extra_args: further ``vllm serve`` options for every replica, e.g.
             ``["--speculative-config", '{"method": "ngram", ...}']`` (docs/serving.md).
+        max_restarts: restarts of one replica within 10 minutes; 0 never restarts.
+        notice: receives the one line said when a replica dies (default: stderr).
 
     Example:
         >>> # async with local_engine() as engine: Agent("a", engine.spec())
@@ -180,8 +187,10 @@ async def local_engine(
         check_port_free(p)
     kv = kv_cache_gb or (2 if replicas == 1 else 1)
     home.cache_dir.mkdir(parents=True, exist_ok=True)
-    processes = [
-        ManagedProcess(
+
+    def replica(i: int) -> ManagedProcess:
+        p, cores = ports[i], groups[i]
+        return ManagedProcess(
             f"embedded engine replica {i} (port {p}, cores {_bind(cores)})",
             engine_command(home, p, names, extra_args),
             env=engine_env(home, cores, kv),
@@ -189,8 +198,8 @@ async def local_engine(
             deadline=deadline,
             log_path=_log_path(home, p),
         )
-        for i, (p, cores) in enumerate(zip(ports, groups, strict=True))
-    ]
+
+    processes = [replica(i) for i in range(replicas)]
     started = time.monotonic()
     if log:
         log(
@@ -205,7 +214,9 @@ async def local_engine(
         log(
             f"engine ready in {time.monotonic() - started:.0f} s at {', '.join(str(p) for p in ports)}"
         )
+    urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
     try:
-        yield LocalEngine(processes, [f"http://127.0.0.1:{p}/v1" for p in ports], tuple(names))
+        async with Supervisor(processes, replica, urls, max_restarts=max_restarts, notice=notice):
+            yield LocalEngine(processes, urls, tuple(names))
     finally:
         await asyncio.gather(*(p.stop() for p in processes))

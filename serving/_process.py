@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -27,6 +28,19 @@ class _NotReady(Exception):
     """The health URL did not answer 200 yet (polled again until the deadline)."""
 
 
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol that also sets ``exited`` the moment the process
+    exits, whoever still holds its output open."""
+
+    def __init__(self, exited: asyncio.Event, limit: int, loop: asyncio.AbstractEventLoop):
+        super().__init__(limit=limit, loop=loop)
+        self.exited = exited
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
 class ManagedProcess:
     """One server process.
 
@@ -38,8 +52,9 @@ class ManagedProcess:
             ``url`` (if any) becomes ``self.url``.
         health_url: polled until it answers 200 (may use ``{url}``).
         deadline: seconds to become ready.
-        log_path: a file that receives every output line (replaced at each start), so
-            a server that misbehaves after it started can still be diagnosed.
+        log_path: a file that receives every output line (replaced at each start;
+            ``keep_log`` moves it aside first), so a server that misbehaves after it
+            started can still be diagnosed.
     """
 
     def __init__(
@@ -63,8 +78,10 @@ class ManagedProcess:
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self.log_path = log_path
         self.url: str | None = None
+        self.failed: str | None = None  # why it failed to start, in a few words
         self.proc: asyncio.subprocess.Process | None = None
         self._ready_line = asyncio.Event()
+        self._exited = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
     @property
@@ -79,6 +96,7 @@ class ManagedProcess:
         return "\n".join(f"    {line}" for line in self.lines) or "    (it printed nothing)"
 
     def _failure(self, what: str, fix: str) -> ServerError:
+        self.failed = what
         where = f" (all of it: {self.log_path})" if self.log_path else ""
         return ServerError(
             f"{self.name} {what}. Its last output lines{where}:\n{self.last_output()}\n{fix}"
@@ -109,7 +127,11 @@ class ManagedProcess:
 
     async def start(self) -> ManagedProcess:
         try:
-            self.proc = await asyncio.create_subprocess_exec(
+            # asyncio.create_subprocess_exec, with a protocol that says when it exits
+            loop = asyncio.get_running_loop()
+            self._exited = asyncio.Event()
+            transport, protocol = await loop.subprocess_exec(
+                functools.partial(_Protocol, self._exited, limit=2**16, loop=loop),
                 *self.argv,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -117,8 +139,10 @@ class ManagedProcess:
                 env=self.env,
                 start_new_session=True,  # signals to the group reach its children
             )
+            self.proc = asyncio.subprocess.Process(transport, protocol, loop)
         except OSError as exc:
-            raise ServerError(f"{self.name} could not start ({self.argv[0]}): {exc}") from exc
+            self.failed = f"{self.argv[0]}: {exc}"
+            raise ServerError(f"{self.name} could not start ({self.failed})") from exc
         self._reader = asyncio.create_task(self._read())
         try:
             await self._wait_ready()
@@ -186,10 +210,35 @@ class ManagedProcess:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._reader), 2.0)
 
+    async def exited(self) -> int:
+        """Wait until the process exits, end what it left in its process group, read
+        its last lines, and return its exit code. (asyncio's ``wait()`` also waits
+        until the output pipe closes, which a child it left, such as vLLM's engine
+        core, keeps open for ever.)"""
+        assert self.proc is not None
+        await self._exited.wait()
+        self.kill()
+        await self._drain()
+        assert self.proc.returncode is not None
+        return self.proc.returncode
+
+    def keep_log(self, tag: str) -> Path | None:
+        """Move the log aside to ``<name>-<tag>.log`` (a next start writes ``log_path``
+        anew) and return where it went: ``log_path`` itself if it could not move."""
+        if self.log_path is None:
+            return None
+        kept = self.log_path.with_name(f"{self.log_path.stem}-{tag}{self.log_path.suffix}")
+        try:
+            self.log_path.rename(kept)  # the reader, if still writing, follows the file
+        except OSError:
+            return self.log_path
+        return kept
+
     def kill(self) -> None:
-        """Kill the process at once (tests use this to simulate a crash)."""
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
+        """Kill the process and its group at once (tests use this to simulate a crash;
+        after a crash it ends what the dead process left, e.g. vLLM's engine core)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
     async def stop(self, grace: float = 10.0) -> None:

@@ -112,7 +112,8 @@ async def test_the_tokenizer_adds_bos_and_the_chat_template_renders_every_messag
 
 
 async def test_a_replica_killed_mid_run_is_a_clear_error() -> None:
-    async with local_engine(1, kv_cache_gb=1) as doomed:
+    # not restarted (max_restarts=0): a restart is test_restart_engine.py's
+    async with local_engine(1, kv_cache_gb=1, max_restarts=0) as doomed:
         agent = Agent("victim", doomed.spec(timeout=60), temperature=1.0, max_tokens=256)
         call = asyncio.ensure_future(agent.run("Write a long story about a lighthouse."))
         await asyncio.sleep(1.0)  # the request is being decoded

@@ -1,0 +1,142 @@
+"""The embedded engine's supervisor: a replica that dies is restarted on its port, its
+log kept, one line said, and the calls in flight wait for it.
+
+These run without the engine. A fake installation's "python" is a shell script that
+runs the simulated server (a test double, not a model) on the port vLLM was given, so
+everything else is the real code path: ``concilium eval --backend local``, its
+Session, ``local_engine`` and the supervisor under test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from concilium._errors import ModelCallError
+from concilium.agents import Agent, aclose
+from concilium.serving.engine import EngineHome, local_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+ITEMS = 12
+
+
+def fake_engine(root: Path, latency: float = 0.4) -> EngineHome:
+    """A complete install (its stamps) whose ``python`` starts the simulated server (a
+    test double) on the ``--port`` of the vLLM command, with a child process that
+    outlives it, and appends their pids to ``root/pids`` and ``root/children``; while
+    ``root/fail-once`` exists, a start fails (and removes it)."""
+    home = EngineHome(root)
+    home.python.parent.mkdir(parents=True)
+    home.python.write_text(
+        "#!/bin/sh\n"
+        "# a test double for the engine: the simulated server on vLLM's port\n"
+        'while [ $# -gt 0 ]; do [ "$1" = --port ] && port=$2; shift; done\n'
+        f"echo $$ >> {root / 'pids'}\n"
+        f"if [ -e {root / 'fail-once'} ]; then rm {root / 'fail-once'}; echo 'out of memory'; exit 3; fi\n"
+        "# like vLLM's engine core: a child that holds the output open when the server dies\n"
+        f"sleep 600 & echo $! >> {root / 'children'}\n"
+        f'exec {sys.executable} -P -m concilium serve sim --port "$port" --latency {latency}\n'
+    )
+    home.python.chmod(home.python.stat().st_mode | stat.S_IEXEC)
+    home.stamp_environment()
+    home.model_dir.mkdir()
+    home.stamp_model()
+    return home
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_for(what: str, check: object, proc: subprocess.Popen[str], seconds: float = 120) -> None:
+    stop_at = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        assert proc.poll() is None, f"eval ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < stop_at, f"no {what} within {seconds} s"
+        time.sleep(0.05)
+
+
+def test_an_eval_whose_engine_is_killed_finishes_every_row_after_one_restart(
+    tmp_path: Path,
+) -> None:
+    fake_engine(tmp_path / "engine")
+    data = tmp_path / "data.jsonl"
+    with (ROOT / "examples/data/capitals.jsonl").open() as source:
+        data.write_text("".join(next(source) for _ in range(ITEMS)))
+    out = tmp_path / "out"
+    args = [sys.executable, "-P", "-m", "concilium", "eval", str(data), "examples/base_single.yaml",
+            "--backend", "local", "--out", str(out), "--concurrency", "4", "--json"]  # fmt: skip
+    env = {**os.environ, "CONCILIUM_ENGINE_HOME": str(tmp_path / "engine")}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        pids = tmp_path / "engine" / "pids"
+        _wait_for("a finished row", lambda: _lines(out / "results.jsonl"), proc)
+        first = int(_lines(pids)[0])
+        os.kill(first, signal.SIGKILL)  # the engine dies with calls in flight
+        done_at_kill = len(_lines(out / "results.jsonl"))
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        engine = tmp_path / "engine"
+        left = [pid for pid in _lines(engine / "pids") + _lines(engine / "children") if _alive(pid)]
+        for pid in left:
+            os.kill(int(pid), signal.SIGKILL)
+    assert proc.returncode == 0, stderr
+    assert done_at_kill < ITEMS  # killed mid-eval
+    rows = [json.loads(line) for line in _lines(out / "results.jsonl")]
+    assert len(rows) == ITEMS and not [r for r in rows if r["failed"] or r["answer"] is None]
+    assert json.loads(stdout)["methods"][0]["failed"] == 0
+    # one line says what happened and where the dead engine's log is
+    said = [line for line in stderr.splitlines() if "died" in line]
+    assert len(said) == 1, stderr
+    assert "killed by SIGKILL" in said[0] and "restarting it on the same port" in said[0]
+    kept = Path(re.search(r"its log: (\S+)", said[0]).group(1))  # type: ignore[union-attr]
+    assert kept.name.startswith("port-") and f"pid{first}" in kept.name
+    assert "answers are simulated" in kept.read_text()  # the dead server's own output
+    assert len(_lines(pids)) == 2  # one start, one restart
+    fresh = kept.with_name(kept.name.split("-died-")[0] + ".log")
+    assert fresh != kept and "answers are simulated" in fresh.read_text()
+    assert "Traceback" not in stderr
+    assert not left  # the dead server's child was ended, the rest stopped at the end
+
+
+async def test_a_failed_restart_is_tried_again_and_a_replica_that_keeps_dying_is_given_up(
+    tmp_path: Path,
+) -> None:
+    home = fake_engine(tmp_path / "engine", latency=0.0)
+    said: list[str] = []
+    async with local_engine(home=home, deadline=60, max_restarts=2, notice=said.append) as engine:
+        agent = Agent("a", engine.spec(timeout=30), max_tokens=8)
+        (tmp_path / "engine" / "fail-once").touch()  # the first restart fails
+        engine.processes[0].kill()
+        assert (await agent.run("What is 6 * 7?")).text  # waited for the second restart
+        engine.processes[0].kill()
+        with pytest.raises(ModelCallError, match="is the server running"):
+            await agent.run("What is 6 * 7?")
+        await aclose()
+    assert len(said) == 3, said
+    assert "died (killed by SIGKILL); restarting it on the same port" in said[0]
+    assert "did not start (exited with code 3 while starting); restarting it" in said[1]
+    failed_log = Path(said[1].rsplit("its log: ", 1)[1])
+    assert "out of memory" in _lines(failed_log)  # the failed start's log is kept too
+    assert "not restarted" in said[2] and "2 time(s) within 600 s" in said[2]
+    assert len(_lines(tmp_path / "engine" / "pids")) == 3
