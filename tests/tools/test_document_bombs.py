@@ -163,13 +163,19 @@ def test_links_that_loop_are_skipped_with_a_note(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def looped_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The example research corpus and workflow, copied, with a file linking to itself."""
+def corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example research corpus and workflow, copied."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the index goes under ~/.cache
     shutil.copytree(EXAMPLES / "research_corpus", tmp_path / "research_corpus")
     shutil.copy(EXAMPLES / "research_assistant.yaml", tmp_path)
-    (tmp_path / "research_corpus" / "self.md").symlink_to("self.md")
     return tmp_path
+
+
+@pytest.fixture
+def looped_corpus(corpus: Path) -> Path:
+    """The copied corpus with a file linking to itself."""
+    (corpus / "research_corpus" / "self.md").symlink_to("self.md")
+    return corpus
 
 
 @pytest.mark.parametrize("command", ["validate", "research"])
@@ -190,3 +196,34 @@ def test_validate_and_research_skip_a_self_link_with_a_warning(
         f"document folder {looped_corpus / 'research_corpus'}: "
         "self.md: skipped, a link that loops back to itself"
     ]
+
+
+def test_research_on_a_folder_with_bombs_answers_within_1_gb(corpus: Path) -> None:
+    """The drill's case end to end: ``concilium research`` on a folder holding a PDF
+    bomb and a DOCX bomb answers from the other documents, warns about both, and no
+    process (the command and its readers) exceeds 1 GB."""
+    folder = corpus / "research_corpus"
+    (folder / "bomb.pdf").write_bytes(_pdf_bomb(1024))
+    (folder / "bomb.docx").write_bytes(_docx_bomb(256))
+    run = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))\n"
+        "from concilium.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "finally:\n"
+        "    peak = max(resource.getrusage(w).ru_maxrss for w in\n"
+        "               (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) * 1024\n"
+        "    print('peak', peak, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", run, "research", str(folder), "Tessary Labs?", "--workflow",
+         str(corpus / "research_assistant.yaml"), "--backend", "sim"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "## Sources" in done.stdout
+    assert "bomb.pdf: skipped, reading it needs more than 768 MiB of memory" in done.stderr
+    assert "bomb.docx: skipped, it unpacks to more than 67,108,864 bytes" in done.stderr
+    peak = int(done.stderr.rsplit("peak ", 1)[1])
+    assert peak < GB
