@@ -162,7 +162,12 @@ class Agent:
             note = f"Reply with one JSON object that matches this JSON schema:\n{schema}"
             system = f"{system}\n\n{note}" if system else note
         completion = self.completion_mode
-        if system and not completion and not (messages and messages[0].get("role") == "system"):
+        if system and not completion and messages and messages[0].get("role") == "system":
+            # the conversation's system message first, the agent's own added after it
+            said = _wire.message_text(messages[0].get("content"))
+            first = {**messages[0], "content": f"{said}\n\n{system}"}
+            messages = [first, *messages[1:]]
+        elif system and not completion:
             messages = [{"role": "system", "content": system}, *messages]
         body: dict[str, Any]
         if completion:

@@ -37,6 +37,7 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    conversation,
     majority_vote,
     register_pattern,
     sample_turns,
@@ -210,19 +211,23 @@ def best_of_n(
     opts = PatternOptions(answer, prompts, name)
     lib = opts.lib
 
-    async def judge_one(ctx: RunContext, question: str, entry: Turn) -> tuple[float | None, str]:
+    async def judge_one(
+        ctx: RunContext, state: Mapping[str, Any], entry: Turn
+    ) -> tuple[float | None, str]:
+        question = state["question"]
         if mode == "verifier":
             text = lib.render("best_of_n/verify", question=question, candidate=entry["text"])
             tag = f"verify{_sample(entry)}"
-            reply = await ask(ctx, judge, text, tag, max_tokens=1, logprobs=True, top_logprobs=5)
+            asked = conversation(state, text)
+            reply = await ask(ctx, judge, asked, tag, max_tokens=1, logprobs=True, top_logprobs=5)
             return yes_probability(reply), reply.text
         text = lib.render("best_of_n/score", question=question, candidate=entry["text"])
-        reply = await ask(ctx, judge, text, f"score{_sample(entry)}")
+        reply = await ask(ctx, judge, conversation(state, text), f"score{_sample(entry)}")
         return parse_score(reply.text), reply.text
 
     async def select(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         entries = _in_sample_order(state)
-        verdicts = await ctx.map(lambda entry: judge_one(ctx, state["question"], entry), entries)
+        verdicts = await ctx.map(lambda entry: judge_one(ctx, state, entry), entries)
         scores = [s if s is not None else 0.0 for s, _ in verdicts]
         table: list[Judged] = [{"sample": _sample(e), "answer": e["answer"], "score": s, "judged": v[:200]}
                                for e, s, (_, v) in zip(entries, scores, verdicts, strict=True)]  # fmt: skip
@@ -263,19 +268,23 @@ def knockout(
     opts = PatternOptions(answer, prompts, name)
     lib = opts.lib
 
-    async def match(ctx: RunContext, question: str, r: int, a: Turn, b: Turn) -> Match:
-        text = lib.render("best_of_n/pair", question=question, first=a["text"], second=b["text"])
-        reply = await ask(ctx, judge, text, f"r{r}/{_sample(a)}v{_sample(b)}")
+    async def match(ctx: RunContext, state: Mapping[str, Any], r: int, a: Turn, b: Turn) -> Match:
+        text = lib.render(
+            "best_of_n/pair", question=state["question"], first=a["text"], second=b["text"]
+        )
+        reply = await ask(ctx, judge, conversation(state, text), f"r{r}/{_sample(a)}v{_sample(b)}")
         verdict = parse_winner(reply.text)
         return {"pair": [_sample(a), _sample(b)], "winner": _sample(b if verdict == 2 else a),
                 "tie_break": verdict is None}  # fmt: skip
 
-    async def play_round(ctx: RunContext, question: str, r: int, alive: list[Turn]) -> BracketRound:
+    async def play_round(
+        ctx: RunContext, state: Mapping[str, Any], r: int, alive: list[Turn]
+    ) -> BracketRound:
         """One round's matches, concurrently; the odd one out (the last) has a bye."""
         ctx.emit({"type": "round_started", "round": r, "agents": [judge.name]})
         bye, paired = (alive[-1], alive[:-1]) if len(alive) % 2 else (None, alive)
         pairs = [(paired[i], paired[i + 1]) for i in range(0, len(paired), 2)]
-        matches = await ctx.map(lambda pair: match(ctx, question, r, *pair), pairs)
+        matches = await ctx.map(lambda pair: match(ctx, state, r, *pair), pairs)
         return {"round": r, "bye": None if bye is None else _sample(bye), "matches": matches}
 
     async def tournament(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -285,7 +294,7 @@ def knockout(
         alive = [by_sample[s] for s in order]
         bracket: list[BracketRound] = []
         while len(alive) > 1:
-            played = await play_round(ctx, state["question"], len(bracket) + 1, alive)
+            played = await play_round(ctx, state, len(bracket) + 1, alive)
             bracket.append(played)
             ahead = [] if played["bye"] is None else [played["bye"]]
             alive = [by_sample[s] for s in ahead + [m["winner"] for m in played["matches"]]]
@@ -334,7 +343,7 @@ def universal_self_consistency(
         text = opts.lib.render(
             "best_of_n/usc", question=state["question"], responses=[e["text"] for e in entries]
         )
-        reply = await ask(ctx, selector, text, "select")
+        reply = await ask(ctx, selector, conversation(state, text), "select")
         chosen = entries[parse_consistent_index(reply.text, len(entries), selector.name)]
         return {"answer": chosen["answer"], "text": chosen["text"],
                 "details": {"chosen": _sample(chosen), "selector": reply.text[:300]}}  # fmt: skip

@@ -48,6 +48,7 @@ from concilium.graphs.kit import (
     Turn,
     ask,
     distinct_names,
+    history,
     prompt_library,
     register_pattern,
     turn,
@@ -85,6 +86,7 @@ class _Discussion:
     """One discussion (one order of the answers): who said what, and the verdicts."""
 
     swapped: bool
+    past: list[dict[str, Any]]  # the conversation before the question (kit.history)
     messages: list[tuple[int, str, str]] = field(default_factory=list[tuple[int, str, str]])
     summaries: list[str] = field(default_factory=list[str])
     entries: list[Turn] = field(default_factory=list[Turn])
@@ -132,9 +134,10 @@ def chateval(
     lib = prompt_library(prompts)
 
     async def evaluate(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        question, answers, entries = await _answers(ctx, str(state["question"]), candidates, lib)
+        past = history(state)
+        question, answers, entries = await _answers(ctx, str(state["question"]), candidates, past)
         orders = [False, True] if swap else [False]
-        talks = [_Discussion(s) for s in orders]
+        talks = [_Discussion(s, past) for s in orders]
 
         async def discuss(talk: _Discussion) -> None:
             pair = (answers[1], answers[0]) if talk.swapped else answers
@@ -156,7 +159,7 @@ def chateval(
                                   others=len(names) - 1, discussion=seen, final=final)  # fmt: skip
                 tag = f"{'swap' if talk.swapped else 'main'}/r{r}"
                 role = "swapped" if talk.swapped else "referee"
-                reply = await ask(ctx, referees[i], user(text), tag)
+                reply = await ask(ctx, referees[i], [*talk.past, *user(text)], tag)
                 talk.entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=text,
                                          round=r, role=role, saw=[w for w, _ in seen]))  # fmt: skip
                 said = reply.text
@@ -190,7 +193,7 @@ def chateval(
 
 
 async def _answers(
-    ctx: RunContext, given: str, candidates: Sequence[Respondent], lib: PromptLibrary
+    ctx: RunContext, given: str, candidates: Sequence[Respondent], past: list[dict[str, Any]]
 ) -> tuple[str, tuple[str, str], list[Turn]]:
     """The question and the two answers: from the input's markers, or the candidates'."""
     marked = _MARKED.match(given)
@@ -201,7 +204,8 @@ async def _answers(
             "chateval needs two answers: write the input as '<question> [Answer 1] ... "
             "[Answer 2] ...', or give the pattern two candidates agents"
         )
-    replies = await ctx.gather(*(ask(ctx, c, user(given), "answer") for c in candidates))
+    asked = [*past, *user(given)]
+    replies = await ctx.gather(*(ask(ctx, c, asked, "answer") for c in candidates))
     entries = [turn(ctx, r, text=r.text, answer=None, prompt=given, role="candidate")
                for r in replies]  # fmt: skip
     return given, (replies[0].text, replies[1].text), entries
@@ -217,7 +221,8 @@ async def _verdict(
     if verdict is None:
         talk.reasked.append(referee.name)
         reminder = lib.render("chateval/reminder")
-        again = [*user(prompt), {"role": "assistant", "content": said}, *user(reminder)]
+        again = [*talk.past, *user(prompt), {"role": "assistant", "content": said},
+                 *user(reminder)]  # fmt: skip
         retry = await ask(ctx, referee, again, f"{tag}/reask")
         talk.entries.append(turn(ctx, retry, text=retry.text, answer=None, prompt=reminder,
                                  round=r, role=role, step="reask"))  # fmt: skip
@@ -232,7 +237,8 @@ async def _summarize(
 ) -> None:  # fmt: skip
     said = [(who, text) for rr, who, text in talk.messages if rr == r]
     text = lib.render("chateval/summarize", question=question, discussion=said)
-    reply = await ask(ctx, summarizer, user(text), f"{'swap' if talk.swapped else 'main'}/s{r}")
+    tag = f"{'swap' if talk.swapped else 'main'}/s{r}"
+    reply = await ask(ctx, summarizer, [*talk.past, *user(text)], tag)
     talk.entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=text, round=r,
                              role="summarizer", saw=[w for w, _ in said]))  # fmt: skip
     talk.summaries.append(reply.text)

@@ -39,10 +39,12 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    conversation,
     distinct_names,
     register_pattern,
     report_vote,
     turn,
+    with_system,
 )
 from concilium.prompts import PromptLibrary
 
@@ -139,10 +141,7 @@ def cross_review(
                                       own=prev[i]["text"], peers=peers,
                                       answer_format=fmt.instruction)  # fmt: skip
                     saw = [names[j] for j in sees[i]]
-                messages = [
-                    {"role": "system", "content": roles[i]},
-                    {"role": "user", "content": text},
-                ]
+                messages = with_system(conversation(state, text), roles[i])
                 reply = await ask(ctx, agents[i], messages, f"r{r}")
                 return turn(ctx, reply, text=reply.text, answer=fmt.extract(reply.text),
                             prompt=text, round=r + 1, saw=saw)  # fmt: skip

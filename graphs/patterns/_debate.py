@@ -26,6 +26,7 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    conversation,
     distinct_names,
     majority_vote,
     register_pattern,
@@ -73,14 +74,8 @@ def debate(
     ) -> tuple[list[dict[str, Any]], list[str]]:
         """Agent i's messages for round ``upto`` (0-based) and whose answers it sees."""
         question = state["question"]
-        messages = [
-            {
-                "role": "user",
-                "content": lib.render(
-                    initial_prompt, question=question, answer_format=fmt.instruction
-                ),
-            }
-        ]
+        first = lib.render(initial_prompt, question=question, answer_format=fmt.instruction)
+        messages = conversation(state, first)
         by_round = _turns_by_round(state)
         seen: list[str] = []
         for r in range(upto):

@@ -54,9 +54,9 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    conversation,
     register_pattern,
     turn,
-    user,
 )
 from concilium.prompts import PromptLibrary
 
@@ -190,12 +190,13 @@ class _Router:
         return {"small": self.small, "large": self.large}
 
     async def solve(
-        self, ctx: RunContext, node: _Node, question: str, parents: Sequence[_Solved]
+        self, ctx: RunContext, node: _Node, state: Mapping[str, Any], parents: Sequence[_Solved]
     ) -> tuple[_Solved, list[Turn]]:
         """Ask the routed model (with ``confidence``: small first, then large if
         small is unsure); the sub-task sees its parents' answers."""
-        text = self.lib.render("division_of_thoughts/solve", question=question, task=node["task"],
-                               parents=parents)  # fmt: skip
+        text = self.lib.render("division_of_thoughts/solve", question=state["question"],
+                               task=node["task"], parents=parents)  # fmt: skip
+        asked = conversation(state, text)
         tag = f"subtask{node['id']}"
         saw = [f"subtask {p}" for p in node["depends_on"]]
         model: Model = "small"
@@ -204,7 +205,7 @@ class _Router:
         if self.route == "rated" and node["difficulty"] >= self.hard_from:
             model = "large"
         if self.route == "confidence":
-            reply = await ask(ctx, self.small, user(text), tag, logprobs=True)
+            reply = await ask(ctx, self.small, asked, tag, logprobs=True)
             if reply.logprobs is None:
                 raise GraphError(f"division_of_thoughts route 'confidence' needs token logprobs; {self.small.name!r} "
                                  "returned none (use a server that returns logprobs, or route: rated)")  # fmt: skip
@@ -215,7 +216,7 @@ class _Router:
             if confidence < self.threshold:
                 model = "large"
         if self.route == "rated" or model == "large":
-            reply = await ask(ctx, self.agents[model], user(text), f"{tag}/{model}")
+            reply = await ask(ctx, self.agents[model], asked, f"{tag}/{model}")
             entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=text, step="subtask",
                                 index=node["id"], task=node["task"], round=node["level"] + 1, saw=saw,
                                 role=model))  # fmt: skip
@@ -284,20 +285,19 @@ def division_of_thoughts(
         text = lib.render(
             "division_of_thoughts/plan", question=state["question"], max_subtasks=max_subtasks
         )
-        reply = await ask(ctx, structured, user(text), "plan")
+        reply = await ask(ctx, structured, conversation(state, text), "plan")
         nodes, dropped = dependency_graph(reply.parsed, max_subtasks)
         entry = turn(ctx, reply, text=reply.text, answer=None, prompt=text, step="plan")
         return {"transcript": [entry], "details": {"plan": nodes, "dropped_edges": dropped}}
 
     async def solve(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         nodes: list[_Node] = state["details"]["plan"]
-        question = str(state["question"])
 
         def subtask(node: _Node) -> DagNode[int, tuple[_Solved, list[Turn]]]:
             async def run(
                 parents: Mapping[int, tuple[_Solved, list[Turn]]],
             ) -> tuple[_Solved, list[Turn]]:
-                return await router.solve(ctx, node, question, [s for s, _ in parents.values()])
+                return await router.solve(ctx, node, state, [s for s, _ in parents.values()])
 
             return DagNode(node["id"], run, tuple(node["depends_on"]))
 
@@ -309,7 +309,7 @@ def division_of_thoughts(
         solved: list[_Solved] = state["details"]["subtasks"]
         text = lib.render("division_of_thoughts/compose", question=state["question"], subtasks=solved,
                           answer_format=fmt.instruction)  # fmt: skip
-        reply = await ask(ctx, planner, user(text), "compose")
+        reply = await ask(ctx, planner, conversation(state, text), "compose")
         value = fmt.extract(reply.text)
         entry = turn(ctx, reply, text=reply.text, answer=value, prompt=text, step="compose")
         spent = _spending([*state["transcript"], entry], solved, router.agents)

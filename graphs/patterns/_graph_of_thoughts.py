@@ -40,6 +40,7 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    history,
     prompt_library,
     register_pattern,
     turn,
@@ -201,6 +202,7 @@ def graph_of_thoughts(
         problem = _as_list(digits(question))
         start: list[Thought] = [{"current": problem, "original": problem, "part": 0, "score": None}]
         announced: set[int] = set()
+        past = history(state)  # the conversation before the question, in every call
 
         def operation(op: Operation) -> DagNode[str, _Done]:
             async def run(parents: Mapping[str, _Done]) -> _Done:
@@ -209,7 +211,7 @@ def graph_of_thoughts(
                     announced.add(wave)
                     ctx.emit({"type": "round_started", "round": wave, "agents": [agent.name]})
                 given = [t for i in op.inputs for t in parents[i][0]] if op.inputs else start
-                return await _apply(ctx, agent, lib, op, given, wave)
+                return await _apply(ctx, agent, lib, op, given, wave, past)
 
             return DagNode(op.id, run, tuple(op.inputs))
 
@@ -240,6 +242,7 @@ async def _apply(
     op: Operation,
     given: list[Thought],
     wave: int,
+    past: list[dict[str, Any]],
 ) -> tuple[list[Thought], list[Turn]]:
     """One operation over its input thoughts: the new thoughts and the turns taken."""
     if op.op == "split":
@@ -276,7 +279,7 @@ async def _apply(
 
     async def sample(item: tuple[int, tuple[Thought, str]]) -> tuple[list[Thought], Turn]:
         i, (thought, text) = item
-        reply = await ask(ctx, agent, user(text), f"{op.id}/{i}", n=op.k)
+        reply = await ask(ctx, agent, [*past, *user(text)], f"{op.id}/{i}", n=op.k)
         entry = turn(ctx, reply, text=reply.text, answer=None, prompt=text, round=wave,
                      step=op.id, role=op.op)  # fmt: skip
         new: list[Thought] = [{**thought, "current": _parsed(s), "score": None}

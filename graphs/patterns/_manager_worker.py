@@ -36,7 +36,9 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    conversation,
     distinct_names,
+    history,
     register_pattern,
     turn,
     user,
@@ -66,9 +68,11 @@ class _Assignment(TypedDict):
 
 
 class _WorkOrder(_Assignment):
-    """A ``work`` branch's input: its assignment and the question."""
+    """A ``work`` branch's input: its assignment, the question and the conversation
+    before it (``kit.history``)."""
 
     question: str
+    past: list[dict[str, Any]]
 
 
 def manager_worker(
@@ -111,7 +115,7 @@ def manager_worker(
             workers=names,
             max_subtasks=max_subtasks,
         )
-        reply = await ask(ctx, planner, user(text), "plan")
+        reply = await ask(ctx, planner, conversation(state, text), "plan")
         planned: Plan = reply.parsed
         assignments = _assign(planned.subtasks[:max_subtasks], names)
         entry = turn(ctx, reply, text=reply.text, answer=None, prompt=text, step="plan")
@@ -123,12 +127,15 @@ def manager_worker(
 
     def fan_out(state: Mapping[str, Any]) -> list[Branch]:
         assignments: list[_Assignment] = state["details"]["assignments"]
-        return [Branch("work", _WorkOrder(**a, question=state["question"])) for a in assignments]
+        return [
+            Branch("work", _WorkOrder(**a, question=state["question"], past=history(state)))
+            for a in assignments
+        ]
 
     async def work(payload: _WorkOrder, ctx: RunContext) -> dict[str, Any]:
         worker = by_name[payload["worker"]]
         text = lib.render("manager_worker/work", question=payload["question"], task=payload["task"])
-        reply = await ask(ctx, worker, user(text), f"task{payload['index']}")
+        reply = await ask(ctx, worker, [*payload["past"], *user(text)], f"task{payload['index']}")
         entry = turn(ctx, reply, text=reply.text, answer=None, prompt=text, step="work",
                      index=payload["index"], task=payload["task"])  # fmt: skip
         return {"transcript": [entry]}
@@ -136,7 +143,7 @@ def manager_worker(
     async def synthesize(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         text = lib.render("manager_worker/synthesize", question=state["question"], answer_format=fmt.instruction,
                           reports=_reports(state["transcript"]))  # fmt: skip
-        reply = await ask(ctx, manager, user(text), "synthesize")
+        reply = await ask(ctx, manager, conversation(state, text), "synthesize")
         value = fmt.extract(reply.text)
         entry = turn(ctx, reply, text=reply.text, answer=value, prompt=text, step="synthesize")
         return {"answer": value, "text": reply.text, "transcript": [entry]}
@@ -244,7 +251,7 @@ def chain_of_agents(
             text = lib.render(
                 "chain_of_agents/worker", chunk=chunk, previous=summary, query=question
             )
-            reply = await ask(ctx, worker, user(text), f"chunk{i}")
+            reply = await ask(ctx, worker, conversation(state, text), f"chunk{i}")
             summary = reply.text
             seen = f"chunk {i + 1} of {len(chunks)}"
             entries.append(turn(ctx, reply, text=summary, answer=None, prompt=seen, chunk=i))
@@ -254,7 +261,7 @@ def chain_of_agents(
             query=question,
             answer_format=fmt.instruction,
         )
-        reply = await ask(ctx, manager, user(text), "answer")
+        reply = await ask(ctx, manager, conversation(state, text), "answer")
         value = fmt.extract(reply.text)
         entries.append(turn(ctx, reply, text=reply.text, answer=value, prompt=text, step="manager"))
         return {"answer": value, "text": reply.text, "transcript": entries,

@@ -36,9 +36,11 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    conversation,
     distinct_names,
     register_pattern,
     turn,
+    with_system,
 )
 from concilium.prompts import PromptLibrary
 
@@ -110,26 +112,19 @@ def mixture_of_agents(
     fmt, lib = opts.fmt, opts.lib
 
     def with_references(messages: Sequence[Message], refs: Sequence[str]) -> list[dict[str, Any]]:
-        out = [dict(m) for m in messages]
         if not refs:
-            return out
-        system = lib.render(aggregate_prompt, responses=list(refs))
-        if out and out[0].get("role") == "system":
-            out[0]["content"] = f"{out[0]['content']}\n\n{system}"
-        else:
-            out.insert(0, {"role": "system", "content": system})
-        return out
+            return [dict(m) for m in messages]
+        return with_system(messages, lib.render(aggregate_prompt, responses=list(refs)))
 
     async def propose(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         refs: list[str] = []
         entries: list[Turn] = []
         layer_log: list[LayerRecord] = []
         dropped: list[Dropped] = []
+        asked = conversation(state, state["question"])  # the question as asked, no instruction
         for index, layer in enumerate(per_layer, start=1):
             ctx.emit({"type": "round_started", "round": index, "agents": [p.name for p in layer]})
-            answered = await _answer_layer(
-                ctx, layer, with_references(state["messages"], refs), index, dropped
-            )
+            answered = await _answer_layer(ctx, layer, with_references(asked, refs), index, dropped)
             entries.extend(turn(ctx, reply, text=reply.text, answer=None, prompt=state["question"],
                                 round=index, saw=len(refs)) for reply in answered.values())  # fmt: skip
             who, responses = list(answered), [reply.text for reply in answered.values()]
@@ -137,7 +132,7 @@ def mixture_of_agents(
             stop = False
             if judge is not None:
                 keep, stop, verdict = await _select(
-                    ctx, judge, lib, select_prompt, state["question"], responses, k, index
+                    ctx, judge, lib, select_prompt, state, responses, k, index
                 )
                 record["kept"] = [who[i] for i in keep]
                 record["verdict"], record["end"] = verdict, stop
@@ -151,7 +146,9 @@ def mixture_of_agents(
 
     async def aggregate(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         refs: list[str] = state.get("references") or []
-        reply = await ask(ctx, aggregator, with_references(state["messages"], refs), "final")
+        reply = await ask(
+            ctx, aggregator, with_references(conversation(state, state["question"]), refs), "final"
+        )
         value = fmt.extract(reply.text)
         entry = turn(ctx, reply, text=reply.text, answer=value, prompt=state["question"],
                      round=len(state["details"]["layers"]) + 1, saw=len(refs))  # fmt: skip
@@ -242,11 +239,12 @@ def parse_selection(text: str, count: int, k: int) -> tuple[list[int], bool] | N
 
 async def _select(
     ctx: RunContext, judge: Respondent, lib: PromptLibrary, template: str,
-    question: str, responses: list[str], k: int, layer: int,
+    state: Mapping[str, Any], responses: list[str], k: int, layer: int,
 ) -> tuple[list[int], bool, str]:  # fmt: skip
     if len(responses) <= k:
         return list(range(len(responses))), False, "kept all (no more than k)"
-    prompt = lib.render(template, question=question, responses=responses, k=k)
+    text = lib.render(template, question=state["question"], responses=responses, k=k)
+    prompt = conversation(state, text)
     reply = await ask(ctx, judge, prompt, f"L{layer}/select")
     parsed = parse_selection(reply.text, len(responses), k)
     if parsed is None:

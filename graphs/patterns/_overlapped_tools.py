@@ -37,6 +37,7 @@ from concilium.graphs.kit import (
     PatternSpec,
     Turn,
     ask,
+    conversation,
     register_pattern,
     turn,
     use_tool,
@@ -145,13 +146,14 @@ def overlapped_tools(
 
     async def run(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         question = state["question"]
-        messages: list[dict[str, Any]] = user(
+        messages: list[dict[str, Any]] = conversation(
+            state,
             opts.lib.render(
                 "overlapped_tools/solve",
                 question=question,
                 tools=listed,
                 answer_format=opts.fmt.instruction,
-            )
+            ),
         )
         transcript: list[Turn] = []
         calls: list[dict[str, Any]] = []

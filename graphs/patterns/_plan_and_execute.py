@@ -34,6 +34,7 @@ from concilium.graphs.kit import (
     PatternSpec,
     Turn,
     ask,
+    history,
     prompt_library,
     register_pattern,
     turn,
@@ -190,6 +191,7 @@ class _Solving:
     """One question across its rounds: what the rounds left so far."""
 
     question: str
+    past: list[dict[str, Any]]  # the conversation before the question (kit.history)
     entries: list[Turn] = field(default_factory=list[Turn])
     rounds: list[_Unrunnable | _Joined] = field(default_factory=list[_Unrunnable | _Joined])
     previous: list[str] = field(default_factory=list[str])  # for the next planner prompt
@@ -206,6 +208,12 @@ class _Round:
     prompt: str
     executor: Executor
     origin: float
+    past: list[dict[str, Any]]  # the conversation before the question
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The planner's call: the conversation, then this round's prompt."""
+        return [*self.past, *user(self.prompt)]
 
     @property
     def number(self) -> int:
@@ -214,7 +222,7 @@ class _Round:
 
 async def _solve(c: _Compiler, state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Plan, execute and join, round after round, until the joiner finishes."""
-    s = _Solving(state["question"])
+    s = _Solving(state["question"], history(state))
     for r in range(c.max_replans + 1):
         agents = [c.planner.name, c.joiner.name]
         ctx.emit({"type": "round_started", "round": r + 1, "agents": agents})
@@ -238,7 +246,7 @@ def _start_round(c: _Compiler, ctx: RunContext, s: _Solving, r: int) -> _Round:
     prompt = c.lib.render("plan_and_execute/plan", question=s.question, tools=_tools_for_prompt(c.tools),
                           end_of_plan=END_OF_PLAN, previous="\n\n".join(s.previous))  # fmt: skip
     executor = Executor(c.tools, on_failure=c.on_failure, key=ctx.key("plan", r), memo=s.memo)
-    return _Round(r, prompt, executor, time.perf_counter())
+    return _Round(r, prompt, executor, time.perf_counter(), s.past)
 
 
 def _unrunnable(s: _Solving, rnd: _Round, exc: Exception) -> None:
@@ -273,7 +281,7 @@ class _PlanStream:
     async def write(self, ctx: RunContext, planner: Agent, rnd: _Round) -> None:
         """The planner's streamed call; the queue ends when it does."""
         try:
-            self.reply = await ask(ctx, planner, user(rnd.prompt), f"plan{rnd.index}",
+            self.reply = await ask(ctx, planner, rnd.messages, f"plan{rnd.index}",
                                    on_text=self.on_text, stop=[END_OF_PLAN])  # fmt: skip
             if not self.problems and not self.parser.done:
                 self._put(self.parser.close())
@@ -316,7 +324,7 @@ async def _plan_json(
     c: _Compiler, ctx: RunContext, rnd: _Round
 ) -> tuple[AgentReply, dict[int, TaskRun]]:
     """The planner writes a JSON task list under structured output; then it runs."""
-    reply = await ask(ctx, c.json_planner, user(rnd.prompt), f"plan{rnd.index}")
+    reply = await ask(ctx, c.json_planner, rnd.messages, f"plan{rnd.index}")
     tasks = parse_json_plan(reply.parsed.model_dump(), c.tools)
     return reply, await rnd.executor.run(tasks, origin=rnd.origin)
 
@@ -334,7 +342,7 @@ async def _join(
     pad = _scratchpad(runs)
     last = rnd.index == c.max_replans
     prompt = c.lib.render("plan_and_execute/join", question=s.question, scratchpad=pad, can_replan=not last)  # fmt: skip
-    verdict = await ask(ctx, c.joiner, user(prompt), f"join{rnd.index}")
+    verdict = await ask(ctx, c.joiner, [*s.past, *user(prompt)], f"join{rnd.index}")
     decision, argument = parse_decision(verdict.text)
     if last:
         decision = "finish"

@@ -27,11 +27,11 @@ from concilium.graphs.kit import (
     PatternSpec,
     Turn,
     ask,
+    conversation,
     prompt_library,
     register_pattern,
     turn,
     use_tool,
-    user,
 )
 from concilium.prompts import PromptLibrary
 from concilium.tools import ToolError, ToolRegistry
@@ -104,7 +104,9 @@ async def _loop(r: _React, state: Mapping[str, Any], ctx: RunContext) -> dict[st
     for step in range(r.max_steps):
         prompt = r.lib.render("plan_and_execute/react", question=state["question"],
                               tools=_tools_for_prompt(r.tools), history=history)  # fmt: skip
-        reply = await ask(ctx, r.agent, user(prompt), f"step{step}", stop=["Observation:"])
+        reply = await ask(
+            ctx, r.agent, conversation(state, prompt), f"step{step}", stop=["Observation:"]
+        )
         entries.append(_step_turn(ctx, reply, prompt, step))
         answered = _ANSWER.search(reply.text)
         action = next((m for m in map(_ACTION.search, reply.text.splitlines()) if m), None)

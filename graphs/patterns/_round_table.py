@@ -31,11 +31,11 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    conversation,
     distinct_names,
     normalize_number,
     register_pattern,
     turn,
-    user,
 )
 from concilium.prompts import PromptLibrary
 
@@ -166,11 +166,12 @@ def round_table(
         return [e for other in names if other != agent for e in examples.get(other, ())]
 
     async def one(
-        ctx: RunContext, agent: Respondent, question: str, r: int, groups: list[AnswerGroup]
-    ) -> tuple[Turn, Stance]:
-        text = lib.render(prompt, question=question, answer_format=fmt.instruction,
+        ctx: RunContext, agent: Respondent, state: Mapping[str, Any], r: int,
+        groups: list[AnswerGroup],
+    ) -> tuple[Turn, Stance]:  # fmt: skip
+        text = lib.render(prompt, question=state["question"], answer_format=fmt.instruction,
                           examples=shown_examples(agent.name), groups=groups)  # fmt: skip
-        reply = await ask(ctx, agent, user(text), f"r{r}")
+        reply = await ask(ctx, agent, conversation(state, text), f"r{r}")
         said, confidence, why = _read_stance(reply, fmt)
         entry = turn(ctx, reply, text=reply.text, answer=_canonical(said), prompt=text, round=r,
                      saw=[m["agent"] for g in groups for m in g["members"]])  # fmt: skip
@@ -182,11 +183,11 @@ def round_table(
         return entry, stance
 
     async def one_round(
-        ctx: RunContext, question: str, r: int, groups: list[AnswerGroup]
+        ctx: RunContext, state: Mapping[str, Any], r: int, groups: list[AnswerGroup]
     ) -> tuple[list[Turn], list[Stance]]:
         """Every agent answers once, concurrently (a failed call cancels the others)."""
         ctx.emit({"type": "round_started", "round": r, "agents": names})
-        spoken = await ctx.map(lambda agent: one(ctx, agent, question, r, groups), members)
+        spoken = await ctx.map(lambda agent: one(ctx, agent, state, r, groups), members)
         return [entry for entry, _ in spoken], [stance for _, stance in spoken]
 
     async def discuss(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -195,7 +196,7 @@ def round_table(
         groups: list[AnswerGroup] = []
         tally: WeightedVote | None = None
         for r in range(1, rounds + 1):
-            entries, said = await one_round(ctx, state["question"], r, groups)
+            entries, said = await one_round(ctx, state, r, groups)
             transcript.extend(entries)
             tally = weighted_vote(
                 [s["answer"] for s in said], [recalibrate(s["confidence"]) for s in said]

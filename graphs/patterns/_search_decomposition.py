@@ -32,9 +32,9 @@ from concilium.graphs.kit import (
     PatternSpec,
     Respondent,
     ask,
+    conversation,
     register_pattern,
     turn,
-    user,
 )
 from concilium.prompts import PromptLibrary
 from concilium.tools import ToolError, ToolRegistry
@@ -132,7 +132,7 @@ def search_decomposition(
         ask_text = opts.lib.render(
             "search_decomposition/decompose", question=question, max_queries=max_queries
         )
-        split = await ask(ctx, agent, user(ask_text), "decompose")
+        split = await ask(ctx, agent, conversation(state, ask_text), "decompose")
         queries = parse_queries(split.text, max_queries) or [question]
         first = turn(ctx, split, text=split.text, answer=None, prompt=ask_text, step="decompose")
         results = await ctx.map(search, queries)
@@ -142,7 +142,7 @@ def search_decomposition(
         answer_text = opts.lib.render(
             "search_decomposition/answer", question=question, passages=passages
         )
-        reply = await ask(ctx, author, user(answer_text), "answer")
+        reply = await ask(ctx, author, conversation(state, answer_text), "answer")
         final = opts.fmt.extract(reply.text)
         last = turn(ctx, reply, text=reply.text, answer=final, prompt=answer_text, step="answer")
         return {"answer": final, "text": reply.text, "transcript": [first, last],

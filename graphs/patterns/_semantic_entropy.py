@@ -32,10 +32,10 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    conversation,
     register_pattern,
     solve_messages,
     turn,
-    user,
 )
 from concilium.prompts import PromptLibrary
 
@@ -105,7 +105,7 @@ def semantic_entropy(
         async def entails(i: int, a: str, j: int, b: str) -> bool:
             assert judge is not None
             text = opts.lib.render("semantic_entropy/entails", question=question, first=a, second=b)
-            reply = await ask(ctx, judge, user(text), f"e{i}-{j}", temperature=0.0)
+            reply = await ask(ctx, judge, conversation(state, text), f"e{i}-{j}", temperature=0.0)
             return _entails(reply.text)
 
         async def place(i: int, entry: Turn) -> int:

@@ -24,10 +24,10 @@ from concilium.graphs.kit import (
     PatternSpec,
     Respondent,
     ask,
+    conversation,
     prompt_library,
     register_pattern,
     turn,
-    user,
 )
 from concilium.prompts import PromptLibrary
 
@@ -76,18 +76,18 @@ def skeleton_of_thought(
     async def write(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         question = state["question"]
         text = lib.render("skeleton/outline", question=question, max_points=max_points)
-        outline = await ask(ctx, agent, user(text), "outline")
+        outline = await ask(ctx, agent, conversation(state, text), "outline")
         points = outline_points(outline.text)[:max_points]
         entries = [turn(ctx, outline, text=outline.text, answer=None, prompt=text, step="outline")]
         if not points:
-            reply = await ask(ctx, agent, state["messages"], "direct")
+            reply = await ask(ctx, agent, conversation(state, question), "direct")
             entries.append(
                 turn(ctx, reply, text=reply.text, answer=reply.text, prompt=question, step="direct")
             )
             return {"answer": reply.text, "text": reply.text, "transcript": entries,
                     "details": {"points": [], "fallback": True}}  # fmt: skip
         ctx.emit({"type": "round_started", "round": 1, "agents": [writer.name] * len(points)})
-        done = await ctx.map(lambda point: expand(ctx, question, outline.text, point), points)
+        done = await ctx.map(lambda point: expand(ctx, state, outline.text, point), points)
         # The turns are recorded in outline order once every point is written.
         entries += [
             turn(
@@ -100,15 +100,16 @@ def skeleton_of_thought(
                 "details": {"points": [p for _, p in points], "fallback": False}}  # fmt: skip
 
     async def expand(
-        ctx: RunContext, question: str, skeleton: str, point: tuple[int, str]
+        ctx: RunContext, state: Mapping[str, Any], skeleton: str, point: tuple[int, str]
     ) -> tuple[str, AgentReply]:
         """One point written out (its prompt and the reply); all points are asked at
         once, and one failing cancels the others."""
         number, text = point
         prompt = lib.render(
-            "skeleton/expand", question=question, skeleton=skeleton, index=number, point=text
-        )
-        return prompt, await ask(ctx, writer, user(prompt), f"point{number}")
+            "skeleton/expand", question=state["question"], skeleton=skeleton, index=number,
+            point=text,
+        )  # fmt: skip
+        return prompt, await ask(ctx, writer, conversation(state, prompt), f"point{number}")
 
     graph = Graph(name)
     graph.add_node("write", write, writes=["answer", "text", "transcript", "details"])

@@ -24,12 +24,12 @@ from concilium.graphs.kit import (
     PatternSpec,
     Respondent,
     ask,
+    conversation,
     majority_vote,
     register_pattern,
     sample_turns,
     solve_messages,
     turn,
-    user,
 )
 from concilium.prompts import PromptLibrary
 
@@ -78,7 +78,7 @@ def synthesis(
         )
         text = lib.render("synthesis/synthesize", question=state["question"], answer_format=fmt.instruction,
                           attempts=[e["text"] for e in attempts])  # fmt: skip
-        reply = await ask(ctx, synthesizer, user(text), "synthesize")
+        reply = await ask(ctx, synthesizer, conversation(state, text), "synthesize")
         value = fmt.extract(reply.text)
         entry = turn(ctx, reply, text=reply.text, answer=value, prompt=text, step="synthesize")
         return {"answer": value, "text": reply.text, "transcript": [entry],

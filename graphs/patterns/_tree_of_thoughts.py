@@ -27,6 +27,7 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    history,
     prompt_library,
     register_pattern,
     turn,
@@ -82,7 +83,9 @@ def tree_of_thoughts(
     lib = prompt_library(prompts)
 
     async def search(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        bfs = _Search(proposer, evaluator, lib, state["question"], breadth, n_evaluate)
+        bfs = _Search(
+            proposer, evaluator, lib, state["question"], history(state), breadth, n_evaluate
+        )
         frontier = [""]
         steps: list[_StepReport] = []
         for step in range(1, depth + 1):
@@ -128,6 +131,7 @@ class _Search:
     evaluator: Respondent
     lib: PromptLibrary
     question: str
+    past: list[dict[str, Any]]  # the conversation before the question (kit.history)
     breadth: int
     n_evaluate: int
     cache: dict[str, float] = field(default_factory=dict[str, float])
@@ -145,7 +149,7 @@ class _Search:
                 steps=so_far,
                 breadth=self.breadth,
             )
-            reply = await ask(ctx, self.proposer, user(text), f"d{step}/p{i}")
+            reply = await ask(ctx, self.proposer, [*self.past, *user(text)], f"d{step}/p{i}")
             entry = turn(
                 ctx, reply, text=reply.text, answer=None, prompt=text, round=step, role="propose"
             )
@@ -169,7 +173,9 @@ class _Search:
             )
             if text in self.cache:  # valued at an earlier step
                 return None, self.cache[text]
-            reply = await ask(ctx, self.evaluator, user(text), f"d{step}/v{i}", n=self.n_evaluate)
+            reply = await ask(
+                ctx, self.evaluator, [*self.past, *user(text)], f"d{step}/v{i}", n=self.n_evaluate
+            )
             entry = turn(
                 ctx, reply, text=reply.text, answer=None, prompt=text, round=step, role="value"
             )
