@@ -1,0 +1,66 @@
+"""LangChain's ``ChatOpenAI(...).with_structured_output(Schema)`` against ``serve api``.
+
+The pinned langchain-openai talks to ``concilium serve api`` (a subprocess) serving
+tests/clients/city.yaml on the simulated server (a test double) whose answers that
+file scripts; it gets the parsed object, or the clear error the docs describe.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import openai
+import pytest
+import pytest_asyncio
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
+
+from concilium.serving import ManagedProcess
+
+CITY = Path(__file__).with_name("city.yaml")
+
+
+class City(BaseModel):
+    city: str
+    population_millions: float
+
+
+@pytest_asyncio.fixture
+async def api() -> AsyncIterator[ManagedProcess]:
+    argv = [sys.executable, "-P", "-m", "concilium", "serve", "api", str(CITY),
+            "--backend", "sim", "--port", "0"]  # fmt: skip
+    proc = ManagedProcess("concilium serve api", argv, ready_pattern=r"at (?P<url>http://\S+/v1)",
+                          health_url="{url}/health", deadline=120)  # fmt: skip
+    yield await proc.start()
+    await proc.stop()
+
+
+def chat(api: ManagedProcess) -> ChatOpenAI:
+    return ChatOpenAI(model="city", base_url=api.url, api_key="unused", max_retries=0)  # type: ignore[arg-type]
+
+
+async def test_structured_output_returns_the_parsed_object(api: ManagedProcess) -> None:
+    structured = chat(api).with_structured_output(City)
+    city = await structured.ainvoke("What is the capital of France, and its population?")
+    assert city == City(city="Paris", population_millions=2.1)
+
+
+async def test_an_answer_outside_the_schema_is_the_servers_502_naming_it(
+    api: ManagedProcess,
+) -> None:
+    structured = chat(api).with_structured_output(City)
+    with pytest.raises(openai.InternalServerError) as caught:
+        await structured.ainvoke("What is the capital of Atlantis?")
+    assert caught.value.status_code == 502
+    assert "outside the response_format" in str(caught.value)
+    assert "population_millions" in str(caught.value)  # the missing property
+
+
+async def test_function_calling_structured_output_is_refused_naming_tools(
+    api: ManagedProcess,
+) -> None:
+    structured = chat(api).with_structured_output(City, method="function_calling")
+    with pytest.raises(openai.BadRequestError, match=r"tools=.*call their own tools"):
+        await structured.ainvoke("What is the capital of France?")
