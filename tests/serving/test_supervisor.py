@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,35 @@ async def test_a_failed_restart_is_tried_again_and_a_replica_that_keeps_dying_is
     assert "out of memory" in _lines(failed_log)  # the failed start's log is kept too
     assert "not restarted" in said[2] and "2 time(s) within 600 s" in said[2]
     assert len(_lines(tmp_path / "engine" / "pids")) == 3
+
+
+def test_serve_local_restarts_a_killed_engine_at_the_url_it_printed(tmp_path: Path) -> None:
+    fake_engine(tmp_path / "engine")
+    args = [sys.executable, "-P", "-m", "concilium", "serve", "local", "--port", "0"]
+    env = {**os.environ, "CONCILIUM_ENGINE_HOME": str(tmp_path / "engine")}
+    err = tmp_path / "stderr"
+    with err.open("w") as sink:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=sink)  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        url = next(line.split("api_base ")[1].strip() for line in proc.stdout if "api_base" in line)
+        pids = tmp_path / "engine" / "pids"
+        os.kill(int(_lines(pids)[0]), signal.SIGKILL)
+        _wait_for("a restarted engine", lambda: len(_lines(pids)) == 2 and _health(url), proc)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = _lines(err)
+    assert proc.returncode == 0 and len(said) == 1, said
+    assert "died (killed by SIGKILL); restarting it on the same port" in said[0]
+    assert not [pid for pid in _lines(pids) if _alive(pid)]
+
+
+def _health(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
