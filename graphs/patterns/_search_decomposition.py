@@ -4,9 +4,14 @@ independent search queries (one per line, at most ``max_queries``), the queries 
 to the ``search`` tool all at once, the hits are merged and an answer is written
 from them.
 
+Each search is a ``use_tool`` call keyed ``<path>/<tool>/q<i>``, so a resumed run
+replays it from the call record instead of searching again. Its hits are read as
+values: the passages of a tool that gives them (the built-in ``search``: each
+passage's ``id`` and ``text``); only a tool that returns text alone is read line by
+line, each ``[source] passage`` line a hit.
+
 Merging (ours; the reference concatenates per sub-query with no deduplication):
-every result line ``[source] passage`` is a hit; the same passage
-from several queries counts once, ranked by reciprocal-rank fusion
+the same passage from several queries counts once, ranked by reciprocal-rank fusion
 (``sum over queries of 1 / (rrf_k + rank)``, ranks from 1, ``rrf_k`` = 60 as in
 Cormack et al.), ties in first-seen order; the best ``max_passages`` are shown to
 the writer. A query whose search fails (a ``ToolError``) contributes no hits.
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field
 
@@ -35,9 +40,13 @@ from concilium.graphs.kit import (
     conversation,
     register_pattern,
     turn,
+    use_tool,
 )
 from concilium.prompts import PromptLibrary
 from concilium.tools import ToolError, ToolRegistry
+
+Hit = tuple[str, str]
+"""One search hit: the passage's ID (or source) and its text."""
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|query\s*\d*\s*:)\s*", re.IGNORECASE)
 _HIT = re.compile(r"^\[([^\]\n]+)\]\s*(.+)$", re.MULTILINE)
@@ -58,21 +67,39 @@ def parse_queries(text: str, limit: int) -> list[str]:
     return queries[:limit]
 
 
-def fuse_hits(results: Sequence[str], rrf_k: int = 60) -> list[tuple[str, str, float]]:
-    """Deduplicated ``(source, passage, score)`` from several search results, best first
-    by reciprocal-rank fusion.
+def search_hits(value: Any) -> list[Hit]:
+    """The ``(id, text)`` hits of one search result, in rank order: the passages when
+    the result is a list of them (dicts with ``id``, or ``source``, and ``text``: the
+    built-in ``search``'s value), else each ``[source] passage`` line of its text.
 
     Example:
-        >>> fuse_hits(["[a.txt] x\\n[b.txt] y", "[b.txt] y\\n[c.txt] z"])[0][:2]
+        >>> search_hits([{"id": "a.md#L1", "text": "x", "score": 2.0}])
+        [('a.md#L1', 'x')]
+        >>> search_hits("[b.txt] y\\nno hit here")
+        [('b.txt', 'y')]
+    """
+    if isinstance(value, list):
+        passages = cast(list[Any], value)
+        return [(str(p.get("id", p.get("source"))), str(p["text"]).strip())
+                for p in passages if isinstance(p, dict) and "text" in p
+                and ("id" in p or "source" in p)]  # fmt: skip
+    return [(m.group(1).strip(), m.group(2).strip()) for m in _HIT.finditer(str(value))]
+
+
+def fuse_hits(rankings: Sequence[Sequence[Hit]], rrf_k: int = 60) -> list[tuple[str, str, float]]:
+    """Deduplicated ``(id, text, score)`` from several searches' hits, best first by
+    reciprocal-rank fusion.
+
+    Example:
+        >>> fuse_hits([[("a.txt", "x"), ("b.txt", "y")], [("b.txt", "y"), ("c.txt", "z")]])[0][:2]
         ('b.txt', 'y')
     """
-    scores: dict[tuple[str, str], float] = {}
-    for result in results:
-        for rank, match in enumerate(_HIT.finditer(result), 1):
-            key = (match.group(1).strip(), match.group(2).strip())
-            scores[key] = scores.get(key, 0.0) + 1 / (rrf_k + rank)
-    order = sorted(scores, key=lambda key: -scores[key])  # stable: ties keep first-seen order
-    return [(source, passage, round(scores[source, passage], 6)) for source, passage in order]
+    scores: dict[Hit, float] = {}
+    for hits in rankings:
+        for rank, hit in enumerate(hits, 1):
+            scores[hit] = scores.get(hit, 0.0) + 1 / (rrf_k + rank)
+    order = sorted(scores, key=lambda hit: -scores[hit])  # stable: ties keep first-seen order
+    return [(pid, text, round(scores[pid, text], 6)) for pid, text in order]
 
 
 def search_decomposition(
@@ -92,8 +119,9 @@ def search_decomposition(
 
     Args:
         agent: writes the queries (and the answer, unless ``writer`` is given).
-        tools: a registry holding ``tool`` (a one-argument search returning
-            ``[source] passage`` lines, as the built-in ``search`` does).
+        tools: a registry holding ``tool``: a one-argument search returning its
+            passages as values (the built-in ``search``; see ``search_hits``) or
+            ``[source] passage`` lines.
         max_queries: the most queries kept from the decomposition.
         max_passages: the most merged passages shown to the writer.
 
@@ -121,11 +149,12 @@ def search_decomposition(
     search_tool = tools.get(tool)
     author = writer if writer is not None else agent
 
-    async def search(query: str) -> str:
+    async def search(ctx: RunContext, i: int, query: str) -> list[Hit]:
         try:
-            return str(await search_tool(search_tool.bind([query])))
+            reply = await use_tool(ctx, search_tool, search_tool.bind([query]), f"q{i}")
         except ToolError:
-            return ""
+            return []
+        return search_hits(reply.value if isinstance(reply.value, list) else reply.text)
 
     async def run(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         question = state["question"]
@@ -135,8 +164,8 @@ def search_decomposition(
         split = await ask(ctx, agent, conversation(state, ask_text), "decompose")
         queries = parse_queries(split.text, max_queries) or [question]
         first = turn(ctx, split, text=split.text, answer=None, prompt=ask_text, step="decompose")
-        results = await ctx.map(search, queries)
-        fused = fuse_hits(results, rrf_k)[:max_passages]
+        rankings = await ctx.map(lambda iq: search(ctx, *iq), list(enumerate(queries)))
+        fused = fuse_hits(rankings, rrf_k)[:max_passages]
         listed = "\n".join(f"{i}. [{s}] {p}" for i, (s, p, _) in enumerate(fused, 1))
         passages = listed or "(no passage found)"
         answer_text = opts.lib.render(
@@ -146,8 +175,8 @@ def search_decomposition(
         final = opts.fmt.extract(reply.text)
         last = turn(ctx, reply, text=reply.text, answer=final, prompt=answer_text, step="answer")
         return {"answer": final, "text": reply.text, "transcript": [first, last],
-                "details": {"queries": queries, "hits": sum(len(_HIT.findall(r)) for r in results),
-                            "passages": [{"source": s, "passage": p, "score": x} for s, p, x in fused]}}  # fmt: skip
+                "details": {"queries": queries, "hits": sum(map(len, rankings)),
+                            "passages": [{"id": i, "text": t, "score": x} for i, t, x in fused]}}  # fmt: skip
 
     graph = Graph(opts.name)
     graph.add_node("search", run, writes=["answer", "text", "transcript", "details"])
