@@ -12,7 +12,7 @@ import pytest
 from concilium import OutputParseError
 from concilium.agents import Agent, FakeModel
 from concilium.graphs import run_sync
-from concilium.graphs._aggregators import field_extractor
+from concilium.graphs.kit import PatternOptions
 from concilium.graphs.patterns import division_of_thoughts, manager_worker, plan_and_execute
 from concilium.graphs.patterns._mixture import parse_selection
 from concilium.graphs.patterns._research import parse_subquestions
@@ -76,7 +76,7 @@ def test_a_judge_selection_nested_100000_deep_selects_nothing() -> None:
 
 
 def test_a_json_answer_field_nested_100000_deep_is_no_answer() -> None:
-    extract = field_extractor("answer")
+    extract = PatternOptions({"field": "answer"}).fmt.extract  # the {field: answer} format
     assert extract('{"answer": ' + DEEP + "}") is None
     assert extract('Sure. {"answer": 42}') == "42"
 
