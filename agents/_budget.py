@@ -3,7 +3,7 @@ sent, settle to its real usage when it completes.
 
 The ledger asks ``BudgetMeter.reserve`` before each model request. A reservation
 holds the request's calls (1, or ``n`` with ``Budget.count_samples``) and its worst
-case in tokens: an estimate of the prompt plus ``max_tokens`` for each of the ``n``
+case in tokens: a bound on the prompt plus ``max_tokens`` for each of the ``n``
 samples. A request without ``max_tokens`` under a token budget is given one: it
 holds every token still free and its ``max_tokens`` is capped to that (so such
 calls run one at a time under a token budget; give agents ``max_tokens`` to let
@@ -19,12 +19,18 @@ no request was sent; once sent it counts as a call, and its tokens (unknown: the
 server may have generated them) count at their worst case, unless the server
 answered with an error status. Replayed calls (resume) never reach the meter.
 
-The prompt is estimated before the call from its words (what the simulated server
-counts), scaled by the largest ratio of counted prompt tokens to estimate seen so
-far for that model in the run. So the estimate is exact against the simulated
-server and learns a real tokenizer's ratio from the first answer; the calls sent
-before any answer of a real model may under-estimate their prompts (their
-completions, the part that varies, are bounded by ``max_tokens`` all the same).
+The prompt is reserved at a bound that a server's count cannot exceed
+(``prompt_bound``): one token per UTF-8 byte of its text, plus ``PER_MESSAGE`` for
+each message and ``PER_REQUEST`` for the request (a chat template's role markers,
+BOS, generation prompt and default system text). A tokenizer's tokens each cover
+at least one byte (byte-level BPE, SentencePiece with byte fallback, characters),
+so however a server counts, and however wide the fan-out, the tokens it bills stay
+within the budget. Real text runs 3-4 bytes a token, so the bound is loose: calls
+side by side under a tight token budget wait for each other more than they would
+with exact counts, and the run gets the same answers. Should a server ever count
+more than the bound (an image given by URL, a template with a long hidden
+preamble), later reservations for that model are scaled up by the largest ratio
+seen.
 """
 
 from __future__ import annotations
@@ -63,16 +69,52 @@ class Budget:
     count_samples: bool = False
 
 
-def prompt_words(body: Mapping[str, Any]) -> int:
-    """The words of a request's messages (or prompt) and tools: its prompt tokens
-    as the simulated server counts them, before any scaling."""
-    messages = body.get("messages") or ()
-    texts = [str(m.get("content") or "") for m in messages if isinstance(m, Mapping)]
+PER_MESSAGE = 8
+"""Tokens a chat template adds around each message: role markers and separators
+(Gemma, Llama 3 and ChatML add 5)."""
+PER_REQUEST = 32
+"""Tokens a chat template adds once: BOS, the generation prompt, and the default
+system text some templates insert (Llama 3.1's dates, Qwen 2.5's, about 25)."""
+
+
+def _bytes(value: object) -> int:
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
+    if value is None:
+        return 0
+    return len(json.dumps(value, default=str))  # ASCII: non-ASCII as escapes, longer still
+
+
+def prompt_bound(body: Mapping[str, Any]) -> int:
+    """Prompt tokens a server cannot exceed for ``body``: one per UTF-8 byte of each
+    message (its text, name and tool calls), of the prompt and of the tools, plus
+    ``PER_MESSAGE`` a message and ``PER_REQUEST``.
+
+    Example:
+        >>> prompt_bound({"messages": [{"role": "user", "content": "2 + 2?"}]})
+        46
+        >>> prompt_bound({"messages": [{"role": "user", "content": "Zürich"}]})  # ü: 2 bytes
+        47
+    """
+    total = PER_REQUEST
+    for m in body.get("messages") or ():
+        if isinstance(m, Mapping):
+            content = m.get("content")
+            if isinstance(content, list):  # parts: a text part's text, any other as JSON
+                parts: list[Any] = content
+                total += sum(
+                    _bytes(p.get("text")) if isinstance(p, Mapping) and p.get("type") == "text"
+                    else _bytes(p)
+                    for p in parts
+                )  # fmt: skip
+            else:
+                total += _bytes(content)
+            total += PER_MESSAGE + _bytes(m.get("name")) + _bytes(m.get("tool_calls"))
     if "prompt" in body:
-        texts.append(str(body["prompt"]))
+        total += _bytes(body["prompt"])
     if body.get("tools"):
-        texts.append(json.dumps(body["tools"], default=str))
-    return sum(len(text.split()) for text in texts)
+        total += _bytes(body["tools"])
+    return total
 
 
 @dataclass
@@ -82,7 +124,7 @@ class Hold:
     calls: int
     tokens: int
     model: str = ""
-    prompt_words: int = 0
+    prompt_bound: int = 0
     sent: bool = False
 
 
@@ -94,8 +136,8 @@ class BudgetMeter:
         >>> meter = BudgetMeter(Budget(max_tokens=100))
         >>> body = {"messages": [{"role": "user", "content": "2 + 2?"}], "max_tokens": 20}
         >>> hold = asyncio.run(meter.reserve(body, "m"))
-        >>> hold.tokens, meter.reserved_tokens
-        (23, 23)
+        >>> hold.tokens, meter.reserved_tokens  # the prompt's bound, 46, and max_tokens
+        (66, 66)
         >>> meter.settle(hold, Usage(3, 5))
         >>> meter.used_tokens, meter.reserved_tokens
         (8, 0)
@@ -108,7 +150,7 @@ class BudgetMeter:
         self.reserved_calls = 0
         self.reserved_tokens = 0
         self._waiters: list[asyncio.Future[None]] = []
-        self._ratio: dict[str, float] = {}  # model -> counted prompt tokens per word
+        self._ratio: dict[str, float] = {}  # model -> counted prompt tokens over the bound
 
     async def reserve(self, body: dict[str, Any], model: str) -> Hold:
         """Reserve what ``body`` may cost, waiting for calls in flight to settle when
@@ -147,10 +189,10 @@ class BudgetMeter:
             raise BudgetExceeded(
                 "calls", self.used_calls, b.max_calls, reserved=self.reserved_calls, needed=calls
             )
-        tokens = words = 0
+        tokens = bound = 0
         if b.max_tokens is not None:
-            words = prompt_words(body)
-            prompt = math.ceil(words * self._ratio.get(model, 1.0))
+            bound = prompt_bound(body)
+            prompt = math.ceil(bound * self._ratio.get(model, 1.0))
             asked = body.get("max_tokens")
             least = prompt + (int(asked) * n if asked else n)  # at least one token a sample
             if self.used_tokens + least > b.max_tokens:
@@ -167,15 +209,15 @@ class BudgetMeter:
                 tokens = prompt + body["max_tokens"] * n
         self.reserved_calls += calls
         self.reserved_tokens += tokens
-        return Hold(calls, tokens, model, words)
+        return Hold(calls, tokens, model, bound)
 
     def settle(self, hold: Hold, usage: Usage) -> None:
         """A call completed: charge its calls and real tokens, free the rest."""
         self._free(hold)
         self.used_calls += hold.calls
         self.used_tokens += usage.total_tokens
-        if hold.prompt_words and usage.prompt_tokens > hold.prompt_words:
-            ratio = usage.prompt_tokens / hold.prompt_words
+        if hold.prompt_bound and usage.prompt_tokens > hold.prompt_bound:  # a bound broken
+            ratio = usage.prompt_tokens / hold.prompt_bound
             self._ratio[hold.model] = max(ratio, self._ratio.get(hold.model, 1.0))
 
     def fail(self, hold: Hold, *, answered: bool) -> None:

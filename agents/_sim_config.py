@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -189,4 +189,9 @@ class SimConfig(_Strict):
         ge=1,
         le=1_000_000,
         description="requests decoded at once; more wait (vllm:num_requests_waiting)",
+    )
+    prompt_tokens: Literal["words", "chars", "bytes"] = Field(
+        default="words",
+        description="how the prompt is counted: a token a word, or a token a character or "
+        "UTF-8 byte of each message plus a chat template's 4 a message and 2 a request",
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import re
 import time
@@ -27,7 +28,7 @@ from aiohttp import web
 from concilium.agents import wire
 from concilium.agents.sim import Faults, SimConfig
 
-from ._sim_model import SimAnswer, SimulatedModel, words
+from ._sim_model import SimAnswer, SimulatedModel, prompt_texts, words
 
 SIMULATED = "concilium-simulated"
 HEADERS = {"X-Concilium-Simulated": "true"}
@@ -267,16 +268,19 @@ class SimApp:
                 body = {
                     k: v for k, v in body.items() if k != "messages"
                 }  # the prompt is what counts
-            answer = self.model.answer(body, agent, rid=rid, logprob_seed=len(self.log))
+            answer = self.model.answer(body, agent, rid=rid)
             self._prefix.count(answer.prompt_words, stats)
-            stats.prompt_tokens += answer.prompt_tokens
+            counting = self.config.prompt_tokens
+            prompt = answer.prompt_tokens if counting == "words" else counted(body, counting)
+            usage = wire.usage(prompt, answer.completion_tokens)
+            stats.prompt_tokens += prompt
             stats.completion_tokens += answer.completion_tokens
             delay = self.latency(max((len(words(c.text)) for c in answer.choices), default=0))
             if body.get("stream"):
-                return await self._stream(request, body, rid, answer, delay, chat)
+                return await self._stream(request, body, rid, answer, usage, delay, chat)
             await asyncio.sleep(delay)
             stats.completed += 1
-            return web.json_response(self._response(rid, answer, chat), headers=HEADERS)
+            return web.json_response(self._response(rid, answer, usage, chat), headers=HEADERS)
         except asyncio.CancelledError:
             stats.cancelled += 1
             raise
@@ -285,8 +289,9 @@ class SimApp:
             if gate is not None:
                 gate.release()
 
-    def _response(self, rid: str, answer: SimAnswer, chat: bool) -> wire.JsonObject:
-        usage = wire.usage(answer.prompt_tokens, answer.completion_tokens)
+    def _response(
+        self, rid: str, answer: SimAnswer, usage: wire.UsageBody, chat: bool
+    ) -> wire.JsonObject:
         if not chat:
             choices = [
                 wire.text_choice(i, c.text, c.finish_reason, logprobs=c.logprobs)
@@ -311,6 +316,7 @@ class SimApp:
         body: dict[str, Any],
         rid: str,
         answer: SimAnswer,
+        usage: wire.UsageBody,
         delay: float,
         chat: bool,
     ) -> web.StreamResponse:
@@ -356,11 +362,33 @@ class SimApp:
             ]
         )
         if (body.get("stream_options") or {}).get("include_usage"):
-            await send([], usage=wire.usage(answer.prompt_tokens, answer.completion_tokens))
+            await send([], usage=usage)
         await resp.write(wire.SSE_DONE)
         self.stats.completed += 1
         await resp.write_eof()
         return resp
+
+
+TEMPLATE_PER_MESSAGE = 4  # what a chat template adds: a role marker, separators
+TEMPLATE_PER_REQUEST = 2  # BOS and the generation prompt
+
+
+def counted(body: dict[str, Any], counting: str) -> int:
+    """Prompt tokens as a server with another tokenizer than words counts them: one a
+    character or UTF-8 byte of each message (or of the prompt) and of the tools, plus
+    a chat template's markers (``SimConfig.prompt_tokens``).
+
+    Example:
+        >>> body = {"messages": [{"role": "user", "content": "Zürich?"}]}
+        >>> counted(body, "chars"), counted(body, "bytes")
+        (13, 14)
+    """
+    texts, _ = prompt_texts(body)
+    if body.get("tools"):
+        texts.append(json.dumps(body["tools"], ensure_ascii=False))
+    size = len if counting == "chars" else lambda t: len(t.encode("utf-8", "surrogatepass"))
+    messages = len(body.get("messages") or ())
+    return sum(size(t) for t in texts) + TEMPLATE_PER_MESSAGE * messages + TEMPLATE_PER_REQUEST
 
 
 def _invalid(body: object, chat: bool) -> str | None:

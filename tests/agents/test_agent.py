@@ -100,7 +100,9 @@ async def test_budget_on_calls_stops_the_next_call() -> None:
 
 async def test_budget_on_tokens() -> None:
     fake = FakeModel({"a": "one two three four five"})
-    token = use_ledger(CallLedger(budget=Budget(max_tokens=6)))
+    # the first prompt's bound is 43 (3 bytes and a chat template's 40): it fits in 50;
+    # 2 in + 5 out = 7 tokens are spent, and the second's bound (45) does not fit in 43
+    token = use_ledger(CallLedger(budget=Budget(max_tokens=50)))
     try:
         await Agent("a", fake.spec()).run("x y")  # 2 in + 5 out = 7 tokens
         with pytest.raises(BudgetExceeded, match="tokens"):

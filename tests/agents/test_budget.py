@@ -11,6 +11,7 @@ import pytest
 
 from concilium import BudgetExceeded
 from concilium.agents import Agent, Budget, Capabilities, FakeModel, Usage, aclose
+from concilium.agents._budget import prompt_bound
 from concilium.agents.ledger import CallLedger, CallRecord, reset_ledger, use_ledger
 from concilium.agents.sim import Latency, SimConfig
 from concilium.graphs import as_agent, partial_result, run
@@ -111,13 +112,16 @@ async def test_a_call_waits_for_calls_in_flight_instead_of_failing(server: SimSe
 
 
 async def test_a_call_without_max_tokens_is_capped_to_what_is_left(server: SimServer) -> None:
-    ledger = CallLedger(budget=Budget(max_tokens=12))  # the reply alone has ~12 words
+    question = {"messages": [{"role": "user", "content": "What is 12 * 7?"}]}
+    # the prompt's bound and 8 tokens: the reply alone has ~12 words
+    ledger = CallLedger(budget=Budget(max_tokens=prompt_bound(question) + 8))
     token = use_ledger(ledger)
     try:
         reply = await Agent("a", server.spec()).run("What is 12 * 7?")
     finally:
         reset_ledger(token)
-    assert reply.finish_reasons == ("length",) and reply.usage.total_tokens <= 12
+    assert reply.finish_reasons == ("length",) and reply.usage.completion_tokens == 8
+    assert reply.usage.total_tokens <= prompt_bound(question) + 8
 
 
 async def test_a_call_cancelled_before_it_is_sent_frees_its_reservation() -> None:
@@ -139,7 +143,8 @@ async def test_a_call_cancelled_before_it_is_sent_frees_its_reservation() -> Non
         with pytest.raises(asyncio.CancelledError):
             await sent
         # it reached the transport: a request that was sent counts, at its worst case
-        assert (ledger.meter.used_calls, ledger.meter.used_tokens) == (1, 11)
+        worst = prompt_bound({"messages": [{"role": "user", "content": "q"}]}) + 10
+        assert (ledger.meter.used_calls, ledger.meter.used_tokens) == (1, worst)
         assert ledger.meter.reserved_calls == ledger.meter.reserved_tokens == 0
     finally:
         reset_ledger(token)
@@ -168,16 +173,25 @@ async def test_a_call_queued_for_a_replica_and_cancelled_costs_nothing(server: S
 async def test_an_unsent_hold_costs_nothing_and_a_settled_one_its_real_usage() -> None:
     from concilium.agents._budget import BudgetMeter
 
-    meter = BudgetMeter(Budget(max_calls=2, max_tokens=100))
+    meter = BudgetMeter(Budget(max_calls=2, max_tokens=200))
     body: dict[str, Any] = {"messages": [{"role": "user", "content": "a b c"}], "max_tokens": 20}
+    worst = prompt_bound(body) + 20
     first, second = await meter.reserve(dict(body), "m"), await meter.reserve(dict(body), "m")
-    assert (meter.reserved_calls, meter.reserved_tokens) == (2, 46)
+    assert (meter.reserved_calls, meter.reserved_tokens) == (2, 2 * worst)
     meter.fail(first, answered=False)  # never sent
     assert (meter.used_calls, meter.used_tokens, meter.reserved_calls) == (0, 0, 1)
-    meter.settle(second, Usage(6, 4))  # the server counted 2 tokens a word: learned
+    meter.settle(second, Usage(6, 4))
     assert (meter.used_calls, meter.used_tokens, meter.reserved_tokens) == (1, 10, 0)
-    third = await meter.reserve(dict(body), "m")
-    assert third.tokens == 6 + 20
+
+
+async def test_a_server_counting_past_the_bound_scales_the_next_reservations() -> None:
+    from concilium.agents._budget import BudgetMeter
+
+    meter = BudgetMeter(Budget(max_tokens=10_000))
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "a b c"}], "max_tokens": 20}
+    bound = prompt_bound(body)
+    meter.settle(await meter.reserve(dict(body), "m"), Usage(2 * bound, 4))  # twice the bound
+    assert (await meter.reserve(dict(body), "m")).tokens == 2 * bound + 20
 
 
 async def test_replayed_calls_cost_nothing(server: SimServer) -> None:
