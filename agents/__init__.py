@@ -6,8 +6,7 @@ Example:
     'solver'
 """
 
-from . import _wire as wire
-from . import ledger, sim
+from . import ledger, sim, wire
 from ._agent import Agent, AgentReply
 from ._endpoints import Endpoints
 from ._fake import FakeModel

@@ -94,6 +94,11 @@ EXPECTED_NAMESPACES = {
     "concilium.agents.ledger": """
         CallLedger current_ledger use_ledger reset_ledger CallRecord SqliteCallRecord supervise
     """,
+    "concilium.agents.wire": """
+        chat_completion text_completion chat_choice text_choice chunk delta_choice usage
+        token_logprob tool_call error model_card model_list sse SSE_DONE message_text JsonObject
+        UsageBody LogprobsBody ToolCallBody ErrorBody
+    """,
     "concilium.agents.sim": """
         SimConfig Rule Statistical Latency Faults
     """,
@@ -144,7 +149,7 @@ def _paste(package: str, names: list[str]) -> str:
 
 def _namespaces() -> list[str]:
     """The public modules the pinned packages export by name (a module without an
-    ``__all__``, such as ``concilium.agents.wire``, is not one)."""
+    ``__all__`` is not one)."""
     found = []
     for package in EXPECTED_ALL:
         module = importlib.import_module(package)
