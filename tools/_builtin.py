@@ -1,7 +1,9 @@
 """Built-in tools: a calculator over the safe arithmetic evaluator (never ``eval``), and
-BM25 search over a folder of text files (bm25s), so research workflows work offline.
-Both bound their work: the calculator sizes each step before computing it, and the
-search reads only regular files inside its folder, within size limits.
+what the evidence store's ``search`` and ``read`` over a folder of documents build on
+(``_evidence``): the folder's reading guards and a BM25 ranker (bm25s), so research
+workflows work offline. Both bound their work: the calculator sizes each step before
+computing it, and the folder is read only as regular files inside it, within size
+limits.
 
 Example:
     >>> import asyncio
@@ -11,19 +13,14 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import os
-import re
 import stat
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from concilium._errors import UserError
-
 from ._arithmetic import NotArithmetic, evaluate, format_number
 from ._registry import Tool, ToolError, ToolRegistry
-from ._tool_text import ToolText
 
 
 def calculator(expression: str) -> str:
@@ -46,128 +43,13 @@ MAX_FILE_BYTES = 10_000_000
 MAX_TOTAL_BYTES = 50_000_000
 """Files past this total are skipped (with a note): indexing is done in memory."""
 MAX_FILES = 10_000
-MAX_PASSAGES = 100_000
 MAX_PASSAGE_CHARS = 2_000
 """A longer paragraph is split into passages of at most this many characters."""
 MAX_RESULT_CHARS = 8_000
 MAX_QUERY_CHARS = 1_000
 SUFFIXES = (".txt", ".md")
-_PARAGRAPH = re.compile(r"\n\s*\n")
-_log = logging.getLogger("concilium.tools")
 Embedder = Callable[[list[str]], Awaitable[list[list[float]]]]
 """An async function from texts to their embedding vectors (one per text, in order)."""
-
-
-class DocumentSearch:
-    """BM25 over the ``.txt`` and ``.md`` files of a folder, one passage per paragraph.
-
-    The folder is read defensively, as it may come from someone else: only regular
-    files are opened (a FIFO, device or socket is skipped without being opened, so it
-    cannot hang or flood the reader), links are followed only to files inside the
-    folder and links to folders not at all, a file over ``MAX_FILE_BYTES`` or past
-    ``MAX_TOTAL_BYTES`` in all is skipped, a file with NUL bytes is skipped as binary,
-    and a file that is not UTF-8 is read with its bad bytes replaced. Each of these
-    is a line in ``notes`` (also logged as a warning on ``concilium.tools``). A
-    paragraph longer than ``MAX_PASSAGE_CHARS`` is split into passages of at most
-    that length, and a search returns at most ``MAX_RESULT_CHARS`` characters (a
-    ``ToolText`` whose value holds the hits whole: ``source``, ``text``, ``score``).
-
-    Args:
-        folder: where the files are (read once, at construction).
-        k: passages returned per query.
-
-    Example:
-        >>> import pathlib, tempfile
-        >>> folder = pathlib.Path(tempfile.mkdtemp())
-        >>> _ = (folder / "a.txt").write_text("The lighthouse was built in 1874.")
-        >>> _ = (folder / "b.txt").write_bytes(b"caf\\xe9 au lait")  # latin-1, not UTF-8
-        >>> search = DocumentSearch(folder)
-        >>> search.search("lighthouse built")
-        '[a.txt] The lighthouse was built in 1874.'
-        >>> search.notes
-        ['b.txt: not UTF-8 (a bad byte at offset 3); read with the undecodable bytes replaced']
-    """
-
-    def __init__(self, folder: str | Path, *, k: int = 3):
-        import bm25s
-
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise UserError(
-                f"document folder {str(folder)!r} does not exist; give a folder of .txt or .md files"
-            )
-        self.notes: list[str] = []
-        self.passages: list[tuple[str, str]] = []
-        root = self.folder.resolve()
-        left = MAX_TOTAL_BYTES
-        for path in _candidates(root, self._note):
-            name = path.relative_to(root).as_posix()
-            data = _read_regular_file(path, root, name, left, self._note)
-            if data is None:
-                continue
-            left -= len(data)
-            text = self._decoded(name, data)
-            if text is not None and not self._add(name, text):
-                break
-        if not self.passages:
-            raise UserError(
-                f"document folder {str(folder)!r} has no .txt or .md text to search"
-                + (f" ({'; '.join(self.notes[:3])})" if self.notes else "")
-            )
-        self.k = min(k, len(self.passages))
-        self._bm25s = bm25s
-        self._index = bm25s.BM25()
-        self._index.index(self._tokens([text for _, text in self.passages]), show_progress=False)
-
-    def _note(self, note: str) -> None:
-        self.notes.append(note)
-        _log.warning("document folder %s: %s", self.folder, note)
-
-    def _decoded(self, name: str, data: bytes) -> str | None:
-        if b"\x00" in data:
-            self._note(f"{name}: skipped, it looks binary (it has NUL bytes)")
-            return None
-        try:
-            return data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            self._note(
-                f"{name}: not UTF-8 (a bad byte at offset {exc.start}); "
-                "read with the undecodable bytes replaced"
-            )
-            return data.decode("utf-8-sig", errors="replace")
-
-    def _add(self, name: str, text: str) -> bool:
-        """Add a file's passages; False once ``MAX_PASSAGES`` is reached."""
-        for passage in _passages(text):
-            if len(self.passages) >= MAX_PASSAGES:
-                self._note(f"{name}: the folder's limit of {MAX_PASSAGES:,} passages is reached; "
-                           "the rest of the files are not searched")  # fmt: skip
-                return False
-            self.passages.append((name, passage))
-        return True
-
-    def _tokens(self, texts: list[str]) -> Any:
-        return self._bm25s.tokenize(texts, stopwords="en", show_progress=False)
-
-    def search(self, query: str) -> ToolText:
-        """Search the local documents; returns the best passages with their file names."""
-        if not query.strip():
-            raise ToolError("search: the query is empty")
-        query = query[:MAX_QUERY_CHARS]
-        ids, scores = self._index.retrieve(self._tokens([query]), k=self.k, show_progress=False)
-        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if s > 0]
-        # the value: each hit's file, passage and score, whole (the text may be cut)
-        value = [{"source": self.passages[i][0], "text": self.passages[i][1], "score": s}
-                 for i, s in hits]  # fmt: skip
-        if not hits:
-            return ToolText(f"no passage matches {query!r}", value)
-        found = "\n".join(f"[{self.passages[i][0]}] {self.passages[i][1]}" for i, _ in hits)
-        if len(found) > MAX_RESULT_CHARS:
-            found = found[: MAX_RESULT_CHARS - 3] + "..."
-        return ToolText(found, value)
-
-    def tool(self, name: str = "search") -> Tool:
-        return Tool.from_function(self.search, name=name, timeout=10.0)
 
 
 def _candidates(
@@ -244,30 +126,6 @@ def _read_regular_file(
         note(f"{name}: skipped, it grew past the size limit while being read")
         return None
     return data
-
-
-def _passages(text: str) -> Iterator[str]:
-    """Paragraphs (split at blank lines) with whitespace collapsed; a paragraph longer
-    than ``MAX_PASSAGE_CHARS`` becomes several passages cut between words."""
-    for block in _PARAGRAPH.split(text):
-        words = block.split()
-        chunk: list[str] = []
-        size = 0
-        for word in words:
-            while len(word) > MAX_PASSAGE_CHARS:  # one "word" longer than a passage
-                if chunk:
-                    yield " ".join(chunk)
-                    chunk, size = [], 0
-                yield word[:MAX_PASSAGE_CHARS]
-                word = word[MAX_PASSAGE_CHARS:]
-            if chunk and size + 1 + len(word) > MAX_PASSAGE_CHARS:
-                yield " ".join(chunk)
-                chunk, size = [], 0
-            if word:
-                size += len(word) + (1 if chunk else 0)
-                chunk.append(word)
-        if chunk:
-            yield " ".join(chunk)
 
 
 def bm25_ranker(texts: list[str]) -> Callable[[str, int], list[tuple[int, float]]]:

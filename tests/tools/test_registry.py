@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from concilium.tools import Tool, ToolError, ToolRegistry, builtin_tools
-from concilium.tools._builtin import DocumentSearch, calculator
+from concilium.tools._builtin import calculator
 
 
 def test_the_schema_models_see_comes_from_type_hints_and_the_docstring() -> None:
@@ -81,11 +81,11 @@ def test_calculator_never_evaluates_code() -> None:
         calculator("__import__('os').system('true')")
 
 
-def test_document_search_ranks_passages_from_a_folder(tmp_path: Path) -> None:
+async def test_document_search_ranks_passages_from_a_folder(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("The lighthouse was built in 1874.\n\nCats sleep a lot.")
     (tmp_path / "b.md").write_text("The keeper of the lighthouse stayed 30 years.")
-    search = DocumentSearch(tmp_path, k=2)
-    hits = search.search("when was the lighthouse built").splitlines()
-    assert hits[0] == "[a.txt] The lighthouse was built in 1874."
-    assert "b.md" in hits[1] and "Cats" not in " ".join(hits)
-    assert "search" in builtin_tools(tmp_path).names()
+    tools = builtin_tools(tmp_path)
+    assert sorted(tools.names()) == ["calculator", "read", "search"]
+    hits = str(await tools.call("search", {"query": "when was the lighthouse built"}))
+    assert hits.splitlines()[0] == "[a.txt#L1] The lighthouse was built in 1874."
+    assert "b.md#L1" in hits and "Cats" not in hits
