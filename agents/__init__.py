@@ -17,7 +17,7 @@ from ._sampling import Sampling
 from ._schemas import AnswerConfidence
 from ._task_group import task_group
 from ._tool_loop import run_with_tools
-from ._tracing import configure_tracing, workflow_span
+from ._tracing import configure_tracing, eval_span, item_span, workflow_span
 from ._transports import aclose
 from ._types import Choice, Completion, Message, TokenLogprob, Usage
 
@@ -48,6 +48,8 @@ __all__ = [
     # tracing
     "configure_tracing",
     "workflow_span",
+    "eval_span",  # concilium eval: one linked trace per run (item_span)
+    "item_span",
     # secrets: credentials masked in what is written, files only their owner reads
     "redact",
     "private_file",

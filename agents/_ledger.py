@@ -33,7 +33,7 @@ from ._record import CallRecord, NoRecord
 from ._redact import redact
 from ._sampling import Sampling
 from ._supervised import restarted
-from ._tracing import chat_span, record_error, tool_span, tracing
+from ._tracing import chat_span, record_error, server_attributes, tool_span, tracing
 from ._transports import Transport, transport_for
 from ._types import Completion, Usage, completion_from_openai
 
@@ -229,7 +229,7 @@ class CallLedger:
                             "gen_ai.response.finish_reasons": [
                                 c.finish_reason or "" for c in completion.choices
                             ],
-                            "server.address": redact(completion.replica),
+                            **server_attributes(completion.replica),
                         }
                     )
         except BaseException as exc:

@@ -1,7 +1,8 @@
 """OpenTelemetry spans with the GenAI semantic conventions.
 
 concilium emits ``invoke_workflow {name}``, ``invoke_agent {name}``, ``chat {model}``
-and ``execute_tool {name}`` spans through the global tracer provider. With none set
+and ``execute_tool {name}`` spans through the global tracer provider (and, in
+``concilium eval``, ``eval {data}`` with one linked ``eval_item {id}`` trace per run). With none set
 every span would be a no-op, so none is started and no attributes are built: that
 cost ~10 us of CPU per span, a tenth of concilium's own time per call. No exporter
 is forced:
@@ -80,6 +81,31 @@ def chat_attributes(
     return attrs
 
 
+def server_attributes(url: str | None) -> dict[str, Any]:
+    """``server.address`` (the host alone) and ``server.port`` of a server's URL.
+
+    Example:
+        >>> server_attributes("http://127.0.0.1:8000/v1")
+        {'server.address': '127.0.0.1', 'server.port': 8000}
+        >>> server_attributes("https://api.example.com/v1")
+        {'server.address': 'api.example.com', 'server.port': 443}
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url or "")
+    if not parts.hostname:
+        return {}
+    try:
+        port = parts.port
+    except ValueError:  # a port out of range: the host is still worth recording
+        port = None
+    port = port or {"http": 80, "https": 443}.get(parts.scheme)
+    attrs: dict[str, Any] = {"server.address": parts.hostname}
+    if port is not None:
+        attrs["server.port"] = port
+    return attrs
+
+
 def record_error(span: trace.Span, exc: BaseException) -> None:
     """Mark ``span`` failed with ``exc``'s type and its message, credentials masked."""
     if span.is_recording():
@@ -101,6 +127,10 @@ def agent_span(name: str, **attrs: Any) -> AbstractContextManager[trace.Span]:
 def workflow_span(name: str, **attrs: Any) -> Any:
     """A span ``invoke_workflow {name}`` around a whole run (a context manager).
 
+    The name is in ``gen_ai.agent.name``, where the GenAI conventions v0.1.0 (their
+    first release of their own) put it, and in ``gen_ai.workflow.name``, where
+    semantic-conventions 1.37 to 1.41 and backends built on them look.
+
     Example:
         >>> with workflow_span("demo") as span:
         ...     span.is_recording() in (True, False)
@@ -109,7 +139,39 @@ def workflow_span(name: str, **attrs: Any) -> Any:
     return tracer.start_as_current_span(
         f"invoke_workflow {name}",
         kind=SpanKind.INTERNAL,
-        attributes={"gen_ai.operation.name": "invoke_workflow", "gen_ai.agent.name": name, **attrs},
+        attributes={
+            "gen_ai.operation.name": "invoke_workflow",
+            "gen_ai.agent.name": name,
+            "gen_ai.workflow.name": name,
+            **attrs,
+        },
+    )
+
+
+def eval_span(data: str, methods: Sequence[str], items: int) -> AbstractContextManager[trace.Span]:
+    """``eval {data}`` around a whole evaluation; each run in it is its own trace
+    (``item_span``) linked to this span, so a backend shows one short trace per run."""
+    if not tracing():
+        return _OFF
+    attrs = {"concilium.eval.data": data, "concilium.eval.methods": list(methods),
+             "concilium.eval.items": items}  # fmt: skip
+    return tracer.start_as_current_span(f"eval {data}", kind=SpanKind.INTERNAL, attributes=attrs)
+
+
+def item_span(item: str, method: str) -> AbstractContextManager[trace.Span]:
+    """``eval_item {item}``: the root of a new trace for one (item, method) run, linked
+    to the span current when it starts (the eval's, if one is open)."""
+    if not tracing():
+        return _OFF
+    from opentelemetry.context import Context
+
+    eval_context = trace.get_current_span().get_span_context()
+    return tracer.start_as_current_span(
+        f"eval_item {item}",
+        context=Context(),  # no parent: a trace of its own
+        kind=SpanKind.INTERNAL,
+        links=[trace.Link(eval_context)] if eval_context.is_valid else [],
+        attributes={"concilium.eval.item.id": item, "concilium.eval.method": method},
     )
 
 

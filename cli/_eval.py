@@ -120,15 +120,19 @@ def _eval(
     if shard is not None:  # after the scorer: a shard scores as the whole data would
         names = [m.name for m in methods]
         records = start_shard(out, shard, records, names, scorer_name)
-    if ray_address:
+    if ray_address:  # runs on Ray workers trace only where the workers set up tracing
         from concilium.evals import evaluate_on_ray
 
         results = evaluate_on_ray(records, workflows, sweeps, backend, out, address=ray_address,
                                   scorer=scorer, concurrency=concurrency)  # fmt: skip
     else:
-        results = asyncio.run(
-            evaluate(records, methods, backend, out, scorer=scorer, concurrency=concurrency)
-        )
+        from concilium.agents import eval_span
+
+        names = [m.name for m in methods]
+        with eval_span(Path(data).name, names, len(records)):
+            results = asyncio.run(
+                evaluate(records, methods, backend, out, scorer=scorer, concurrency=concurrency)
+            )
     by_id = {r.id: r for r in records}
 
     def predicate(row: dict[str, object]) -> object:

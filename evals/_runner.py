@@ -175,6 +175,7 @@ async def _one(
     out_dir: Path,
     started: set[str],
 ) -> ItemResult:
+    from concilium.agents import item_span
     from concilium.graphs import partial_result
 
     key = _key(method.name, record.id)
@@ -188,10 +189,12 @@ async def _one(
     transcript: list[dict[str, Any]] = []
     calls = replayed = prompt_tokens = completion_tokens = 0
     try:
-        # the method's own spec (its swept values) is the fingerprint, and its budget
-        result = await session.run(
-            method.workflow, record.question, run_id=key, resume=resume, store=store
-        )
+        # the method's own spec (its swept values) is the fingerprint, and its budget;
+        # each run is a trace of its own, linked to the eval's span
+        with item_span(record.id, method.name):
+            result = await session.run(
+                method.workflow, record.question, run_id=key, resume=resume, store=store
+            )
     except UserError:
         raise
     except Exception as exc:  # a model error fails this item, not the eval

@@ -41,7 +41,7 @@ EXPECTED_ALL = {
     "concilium.agents": """
         Agent AgentReply run_with_tools AnswerConfidence ModelSpec Capabilities Endpoints
         aclose Budget Sampling ledger Message Usage TokenLogprob Completion Choice wire task_group
-        configure_tracing workflow_span redact private_file FakeModel sim
+        configure_tracing workflow_span eval_span item_span redact private_file FakeModel sim
     """,
     "concilium.bench": """
 
