@@ -2,7 +2,8 @@
 
 The pinned langchain-openai talks to ``concilium serve api`` (a subprocess) serving
 tests/clients/city.yaml on the simulated server (a test double) whose answers that
-file scripts; it gets the parsed object, or the clear error the docs describe.
+file scripts; it gets the parsed object, or the clear error the docs describe. Over
+the Responses API it also keeps the method's work: each sample and the vote.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import openai
 import pytest
 import pytest_asyncio
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from concilium.serving import ManagedProcess
 
@@ -38,7 +39,7 @@ async def api() -> AsyncIterator[ManagedProcess]:
 
 
 def chat(api: ManagedProcess) -> ChatOpenAI:
-    return ChatOpenAI(model="city", base_url=api.url, api_key="unused", max_retries=0)  # type: ignore[arg-type]
+    return ChatOpenAI(model="city", base_url=api.url, api_key=SecretStr("unused"), max_retries=0)
 
 
 async def test_structured_output_returns_the_parsed_object(api: ManagedProcess) -> None:
@@ -64,3 +65,29 @@ async def test_function_calling_structured_output_is_refused_naming_tools(
     structured = chat(api).with_structured_output(City, method="function_calling")
     with pytest.raises(openai.BadRequestError, match=r"tools=.*call their own tools"):
         await structured.ainvoke("What is the capital of France?")
+
+
+async def test_the_responses_api_shows_langchain_each_sample_and_the_vote(
+    api: ManagedProcess,
+) -> None:
+    model = chat(api).model_copy(update={"use_responses_api": True})
+    question = "What is the capital of France?"
+    reply = await model.ainvoke(question)
+    reasoning, text = reply.content
+    assert isinstance(reasoning, dict) and isinstance(text, dict)
+    trace = reasoning["summary"][0]["text"].splitlines()
+    assert [line.split("] ")[0] for line in trace] == ["[solver"] * 3 + ["[votes"]
+    answer = '{"city": "Paris", "population_millions": 2.1}'
+    assert trace[-1] == f"[votes] {answer} x3 -> {answer}"
+    assert text["text"] == answer
+
+    streamed = ""  # the summary as it streams, before the answer's text
+    async for chunk in model.astream(question):
+        for block in chunk.content:
+            assert isinstance(block, dict)
+            if block["type"] == "reasoning" and block.get("summary"):
+                assert "answer" not in streamed
+                streamed += block["summary"][0]["text"]
+            if block["type"] == "text":
+                streamed += "answer"
+    assert streamed.count("[solver]") == 3 and streamed.endswith("answer")
