@@ -20,6 +20,7 @@ from concilium._errors import UserError
 from concilium._json import load_json
 
 from ._redact import private_file
+from ._types import Usage, completion_from_openai
 
 
 class CallRecord:
@@ -36,6 +37,26 @@ class CallRecord:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def cost(self) -> tuple[int, Usage]:
+        """The model calls this record holds and their tokens (tool calls left out):
+        for one run's record (``SqliteCallRecord.for_run``), what the run cost across
+        all its attempts, each call once however often it was replayed.
+
+        Example:
+            >>> rec = CallRecord()
+            >>> usage = {"prompt_tokens": 9, "completion_tokens": 2}
+            >>> rec.put("h", {"choices": [{"message": {"content": "4"}}], "usage": usage})
+            >>> rec.put("t", {"result": 4})  # a tool call
+            >>> rec.cost()
+            (1, Usage(prompt_tokens=9, completion_tokens=2))
+        """
+        calls, usage = 0, Usage()
+        for response in self._data.values():
+            if "choices" in response:  # a tool call's entry is {"result"} or {"error"}
+                calls += 1
+                usage = usage + completion_from_openai(response).usage
+        return calls, usage
 
     def close(self) -> None:
         """Release resources (nothing to do in memory)."""
@@ -186,7 +207,11 @@ class _RunRecord(CallRecord):
 
     def get(self, digest: str) -> dict[str, Any] | None:
         found = super().get(digest)
-        return found if found is not None else self._lookup(digest)
+        if found is None:
+            found = self._lookup(digest)
+            if found is not None:  # keyed by this run's id: one of its calls (``cost``)
+                self._data[digest] = found
+        return found
 
     def put(self, digest: str, response: dict[str, Any]) -> None:
         super().put(digest, response)

@@ -30,7 +30,7 @@ from ._sweep import Method
 
 if TYPE_CHECKING:
     from concilium.app import Backend, Session
-    from concilium.graphs import StateStore
+    from concilium.graphs import RunResult, StateStore
 
 __all__ = [
     "ItemResult",
@@ -202,14 +202,11 @@ async def _one(
         done = partial_result(exc)
         if done is not None:
             transcript = [dict(t) for t in done.transcript]
-            calls, prompt_tokens = done.calls, done.usage.prompt_tokens
-            completion_tokens = done.usage.completion_tokens
+            calls, replayed, prompt_tokens, completion_tokens = _cost(done)
     else:
         answer = result.answer
         transcript = [dict(t) for t in result.transcript]
-        calls, replayed = result.calls, result.replayed
-        prompt_tokens = result.usage.prompt_tokens
-        completion_tokens = result.usage.completion_tokens
+        calls, replayed, prompt_tokens, completion_tokens = _cost(result)
     correct = answer is not None and scorer(answer, record.answer, record.choices)
     return {
         "id": record.id,
@@ -228,6 +225,22 @@ async def _one(
         "choices": list(record.choices) if record.choices else None,  # rescoring needs them
         "transcript": transcript,
     }
+
+
+def _cost(result: RunResult) -> tuple[int, int, int, int]:
+    """A row's ``calls``, ``replayed``, ``prompt_tokens`` and ``completion_tokens``: a
+    resumed item costs what it cost. ``calls`` are the requests this attempt sent;
+    ``replayed`` every other call the item made in an earlier attempt (answered from
+    the call record now, or a step restored from the checkpoint); the tokens are
+    those of all of them (``RunResult.total_usage``), so ``calls + replayed`` and the
+    tokens are what the uninterrupted run reports."""
+    usage = result.total_usage
+    return (
+        result.calls,
+        result.total_calls - result.calls,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
 
 
 async def evaluate(

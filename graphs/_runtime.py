@@ -59,9 +59,16 @@ class RunResult:
             round, and which other answers it saw.
         votes: the final vote (tally, winner, agreement) when there was one.
         details: pattern-specific extras (rounds, samples, nested results).
-        calls: model calls answered by a model in this run (not replayed ones).
+        calls: model calls answered by a model in this run (not replayed ones): for
+            a resumed run, the requests this attempt sent.
         replayed: calls answered from the call record (resume).
-        usage: tokens of the calls answered by a model.
+        usage: tokens of the calls answered by a model in this run.
+        total_calls: model calls the run cost in all, across its attempts: for a
+            resumed run every call its call record holds under its run id (those of
+            the steps restored from the checkpoint, the replayed ones and its new
+            ones, each once), so it equals the uninterrupted run's ``calls``; for
+            any other run, ``calls``.
+        total_usage: the tokens of those calls (the uninterrupted run's ``usage``).
         elapsed_s: wall time of the run.
         tool_calls: tool calls run in this run (failed ones included).
         tools_replayed: tool calls answered from the call record (resume).
@@ -80,6 +87,8 @@ class RunResult:
     calls: int = 0
     replayed: int = 0
     usage: Usage = field(default_factory=Usage)
+    total_calls: int = 0
+    total_usage: Usage = field(default_factory=Usage)
     elapsed_s: float = 0.0
     tool_calls: int = 0
     tools_replayed: int = 0
@@ -100,6 +109,11 @@ class RunResult:
             "usage": {
                 "prompt_tokens": self.usage.prompt_tokens,
                 "completion_tokens": self.usage.completion_tokens,
+            },
+            "total_calls": self.total_calls,
+            "total_usage": {
+                "prompt_tokens": self.total_usage.prompt_tokens,
+                "completion_tokens": self.total_usage.completion_tokens,
             },
             "elapsed_s": round(self.elapsed_s, 4),
             "votes": self.votes,
@@ -265,10 +279,12 @@ async def _run_claimed(
             if span.is_recording() and final.get("votes"):
                 span.set_attribute("concilium.votes", str(final["votes"].get("counts")))
     except Exception as exc:
-        setattr(exc, "partial", _partial(ledger, graph.name, run_id, turns, started, exc))  # noqa: B010
+        done = _partial(ledger, graph.name, run_id, turns, started, exc, resume)
+        setattr(exc, "partial", done)  # noqa: B010
         raise
     finally:
         reset_ledger(token)
+    total_calls, total_usage = _cost(ledger, resume)
     return RunResult(
         answer=final.get("answer"),
         run_id=run_id,
@@ -279,10 +295,20 @@ async def _run_claimed(
         calls=ledger.calls,
         replayed=ledger.replayed,
         usage=ledger.usage,
+        total_calls=total_calls,
+        total_usage=total_usage,
         elapsed_s=time.perf_counter() - started,
         tool_calls=ledger.tool_calls,
         tools_replayed=ledger.tools_replayed,
     )
+
+
+def _cost(ledger: CallLedger, resume: bool) -> tuple[int, Usage]:
+    """What a run cost in all (``RunResult.total_calls``, ``total_usage``): a resumed
+    run's are the model calls in its call record, which holds each call of every
+    attempt once (a step restored from the checkpoint, a replayed call, a new one);
+    any other run's are the calls it sent."""
+    return ledger.record.cost() if resume else (ledger.calls, ledger.usage)
 
 
 async def _within(deadline_s: float | None, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
@@ -312,9 +338,11 @@ def _partial(
     turns: list[Turn],
     started: float,
     exc: Exception,
+    resume: bool,
 ) -> RunResult:
     from concilium.agents import redact
 
+    total_calls, total_usage = _cost(ledger, resume)
     return RunResult(
         answer=None,
         run_id=run_id,
@@ -323,6 +351,8 @@ def _partial(
         calls=ledger.calls,
         replayed=ledger.replayed,
         usage=ledger.usage,
+        total_calls=total_calls,
+        total_usage=total_usage,
         elapsed_s=time.perf_counter() - started,
         tool_calls=ledger.tool_calls,
         tools_replayed=ledger.tools_replayed,

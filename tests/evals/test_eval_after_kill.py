@@ -23,7 +23,7 @@ import pytest
 
 import concilium.graphs
 from concilium.app import Backend
-from concilium.evals import EvalRecord, ItemResult, build_methods, evaluate
+from concilium.evals import EvalRecord, ItemResult, build_methods, evaluate, summarise
 from concilium.graphs import StateStore
 from concilium.serving import SimServer
 
@@ -100,6 +100,16 @@ def outcome(rows: list[ItemResult]) -> list[tuple[Any, ...]]:
     return [(r["id"], r["answer"], r["failed"], r["correct"]) for r in rows]
 
 
+def cost(rows: list[ItemResult]) -> list[tuple[Any, ...]]:
+    """Each row's calls (the ones sent plus the ones earlier attempts made) and tokens."""
+    return [(r["id"], r["calls"] + r["replayed"], r["prompt_tokens"], r["completion_tokens"]) for r in rows]  # fmt: skip
+
+
+def _costs(summary: Any) -> list[tuple[Any, ...]]:
+    keys = ("calls_per_item", "prompt_tokens_per_item", "completion_tokens_per_item")
+    return [tuple(m[k] for k in keys) for m in summary]
+
+
 def lines(folder: Path) -> dict[str, ItemResult]:
     """The last line of each item in ``results.jsonl``, in item order; every line must
     read back."""
@@ -122,12 +132,22 @@ async def test_an_eval_killed_after_any_write_reruns_to_every_answer_repeating_n
         opened.append(KilledAfterEachWrite(path, tmp_path / "kills"))
         return opened[-1]
 
+    start = await sim.stats()
     with monkeypatch.context() as patch:
         patch.setattr(concilium.graphs, "StateStore", store)
         whole = await evaluate(RECORDS, methods, backend, tmp_path / "out", concurrency=2)
+    end = await sim.stats()
     assert not any(r["failed"] for r in whole) and all(r["answer"] for r in whole)
     total = sum(r["calls"] for r in whole)
     assert total == 4 * len(RECORDS)  # 2 agents x 2 rounds each
+    # the rows' calls and tokens are what the server counted and reported
+    assert all(r["replayed"] == 0 for r in whole)
+    assert (
+        total,
+        sum(r["prompt_tokens"] for r in whole),
+        sum(r["completion_tokens"] for r in whole),
+    ) == tuple(end[k] - start[k] for k in ("requests", "prompt_tokens", "completion_tokens"))
+    summary = summarise(whole)
     assert len(opened) == 1
     copies = opened[0].copies
     assert [what for what, _ in copies].count("call") == total
@@ -140,6 +160,10 @@ async def test_an_eval_killed_after_any_write_reruns_to_every_answer_repeating_n
         where = f"killed after write {folder.name} ({what})"
         assert outcome(rows) == outcome(whole), where
         assert sent == owed, where  # no finished call sent again
+        # yet each resumed item costs what it cost: the calls restored from the
+        # checkpoint count, the replayed ones once, with their tokens
+        assert cost(rows) == cost(whole), where
+        assert _costs(summarise(rows)) == _costs(summary), where
         assert outcome(list(lines(folder).values())) == outcome(whole), where
         assert await evaluate(RECORDS, methods, backend, folder) == rows, where
 

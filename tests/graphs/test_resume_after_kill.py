@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from concilium import RunError
-from concilium.agents import Agent
+from concilium.agents import Agent, Usage
 from concilium.agents.ledger import SqliteCallRecord
 from concilium.graphs import END, START, Graph, StateStore, partial_result, run
 from concilium.graphs.patterns import debate
@@ -96,9 +96,21 @@ async def test_a_run_killed_after_any_write_resumes_to_its_answer_repeating_no_c
     # many calls came before, so a resumed call gets the reply the first run got
     agents = [Agent(name, sim.spec(), max_tokens=32, seed=7) for name in ("ann", "bob")]
     graph = debate(agents, rounds=3)
+    start = await sim.stats()
     async with KilledAfterEachWrite(tmp_path / "state.db", tmp_path / "kills") as store:
         whole = await run(graph, QUESTION, run_id="r", store=store)
     assert whole.answer is not None and whole.calls == 6
+    # what the run cost, counted by the server: every request and the tokens it reported
+    end = await sim.stats()
+    cost = (
+        end["requests"] - start["requests"],
+        Usage(
+            end["prompt_tokens"] - start["prompt_tokens"],
+            end["completion_tokens"] - start["completion_tokens"],
+        ),
+    )
+    assert cost[0] == 6 and cost[1].prompt_tokens > 0 and cost[1].completion_tokens > 0
+    assert (whole.calls, whole.usage) == (whole.total_calls, whole.total_usage) == cost
     kinds = [what for what, _ in store.copies]
     assert kinds.count("call") == 6 and kinds.count("aput") >= 8, kinds  # 3 rounds, 2 steps each
 
@@ -112,8 +124,13 @@ async def test_a_run_killed_after_any_write_resumes_to_its_answer_repeating_no_c
         assert turns(resumed) == turns(whole), where
         # only the calls that had not finished are sent: none recorded is sent again
         assert sent == resumed.calls == owed, where
+        # yet it cost what the uninterrupted run cost: the steps restored from the
+        # checkpoint and the calls replayed count once each, with their tokens
+        assert (resumed.total_calls, resumed.total_usage) == cost, where
         again = await run(graph, QUESTION, run_id="r", state_path=folder / "state.db", resume=True)  # fmt: skip
         assert (again.answer, again.calls) == (whole.answer, 0), where
+        assert (again.total_calls, again.total_usage) == cost, where
+        assert again.to_json()["total_usage"] == whole.to_json()["total_usage"], where
 
 
 async def test_a_run_that_stops_before_its_end_is_a_failure_not_an_empty_answer(
