@@ -50,7 +50,10 @@ class _Pace:
 
 
 class Watch:
-    """One request's deadline: ``timer`` is entered around the request."""
+    """One request's deadline: ``seconds`` from ``started`` (the transport makes it
+    the request's whole timeout), or, sent before the replica's first reply, none
+    yet: then ``timer`` is entered around the request and set when that reply comes
+    (rare, so the common request pays for no timer of its own)."""
 
     __slots__ = (
         "load", "loop", "max_tokens", "misses", "pace", "seconds", "started", "timeout", "timer",
@@ -66,7 +69,7 @@ class Watch:
         self.load = pace.in_flight
         self.misses = pace.misses
         self.seconds = seconds  # None: only ``timeout`` bounds it (so far)
-        self.timer = asyncio.timeout_at(None if seconds is None else self.started + seconds)
+        self.timer = asyncio.timeout_at(None) if seconds is None else None
 
 
 class Deadlines:
@@ -103,12 +106,12 @@ class Deadlines:
             pace.cold.add(watch)
         return watch
 
-    def done(self, watch: Watch, seconds: float | None) -> None:
+    def done(self, watch: Watch, seconds: float | None, *, missed: bool = False) -> None:
         """``watch``'s request ended, right after leaving its timer: with its whole
         reply after ``seconds`` (learn from it; the requests sent before the first
-        reply get their deadline), past its deadline (the next requests get twice
-        as long, once per round of misses: requests sent together that all miss
-        double it once), or otherwise (``None``: an error status, a lost connection)."""
+        reply get their deadline), ``missed`` its deadline (the next requests get
+        twice as long, once per round of misses: requests sent together that all
+        miss double it once), or otherwise (an error status, a lost connection)."""
         pace = watch.pace
         pace.in_flight -= 1
         pace.cold.discard(watch)
@@ -120,7 +123,7 @@ class Deadlines:
             if not pace.replied:
                 pace.replied = True
                 self._warm(pace, watch.loop)
-        elif watch.timer.expired() and watch.misses == pace.misses < MAX_DOUBLINGS:
+        elif missed and watch.misses == pace.misses < MAX_DOUBLINGS:
             pace.misses += 1
 
     @staticmethod
@@ -128,7 +131,7 @@ class Deadlines:
         # each of these is inside its timer: a request leaves the set (``done``) right
         # after it leaves its timer, with no await between
         for cold in list(pace.cold):
-            if cold.loop is loop:  # a timer is rescheduled on its own loop
+            if cold.loop is loop and cold.timer is not None:  # rescheduled on its own loop
                 cold.seconds = _seconds(pace, cold.max_tokens, cold.timeout)
                 cold.timer.reschedule(cold.started + (cold.seconds or 0.0))
                 pace.cold.discard(cold)
@@ -139,4 +142,6 @@ def _seconds(pace: _Pace, max_tokens: int, timeout: float) -> float | None:
         return None
     guess = max(pace.seconds, pace.per_token * max_tokens)
     crowd = max(1.0, pace.in_flight / pace.load)
-    return min(max(FACTOR * guess * crowd, FLOOR) * 2**pace.misses, timeout)
+    seconds = max(FACTOR * guess * crowd, FLOOR) * 2**pace.misses
+    # two significant digits: few distinct values, so the transport's timeouts are reused
+    return min(float(f"{seconds:.2g}"), timeout)

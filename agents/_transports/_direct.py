@@ -112,15 +112,17 @@ class DirectTransport:
             (api_base, spec.served_name), body.get("max_tokens"), spec.timeout
         )  # fmt: skip
         replied: float | None = None
+        missed = False
+        total = spec.timeout if watch is None or watch.seconds is None else watch.seconds
         try:  # timeouts first: aiohttp's are also ClientConnectionErrors
-            async with _NO_DEADLINE if watch is None else watch.timer:
+            async with _NO_DEADLINE if watch is None or watch.timer is None else watch.timer:
                 async with self.session().post(
                     url,
                     data=payload,
                     headers=request_headers,
                     # a stream: its first event, then each next one
                     timeout=_timeout(
-                        spec.timeout,
+                        total,
                         spec.connect_timeout,
                         spec.ttft_timeout if on_text is not None else None,
                     ),
@@ -137,7 +139,8 @@ class DirectTransport:
                     if watch is not None:
                         replied = watch.loop.time() - watch.started
         except TimeoutError as exc:
-            if watch is not None and watch.timer.expired():
+            if watch is not None and _missed(watch, exc, spec.timeout):
+                missed = True
                 raise deadline_error(spec, api_base, watch) from exc
             raise timeout_error(spec, api_base, exc) from exc
         except (
@@ -155,11 +158,22 @@ class DirectTransport:
             ) from exc
         finally:
             if watch is not None:
-                DEADLINES.done(watch, replied)
+                DEADLINES.done(watch, replied, missed=missed)
         return _completion(spec, api_base, resp.status, raw)
 
 
-@functools.lru_cache(maxsize=64)
+def _missed(watch: Watch, exc: TimeoutError, timeout: float) -> bool:
+    """Whether ``exc`` is ``watch``'s deadline: its own timer (sent before the
+    replica's first reply), or the whole-request timeout it set shorter than
+    ``timeout`` (not a connect or read timeout)."""
+    if watch.timer is not None:
+        return watch.timer.expired()
+    return watch.seconds is not None and watch.seconds < timeout and not isinstance(
+        exc, (aiohttp.ConnectionTimeoutError, aiohttp.SocketTimeoutError)
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=512)
 def _timeout(total: float, connect: float, read: float | None) -> aiohttp.ClientTimeout:
     """One ``ClientTimeout`` per setting (a frozen value), not one built per request."""
     return aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
