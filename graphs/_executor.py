@@ -12,8 +12,9 @@ nodes were given (plan order), whatever order they ended in.
 ``Executor``, the task-fetching unit, runs a plan's tool calls as such a DAG. A task
 whose dependency failed is skipped with that reason; with ``on_failure="cancel"``
 the first failure also cancels everything still running or waiting. Every tool call
-goes through the run's ledger (``CallLedger.tool``): it is budgeted, traced and kept
-in the call record, so a resumed run replays it instead of calling the tool again; a
+is the kit's ``use_tool``, keyed ``<path>/<tool>/<key>/<index>`` as any pattern's
+tool call is: it is budgeted, traced and kept in the call record, so a resumed run
+replays it instead of calling the tool again; a
 tool with ``side_effects`` is never called twice with the same arguments in one run
 (a replan that repeats it gets the first result). Every task's times (emitted,
 ready, started, ended; seconds from the start) are recorded for tests and benchmarks.
@@ -33,11 +34,11 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from concilium._errors import GraphError
-from concilium.agents.ledger import current_ledger
 from concilium.tools import ToolError, ToolRegistry
 from concilium.tools.plans import Task, resolve
 
-from ._context import task_group
+from ._context import current_run, task_group
+from ._kit import use_tool
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -238,7 +239,9 @@ class Executor:
     Args:
         registry: the tools tasks may name.
         on_failure: ``"skip_dependents"`` (default) or ``"cancel"`` (stop everything).
-        key: names this execution in the call record (stable across a resume).
+        key: names this execution among the calls of the node it runs in, stable
+            across a resume (a replan's own, ``plan/r1``): each task's call is keyed
+            ``<node path>/<tool>/<key>/<task index>``.
         memo: side-effecting calls already made, shared across replans; it matters
             outside a run only (a run's call record already keeps them).
     """
@@ -342,9 +345,8 @@ class Executor:
             if memo_key in self.memo:
                 record.result, record.replayed = self.memo[memo_key], True
             else:
-                record.result, record.replayed = await current_ledger().tool(
-                    tool, args, key=f"{self.key}/{task.index}"
-                )
+                reply = await use_tool(current_run(), tool, args, f"{self.key}/{task.index}")
+                record.result, record.replayed = reply.result, reply.replayed
             record.status = "ok"
         except ToolError as exc:
             record.status, record.error = "failed", str(exc)

@@ -143,12 +143,15 @@ class ToolReply:
             IDs included, as dicts), otherwise the result itself (after a replay,
             as the call record keeps it: JSON data, or its text).
         replayed: whether it came from the call record instead of the tool.
+        result: the result as the tool gave it (a ``ToolText`` is the text and the
+            value in one), as a plan's later tasks get it for ``$N``.
     """
 
     tool: str
     text: str
     value: Any
     replayed: bool = False
+    result: Any = field(default=None, repr=False, compare=False)
 
 
 async def use_tool(
@@ -184,7 +187,7 @@ async def use_tool(
     key = ctx.key(tool.name, tag)
     result, replayed = await ctx.ledger.tool(tool, arguments, key=key, agent=agent)
     value = result.value if isinstance(result, ToolText) else result
-    return ToolReply(tool.name, str(result), value, replayed)
+    return ToolReply(tool.name, str(result), value, replayed, result)
 
 
 def turn(

@@ -245,7 +245,7 @@ async def _solve(c: _Compiler, state: Mapping[str, Any], ctx: RunContext) -> dic
 def _start_round(c: _Compiler, ctx: RunContext, s: _Solving, r: int) -> _Round:
     prompt = c.lib.render("plan_and_execute/plan", question=s.question, tools=_tools_for_prompt(c.tools),
                           end_of_plan=END_OF_PLAN, previous="\n\n".join(s.previous))  # fmt: skip
-    executor = Executor(c.tools, on_failure=c.on_failure, key=ctx.key("plan", r), memo=s.memo)
+    executor = Executor(c.tools, on_failure=c.on_failure, key=f"plan/{r}", memo=s.memo)
     return _Round(r, prompt, executor, time.perf_counter(), s.past)
 
 
