@@ -5,8 +5,13 @@ reply ``TOOL_CALLS: [...]`` becomes OpenAI tool calls). Otherwise the statistica
 answerer: with probability ``accuracy`` the right answer (from ``answers`` or a plain
 arithmetic question evaluated by a safe parser), else a wrong one; an agent shown
 other agents' answers adopts their most common one with probability ``conformity``.
-A request with a JSON schema gets a JSON object of that schema. Every draw is seeded
-by (config seed, agent, call index, choice), so a run is reproducible.
+What is asked is the last user message (a few-shot prompt's examples come before it);
+when it asks nothing the server knows (a pattern's follow-up: "give your final
+answer"), the latest user message before it that does. A request with a JSON schema
+gets a JSON object of that schema. Every draw is seeded by (config seed, agent, the
+prompt, the request's ``seed`` or else how many times the agent sent this prompt
+before, choice), never by arrival order: the same requests give the same replies
+however they interleave, and a seeded request the same reply every time.
 
 Example:
     >>> from concilium.agents.sim import SimConfig
@@ -36,6 +41,10 @@ _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 # "... think the answer is 84." (ReConcile's grouped answers), not "the answer is \boxed{..}"
 _ANSWER_IS = re.compile(r"think the answer is (?!\\)([^\s.,;\\]+)")
 TOOL_CALLS = "TOOL_CALLS:"
+
+
+def _seeded(basis: str) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.sha256(basis.encode()).digest()[:8], "big"))
 
 
 def words(text: str) -> list[str]:
@@ -113,19 +122,17 @@ def cut_at_stop(text: str, stop: object) -> str:
 
 
 class SimulatedModel:
-    """Decides the replies of the simulated server; keeps per-agent call counts."""
+    """Decides the replies of the simulated server; counts each agent's repeats of a prompt."""
 
     def __init__(self, config: SimConfig):
         self.config = config
         self.reset()
 
     def reset(self) -> None:
-        self._agent_calls: defaultdict[str, int] = defaultdict(int)
+        self._repeats: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._rule_calls: defaultdict[tuple[int, str], int] = defaultdict(int)
 
-    def answer(
-        self, body: Mapping[str, Any], agent: str, *, rid: str = "sim", logprob_seed: int = 0
-    ) -> SimAnswer:
+    def answer(self, body: Mapping[str, Any], agent: str, *, rid: str = "sim") -> SimAnswer:
         """The replies to one chat or text-completions body from ``agent``.
 
         Replies are cut at ``max_tokens`` words; logprobs come when the body asks.
@@ -135,9 +142,11 @@ class SimulatedModel:
         max_tokens = body.get("max_tokens") or self.config.max_tokens
         want_logprobs = bool(body.get("logprobs"))
         top = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
-        rng = random.Random(logprob_seed)
+        basis = self._basis(body, agent)
+        rng = _seeded(f"{basis}|logprobs")
         choices = []
-        for i, text in enumerate(self.replies(body, agent, users, int(body.get("n") or 1))):
+        n = int(body.get("n") or 1)
+        for i, text in enumerate(self.replies(body, agent, users, n, basis=basis)):
             reason = "stop"
             if len(words(text)) > max_tokens:
                 text, reason = " ".join(words(text)[:max_tokens]), "length"
@@ -153,9 +162,18 @@ class SimulatedModel:
 
     # ----------------------------------------------------------------- replies
 
-    def _rng(self, agent: str, call: int, choice: int, seed: int | None) -> random.Random:
-        basis = f"{self.config.seed}|{agent}|{call if seed is None else f's{seed}'}|{choice}"
-        return random.Random(int.from_bytes(hashlib.sha256(basis.encode()).digest()[:8], "big"))
+    def _basis(self, body: Mapping[str, Any], agent: str) -> str:
+        """What one request's draws are seeded by: the config's seed, the agent, the
+        prompt, and the request's ``seed`` or else the agent's repeats of the prompt."""
+        asked = body.get("messages") if "messages" in body else body.get("prompt")
+        prompt = hashlib.sha256(json.dumps(asked, sort_keys=True, default=str).encode())
+        digest = prompt.hexdigest()[:16]
+        seed = body.get("seed")
+        if seed is None:
+            repeat = self._repeats[agent, digest]
+            self._repeats[agent, digest] += 1
+            return f"{self.config.seed}|{agent}|{digest}|{repeat}"
+        return f"{self.config.seed}|{agent}|{digest}|s{seed}"
 
     def _scripted(self, agent: str, user_text: str) -> str | None:
         for index, rule in enumerate(self.config.rules):
@@ -207,18 +225,26 @@ class SimulatedModel:
         return self.config.statistical.template.format(answer=answer)
 
     def replies(
-        self, body: Mapping[str, Any], agent: str, prompt_texts: list[str], n: int
+        self,
+        body: Mapping[str, Any],
+        agent: str,
+        prompt_texts: list[str],
+        n: int,
+        *,
+        basis: str | None = None,
     ) -> list[str]:
-        """The ``n`` reply texts of one request (``prompt_texts``: its user messages)."""
+        """The ``n`` reply texts of one request (``prompt_texts``: its user messages;
+        ``basis``: what its draws are seeded by, see ``_basis``)."""
         user_texts = prompt_texts or [""]
-        call = self._agent_calls[agent]
-        self._agent_calls[agent] += 1
-        seed = body.get("seed")
+        basis = basis if basis is not None else self._basis(body, agent)
         out = []
         # a few-shot prompt ("Q: ...\nA:"): what is asked is its last "Q:" block and
         # the reply is the bare answer, as a base model continues the frame
         completion = "messages" not in body and _Q_LINE.search(user_texts[-1]) is not None
-        question, last_user = user_texts[0], user_texts[-1]
+        last_user = user_texts[-1]
+        question = next(
+            (u for u in reversed(user_texts) if self._right_answer(u) is not None), last_user
+        )
         if completion:
             question = last_user = last_block(user_texts[-1])
         for choice in range(n):
@@ -226,7 +252,7 @@ class SimulatedModel:
             if scripted is not None:
                 out.append(scripted)
                 continue
-            rng = self._rng(agent, call, choice, seed)
+            rng = _seeded(f"{basis}|{choice}")
             if completion:
                 answer = self._statistical_answer(rng, question, last_user)
                 out.append(cut_at_stop(f" {answer}", body.get("stop")))
