@@ -215,6 +215,22 @@ def test_the_public_surface_stays_small() -> None:
     )
 
 
+def test_each_name_is_exported_once() -> None:
+    """No class or function has two public names, except that the facade (``from
+    concilium import run, debate``, the README's first lines) re-exports a few names
+    of one package or namespace each."""
+    homes: dict[int, list[tuple[str, str]]] = {}
+    for package in PINNED:
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type) or (callable(value) and not isinstance(value, ModuleType)):
+                homes.setdefault(id(value), []).append((package, name))
+    twice = [places for places in homes.values() if len(places) > 1]
+    not_facade = [p for p in twice if len(p) > 2 or sum(pkg == "concilium" for pkg, _ in p) != 1]
+    assert not not_facade, f"exported under more than one name: {not_facade}"
+
+
 # ------------------------------------------------------------ private imports
 
 # Folders whose files are checked, and the package each test folder tests (a
