@@ -13,11 +13,11 @@ your own can be written the same way.
 Example:
     >>> from concilium.agents import Agent, FakeModel
     >>> from concilium.graphs import END, START, Graph, run_sync
-    >>> from concilium.graphs.kit import PatternOptions, ask, turn, user
+    >>> from concilium.graphs.kit import PatternOptions, ask, conversation, turn
     >>> opts = PatternOptions("boxed", name="ask_once")
     >>> agent = Agent("a", FakeModel(fn=lambda agent, i, msgs: "\\\\boxed{4}").spec())
     >>> async def solve(state, ctx):
-    ...     reply = await ask(ctx, agent, user(state["question"]), "solve")
+    ...     reply = await ask(ctx, agent, conversation(state, state["question"]), "solve")
     ...     entry = turn(
     ...         ctx,
     ...         reply,
@@ -405,7 +405,7 @@ def with_system(messages: Sequence[Message], text: str) -> list[dict[str, Any]]:
     Example:
         >>> said = with_system([{"role": "system", "content": "Be brief."}], "You are a critic.")
         >>> said[0]["content"]
-        'Be brief.\n\nYou are a critic.'
+        'Be brief.\\n\\nYou are a critic.'
         >>> with_system(user("2+2?"), "You are a critic.")[0]["role"]
         'system'
     """

@@ -20,11 +20,11 @@ are written (``graphs/patterns/``) and a pattern of your own can be.
 Example:
     >>> from concilium.agents import Agent, FakeModel
     >>> from concilium.graphs import END, START, Graph, run_sync
-    >>> from concilium.graphs.kit import PatternOptions, ask, turn, user
+    >>> from concilium.graphs.kit import PatternOptions, ask, conversation, turn
     >>> opts = PatternOptions("boxed", name="ask_once")
     >>> agent = Agent("a", FakeModel(fn=lambda agent, i, msgs: "\\\\boxed{4}").spec())
     >>> async def solve(state, ctx):
-    ...     reply = await ask(ctx, agent, user(state["question"]), "solve")
+    ...     reply = await ask(ctx, agent, conversation(state, state["question"]), "solve")
     ...     entry = turn(
     ...         ctx,
     ...         reply,
