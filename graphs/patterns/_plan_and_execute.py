@@ -202,7 +202,8 @@ class _Solving:
 @dataclass(frozen=True)
 class _Round:
     """One planning round: ``index`` from 0, the planner's prompt, the executor
-    (keyed ``<path>/plan/<index>``) and the clock its task times count from."""
+    (its calls keyed ``<path>/<tool>/plan/<index>/<task>``) and the clock its task
+    times count from."""
 
     index: int
     prompt: str
