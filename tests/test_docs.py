@@ -22,7 +22,7 @@ METHODS = DOCS / "methods.md"
 
 # Files that exist only beside the project, never in what users get.
 PRIVATE = ("METHODS.md", "METHODS-2.md", "ENGINE.md", "shared/reference", "../shared")
-SCANNED_SUFFIXES = (".py", ".md", ".toml")
+SCANNED_SUFFIXES = (".py", ".md", ".toml", ".yaml", ".yml", ".j2", ".html", ".js")
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -46,7 +46,7 @@ def tracked_files() -> list[Path]:
 
 
 def shipped_text_files() -> Iterator[Path]:
-    """Tracked .py, .md, .toml files and Makefiles outside tests/."""
+    """Tracked text files (code, docs, workflows, templates) and Makefiles outside tests/."""
     for path in tracked_files():
         rel = path.relative_to(ROOT)
         if rel.parts[0] == "tests":

@@ -1,4 +1,4 @@
-"""Adaptive-Consistency's stopping rules (hand-checked against METHODS.md) and the
+"""Adaptive-Consistency's stopping rules (hand-checked against the rules in docs/methods.md) and the
 pattern over real HTTP: samples used, and cancellation of the ones in flight."""
 
 from __future__ import annotations
