@@ -69,11 +69,12 @@ __all__ = [
     # options and prompts
     "PatternOptions",
     "solve_messages",
+    "user",
+    "prompt_library",
+    # the conversation every call gets (docs/methods.md, "Conversation")
     "conversation",
     "history",
     "with_system",
-    "user",
-    "prompt_library",
     "distinct_names",
     # answers and votes
     "AnswerFormat",
