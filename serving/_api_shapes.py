@@ -359,9 +359,15 @@ class ResponseEvents:
         return out + self._event("response.completed", response=body)
 
     def error(self, body: wire.ErrorBody) -> bytes:
-        """The failure as an ``error`` event (the openai client raises it)."""
+        """The failure as an ``error`` event, then the ``response.failed`` response
+        (the stream's last event, as ``response.completed`` would have been)."""
         detail = body["error"]
-        return self._event("error", code=detail.get("code"), message=detail["message"], param=None)
+        error = {"code": detail.get("code") or detail["type"], "message": detail["message"]}
+        output = [reasoning_item(self.rid, self.trace)] if self.reasoning_open else []
+        failed = self._body("failed", output, error=error)
+        return self._event("error", **error, param=None) + self._event(
+            "response.failed", response=failed
+        )
 
 
 # ------------------------------------------------------- the completions API

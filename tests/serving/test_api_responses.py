@@ -160,3 +160,26 @@ async def test_a_chat_answer_carries_the_reasoning_trace_and_models_their_descri
     assert [(m.id, (m.model_extra or {})["description"]) for m in models.data] == [
         ("debate", "Three solvers debate for two rounds (the first answer counts as round 1).")
     ]
+
+
+async def test_an_answer_outside_text_format_is_a_502_or_a_streamed_error_event(
+    api: ManagedProcess,
+) -> None:
+    obj: Any = {"format": {"type": "json_schema", "name": "o", "schema": {"type": "object"}}}
+    with pytest.raises(openai.APIStatusError) as caught:
+        await client(api).responses.create(model="debate", input=QUESTION, text=obj)
+    assert caught.value.status_code == 502
+    assert "outside the response_format" in str(caught.value)
+
+    events: list[Any] = []
+    async with await client(api).responses.create(
+        model="debate", input=QUESTION, text=obj, stream=True
+    ) as stream:
+        events = [event async for event in stream]
+    kinds = [event.type for event in events]
+    assert "response.reasoning_summary_text.delta" in kinds  # the work, then the failure
+    assert "response.output_text.delta" not in kinds
+    assert kinds[-2:] == ["error", "response.failed"]
+    assert "outside the response_format" in events[-2].message
+    assert events[-1].response.status == "failed"
+    assert events[-1].response.error.code == "invalid_answer_format"
