@@ -19,10 +19,14 @@ Example:
     1
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._backend import Backend
 from ._listen import Listener
-from ._session import Session
-from ._source import Override, load, parse_override
+
+if TYPE_CHECKING:
+    from ._session import Session
+    from ._source import Override, load, parse_override
 
 __all__ = [
     # building a workflow once
@@ -35,3 +39,17 @@ __all__ = [
     # serving an app on a socket
     "Listener",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # building and running import the graphs (langgraph) and the agents (litellm):
+    # seconds that parsing --backend, or an MCP server answering initialize, need not wait
+    if name == "Session":
+        from ._session import Session
+
+        return Session
+    if name in ("Override", "load", "parse_override"):
+        from . import _source
+
+        return getattr(_source, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,9 @@ streamable HTTP at ``http://HOST:PORT/mcp``, on 127.0.0.1 unless an API key is g
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
     from concilium.app import Backend, Listener
+    from concilium.graphs.workflows import Workflow
 
 __all__ = ["serve_mcp"]
 
@@ -68,20 +71,96 @@ async def _serve(
     port: int,
     api_key: str | None,
 ) -> None:
+    if transport == "stdio":
+        return await _serve_stdio(paths, backend)
     from concilium.app import Listener, Session
     from concilium.serving import create_mcp_server
 
     workflows = load_named(paths)
     # bound before the backend starts: a refused address or a port in use fails first
-    listener = Listener.bind(host, port, api_key=api_key) if transport == "http" else None
+    listener = Listener.bind(host, port, api_key=api_key)
     async with Session(backend, log=echo_err) as session:
         server = create_mcp_server({wf.name: await session.bind(wf) for wf in workflows})
         if backend.notice:
-            echo_err(backend.notice)  # stdout is the protocol's under stdio
-        if listener is None:
-            await server.run_stdio_async()
-        else:
-            await _serve_http(server, listener, api_key, sorted(wf.name for wf in workflows))
+            echo_err(backend.notice)
+        await _serve_http(server, listener, api_key, sorted(wf.name for wf in workflows))
+
+
+async def _serve_stdio(paths: tuple[str, ...], backend: Backend) -> None:
+    """Answer the handshake (``initialize`` or ``server/discover``) first, then build:
+    an MCP host waits for that answer (the MCP Inspector 15 s), and building imports
+    the graphs, the agents and the model client (seconds). Only the SDK is imported
+    before the answer; the client's next message starts the build, and each request
+    but ``ping`` waits for it. When a workflow cannot be built, each request gets the
+    reason as its error, and so does the exit (code and stderr) once the client leaves."""
+    from mcp.server.mcpserver import MCPServer
+
+    # the name and instructions of serving's create_mcp_server, which is not imported yet
+    server: MCPServer = MCPServer(
+        name="concilium", instructions="Each tool runs one concilium workflow on a question."
+    )
+    start, built = asyncio.Event(), asyncio.get_running_loop().create_future()
+    server.middleware.append(_AfterInitialize(start, built))
+
+    async def build(stack: contextlib.AsyncExitStack) -> None:
+        await start.wait()
+        try:
+            workflows = await asyncio.to_thread(_load, paths)  # the imports, off the loop
+            from concilium.app import Session
+            from concilium.serving import create_mcp_server
+
+            session = await stack.enter_async_context(Session(backend, log=echo_err))
+            bound = {wf.name: await session.bind(wf) for wf in workflows}
+        except Exception as exc:  # a bad file, or a bug: no request may wait forever
+            built.set_exception(exc)  # every request gets the reason, then the exit
+            return
+        create_mcp_server(bound, server=server)
+        built.set_result(None)
+        if backend.notice:
+            echo_err(backend.notice)  # stdout is the protocol's
+
+    async with contextlib.AsyncExitStack() as stack:
+        builder = asyncio.create_task(build(stack))
+        try:
+            await server.run_stdio_async()  # until the client closes stdin
+        finally:
+            builder.cancel()  # the client may leave before it asks for anything
+    failed = built.exception() if built.done() else None
+    if failed is not None:
+        raise failed
+
+
+def _load(paths: tuple[str, ...]) -> list[Workflow]:
+    """The workflows; what binds and serves them is imported here too (a worker thread)."""
+    import concilium.serving  # noqa: F401
+    from concilium.app import Session  # noqa: F401
+
+    return load_named(paths)
+
+
+# answered before the workflows are built: the handshake of protocol versions up to
+# 2025-11-25 (initialize), of 2026-07-28 (server/discover), and a liveness check
+_HANDSHAKE = frozenset({"initialize", "server/discover", "ping"})
+
+
+class _AfterInitialize:
+    """MCP middleware: the handshake passes at once; any other message starts the
+    build (``start``), and a request waits until it is done (``built``)."""
+
+    def __init__(self, start: asyncio.Event, built: asyncio.Future[None]) -> None:
+        self.start, self.built = start, built
+
+    async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        if ctx.method not in _HANDSHAKE:
+            self.start.set()
+            if ctx.request_id is not None:  # a notification does not wait
+                await asyncio.wait([self.built])  # the future stays retrievable below
+                if failed := self.built.exception():
+                    from mcp.shared.exceptions import MCPError
+                    from mcp.types import INTERNAL_ERROR
+
+                    raise MCPError(INTERNAL_ERROR, f"the server could not start: {failed}")
+        return await call_next(ctx)
 
 
 async def _serve_http(

@@ -106,11 +106,16 @@ def _tool_fn(workflow: Workflow) -> Callable[[str], Awaitable[CallToolResult]]:
     return run_workflow
 
 
-def create_mcp_server(workflows: Mapping[str, Workflow]) -> MCPServer:
+def create_mcp_server(
+    workflows: Mapping[str, Workflow], *, server: MCPServer | None = None
+) -> MCPServer:
     """An MCP server with one tool per workflow (name, description, ``{question}``).
 
     Args:
         workflows: loaded workflows by name (bound to their backend already).
+        server: add the tools to this MCP server, which may be serving already
+            (``serve mcp`` over stdio answers ``initialize`` before it builds the
+            workflows); by default a new one.
 
     Raises:
         UserError: when the ``mcp`` SDK is not installed, with the install command.
@@ -133,9 +138,10 @@ def create_mcp_server(workflows: Mapping[str, Workflow]) -> MCPServer:
     _require_sdk()
     from mcp.server.mcpserver import MCPServer
 
-    server: MCPServer = MCPServer(
-        name="concilium", instructions="Each tool runs one concilium workflow on a question."
-    )
+    if server is None:
+        server = MCPServer(
+            name="concilium", instructions="Each tool runs one concilium workflow on a question."
+        )
     for name, workflow in workflows.items():
         server.add_tool(
             _tool_fn(workflow),
