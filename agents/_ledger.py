@@ -289,7 +289,11 @@ class CallLedger:
         """
         headers = {"X-Concilium-Agent": agent}
         pool, transport = pool_for(spec), transport_for(spec)
-        affinity = _affinity(body) if spec.routing == "affinity" else None
+        # one URL may be a router (vllm-router, llm-d): it gets the fan-out's key too
+        affinity = _affinity(body) if spec.routing == "affinity" or pool.size == 1 else None
+        if affinity is not None:
+            key = hashlib.blake2b(affinity.encode(), digest_size=8)
+            headers[ROUTING_KEY_HEADER] = key.hexdigest()
         tried: list[Replica] = []
         relay = None if on_text is None else _Relay(on_text)
         # hedging (ModelSpec.hedge_after) races a second copy; a streamed call's text
@@ -578,6 +582,11 @@ class _Relay:
     def __call__(self, delta: str) -> None:
         self.streamed = True
         self.on_text(delta)
+
+
+# the header vllm-router's consistent_hash policy hashes on: calls sharing a first
+# message carry the same key (docs/serving.md, "Routers")
+ROUTING_KEY_HEADER = "X-Session-ID"
 
 
 def _affinity(body: Mapping[str, Any]) -> str | None:

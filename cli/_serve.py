@@ -8,6 +8,7 @@ as an OpenAI-compatible model; ``--ui`` adds the web UI on the same session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,23 @@ if TYPE_CHECKING:
     from concilium.app import Backend
 
 __all__ = ["serve"]
+
+
+def router_options(f: Any) -> Any:
+    """``--router-policy`` and ``--no-router`` (docs/serving.md, "Routers")."""
+    policy = click.option(
+        "--router-policy",
+        type=click.Choice(["cache_aware", "consistent_hash", "power_of_two", "round_robin"]),
+        default="cache_aware",
+        show_default=True,
+        help="vllm-router's policy in front of several replicas.",
+    )
+    off = click.option(
+        "--no-router",
+        is_flag=True,
+        help="No router: every replica's URL, routed by the client (several hosts).",
+    )
+    return policy(off(f))
 
 
 @click.group()
@@ -106,14 +124,34 @@ def serve_sim(
 @click.option(
     "--deadline", default=300.0, show_default=True, type=float, help="Seconds to wait for /health."
 )
+@router_options
 @guard()
-def serve_local(replicas: int, port: int, deadline: float) -> None:
-    """Run the embedded engine (vLLM CPU build, Gemma 3 270M base) until Ctrl-C."""
+def serve_local(
+    replicas: int, port: int, deadline: float, router_policy: str, no_router: bool
+) -> None:
+    """Run the embedded engine (vLLM CPU build, Gemma 3 270M base) until Ctrl-C.
+
+    With several replicas, vllm-router runs in front of them and its one URL is the
+    api_base (--no-router prints every replica's URL for client-side routing)."""
+    from concilium.serving.cluster import router_binary, run_router
     from concilium.serving.engine import ENGINE_MODEL, local_engine
 
+    routed = not no_router and replicas > 1
+    if routed:
+        router_binary()  # not installed: say so before starting the engine
+
     async def go() -> None:
-        async with local_engine(replicas, port=port, deadline=deadline, log=click.echo) as engine:
-            click.echo(f"model {ENGINE_MODEL!r}, api_base {' '.join(engine.urls)}")
+        async with contextlib.AsyncExitStack() as stack:
+            engine = await stack.enter_async_context(
+                local_engine(replicas, port=port, deadline=deadline, log=click.echo)
+            )
+            urls = engine.urls
+            if routed:
+                router = await stack.enter_async_context(
+                    run_router(engine.urls, policy=router_policy, log=click.echo)
+                )
+                urls = [router.url]
+            click.echo(f"model {ENGINE_MODEL!r}, api_base {' '.join(urls)}")
             click.echo("press Ctrl-C to stop")
             await until_signal()
 
@@ -211,15 +249,20 @@ async def _serve_api(
     help="Where to write the models: section.",
 )
 @click.option("--deadline", type=float, help="Seconds for every replica to answer /health.")
+@router_options
 @guard()
 def serve_vllm(
     config_file: str | None, model: str | None, name: str | None, gpus: str, **options: Any
 ) -> None:
-    """Start a local cluster of vLLM servers, one per GPU group, until Ctrl-C."""
+    """Start a local cluster of vLLM servers, one per GPU group, until Ctrl-C.
+
+    A model with several replicas gets vllm-router in front of them; the pool file
+    holds its one URL (--no-router: every replica's, routed by the client)."""
     from concilium._errors import UserError
     from concilium.serving.cluster import ClusterSpec, launch_cluster, load_cluster_spec
 
     pool_file, deadline = options.pop("pool_file"), options.pop("deadline")
+    router_policy, no_router = options.pop("router_policy"), options.pop("no_router")
     if config_file:
         spec = load_cluster_spec(config_file)
     elif model:
@@ -239,6 +282,10 @@ def serve_vllm(
         raise UserError("give --config CLUSTER.yaml, or --model MODEL (with --gpus, --tp, ...)")
     if deadline:
         spec.deadline = deadline
+    if no_router:
+        spec.router = None
+    elif not config_file or router_policy != "cache_aware":  # else the file's router:
+        spec.router = router_policy
 
     async def go() -> None:
         async with launch_cluster(spec, pool_file=pool_file, log=lambda m: click.echo(m, err=True)):

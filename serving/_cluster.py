@@ -7,7 +7,9 @@ that fails reports the last lines it printed), writes the model-pool YAML a work
 can paste under ``models:``, restarts a replica that dies (at most ``max_restarts``
 times), and stops everything on exit or signal. The capability registry fills in
 what each model family needs (tool-call parser, system-message handling, ``n``,
-logprobs). ``server: engine`` runs the embedded CPU engine instead of ``vllm serve``
+logprobs). A model with several replicas gets ``vllm-router`` in front of them
+(``router:``, its policy; ``null`` routes on the client), and the pool file holds the
+router's one URL. ``server: engine`` runs the embedded CPU engine instead of ``vllm serve``
 (how this is proven on machines without a GPU); ``server: sim`` runs the simulated
 server, a test double.
 
@@ -48,6 +50,7 @@ from concilium._errors import ServerError, UserError
 from ._engine import core_groups, engine_command, engine_env, free_port
 from ._engine_install import EngineHome
 from ._process import ManagedProcess
+from ._router import DEFAULT_POLICY, Router, router_binary, run_router
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,10 @@ class ClusterSpec(BaseModel):
         default=900.0, gt=0, description="seconds for every replica to answer /health"
     )
     max_restarts: int = Field(default=3, ge=0)
+    router: Literal["cache_aware", "consistent_hash", "power_of_two", "round_robin"] | None = Field(
+        default="cache_aware",
+        description="vllm-router's policy in front of a model's replicas; null routes on the client",
+    )
 
 
 @dataclass
@@ -215,14 +222,19 @@ def plan_replicas(
     return plans
 
 
-def pool_config(spec: ClusterSpec, plans: list[ReplicaPlan]) -> dict[str, Any]:
-    """The ``models:`` section a workflow can use: one entry per model, every replica."""
+def pool_config(
+    spec: ClusterSpec, plans: list[ReplicaPlan], routers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The ``models:`` section a workflow can use: one entry per model, its router's one
+    URL (``routers``: model name -> URL) or else every replica (client-side routing).
+    ``routing: affinity`` also sends the router the fan-out's key (``X-Session-ID``)."""
     out: dict[str, Any] = {}
     for d in spec.models:
         fam = family_of(d.model)
+        router = (routers or {}).get(d.name)
         out[d.name] = {
             "model": f"hosted_vllm/{d.name}",
-            "api_base": [p.url for p in plans if p.deployment is d],
+            "api_base": [router] if router else [p.url for p in plans if p.deployment is d],
             "routing": "affinity",
             "load_metrics": True,
             "capabilities": {"n": fam.n, "logprobs": fam.logprobs, "structured_output": True,
@@ -242,6 +254,7 @@ class Cluster:
         self.restarts: dict[int, int] = {i: 0 for i in range(len(plans))}
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.routers: dict[str, Router] = {}  # model name -> its vllm-router
 
     def _process(self, plan: ReplicaPlan) -> ManagedProcess:
         return ManagedProcess(plan.label, plan.argv, env=plan.env, health_url=f"http://127.0.0.1:{plan.port}/health",
@@ -294,15 +307,29 @@ async def launch_cluster(
 ) -> AsyncIterator[Cluster]:
     """Start every replica of ``spec``; yield the running cluster; stop it on exit."""
     plans = plan_replicas(spec)
+    policy = spec.router
+    routed = [d for d in spec.models if policy and sum(p.deployment is d for p in plans) > 1]
+    if routed:
+        router_binary()  # not installed: say so before starting any replica
     for plan in plans:
         log(f"starting {plan.label}: {' '.join(plan.argv)}")
     cluster = Cluster(spec, plans, log)
     await cluster.start()
-    if pool_file:  # a few hundred bytes, written once at start-up
-        Path(pool_file).write_text(yaml.safe_dump(pool_config(spec, plans), sort_keys=False))  # noqa: ASYNC240
-        log(f"model pool written to {pool_file}")
     try:
-        yield cluster
+        async with contextlib.AsyncExitStack() as stack:
+            for d in routed:  # one replica needs no router
+                urls = [p.url for p in plans if p.deployment is d]
+                cluster.routers[d.name] = await stack.enter_async_context(
+                    run_router(urls, name=f"{d.name} router", policy=policy or DEFAULT_POLICY,
+                               deadline=spec.deadline, max_restarts=spec.max_restarts,
+                               log=log, notice=log)
+                )  # fmt: skip
+            if pool_file:  # a few hundred bytes, written once at start-up
+                routers = {name: r.url for name, r in cluster.routers.items()}
+                text = yaml.safe_dump(pool_config(spec, plans, routers), sort_keys=False)
+                Path(pool_file).write_text(text)  # noqa: ASYNC240
+                log(f"model pool written to {pool_file}")
+            yield cluster
     finally:
         await cluster.stop()
 

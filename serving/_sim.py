@@ -231,6 +231,7 @@ class SimApp:
         self.log.append(
             {
                 "agent": agent,
+                "session": request.headers.get("X-Session-ID"),  # a router's routing key
                 "endpoint": "chat" if chat else "completions",
                 "body": body,
                 "t": time.time(),  # when it arrived: tests check a client's waits with it

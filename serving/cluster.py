@@ -1,6 +1,8 @@
 """A local cluster of vLLM servers, one replica per GPU group (``concilium serve
 vllm``): a ``ClusterSpec`` (from options or a cluster file), launched until
-cancelled, with the ``models:`` section for workflows written beside it.
+cancelled, with the ``models:`` section for workflows written beside it; a model
+with several replicas behind ``vllm-router`` (``run_router``), whose one URL the
+pool file holds.
 
 Example:
     >>> from concilium.serving.cluster import ClusterSpec
@@ -12,5 +14,13 @@ Example:
 """
 
 from ._cluster import ClusterSpec, launch_cluster, load_cluster_spec
+from ._router import Router, router_binary, run_router
 
-__all__ = ["ClusterSpec", "load_cluster_spec", "launch_cluster"]
+__all__ = [
+    "ClusterSpec",
+    "load_cluster_spec",
+    "launch_cluster",
+    "Router",
+    "router_binary",
+    "run_router",
+]

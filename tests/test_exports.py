@@ -116,7 +116,7 @@ EXPECTED_NAMESPACES = {
         append merge add
     """,
     "concilium.serving.cluster": """
-        ClusterSpec load_cluster_spec launch_cluster
+        ClusterSpec load_cluster_spec launch_cluster Router router_binary run_router
     """,
     "concilium.serving.engine": """
         install_engine EngineHome engine_pins local_engine LocalEngine ENGINE_MODEL

@@ -84,7 +84,7 @@ async def test_replicas_start_a_killed_one_is_restarted_and_stop_ends_them_all(
     tmp_path: Path,
 ) -> None:
     cluster = ClusterSpec.model_validate({"models": [{"name": "sim", "model": "sim", "server": "sim", "replicas": 2}],
-                                          "deadline": 60, "max_restarts": 1})  # fmt: skip
+                                          "deadline": 60, "max_restarts": 1, "router": None})  # fmt: skip
     log: list[str] = []
     async with launch_cluster(cluster, pool_file=tmp_path / "pool.yaml", log=log.append) as running:
         urls = yaml.safe_load((tmp_path / "pool.yaml").read_text())["models"]["sim"]["api_base"]

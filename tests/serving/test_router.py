@@ -1,0 +1,162 @@
+"""vllm-router in front of replicas (issue 23): the real ``vllm-router`` binary (the
+``router`` extra) on loopback, in front of simulated servers (a test double, not a
+model) each in its own process.
+
+It starts and stops with the cluster and the pool file holds its one URL; the key of a
+fan-out reaches the replicas; under injected 503s the requests the replicas count are
+concilium's attempts, not attempts times the router's retries; a killed replica is
+routed around.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from concilium.agents import Agent, Capabilities, ModelSpec
+from concilium.agents.sim import Faults, Latency, SimConfig
+from concilium.graphs import run
+from concilium.graphs.patterns import self_consistency
+from concilium.serving import SimServer
+from concilium.serving.cluster import ClusterSpec, Router, launch_cluster, run_router
+
+
+def spec_for(url: str) -> ModelSpec:
+    return ModelSpec("hosted_vllm/concilium-sim", api_base=url, timeout=10,
+                     capabilities=Capabilities(n=False))  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def routed(
+    configs: list[SimConfig], policy: str
+) -> AsyncIterator[tuple[list[SimServer], Router]]:
+    async with contextlib.AsyncExitStack() as stack:
+        sims = [
+            await stack.enter_async_context(SimServer(c, process=True, deadline=60))
+            for c in configs
+        ]
+        router = await stack.enter_async_context(
+            run_router([s.url for s in sims], policy=policy, notice=lambda _: None)
+        )
+        yield sims, router
+
+
+def _gone(pid: int | None) -> bool:
+    assert pid is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_the_cluster_starts_the_router_the_pool_file_holds_its_url_and_it_stops(
+    tmp_path: Path,
+) -> None:
+    cluster = ClusterSpec.model_validate({"models": [{"name": "concilium-sim", "model": "sim", "server": "sim",
+                                                      "replicas": 2}], "deadline": 60})  # fmt: skip
+    log: list[str] = []
+    async with launch_cluster(cluster, pool_file=tmp_path / "pool.yaml", log=log.append) as running:
+        router = running.routers["concilium-sim"]
+        pool = yaml.safe_load((tmp_path / "pool.yaml").read_text())["models"]["concilium-sim"]
+        assert pool["api_base"] == [router.url]
+        assert router.url not in [p.url for p in running.plans]
+        result = await run(self_consistency(Agent("s", spec_for(router.url)), samples=4), "1 + 1?")
+        async with aiohttp.ClientSession() as s, s.get(router.metrics_url) as r:
+            metrics = await r.text()
+        router_pid = router.process.pid
+    assert result.calls == 4 and result.answer
+    assert "vllm_router" in metrics or "vllm:router" in metrics or "router" in metrics
+    assert any("policy cache_aware" in line for line in log)
+    assert _gone(router_pid)
+
+
+async def test_no_router_keeps_every_replica_url_in_the_pool_file(tmp_path: Path) -> None:
+    cluster = ClusterSpec.model_validate({"models": [{"name": "s", "model": "sim", "server": "sim",
+                                                      "replicas": 2}], "router": None})  # fmt: skip
+    async with launch_cluster(cluster, pool_file=tmp_path / "pool.yaml", log=lambda _: None) as c:
+        pool = yaml.safe_load((tmp_path / "pool.yaml").read_text())["models"]["s"]
+        assert not c.routers and len(pool["api_base"]) == 2
+
+
+async def test_a_fan_outs_key_reaches_the_replicas_and_keeps_it_on_one_under_consistent_hash() -> (
+    None
+):
+    configs = [SimConfig(seed=i, latency=Latency(fixed=0.01)) for i in range(2)]
+    async with routed(configs, "consistent_hash") as (sims, router):
+        agent = Agent("s", spec_for(router.url))
+        for question in ("What is 1 + 1?", "What is 2 + 3?", "Name a prime.", "What is 7 * 6?"):
+            await run(self_consistency(agent, samples=4), question)
+        logs = [await s.requests() for s in sims]
+    keys: dict[str, set[int]] = {}
+    for i, received in enumerate(logs):
+        for request in received:
+            assert request["session"], request  # every request carries the key
+            keys.setdefault(request["session"], set()).add(i)
+    assert len(keys) == 4  # one key per fan-out, the same for its 4 branches
+    assert all(len(replicas) == 1 for replicas in keys.values())  # each on one replica
+    assert sum(len(r) for r in logs) == 16
+
+
+async def test_under_injected_503s_the_replicas_count_concilium_attempts_only() -> None:
+    # replica 0 answers 503 to its first 6 requests: each is one attempt of a call
+    configs = [
+        SimConfig(seed=0, latency=Latency(fixed=0.01), faults=Faults(first_errors=6)),
+        SimConfig(seed=1, latency=Latency(fixed=0.01)),
+    ]
+    async with routed(configs, "round_robin") as (sims, router):
+        events: list[Any] = []
+        graph = self_consistency(Agent("s", spec_for(router.url)), samples=8)
+        result = await run(graph, "2+2?", on_event=events.append)
+        stats = [await s.stats() for s in sims]
+    retries = sum(e["type"] == "call_retry" for e in events)
+    assert result.calls == 8 and stats[0]["errors"] == 6
+    # each of concilium's attempts reached a replica once: no retry of the router's
+    # on top (with them, concilium would see no 503 and the replicas 14 requests)
+    assert retries == 6
+    assert sum(s["requests"] for s in stats) == 8 + retries
+
+
+async def test_a_killed_replica_is_routed_around() -> None:
+    configs = [SimConfig(seed=i, latency=Latency(fixed=0.01)) for i in range(2)]
+    async with routed(configs, "round_robin") as (sims, router):
+        agent = Agent("s", spec_for(router.url))
+        await run(self_consistency(agent, samples=4), "What is 1 + 1?")
+        sims[0].kill()
+        results = [
+            await run(self_consistency(agent, samples=4), f"What is {i} + 1?") for i in range(2, 8)
+        ]
+        alive = await sims[1].stats()
+    assert all(r.calls == 4 and r.answer for r in results)
+    assert alive["completed"] >= 24  # every later call answered by the live replica
+
+
+async def test_a_killed_router_is_restarted_on_its_port() -> None:
+    configs = [SimConfig(seed=i, latency=Latency(fixed=0.01)) for i in range(2)]
+    async with routed(configs, "cache_aware") as (_, router):
+        first = router.process.pid
+        router.process.kill()
+        for _ in range(300):
+            await asyncio.sleep(0.1)
+            if router.process.pid != first and router.process.returncode is None:
+                break
+        result = await run(self_consistency(Agent("s", spec_for(router.url)), samples=2), "1+1?")
+        restarted = router.process.pid
+    assert restarted != first and result.calls == 2
+    assert _gone(restarted)
+
+
+def test_an_unknown_policy_names_the_choices() -> None:
+    from concilium._errors import UserError
+    from concilium.serving._router import router_command
+
+    with pytest.raises(UserError, match="'fastest' is not one of cache_aware"):
+        router_command("vllm-router", ["http://127.0.0.1:1/v1"], 2, 3, "fastest")
