@@ -14,9 +14,9 @@ from concilium.graphs.kit import (
     Respondent,
     Turn,
     ask,
+    conversation,
     register_pattern,
     turn,
-    user,
 )
 from concilium.graphs.workflows import build_workflow, parse_workflow
 
@@ -25,7 +25,7 @@ def review(author: Respondent, reviewers: Sequence[Respondent], name: str = "rev
     """The author drafts; every reviewer critiques the draft at once; the author revises."""
 
     async def draft(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-        reply = await ask(ctx, author, user(state["question"]), "draft")
+        reply = await ask(ctx, author, conversation(state, state["question"]), "draft")
         return {"text": reply.text, "transcript": [
             turn(ctx, reply, text=reply.text, answer=None, prompt=state["question"], step="draft")]}  # fmt: skip
 
@@ -33,14 +33,14 @@ def review(author: Respondent, reviewers: Sequence[Respondent], name: str = "rev
         prompt = f"Critique this answer to {state['question']!r}:\n{state['text']}"
 
         async def one(reviewer: Respondent) -> Turn:
-            reply = await ask(ctx, reviewer, user(prompt), "critique")
+            reply = await ask(ctx, reviewer, conversation(state, prompt), "critique")
             return turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="critique")
 
         notes = await ctx.map(one, reviewers)  # concurrent; one failure cancels the rest
         prompt = f"{state['question']}\nYour draft: {state['text']}\nReviews:\n" + "\n".join(
             n["text"] for n in notes
         )
-        reply = await ask(ctx, author, user(prompt), "revise")
+        reply = await ask(ctx, author, conversation(state, prompt), "revise")
         final = turn(ctx, reply, text=reply.text, answer=reply.text, prompt=prompt, step="revise")
         return {
             "answer": reply.text,
