@@ -157,3 +157,14 @@ def bench_overlap(json_file: str | None, tasks: int, tool_latency: float, per_to
     from concilium.bench import overlap
 
     overlap.main(tasks=tasks, tool_latency=tool_latency, per_token=per_token, tokens=tokens, json_file=json_file)  # fmt: skip
+
+
+@bench.command("mcp-start")
+@json_file_option
+@repeats_option
+@guard()
+def bench_mcp_start(json_file: str | None, repeats: int) -> None:
+    """How soon serve mcp over stdio answers the handshake, lists its tools and answers a call."""
+    from concilium.bench import mcp_start
+
+    mcp_start.main(repeats=repeats, json_file=json_file)
