@@ -76,9 +76,11 @@ class ModelSpec:
             reply's first event after prefill (well under a second on a GPU, a few
             seconds on the embedded CPU engine). A non-streamed reply's first byte
             comes only when it is complete, so ``ttft_timeout`` does not apply there
-            (it would cap the generation): ``timeout`` bounds those calls, and
-            ``hedge_after`` can race a hung one. The direct transport honours it;
-            litellm gets only ``timeout``.
+            (it would cap the generation): the direct transport gives those calls a
+            deadline learned from the replica's own replies and scaled to their
+            ``max_tokens`` (docs/budgets.md), under ``timeout``, and ``hedge_after``
+            can race a hung one. The direct transport honours it; litellm gets only
+            ``timeout``.
         connect_timeout: seconds to open a connection (5 s: a local or LAN server
             connects in milliseconds, so 5 s means it is down).
         routing: how calls pick a replica: ``"least_loaded"`` (fewest in flight),
