@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
+import subprocess
+import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -160,3 +165,45 @@ def test_an_unknown_policy_names_the_choices() -> None:
 
     with pytest.raises(UserError, match="'fastest' is not one of cache_aware"):
         router_command("vllm-router", ["http://127.0.0.1:1/v1"], 2, 3, "fastest")
+
+
+def test_serve_local_with_replicas_prints_the_routers_one_url_and_stops_it(tmp_path: Path) -> None:
+    from test_supervisor import _alive, _health, _lines, _wait_for, fake_engine
+
+    fake_engine(tmp_path / "engine")  # the simulated server (a test double) as the engine
+    args = [sys.executable, "-P", "-m", "concilium", "serve", "local", "--replicas", "2", "--port", "0"]  # fmt: skip
+    env = {**os.environ, "CONCILIUM_ENGINE_HOME": str(tmp_path / "engine")}
+    proc = subprocess.Popen(args, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        said = []
+        for line in proc.stdout:
+            said.append(line)
+            if "api_base" in line:
+                break
+        urls = said[-1].split("api_base ")[1].split()
+        port = urls[0].removesuffix("/v1").rsplit(":", 1)[1]
+        assert len(urls) == 1 and any(f"vllm-router (port {port}," in s for s in said), said
+        pids = tmp_path / "engine" / "pids"
+        answers = [_chat(urls[0], f"What is {i} + 1?") for i in range(4)]
+        os.kill(int(_lines(pids)[0]), signal.SIGKILL)  # one replica dies: runs complete
+        graph = self_consistency(Agent("s", spec_for(urls[0])), samples=4)
+        results = [asyncio.run(run(graph, f"What is {i} + 2?")) for i in range(4)]
+        answers += [r.answer for r in results if r.calls == 4]
+        _wait_for("the router to answer", lambda: _health(urls[0]), proc)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and len(answers) == 8 and all(answers)
+    assert not _health(urls[0])  # the router stopped with the engine
+    assert not [pid for pid in _lines(pids) if _alive(pid)]
+
+
+def _chat(url: str, question: str) -> str:
+    body = {"model": "gemma-3-270m", "messages": [{"role": "user", "content": question}]}
+    request = urllib.request.Request(url + "/chat/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())["choices"][0]["message"]["content"]
