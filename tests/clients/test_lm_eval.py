@@ -1,12 +1,10 @@
 """lm-evaluation-harness scores a served workflow (``local-chat-completions``, 2-shot
 multi-turn) as docs/serving.md describes.
 
-lm-eval needs torch, so it lives in an environment of its own beside the embedded
-engine's (``~/.cache/concilium/lm-eval``, made with ``--system-site-packages`` from the
-engine's environment: it reuses the engine's torch and downloads none), installed the
-first time and kept like the engine. The task is a local JSON one (its data is
-written here: CI cannot reach the Hugging Face hub); ``concilium serve api`` serves
-tests/clients/arith.yaml on its simulated server (a test double).
+lm-eval (pinned in the test extra; with its ``api`` extra it needs no torch) runs as
+its own CLI on a local JSON task whose data is written here (CI cannot reach the
+Hugging Face hub); ``concilium serve api`` serves tests/clients/arith.yaml on its
+simulated server (a test double).
 """
 
 from __future__ import annotations
@@ -19,44 +17,14 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 
-from concilium._errors import UserError
 from concilium.serving import ManagedProcess
-from concilium.serving.engine import EngineHome
 
-LM_EVAL = "lm-eval[api]==0.4.13"
+LM_EVAL = Path(sys.executable).with_name("lm_eval")
 WORKFLOW = Path(__file__).with_name("arith.yaml")
 SHOTS = [("What is 2 * 3?", "6"), ("What is 5 + 4?", "9")]
 QUESTIONS = [("What is 12 * 7?", "84"), ("What is 9 + 10?", "19"), ("What is 6 * 6?", "36")]
-
-pytestmark = pytest.mark.engine
-
-
-def lm_eval_env() -> Path:
-    """The lm-eval environment beside the engine's, installed once (per pin)."""
-    home = EngineHome()
-    try:
-        home.require()
-    except UserError as exc:
-        if os.environ.get("CONCILIUM_REQUIRE_ENGINE") == "1":
-            raise
-        pytest.skip(f"lm-eval reuses the engine's torch: {exc}")
-    env = home.root.parent / "lm-eval"
-    stamp = env / "concilium-pin.txt"
-    if not stamp.is_file() or stamp.read_text() != LM_EVAL:
-        subprocess.run(
-            [str(home.python), "-m", "venv", "--system-site-packages", "--clear", str(env)],
-            check=True,
-        )
-        subprocess.run(
-            [str(env / "bin" / "python"), "-m", "pip", "install", "--quiet", LM_EVAL],
-            check=True,
-            timeout=900,
-        )
-        stamp.write_text(LM_EVAL)
-    return env
 
 
 @pytest_asyncio.fixture
@@ -94,10 +62,9 @@ def write_task(folder: Path) -> None:
 async def test_lm_eval_scores_a_served_workflow_two_shot_multiturn(
     api: ManagedProcess, tmp_path: Path
 ) -> None:
-    env = await asyncio.to_thread(lm_eval_env)
     write_task(tmp_path)
     args = f"model=arith,base_url={api.url}/chat/completions,tokenizer_backend=None,num_concurrent=2,max_retries=1"
-    argv = [str(env / "bin" / "lm_eval"), "--model", "local-chat-completions",
+    argv = [str(LM_EVAL), "--model", "local-chat-completions",
             "--model_args", args, "--tasks", "concilium_arith", "--include_path", str(tmp_path),
             "--num_fewshot", "2", "--apply_chat_template", "--fewshot_as_multiturn",
             "--output_path", str(tmp_path / "out"), "--log_samples"]  # fmt: skip
