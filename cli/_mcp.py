@@ -59,20 +59,16 @@ def serve_mcp(
     otlp_endpoint: str | None,
 ) -> None:
     """Serve WORKFLOWS (YAML files or app.py:graph) as MCP tools (input {question})."""
+    if transport == "stdio":  # tracing starts with the build, after the handshake
+        asyncio.run(_serve_stdio(workflows, backend, otlp_endpoint))
+        return
     with tracing(otlp_endpoint):
-        asyncio.run(_serve(workflows, backend, transport, host, port, api_key))
+        asyncio.run(_serve_http(workflows, backend, host, port, api_key))
 
 
-async def _serve(
-    paths: tuple[str, ...],
-    backend: Backend,
-    transport: str,
-    host: str,
-    port: int,
-    api_key: str | None,
+async def _serve_http(
+    paths: tuple[str, ...], backend: Backend, host: str, port: int, api_key: str | None
 ) -> None:
-    if transport == "stdio":
-        return await _serve_stdio(paths, backend)
     from concilium.app import Listener, Session
     from concilium.serving import create_mcp_server
 
@@ -83,10 +79,10 @@ async def _serve(
         server = create_mcp_server({wf.name: await session.bind(wf) for wf in workflows})
         if backend.notice:
             echo_err(backend.notice)
-        await _serve_http(server, listener, api_key, sorted(wf.name for wf in workflows))
+        await _listen(server, listener, api_key, sorted(wf.name for wf in workflows))
 
 
-async def _serve_stdio(paths: tuple[str, ...], backend: Backend) -> None:
+async def _serve_stdio(paths: tuple[str, ...], backend: Backend, otlp_endpoint: str | None) -> None:
     """Answer the handshake (``initialize`` or ``server/discover``) first, then build:
     an MCP host waits for that answer (the MCP Inspector 15 s), and building imports
     the graphs, the agents and the model client (seconds). Only the SDK is imported
@@ -100,12 +96,15 @@ async def _serve_stdio(paths: tuple[str, ...], backend: Backend) -> None:
         name="concilium", instructions="Each tool runs one concilium workflow on a question."
     )
     start, built = asyncio.Event(), asyncio.get_running_loop().create_future()
-    server.middleware.append(_AfterInitialize(start, built))
+    # first, before the SDK's tracing middleware: a request's span then starts after
+    # the build has set up tracing (the handshake is not traced)
+    server.middleware.insert(0, _AfterInitialize(start, built))
 
     async def build(stack: contextlib.AsyncExitStack) -> None:
         await start.wait()
         try:
-            workflows = await asyncio.to_thread(_load, paths)  # the imports, off the loop
+            # the imports (seconds) in a worker thread: the loop goes on answering pings
+            workflows = await asyncio.to_thread(_load, paths, stack, otlp_endpoint)
             from concilium.app import Session
             from concilium.serving import create_mcp_server
 
@@ -130,8 +129,12 @@ async def _serve_stdio(paths: tuple[str, ...], backend: Backend) -> None:
         raise failed
 
 
-def _load(paths: tuple[str, ...]) -> list[Workflow]:
-    """The workflows; what binds and serves them is imported here too (a worker thread)."""
+def _load(
+    paths: tuple[str, ...], stack: contextlib.AsyncExitStack, otlp_endpoint: str | None
+) -> list[Workflow]:
+    """The workflows, with tracing started (until ``stack`` closes) and what binds and
+    serves them imported."""
+    stack.enter_context(tracing(otlp_endpoint))  # imports the agents when traced
     import concilium.serving  # noqa: F401
     from concilium.app import Session  # noqa: F401
 
@@ -163,7 +166,7 @@ class _AfterInitialize:
         return await call_next(ctx)
 
 
-async def _serve_http(
+async def _listen(
     server: MCPServer, listener: Listener, api_key: str | None, names: list[str]
 ) -> None:
     from concilium.serving import mcp_http_app
