@@ -22,6 +22,7 @@ from ._ledger import current_ledger
 from ._model import ModelSpec
 from ._task_group import task_group
 from ._tracing import agent_span
+from ._transports._base import OnToken
 from ._types import Choice, Completion, Message, TokenLogprob, Usage
 
 _anonymous_calls = itertools.count()
@@ -210,6 +211,7 @@ class Agent:
         n: int = 1,
         key: str | None = None,
         on_text: Callable[[str], None] | None = None,
+        on_token: OnToken | None = None,
         **overrides: Any,
     ) -> AgentReply:
         """Call the model once (``n`` samples) and return the reply.
@@ -218,11 +220,14 @@ class Agent:
         patterns pass stable keys, ad-hoc calls get a counter. When the model cannot
         return ``n`` samples in one request, ``n`` concurrent requests are sent; the
         first that fails cancels the others and is raised as itself.
+        ``on_text`` and ``on_token`` stream one sample (``Ledger.chat``): ``on_token``
+        gets each token with its top-k logprobs and aborts the request by returning
+        ``True``.
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        if on_text is not None and n != 1:
-            raise ValueError("on_text streams one sample; call with n=1")
+        if (on_text is not None or on_token is not None) and n != 1:
+            raise ValueError("on_text and on_token stream one sample; call with n=1")
         key = key or f"{self.name}#{next(_anonymous_calls)}"
         msgs = as_messages(messages)
         started = time.perf_counter()
@@ -231,7 +236,14 @@ class Agent:
                 body = self._body(msgs, n, overrides)
                 ledger = current_ledger()
                 completions = [
-                    await ledger.chat(self.model, body, agent=self.name, key=key, on_text=on_text)
+                    await ledger.chat(
+                        self.model,
+                        body,
+                        agent=self.name,
+                        key=key,
+                        on_text=on_text,
+                        on_token=on_token,
+                    )
                 ]
             else:  # n requests; the first failure cancels the others (their HTTP included)
                 async with task_group() as group:

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import trace as otel_trace
 
@@ -35,7 +35,8 @@ from ._sampling import Sampling
 from ._supervised import restarted
 from ._tracing import chat_span, record_error, server_attributes, tool_span, tracing
 from ._transports import Transport, transport_for
-from ._types import Completion, Usage, completion_from_openai
+from ._transports._base import OnToken, StreamsTokens, replay_tokens
+from ._types import Completion, TokenLogprob, Usage, completion_from_openai
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -182,13 +183,21 @@ class CallLedger:
         agent: str,
         key: str,
         on_text: Callable[[str], None] | None = None,
+        on_token: OnToken | None = None,
     ) -> tuple[Completion, bool]:
         """Run one chat call; returns the completion and whether it was replayed.
 
         ``on_text`` streams the reply: it gets each text delta as it arrives (the
         whole text at once for a replayed call or a transport that cannot stream).
         A streamed call is retried only until its first delta has gone out.
+        ``on_token`` streams it too (``on_text`` may then be left out): it gets each
+        token with its top-k logprobs as it arrives, and returning ``True`` aborts the
+        request (``finish_reason`` ``"abort"``, the tokens so far counted as its
+        usage); a replayed call, or a transport without ``streams_tokens``, passes
+        the whole reply's tokens after the call.
         """
+        if on_token is not None and on_text is None:
+            on_text = _ignore_text
         if self.endpoints is not None:
             spec = self.endpoints.resolve(spec)
         if self.sampling is not None:  # before the digest: the record keys what was sent
@@ -201,6 +210,8 @@ class CallLedger:
             completion = completion_from_openai(cached)
             if on_text is not None:
                 on_text(completion.choices[0].text)
+            if on_token is not None:
+                replay_tokens(completion, on_token)
             return completion, True
 
         body = dict(body)  # the meter may cap max_tokens; the digest is of the caller's body
@@ -215,7 +226,7 @@ class CallLedger:
         try:
             with chat_span(spec.served_name, spec.provider, body, agent) as span:
                 try:
-                    completion = await self._send_with_retries(spec, body, agent, on_text)
+                    completion = await self._send_with_retries(spec, body, agent, on_text, on_token)
                 except BaseException as exc:
                     record_error(span, exc)
                     raise
@@ -276,6 +287,7 @@ class CallLedger:
         body: Mapping[str, Any],
         agent: str,
         on_text: Callable[[str], None] | None = None,
+        on_token: OnToken | None = None,
     ) -> Completion:
         """Send one call, trying again on a retryable failure (``RetryPolicy``).
 
@@ -295,7 +307,7 @@ class CallLedger:
             key = hashlib.blake2b(affinity.encode(), digest_size=8)
             headers[ROUTING_KEY_HEADER] = key.hexdigest()
         tried: list[Replica] = []
-        relay = None if on_text is None else _Relay(on_text)
+        relay = None if on_text is None else _Relay(on_text, on_token)
         # hedging (ModelSpec.hedge_after) races a second copy; a streamed call's text
         # goes out as it comes, so only whole replies are hedged
         hedge = spec.hedge_after if on_text is None and pool.size > 1 else None
@@ -311,8 +323,9 @@ class CallLedger:
                 attempt += hedged  # a call sends at most RetryPolicy.attempts requests
             else:
                 replica, outcome = await self._request(
-                    pool, transport, slot, spec, body, headers, relay
-                )
+                    pool, transport, slot, spec, body, headers, relay,
+                    on_token=None if relay is None or on_token is None else relay.token,
+                )  # fmt: skip
             if isinstance(outcome, Completion):
                 return outcome
             error = outcome
@@ -347,6 +360,8 @@ class CallLedger:
         headers: Mapping[str, str],
         on_text: Callable[[str], None] | None,
         hold: Hold | None = None,
+        *,
+        on_token: OnToken | None = None,
     ) -> tuple[Replica, Completion | ModelCallError]:
         """One request on ``slot``'s replica, its outcome reported to the pool's
         breaker; a retryable or not ``ModelCallError`` is returned, not raised."""
@@ -358,10 +373,16 @@ class CallLedger:
             try:
                 if on_text is None:
                     completion = await transport.chat(spec, replica.api_base, body, headers)
+                elif on_token is not None and getattr(transport, "streams_tokens", False):
+                    completion = await cast(StreamsTokens, transport).stream(
+                        spec, replica.api_base, body, headers, on_text, on_token=on_token
+                    )
                 else:  # a transport that cannot stream passes the whole text once
                     completion = await transport.stream(
                         spec, replica.api_base, body, headers, on_text
                     )
+                    if on_token is not None:
+                        replay_tokens(completion, on_token)
             except ModelCallError as exc:
                 if exc.retryable:
                     pool.failed(replica, exc.retry_after)
@@ -570,18 +591,27 @@ class CallLedger:
 
 
 class _Relay:
-    """Passes a streamed call's deltas on and remembers that one went out (then the
-    call is not retried: its text has been seen)."""
+    """Passes a streamed call's deltas (and tokens) on and remembers that one went
+    out (then the call is not retried: its text has been seen)."""
 
-    __slots__ = ("on_text", "streamed")
+    __slots__ = ("on_text", "on_token", "streamed")
 
-    def __init__(self, on_text: Callable[[str], None]):
+    def __init__(self, on_text: Callable[[str], None], on_token: OnToken | None = None):
         self.on_text = on_text
+        self.on_token = on_token
         self.streamed = False
 
     def __call__(self, delta: str) -> None:
         self.streamed = True
         self.on_text(delta)
+
+    def token(self, token: TokenLogprob) -> bool | None:
+        self.streamed = True
+        return self.on_token(token) if self.on_token is not None else None
+
+
+def _ignore_text(delta: str) -> None:
+    """The ``on_text`` of a call streamed for its tokens only."""
 
 
 # the header vllm-router's consistent_hash policy hashes on: calls sharing a first

@@ -375,6 +375,7 @@ class DeltaChoiceReply(_Reading):
     index: _Count = 0
     delta: DeltaReply | None = None
     finish_reason: _Text | None = None
+    logprobs: LogprobsReply | None = None
 
 
 class ChunkReply(_Reading):

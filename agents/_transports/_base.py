@@ -6,6 +6,13 @@ retries). Streaming is part of the protocol: ``stream`` passes each text delta t
 ``on_text`` as it arrives. A transport that cannot stream says so with
 ``streams = False``; its ``stream`` delivers the whole text as one delta once the
 call is done (``ChatOnly`` and ``WholeTextStream`` give that for free).
+
+A transport that can also pass each streamed token with its top-k logprobs as it
+arrives says so with ``streams_tokens = True``; its ``stream`` takes ``on_token``,
+and an ``on_token`` that returns ``True`` aborts the request: the stream is closed
+(a vLLM server aborts a request whose client is gone) and the call returns what came
+so far, ``finish_reason`` ``"abort"``. For any other transport the ledger passes the
+tokens of the whole reply after the call (``replay_tokens``); they cannot abort it.
 """
 
 from __future__ import annotations
@@ -21,11 +28,34 @@ from concilium._errors import ModelCallError
 
 from .._model import ModelSpec, SendsChat
 from .._redact import redact, scrub
-from .._types import Completion
+from .._types import Completion, TokenLogprob
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 OnText = Callable[[str], None]
+OnToken = Callable[[TokenLogprob], "bool | None"]
+"""Gets each streamed token with its top-k logprobs; ``True`` aborts the request."""
+ABORTED = "abort"  # the finish reason of a stream its caller aborted (vLLM's own word)
+
+
+def replay_tokens(completion: Completion, on_token: OnToken) -> None:
+    """Pass a whole reply's tokens (its first choice's logprobs) to ``on_token``, as
+    a replayed call or a transport without ``streams_tokens`` does; it stops at the
+    first ``True`` (the reply is already whole: nothing is aborted).
+
+    Example:
+        >>> from concilium.agents import Choice
+        >>> reply = Completion(
+        ...     (Choice("a b", logprobs=(TokenLogprob("a", -0.1), TokenLogprob("b", -0.2))),)
+        ... )
+        >>> seen = []
+        >>> replay_tokens(reply, lambda t: seen.append(t.token) or True)
+        >>> seen
+        ['a']
+    """
+    for token in (completion.choices[0].logprobs or ()) if completion.choices else ():
+        if on_token(token):
+            return
 
 
 @runtime_checkable
@@ -58,6 +88,24 @@ class Transport(Protocol):
         on_text: OnText,
     ) -> Completion:
         """One call of one sample; each text delta goes to ``on_text``, then the whole reply."""
+        ...
+
+
+class StreamsTokens(Protocol):
+    """A transport with ``streams_tokens = True``: its ``stream`` also takes ``on_token``."""
+
+    streams_tokens: ClassVar[bool]
+
+    async def stream(
+        self,
+        spec: ModelSpec,
+        api_base: str | None,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str],
+        on_text: OnText,
+        on_token: OnToken | None = None,
+    ) -> Completion:
+        """One call of one sample; its deltas to ``on_text``, its tokens to ``on_token``."""
         ...
 
 

@@ -24,8 +24,8 @@ from concilium._errors import MalformedReplyError, ModelCallError
 from .. import _wire
 from .._model import ModelSpec
 from .._redact import redact, scrub
-from .._types import Completion, completion_from_openai, malformed_reply
-from ._base import OnText, retry_after_seconds, status_error
+from .._types import Completion, TokenLogprob, completion_from_openai, malformed_reply
+from ._base import ABORTED, OnText, OnToken, retry_after_seconds, status_error
 from ._deadline import FACTOR, Deadlines, Watch
 from ._text import as_chat_chunk, as_chat_reply, is_text_request
 
@@ -45,6 +45,7 @@ class DirectTransport:
     """
 
     streams: ClassVar[bool] = True
+    streams_tokens: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]
@@ -80,9 +81,13 @@ class DirectTransport:
         body: Mapping[str, Any],
         headers: Mapping[str, str],
         on_text: OnText,
+        on_token: OnToken | None = None,
     ) -> Completion:
-        """One call streamed as server-sent events; each text delta goes to ``on_text``."""
-        return await self.chat(spec, api_base, body, headers, on_text=on_text)
+        """One call streamed as server-sent events; each text delta goes to ``on_text``
+        and, with ``on_token``, each token with its top-k logprobs (ask for them with
+        ``logprobs``/``top_logprobs``) to ``on_token``, which aborts the request by
+        returning ``True`` (``_base``)."""
+        return await self.chat(spec, api_base, body, headers, on_text=on_text, on_token=on_token)
 
     async def chat(
         self,
@@ -91,6 +96,7 @@ class DirectTransport:
         body: Mapping[str, Any],
         headers: Mapping[str, str],
         on_text: OnText | None = None,
+        on_token: OnToken | None = None,
     ) -> Completion:
         """One chat call. With ``on_text`` the reply is streamed (as ``stream`` does)."""
         if api_base is None:
@@ -134,7 +140,7 @@ class DirectTransport:
                             spec, api_base, resp.status, head.decode(errors="replace"), wait
                         )
                     if on_text is not None:
-                        return await _read_stream(spec, resp, on_text, api_base)
+                        return await _read_stream(spec, resp, on_text, api_base, on_token)
                     raw = await _read_body(spec, resp, api_base)
                     if watch is not None:
                         replied = watch.loop.time() - watch.started
@@ -329,13 +335,22 @@ async def _sse_lines(
 
 
 async def _read_stream(
-    spec: ModelSpec, resp: aiohttp.ClientResponse, on_text: OnText, api_base: str
+    spec: ModelSpec,
+    resp: aiohttp.ClientResponse,
+    on_text: OnText,
+    api_base: str,
+    on_token: OnToken | None = None,
 ) -> Completion:
-    """Assemble a one-choice completion from an OpenAI event stream, passing on deltas.
+    """Assemble a one-choice completion from an OpenAI event stream, passing on deltas
+    (and the streamed logprobs, kept on the choice, token by token to ``on_token``).
 
     Every event is checked (``_wire.check_chunk``); the first malformed one ends the
-    call with ``MalformedReplyError``."""
+    call with ``MalformedReplyError``. When ``on_token`` returns ``True`` the
+    connection is closed at once, so the server aborts the request, and the reply is
+    what came so far, ``finish_reason`` ``"abort"``; the server's usage never comes
+    then, so its completion tokens are the tokens received."""
     parts: list[str] = []
+    tokens: list[TokenLogprob] = []
     last = _wire.ChunkReply()
     finish = None
     usage: _wire.UsageReply | None = None
@@ -361,13 +376,37 @@ async def _read_stream(
                 parts.append(delta)
                 on_text(delta)
             finish = choice.finish_reason or finish
+            if choice.logprobs is not None and _take_tokens(choice.logprobs, tokens, on_token):
+                finish = ABORTED
+                resp.close()  # the connection, not just the response: vLLM aborts on it
+                break
+        if finish == ABORTED:
+            break
     if finish is None and not parts:
         raise malformed_reply(
             "the stream ended without a choice (no text and no finish reason)",
             api_base, model=spec.model, status=resp.status,
         )  # fmt: skip
-    choice = _wire.chat_choice(0, "".join(parts), finish)
+    logprobs: _wire.LogprobsBody | None = None
+    if tokens:
+        logprobs = {"content": [_wire.token_logprob(t.token, t.logprob, t.top) for t in tokens]}
+    choice = _wire.chat_choice(0, "".join(parts), finish, logprobs=logprobs)
     counts = usage or _wire.UsageReply()
+    generated = max(counts.completion_tokens or 0, len(tokens))  # an abort has no usage event
     body = _wire.chat_completion(last.id or "", last.model or "", [choice],
-                                 _wire.usage(counts.prompt_tokens or 0, counts.completion_tokens or 0), created=0)  # fmt: skip
+                                 _wire.usage(counts.prompt_tokens or 0, generated), created=0)  # fmt: skip
     return completion_from_openai(body, replica=api_base, model=spec.model, status=resp.status)
+
+
+def _take_tokens(
+    logprobs: _wire.LogprobsReply, into: list[TokenLogprob], on_token: OnToken | None
+) -> bool:
+    """Keep an event's tokens, each passed to ``on_token``; whether it said abort."""
+    for t in logprobs.content or ():
+        token = TokenLogprob(
+            t.token, t.logprob, tuple((a.token, a.logprob) for a in t.top_logprobs or ())
+        )
+        into.append(token)
+        if on_token is not None and on_token(token):
+            return True
+    return False

@@ -1,0 +1,97 @@
+"""Streaming token by token with top-k logprobs (``on_token``), and aborting a stream.
+
+Against the simulated server (a test double) over real HTTP on loopback: the streamed
+tokens are the ones a whole reply carries, returning ``True`` closes the connection
+(the server sees the request cancelled, never completed) and the call returns the
+tokens so far, counted as its usage; a cancelled call closes its request too."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from concilium.agents import Agent, FakeModel, TokenLogprob
+from concilium.agents._ledger import CallLedger, reset_ledger, use_ledger
+from concilium.agents.sim import Latency, Rule, SimConfig
+from concilium.serving import SimServer
+
+TEXT = " ".join(f"w{i}" for i in range(40))
+
+
+async def _settled(sim: SimServer) -> dict[str, int]:
+    """The server's counters once it has noticed every closed request."""
+    for _ in range(200):
+        stats = await sim.stats()
+        if stats["in_flight"] == 0:
+            return stats
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"requests still in flight: {stats}")
+
+
+async def test_on_token_gets_each_token_with_its_top_k_as_the_whole_reply_has_them() -> None:
+    config = SimConfig(
+        latency=Latency(ttft=0, per_token=0), rules=[Rule(agent="a", replies=[TEXT])]
+    )
+    async with SimServer(config) as sim:
+        agent = Agent("a", sim.spec(), seed=3).with_options(logprobs=True, top_logprobs=4)
+        seen: list[TokenLogprob] = []
+        deltas: list[str] = []
+        streamed = await agent.run("q", key="s", on_text=deltas.append, on_token=seen.append)
+        whole = await agent.run("q", key="w")
+        body = (await sim.requests())[0]["body"]
+    assert body["stream"] is True and body["top_logprobs"] == 4
+    assert [t.token for t in seen] == TEXT.split() and all(len(t.top) == 4 for t in seen)
+    assert tuple(seen) == streamed.logprobs == whole.logprobs  # same seed, same draws
+    assert "".join(deltas) == streamed.text == TEXT and streamed.finish_reasons == ("stop",)
+
+
+async def test_returning_true_aborts_the_request_and_its_tokens_count_as_usage() -> None:
+    config = SimConfig(
+        latency=Latency(ttft=0, per_token=0.02), rules=[Rule(agent="a", replies=[TEXT])]
+    )
+    ledger = CallLedger()
+    token = use_ledger(ledger)
+    try:
+        async with SimServer(config, process=True) as sim:
+            agent = Agent("a", sim.spec()).with_options(logprobs=True, top_logprobs=2)
+            seen: list[str] = []
+
+            def five(t: TokenLogprob) -> bool:
+                seen.append(t.token)
+                return len(seen) == 5
+
+            reply = await agent.run("q", key="abort", on_token=five)
+            stats = await _settled(sim)
+    finally:
+        reset_ledger(token)
+    assert seen == TEXT.split()[:5]
+    assert reply.text == " ".join(TEXT.split()[:5]) and reply.finish_reasons == ("abort",)
+    assert reply.logprobs is not None and len(reply.logprobs) == 5
+    assert reply.usage.completion_tokens == 5 and ledger.usage.completion_tokens == 5
+    # the server saw its client go: cancelled, never completed (40 tokens unsent)
+    assert stats["requests"] == 1 and stats["cancelled"] == 1 and stats["completed"] == 0
+
+
+async def test_cancelling_a_streamed_call_closes_its_request() -> None:
+    config = SimConfig(
+        latency=Latency(ttft=0, per_token=0.05), rules=[Rule(agent="a", replies=[TEXT])]
+    )
+    async with SimServer(config, process=True) as sim:
+        agent = Agent("a", sim.spec()).with_options(logprobs=True, top_logprobs=2)
+        first = asyncio.Event()
+        call = asyncio.create_task(agent.run("q", key="c", on_token=lambda t: first.set()))
+        await first.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        stats = await _settled(sim)
+    assert stats["cancelled"] == 1 and stats["completed"] == 0
+
+
+async def test_a_transport_that_cannot_stream_tokens_passes_them_after_the_call() -> None:
+    fake = FakeModel({"a": "x y z"})
+    seen: list[str] = []
+    agent = Agent("a", fake.spec(), logprobs=True)
+    reply = await agent.run("q", on_token=lambda t: seen.append(t.token))
+    assert reply.text == "x y z" and seen == [t.token for t in reply.logprobs or ()] != []
