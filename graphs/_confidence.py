@@ -8,6 +8,9 @@
   confident window), ``bottom_10`` (the mean of the lowest 10% of windows, at least
   one) and ``tail`` (the mean of the last ``window`` tokens).
 
+``WindowConfidence`` follows the same group confidence while a trace streams, in
+O(1) a token (DeepConf online aborts a trace the moment it falls below a threshold).
+
 The kit records all four on each sample turn that carries top-k logprobs
 (``sample_turns``), so an analysis of stored samples can weigh or filter them later;
 ``confidence_consistency`` scores its traces with the same function. How the scores
@@ -23,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
@@ -100,3 +104,99 @@ def trace_confidences(
 def has_top_logprobs(logprobs: Sequence[TokenLogprob] | None) -> bool:
     """Whether DeepConf's scores can be computed: a trace whose every token has its top-k."""
     return bool(logprobs) and all(t.top for t in logprobs or ())
+
+
+def token_confidence(top: Sequence[tuple[str, float]]) -> float:
+    """One position's ``C_i`` from its top-k ``(token, logprob)`` pairs.
+
+    Raises:
+        ValueError: when ``top`` is empty (ask for ``top_logprobs``).
+    """
+    if not top:
+        raise ValueError(
+            f"a token has no top logprobs; DeepConf needs the top-k candidates: request "
+            f"logprobs=True, top_logprobs={DEEPCONF_TOP_K}"
+        )
+    return -sum(lp for _, lp in top) / len(top)
+
+
+class WindowConfidence:
+    """DeepConf's group confidence of a trace while it streams, O(1) a token.
+
+    ``add`` takes each token's top-k and returns the mean ``C`` of the last
+    ``window`` tokens (of all so far while fewer); ``full`` says a whole window has
+    been seen (DeepConf online compares with its threshold only then); ``lowest`` is
+    the trace's ``lowest_group`` as ``trace_confidences`` computes it for the tokens
+    so far. ``curve`` keeps the group confidence after each token.
+
+    Example:
+        >>> w = WindowConfidence(window=2)
+        >>> [w.add([("t", -c)]) for c in (4, 4, 1, 1, 4)]
+        [4.0, 4.0, 2.5, 1.0, 2.5]
+        >>> w.full, w.lowest, w.tokens
+        (True, 1.0, 5)
+    """
+
+    __slots__ = ("_last", "_lowest", "_sum", "curve", "tokens", "window")
+
+    def __init__(self, window: int = DEEPCONF_WINDOW):
+        if window < 1:
+            raise ValueError(f"a DeepConf window is at least 1 token, got {window}")
+        self.window = window
+        self.tokens = 0
+        self.curve: list[float] = []
+        self._last: deque[float] = deque()
+        self._sum = 0.0
+        self._lowest = math.inf
+
+    def add(self, top: Sequence[tuple[str, float]]) -> float:
+        """Take one token's top-k; the group confidence now."""
+        c = token_confidence(top)
+        self.tokens += 1
+        self._last.append(c)
+        self._sum += c
+        if len(self._last) > self.window:
+            self._sum -= self._last.popleft()
+        group = self._sum / len(self._last)
+        if self.full:
+            self._lowest = min(self._lowest, group)
+        self.curve.append(group)
+        return group
+
+    @property
+    def full(self) -> bool:
+        return self.tokens >= self.window
+
+    @property
+    def group(self) -> float:
+        """The group confidence now (``nan`` before the first token)."""
+        return self.curve[-1] if self.curve else math.nan
+
+    @property
+    def lowest(self) -> float:
+        """The least confident whole window; while none is whole, the mean so far."""
+        return self._lowest if self.full else self.group
+
+
+def deepconf_threshold(lowest_groups: Sequence[float], keep_percent: float) -> float:
+    """DeepConf online's stopping threshold: the ``100 - keep_percent`` percentile of
+    the warm-up traces' lowest-group confidences (linear interpolation, numpy's
+    default), so ``keep_percent`` 10 sets it at the 90th percentile (aggressive: a
+    trace must be as confident as the top 10% of the warm-up) and 90 at the 10th
+    (conservative).
+
+    Example:
+        >>> (
+        ...     deepconf_threshold([1.0, 2.0, 3.0, 4.0, 5.0], 10),
+        ...     deepconf_threshold([1.0, 2.0, 3.0, 4.0, 5.0], 90),
+        ... )
+        (4.6, 1.4)
+    """
+    if not lowest_groups:
+        raise ValueError("DeepConf's threshold needs at least one warm-up trace")
+    if not 0 < keep_percent <= 100:
+        raise ValueError(f"keep_percent must be in (0, 100], got {keep_percent}")
+    ordered = sorted(lowest_groups)
+    rank = (len(ordered) - 1) * (100 - keep_percent) / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
