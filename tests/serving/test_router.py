@@ -33,6 +33,8 @@ from concilium.graphs.patterns import self_consistency
 from concilium.serving import SimServer
 from concilium.serving.cluster import ClusterSpec, Router, launch_cluster, run_router
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def spec_for(url: str) -> ModelSpec:
     return ModelSpec("hosted_vllm/concilium-sim", api_base=url, timeout=10,
@@ -149,10 +151,11 @@ async def test_a_killed_router_is_restarted_on_its_port() -> None:
     async with routed(configs, "cache_aware") as (_, router):
         first = router.process.pid
         router.process.kill()
-        for _ in range(300):
+        for _ in range(600):  # a loaded machine: up to a minute
             await asyncio.sleep(0.1)
             if router.process.pid != first and router.process.returncode is None:
                 break
+        assert router.process.pid != first, "the router was not restarted within 60 s"
         result = await run(self_consistency(Agent("s", spec_for(router.url)), samples=2), "1+1?")
         restarted = router.process.pid
     assert restarted != first and result.calls == 2
@@ -207,3 +210,19 @@ def _chat(url: str, question: str) -> str:
                                      {"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(request, timeout=30) as resp:
         return json.loads(resp.read())["choices"][0]["message"]["content"]
+
+
+async def test_backend_pointed_at_a_running_vllm_router_runs_a_workflow_with_its_keys() -> None:
+    configs = [SimConfig(seed=i, latency=Latency(fixed=0.01)) for i in range(2)]
+    async with routed(configs, "consistent_hash") as (sims, router):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-P", "-m", "concilium", "run", "examples/self_consistency.yaml",
+            "--backend", router.url, "-i", "What is 2 + 3?", cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        logs = [await s.requests() for s in sims]
+    assert proc.returncode == 0, err.decode()
+    assert out.strip() and "Traceback" not in err.decode()
+    received = logs[0] + logs[1]
+    assert received and all(r["session"] for r in received)  # the key reached the replicas
