@@ -107,6 +107,23 @@ class Rule(_Strict):
         return value
 
 
+class TokenConfidence(_Strict):
+    """A per-token confidence model, for testing DeepConf (a test double: no model's
+    confidences are drawn like this). Each token of a statistical reply gets top-k
+    logprobs whose DeepConf token confidence (minus the mean of the top-k) is drawn
+    around ``right`` when the reply's boxed answer is the right one and around
+    ``right - separation`` when it is wrong: each reply's own mean is jittered by
+    ``trace_spread``, each token by ``token_spread`` (normal draws, seeded like the
+    reply; at least 0.01). ``separation`` is how far apart right and wrong traces are
+    on average, in token-confidence units; 0 makes confidence say nothing.
+    """
+
+    right: float = Field(default=3.0, gt=0, le=50)
+    separation: float = Field(default=1.0, ge=0, le=50)
+    trace_spread: float = Field(default=0.5, ge=0, le=50)
+    token_spread: float = Field(default=1.0, ge=0, le=50)
+
+
 class Statistical(_Strict):
     """Answers right with probability ``accuracy``, otherwise wrong.
 
@@ -122,6 +139,11 @@ class Statistical(_Strict):
     arithmetic: bool = True
     wrong: list[str] = Field(default_factory=list)
     conformity: float = Field(default=0.5, ge=0, le=1)
+    confidence: TokenConfidence | None = Field(
+        default=None,
+        description="a per-token confidence model in which wrong replies are less confident "
+        "(for DeepConf; a test double); without it logprobs say nothing of right or wrong",
+    )
     template: str = (
         "[simulated reply] Working through it step by step, the answer is \\boxed{{{answer}}}."
     )

@@ -34,6 +34,7 @@ from typing import Any
 
 from concilium._json import load_json
 from concilium.agents import wire
+from concilium.agents._sim_config import TokenConfidence
 from concilium.agents.sim import SimConfig
 from concilium.tools import arithmetic_answer
 
@@ -148,13 +149,14 @@ class SimulatedModel:
         n = int(body.get("n") or 1)
         for i, text in enumerate(self.replies(body, agent, users, n, basis=basis)):
             reason = "stop"
+            wrong = want_logprobs and self._wrong(text, users)  # before the cut at max_tokens
             if len(words(text)) > max_tokens:
                 text, reason = " ".join(words(text)[:max_tokens]), "length"
             choices.append(
                 SimChoice(
                     text,
                     reason,
-                    self.logprobs(text, top, rng) if want_logprobs else None,
+                    self.logprobs(text, top, rng, wrong=wrong) if want_logprobs else None,
                     scripted_tool_calls(text, f"{rid}-{i}") if chat else [],
                 )
             )
@@ -260,8 +262,23 @@ class SimulatedModel:
                 out.append(self._statistical(rng, question, last_user, body))
         return out
 
-    def logprobs(self, text: str, top: int, rng: random.Random) -> wire.LogprobsBody:
-        """Seeded log-probabilities for each word, with ``top`` alternatives."""
+    def _wrong(self, text: str, users: list[str]) -> bool:
+        """Whether a reply's last boxed answer is not the right one, when a right one
+        is known (only the confidence model asks)."""
+        if self.config.statistical.confidence is None:
+            return False
+        right = next((r for u in reversed(users) if (r := self._right_answer(u)) is not None), None)
+        boxed = _BOXED.findall(text)
+        return right is not None and (not boxed or boxed[-1].strip() != right)
+
+    def logprobs(
+        self, text: str, top: int, rng: random.Random, *, wrong: bool = False
+    ) -> wire.LogprobsBody:
+        """Seeded log-probabilities for each word, with ``top`` alternatives; with a
+        confidence model (``Statistical.confidence``), less confident when ``wrong``."""
+        model = self.config.statistical.confidence
+        if model is not None:
+            return _confidence_logprobs(text, top, rng, model, wrong)
         content = []
         for word in words(text):
             lp = -abs(rng.gauss(0, 0.6))
@@ -270,6 +287,21 @@ class SimulatedModel:
             ]
             content.append(wire.token_logprob(word, lp, alternatives[: max(top, 0)]))
         return {"content": content}
+
+
+def _confidence_logprobs(
+    text: str, top: int, rng: random.Random, model: TokenConfidence, wrong: bool
+) -> wire.LogprobsBody:
+    """Logprobs whose DeepConf token confidence is drawn from ``model``: the top-k at
+    ``-C * (2j + 1) / k`` for ``j < k``, which are in order and average ``-C``."""
+    k = max(top, 1)
+    mean = rng.gauss(model.right - (model.separation if wrong else 0.0), model.trace_spread)
+    content = []
+    for word in words(text):
+        c = max(rng.gauss(mean, model.token_spread), 0.01)
+        alternatives = [(word if j == 0 else f"{word}~{j}", -c * (2 * j + 1) / k) for j in range(k)]
+        content.append(wire.token_logprob(word, alternatives[0][1], alternatives[:top]))
+    return {"content": content}
 
 
 def scripted_tool_calls(text: str, rid: str) -> list[wire.ToolCallBody]:
