@@ -61,8 +61,11 @@ async def check_server(client: Client) -> None:
         except MCPError:
             continue
         assert failed.is_error, bad
+    # still serving (a second draw: the simulated server samples a repeated prompt
+    # afresh, as a model at temperature > 0 does, so its answer may differ)
     again = await client.call_tool("debate", {"question": QUESTION})
-    assert again.content[0].text == answer  # type: ignore[union-attr]  # still serving
+    assert not again.is_error and again.structured_content is not None
+    assert again.structured_content["calls"] == calls
 
 
 async def test_stdio_lists_and_runs_the_workflow() -> None:
