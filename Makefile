@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # re-link so files added since the install are importable (strict mode links files)
 RELINK := $(PY) -m pip install --quiet --no-deps -e . --config-settings editable_mode=strict
 
-.PHONY: demo demo-sim test lint engine browser bench env clean
+.PHONY: demo demo-sim test lint engine browser mcp-clients bench env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,23 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y chromium; } \
 	  || echo "chromium is missing and cannot be installed here (not root): browser tests will fail"
 
-test: lint engine browser
-	CONCILIUM_REQUIRE_ENGINE=1 CONCILIUM_REQUIRE_BROWSER=1 $(VENV)/bin/pytest -q
+# the MCP Inspector CLI and server-everything, pinned, for tests/clients/test_mcp_inspector.py:
+# installed with npm under ~/.cache/concilium/npm beside the engine (a no-op once there;
+# tests/clients/get_sum.yaml runs server-everything from this folder)
+MCP_INSPECTOR     := 2.12.0
+SERVER_EVERYTHING := 2026.8.31
+NPM_HOME  := $(HOME)/.cache/concilium/npm
+NPM_STAMP := $(NPM_HOME)/.installed-inspector-$(MCP_INSPECTOR)-everything-$(SERVER_EVERYTHING)
+
+$(NPM_STAMP):
+	npm install --prefix $(NPM_HOME) --no-audit --no-fund --save-exact \
+	  @modelcontextprotocol/inspector@$(MCP_INSPECTOR) @modelcontextprotocol/server-everything@$(SERVER_EVERYTHING)
+	touch $@
+
+mcp-clients: $(NPM_STAMP)
+
+test: lint engine browser mcp-clients
+	CONCILIUM_REQUIRE_ENGINE=1 CONCILIUM_REQUIRE_BROWSER=1 CONCILIUM_REQUIRE_NPM=1 $(VENV)/bin/pytest -q
 
 DEMO_ITEMS ?= 50
 
