@@ -1,7 +1,8 @@
 """How the simulated server answers: the schema of a workflow file's ``simulate:``
 section, served by ``concilium.serving.SimServer`` (a test double, not a model).
 Scripted replies (``Rule``), a statistical model of right and wrong answers
-(``Statistical``), latency and faults.
+(``Statistical``, with a per-token confidence model, ``TokenConfidence``), latency
+and faults.
 
 Example:
     >>> from concilium.agents.sim import Latency, Rule, SimConfig
@@ -10,6 +11,6 @@ Example:
     (['84'], 0.01)
 """
 
-from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical
+from ._sim_config import Faults, Latency, Rule, SimConfig, Statistical, TokenConfidence
 
-__all__ = ["SimConfig", "Rule", "Statistical", "Latency", "Faults"]
+__all__ = ["SimConfig", "Rule", "Statistical", "TokenConfidence", "Latency", "Faults"]

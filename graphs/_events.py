@@ -59,6 +59,9 @@ class TurnExtra(TypedDict, total=False):
         explanation: the speaker's rationale (round table).
         weight: the vote weight derived from the confidence (round table).
         kept: whether the trace survived confidence filtering (DeepConf).
+        stopped: why a streamed trace ended (DeepConf online: ``"complete"``,
+            ``"below_threshold"``, ``"consensus"``).
+        curve: a streamed trace's group confidence after each token (DeepConf online).
     """
 
     round: int
@@ -78,6 +81,8 @@ class TurnExtra(TypedDict, total=False):
     explanation: str
     weight: float
     kept: bool
+    stopped: str
+    curve: list[float]
 
 
 class Turn(TurnExtra):

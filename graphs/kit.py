@@ -12,7 +12,8 @@ are written (``graphs/patterns/``) and a pattern of your own can be.
   role added to the conversation's system message);
 * answers and votes: ``AnswerFormat``, ``majority_vote``, ``report_vote``,
   ``sample_turns``, ``normalize_number``; a trace's confidence from its top-k
-  logprobs (DeepConf): ``trace_confidences``, ``DEEPCONF_WINDOW``, ``DEEPCONF_TOP_K``;
+  logprobs (DeepConf): ``trace_confidences``, ``DEEPCONF_WINDOW``, ``DEEPCONF_TOP_K``,
+  and while it streams, ``WindowConfidence``, ``deepconf_threshold``;
 * a ``kind:`` for workflow files: a ``PatternSpec`` subclass (agent slots typed
   ``AgentSlot``, ``answer`` an ``AnswerSpec``) and a build function registered with
   ``register_pattern``, which gets a ``Builder``.
@@ -39,7 +40,13 @@ Example:
 """
 
 from ._aggregators import AnswerFormat, majority_vote, normalize_number
-from ._confidence import DEEPCONF_TOP_K, DEEPCONF_WINDOW, trace_confidences
+from ._confidence import (
+    DEEPCONF_TOP_K,
+    DEEPCONF_WINDOW,
+    WindowConfidence,
+    deepconf_threshold,
+    trace_confidences,
+)
 from ._events import Turn
 from ._kit import (
     PatternOptions,
@@ -85,6 +92,8 @@ __all__ = [
     "trace_confidences",
     "DEEPCONF_WINDOW",
     "DEEPCONF_TOP_K",
+    "WindowConfidence",
+    "deepconf_threshold",
     # a kind: for workflow files
     "PatternSpec",
     "AgentSlot",

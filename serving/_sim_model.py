@@ -34,8 +34,7 @@ from typing import Any
 
 from concilium._json import load_json
 from concilium.agents import wire
-from concilium.agents._sim_config import TokenConfidence
-from concilium.agents.sim import SimConfig
+from concilium.agents.sim import SimConfig, TokenConfidence
 from concilium.tools import arithmetic_answer
 
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")

@@ -52,7 +52,7 @@ EXPECTED_ALL = {
     """,
     "concilium.graphs.patterns": """
         debate round_table chateval cross_review leap mixture_of_agents self_consistency
-        adaptive_consistency semantic_entropy confidence_consistency agent_forest best_of_n
+        adaptive_consistency semantic_entropy confidence_consistency deepconf_online agent_forest best_of_n
         knockout universal_self_consistency synthesis skeleton_of_thought tree_of_thoughts
         graph_of_thoughts Operation manager_worker chain_of_agents division_of_thoughts
         plan_and_execute react overlapped_tools search_decomposition research parse_calls
@@ -100,7 +100,7 @@ EXPECTED_NAMESPACES = {
         UsageBody LogprobsBody ToolCallBody ErrorBody
     """,
     "concilium.agents.sim": """
-        SimConfig Rule Statistical Latency Faults
+        SimConfig Rule Statistical TokenConfidence Latency Faults
     """,
     "concilium.evals.tasks": """
         task_names describe_task make_task
@@ -109,7 +109,7 @@ EXPECTED_NAMESPACES = {
         Respondent ask use_tool turn Turn PatternOptions solve_messages user prompt_library
         conversation history with_system
         distinct_names AnswerFormat majority_vote report_vote sample_turns normalize_number
-        trace_confidences DEEPCONF_WINDOW DEEPCONF_TOP_K
+        trace_confidences DEEPCONF_WINDOW DEEPCONF_TOP_K WindowConfidence deepconf_threshold
         PatternSpec AgentSlot AnswerSpec register_pattern Builder
     """,
     "concilium.graphs.reducers": """

@@ -14,6 +14,7 @@ from ._chateval import chateval
 from ._citations import describe_location, resolve_citations
 from ._cross_review import cross_review
 from ._debate import debate
+from ._deepconf_online import deepconf_online
 from ._division_of_thoughts import division_of_thoughts
 from ._graph_of_thoughts import Operation, graph_of_thoughts
 from ._leap import leap
@@ -47,6 +48,7 @@ __all__ = [
     "adaptive_consistency",
     "semantic_entropy",
     "confidence_consistency",
+    "deepconf_online",
     "agent_forest",
     # judges and synthesis
     "best_of_n",

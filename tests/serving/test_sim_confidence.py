@@ -7,65 +7,55 @@ import statistics
 
 import pytest
 
-from concilium.agents import _wire
-from concilium.agents._sim_config import TokenConfidence
-from concilium.agents._types import _logprobs
-from concilium.agents.sim import SimConfig, Statistical
-from concilium.graphs._confidence import token_confidences, trace_confidences
-from concilium.serving._sim_model import SimulatedModel
+from concilium.agents import Agent, Capabilities
+from concilium.agents.sim import Latency, SimConfig, Statistical, TokenConfidence
+from concilium.graphs.kit import trace_confidences
+from concilium.serving import SimServer
 
 TEMPLATE = "[simulated reply] " + "step " * 60 + "so the answer is \\boxed{{{answer}}}."
-BODY = {
-    "messages": [{"role": "user", "content": "What is 12 * 7?"}],
-    "logprobs": True,
-    "top_logprobs": 5,
-    "n": 300,
-}
 
 
-def confidences(separation: float, score: str = "mean") -> tuple[list[float], list[float]]:
-    """DeepConf scores of 300 replies, split into right (84) and wrong ones."""
-    stat = Statistical(
-        accuracy=0.5, template=TEMPLATE, confidence=TokenConfidence(separation=separation)
-    )
-    answer = SimulatedModel(SimConfig(statistical=stat)).answer(BODY, "s")
-    right: list[float] = []
-    wrong: list[float] = []
-    for choice in answer.choices:
-        logprobs = _logprobs(_wire.LogprobsReply.model_validate(choice.logprobs))
+async def scores(
+    confidence: TokenConfidence | None, n: int = 300
+) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """DeepConf scores of n replies (one request), split into right (84) and wrong ones."""
+    stat = Statistical(accuracy=0.5, template=TEMPLATE, confidence=confidence)
+    async with SimServer(SimConfig(statistical=stat, latency=Latency(fixed=0))) as sim:
+        agent = Agent("s", sim.spec(capabilities=Capabilities(n=True, logprobs=True)))
+        reply = await agent.with_options(logprobs=True, top_logprobs=5).run("What is 12 * 7?", n=n)
+    right: list[dict[str, float]] = []
+    wrong: list[dict[str, float]] = []
+    for text, logprobs in zip(reply.texts, reply.logprobs_all, strict=True):
         assert logprobs is not None and all(len(t.top) == 5 for t in logprobs)
-        score_of = trace_confidences(logprobs, window=8)[score]
-        (right if "\\boxed{84}" in choice.text else wrong).append(score_of)
+        (right if "\\boxed{84}" in text else wrong).append(trace_confidences(logprobs, window=8))
     return right, wrong
 
 
+def mean(traces: list[dict[str, float]], score: str) -> float:
+    return statistics.mean(t[score] for t in traces)
+
+
 @pytest.mark.parametrize("separation", [0.5, 1.0, 2.0])
-def test_wrong_replies_are_less_confident_by_the_separation(separation: float) -> None:
-    right, wrong = confidences(separation)
+async def test_wrong_replies_are_less_confident_by_the_separation(separation: float) -> None:
+    right, wrong = await scores(TokenConfidence(separation=separation))
     assert len(right) > 100 and len(wrong) > 100
-    gap = statistics.mean(right) - statistics.mean(wrong)
-    assert gap == pytest.approx(separation, abs=0.15)
-    low_right, low_wrong = confidences(separation, "lowest_group")
-    assert statistics.mean(low_right) > statistics.mean(low_wrong)
+    assert mean(right, "mean") - mean(wrong, "mean") == pytest.approx(separation, abs=0.15)
+    assert mean(right, "lowest_group") > mean(wrong, "lowest_group")
 
 
-def test_at_separation_zero_confidence_says_nothing_and_without_the_model_nothing_changes() -> None:
-    right, wrong = confidences(0.0)
-    assert abs(statistics.mean(right) - statistics.mean(wrong)) < 0.15
-    plain = SimulatedModel(SimConfig(statistical=Statistical(template=TEMPLATE)))
-    again = SimulatedModel(SimConfig(statistical=Statistical(template=TEMPLATE)))
-    body = {**BODY, "n": 2}
-    assert plain.answer(body, "s") == again.answer(body, "s")  # seeded as before
+async def test_at_separation_zero_confidence_says_nothing() -> None:
+    right, wrong = await scores(TokenConfidence(separation=0.0))
+    assert abs(mean(right, "mean") - mean(wrong, "mean")) < 0.15
 
 
-def test_the_top_k_average_the_drawn_token_confidence_and_are_in_order() -> None:
-    stat = Statistical(
-        template=TEMPLATE, confidence=TokenConfidence(token_spread=0.0, trace_spread=0.0)
-    )
-    answer = SimulatedModel(SimConfig(statistical=stat)).answer({**BODY, "n": 1}, "s")
-    logprobs = _logprobs(_wire.LogprobsReply.model_validate(answer.choices[0].logprobs)) or ()
-    expected = 3.0 if "\\boxed{84}" in answer.choices[0].text else 2.0
-    assert token_confidences(logprobs) == pytest.approx([expected] * len(logprobs))
-    assert all(
-        [lp for _, lp in t.top] == sorted((lp for _, lp in t.top), reverse=True) for t in logprobs
-    )
+async def test_the_top_k_average_exactly_the_drawn_token_confidence() -> None:
+    exact = TokenConfidence(separation=1.0, token_spread=0.0, trace_spread=0.0)
+    right, wrong = await scores(exact, n=20)
+    assert {round(t["lowest_group"], 9) for t in right} == {3.0}
+    assert {round(t["lowest_group"], 9) for t in wrong} == {2.0}
+
+
+async def test_without_the_model_logprobs_are_drawn_as_before() -> None:
+    right, wrong = await scores(None, n=40)
+    # the old draw: a chosen token near 0, alternatives a point or more below it
+    assert abs(mean(right, "mean") - mean(wrong, "mean")) < 0.5
