@@ -7,7 +7,11 @@ server's batch would), ``latency`` seconds each. Reported:
 * throughput of K = 1, 2, 4 replicas on the same workload, as a ratio to one
   replica (goal >= 0.9 K);
 * the prefix-cache hit rate the servers report for fan-outs (16 questions x 8
-  samples) routed with affinity versus round robin, on 4 replicas.
+  samples) routed with affinity versus round robin, on 4 replicas;
+* the same fan-outs on 4 and 8 replicas behind vllm-router (``cache_aware``,
+  ``consistent_hash`` on concilium's ``X-Session-ID``, ``round_robin``) beside
+  concilium's client-side affinity: hit rate from the servers' counters, requests
+  per replica and wall time (skipped, and said, when vllm-router is not installed).
 """
 
 from __future__ import annotations
@@ -18,12 +22,21 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+from concilium._errors import UserError
 from concilium.agents import Agent, Capabilities, ModelSpec, aclose
 from concilium.agents.sim import Latency, SimConfig
 from concilium.bench._report import emit
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
 from concilium.serving import SimServer
+from concilium.serving.cluster import router_binary, run_router
+
+ROUTER_MODES = (
+    "client affinity",
+    "router cache_aware",
+    "router consistent_hash",
+    "router round_robin",
+)
 
 
 @contextlib.asynccontextmanager
@@ -51,17 +64,43 @@ async def _hit_rate(
     k: int = 4,
     questions: int = 16,
     samples: int = 8,
+    router: str | None = None,
 ) -> dict[str, Any]:
-    async with _replicas(k, 0.02) as servers:
-        spec = ModelSpec("hosted_vllm/concilium-sim", api_base=[s.url for s in servers], routing=routing,
+    """Fan-outs on ``k`` replicas, routed by concilium (``routing``) or, with
+    ``router`` (a policy), by vllm-router in front of them."""
+    async with _replicas(k, 0.02) as servers, contextlib.AsyncExitStack() as stack:
+        urls = [s.url for s in servers]
+        if router:
+            front = await stack.enter_async_context(run_router(urls, policy=router))
+            urls = [front.url]
+        spec = ModelSpec("hosted_vllm/concilium-sim", api_base=urls, routing=routing,
                          capabilities=Capabilities(n=False))  # fmt: skip
+        started = time.perf_counter()
         await asyncio.gather(*(run(self_consistency(Agent("s", spec), samples=samples), f"Question {q}: what is {q} * 3?")
                                for q in range(questions)))  # fmt: skip
+        seconds = time.perf_counter() - started
         stats = [await s.stats() for s in servers]
         await aclose()
     queries = sum(s["prefix_cache_queries"] for s in stats)
     return {"hit_rate": round(sum(s["prefix_cache_hits"] for s in stats) / queries, 3),
-            "requests_per_replica": [s["requests"] for s in stats]}  # fmt: skip
+            "requests_per_replica": [s["requests"] for s in stats], "seconds": round(seconds, 2)}  # fmt: skip
+
+
+def _router_modes() -> list[dict[str, Any]] | str:
+    """Client-side affinity vs vllm-router's policies on 4 and 8 simulated replicas."""
+    try:
+        router_binary()
+    except UserError as exc:
+        return f"router modes skipped: {exc}"
+    rows = []
+    for k in (4, 8):
+        for mode in ROUTER_MODES:
+            where, policy = mode.split(" ")
+            figures = asyncio.run(
+                _hit_rate("affinity", k, router=policy if where == "router" else None)
+            )
+            rows.append({"replicas": k, "mode": mode, **figures})
+    return rows
 
 
 def main(
@@ -90,6 +129,15 @@ def main(
     print("| routing | hit rate | requests per replica |\n| --- | --- | --- |")
     for routing, f in affinity.items():
         print(f"| {routing} | {f['hit_rate']} | {f['requests_per_replica']} |")
-    figures = {"throughput": rows, "prefix_cache": affinity}
+    routers = _router_modes()
+    print("\nthe same fan-outs behind vllm-router vs concilium's client-side affinity")
+    if isinstance(routers, str):
+        print(routers)
+    else:
+        print("| replicas | mode | hit rate | requests per replica | seconds |")
+        print("| --- | --- | --- | --- | --- |")
+        for r in routers:
+            print(f"| {r['replicas']} | {r['mode']} | {r['hit_rate']} | {r['requests_per_replica']} | {r['seconds']} |")  # fmt: skip
+    figures = {"throughput": rows, "prefix_cache": affinity, "routers": routers}
     emit(figures, json_file)
     return figures
