@@ -236,7 +236,7 @@ def pool_config(
             "model": f"hosted_vllm/{d.name}",
             "api_base": [router] if router else [p.url for p in plans if p.deployment is d],
             "routing": "affinity",
-            "load_metrics": True,
+            "load_metrics": not router,  # the router balances load itself
             "capabilities": {"n": fam.n, "logprobs": fam.logprobs, "structured_output": True,
                              "tools": bool(d.tool_call_parser or fam.tool_call_parser)},
         }  # fmt: skip

@@ -74,7 +74,7 @@ async def test_the_cluster_starts_the_router_the_pool_file_holds_its_url_and_it_
     async with launch_cluster(cluster, pool_file=tmp_path / "pool.yaml", log=log.append) as running:
         router = running.routers["concilium-sim"]
         pool = yaml.safe_load((tmp_path / "pool.yaml").read_text())["models"]["concilium-sim"]
-        assert pool["api_base"] == [router.url]
+        assert pool["api_base"] == [router.url] and pool["load_metrics"] is False
         assert router.url not in [p.url for p in running.plans]
         result = await run(self_consistency(Agent("s", spec_for(router.url)), samples=4), "1 + 1?")
         async with aiohttp.ClientSession() as s, s.get(router.metrics_url) as r:
