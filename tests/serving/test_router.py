@@ -197,8 +197,12 @@ def test_serve_local_with_replicas_prints_the_routers_one_url_and_stops_it(tmp_p
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # a failed test stops it with Ctrl-C: no orphaned router
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     assert proc.returncode == 0 and len(answers) == 8 and all(answers)
     assert not _health(urls[0])  # the router stopped with the engine
     assert not [pid for pid in _lines(pids) if _alive(pid)]
