@@ -13,9 +13,10 @@ traces while they are still generating, and stop sampling at consensus.
 3. After each trace, the confidence-weighted consensus ``beta`` (the leading
    answer's share of the vote weight) is checked; at ``consensus`` (tau) no new trace
    is started and those in flight are aborted; otherwise until ``budget`` traces.
-4. The answer: the vote of every finished trace (the warm-up's and the streamed ones
-   never cut), each weighted by its lowest-group confidence; ``beta`` is over the same
-   traces, so an easy question whose warm-up agrees stops there.
+4. The answer: the vote of the finished traces whose lowest-group confidence reaches
+   the threshold (the warm-up's most confident ones, and every streamed one never
+   cut), each weighted by it; ``beta`` is over the same traces, so a question whose
+   confident warm-up traces agree stops there.
 
 Each trace is its own request (never ``n``): only a request of its own can be
 aborted alone. Aborted traces stay in the transcript with their text, tokens,
@@ -186,9 +187,9 @@ class _Vote:
         self.settled = False
 
     def votes(self, entry: Turn) -> bool:
-        """Every finished trace votes: the warm-up's, and the streamed ones that never
-        fell below the threshold."""
-        return entry.get("stopped") == "complete"
+        """A finished trace votes when its lowest group reaches the threshold: the
+        warm-up's most confident ones, and every streamed one never cut."""
+        return entry.get("stopped") == "complete" and _conf(entry) >= self.threshold
 
     def tally(self) -> WeightedVote:
         voters = [e for e in self.entries if self.votes(e)]
