@@ -55,12 +55,36 @@ def bench_fanout(json_file: str | None, sizes: str, latency: float, repeats: int
     type=click.IntRange(min=1),
     help="Self-consistency's N.",
 )
+@click.option(
+    "--deepconf-questions",
+    default=40,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Questions for DeepConf online vs offline vs majority (0 skips it).",
+)
+@click.option(
+    "--deepconf-budget",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=16),
+    help="Traces per question for each of the three (the same budget).",
+)
 @guard()
-def bench_patterns(json_file: str | None, latency: float, repeats: int, fixed_n: int) -> None:
-    """MoA layers run concurrently vs a sequential loop; adaptive vs fixed-N consistency."""
+def bench_patterns(
+    json_file: str | None,
+    latency: float,
+    repeats: int,
+    fixed_n: int,
+    deepconf_questions: int,
+    deepconf_budget: int,
+) -> None:
+    """MoA layers vs a sequential loop; adaptive vs fixed-N; DeepConf online vs offline vs majority."""
     from concilium.bench import patterns
 
-    patterns.main(latency=latency, repeats=repeats, fixed_n=fixed_n, json_file=json_file)
+    patterns.main(
+        latency=latency, repeats=repeats, fixed_n=fixed_n, deepconf_questions=deepconf_questions,
+        deepconf_budget=deepconf_budget, json_file=json_file,
+    )  # fmt: skip
 
 
 @bench.command("dag")

@@ -24,6 +24,10 @@ def test_bench_patterns_reports_moa_and_adaptive_figures(tmp_path: Path) -> None
         "1",
         "--fixed-n",
         "8",
+        "--deepconf-questions",
+        "2",
+        "--deepconf-budget",
+        "24",
         "--json",
         str(tmp_path / "p.json"),
     )
@@ -31,6 +35,10 @@ def test_bench_patterns_reports_moa_and_adaptive_figures(tmp_path: Path) -> None
     figures = json.loads((tmp_path / "p.json").read_text())
     assert figures["mixture_of_agents"]["calls"] == 13  # 3 layers x 4 proposers + the aggregator
     assert all(1 <= row["adaptive_mean_samples"] <= 8 for row in figures["adaptive_consistency"])
+    deepconf = {row["method"].split(" (")[0]: row for row in figures["deepconf"]}
+    assert set(deepconf) == {"majority", "DeepConf offline", "DeepConf online"}
+    assert all(row["budget"] == 24 and row["tokens"] > 0 for row in deepconf.values())
+    assert deepconf["DeepConf online"]["mean_traces"] <= 24
     assert (
         "| concilium (layers concurrent) |" in out.stdout
         and json.loads(out.stdout.strip().splitlines()[-1]) == figures
