@@ -193,9 +193,13 @@ def test_timeouts_must_be_finite_and_positive() -> None:
 def test_bench_faults_reports_completion_requests_and_tail() -> None:
     from concilium.bench import faults
 
-    figures = faults.main(runs=3, latency=0.02)
-    assert figures["runs"] == 3 and figures["completed"] == 3, figures["failures"]
-    assert figures["requests"] >= figures["calls"] > 0
+    result = faults.main(runs=3, latency=0.02)
+    assert set(result) == {"default", "tuned"}  # the default timeouts beside the tuned one
+    assert result["default"]["timeout_s"] > result["tuned"]["timeout_s"]
+    for figures in result.values():
+        assert figures["runs"] == 3 and figures["completed"] == 3, figures["failures"]
+        assert figures["requests"] >= figures["calls"] > 0
+        assert figures["slowest_run_s"] >= figures["median_run_s"] > 0
 
 
 def test_cli_run_deadline_stops_a_run_on_a_hung_server_naming_it(tmp_path: Path) -> None:
