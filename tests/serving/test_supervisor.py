@@ -59,11 +59,22 @@ def _lines(path: Path) -> list[str]:
 
 
 def _alive(pid: str) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
     try:
         os.kill(int(pid), 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _still_running(pids: list[str], seconds: float = 15) -> list[str]:
+    """The ``pids`` still running after up to ``seconds``: a signalled process ends a
+    moment after the command that signalled it has exited, later on a loaded machine."""
+    deadline = time.monotonic() + seconds
+    while (left := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
 
 
 def _wait_for(what: str, check: object, proc: subprocess.Popen[str], seconds: float = 120) -> None:
@@ -98,7 +109,7 @@ def test_an_eval_whose_engine_is_killed_finishes_every_row_after_one_restart(
         if proc.poll() is None:
             proc.kill()
         engine = tmp_path / "engine"
-        left = [pid for pid in _lines(engine / "pids") + _lines(engine / "children") if _alive(pid)]
+        left = _still_running(_lines(engine / "pids") + _lines(engine / "children"))
         for pid in left:
             os.kill(int(pid), signal.SIGKILL)
     assert proc.returncode == 0, stderr
@@ -164,7 +175,7 @@ def test_serve_local_restarts_a_killed_engine_at_the_url_it_printed(tmp_path: Pa
     said = _lines(err)
     assert proc.returncode == 0 and len(said) == 1, said
     assert "died (killed by SIGKILL); restarting it on the same port" in said[0]
-    assert not [pid for pid in _lines(pids) if _alive(pid)]
+    assert not _still_running(_lines(pids))
 
 
 def _health(url: str) -> bool:
