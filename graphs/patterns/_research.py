@@ -24,6 +24,11 @@ sub-question with no passage answers ``NO_EVIDENCE``; a run out of budget return
 what it has, marked partial. Every researcher step is also sent as a progress
 event (``[researcher 2] search 'revenue 2025': 3 passages``) for streaming clients.
 
+Every model call gets the conversation before the question first (``kit.history``:
+the system message, earlier turns, few-shot examples), then its step's prompt
+(docs/methods.md, "Conversation"); only the plan's prompt quotes the question, the
+later steps work on the sub-questions, passages and claims.
+
 The researcher's loop is ``_researcher.py``; attribution, disagreement and the rule
 that settles it are ``_sources.py``; the citation pass is ``_citations.py``.
 """
@@ -47,6 +52,8 @@ from concilium.graphs.kit import (
     PatternSpec,
     Turn,
     ask,
+    conversation,
+    history,
     prompt_library,
     register_pattern,
     turn,
@@ -171,12 +178,13 @@ def research(
 
     async def run_all(state: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         question: str = state["question"]
+        past = history(state)  # the conversation before the question, in every call
         entries: list[Turn] = []
         details: dict[str, Any] = {"partial": False, "questions": [], "findings": [], "conflicts": []}  # fmt: skip
         try:
             prompt = lib.render("research/plan", question=question, max_questions=max_questions)
             try:
-                reply = await ask(ctx, planner, user(prompt), "plan")
+                reply = await ask(ctx, planner, conversation(state, prompt), "plan")
             except (
                 OutputParseError
             ) as exc:  # a small model's broken plan: research the question itself
@@ -190,17 +198,17 @@ def research(
                 questions = parse_subquestions(reply.text, max_questions) or [question]
             details["questions"] = questions
             ctx.emit({"type": "round_started", "round": 1, "agents": [researcher.name] * len(questions)})  # fmt: skip
-            findings = await ctx.map(lambda iq: team.investigate(ctx, iq[0], iq[1], entries), list(enumerate(questions)))  # fmt: skip
+            findings = await ctx.map(lambda iq: team.investigate(ctx, iq[0], iq[1], entries, past), list(enumerate(questions)))  # fmt: skip
             details["findings"] = [asdict(f) for f in findings]
-            conflicts = await reconcile(ctx, findings, store, checkers, lib, entries)
+            conflicts = await reconcile(ctx, findings, store, checkers, lib, entries, past)
             details["conflicts"] = [asdict(c) | {"sentence": c.sentence()} for c in conflicts]
             details["findings"] = [asdict(f) for f in findings]
             details["votes"] = _votes(findings)
             if not any(f.claims for f in findings):
                 return _done(NO_EVIDENCE, entries, details)
-            sections = await ctx.map(lambda f: section(ctx, f, conflicts, entries), [f for f in findings if f.claims])  # fmt: skip
+            sections = await ctx.map(lambda f: section(ctx, f, conflicts, entries, past), [f for f in findings if f.claims])  # fmt: skip
             draft = "\n\n".join(sections)
-            report = await cite_and_verify(ctx, question, draft, conflicts, details, entries)
+            report = await cite_and_verify(ctx, question, draft, conflicts, details, entries, past)
             if conflicts:
                 said = "\n".join(f"- {c.sentence()}" for c in conflicts)
                 head, sources = report.rsplit("\n\n## Sources", 1)
@@ -214,13 +222,19 @@ def research(
         return _done(report, entries, details)
 
     async def section(
-        ctx: RunContext, finding: Finding, conflicts: list[Conflict], entries: list[Turn]
+        ctx: RunContext,
+        finding: Finding,
+        conflicts: list[Conflict],
+        entries: list[Turn],
+        past: Sequence[dict[str, Any]],
     ) -> str:
         claims = [asdict(c) for c in finding.claims if not c.superseded]
         settled = [asdict(c) for c in conflicts if c.question == finding.question and c.rule != "unsettled"]  # fmt: skip
         prompt = lib.render("research/section", question=finding.question, claims=claims, settled=settled, example_id=claims[0]["passages"][0])  # fmt: skip
         progress(ctx, writer.name, "write", f"writing the section on: {finding.question}")
-        reply = await ask(ctx, writer, user(prompt), f"section/{fact_key(finding.question)[:40]}")
+        reply = await ask(
+            ctx, writer, [*past, *user(prompt)], f"section/{fact_key(finding.question)[:40]}"
+        )
         entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="section"))  # fmt: skip
         return f"## {finding.question}\n\n{reply.text.strip()}"
 
@@ -231,6 +245,7 @@ def research(
         conflicts: list[Conflict],
         details: dict[str, Any],
         entries: list[Turn],
+        past: Sequence[dict[str, Any]],
     ) -> str:
         cited = resolve_citations(draft, store.passages())
         by_number = {s.number: s.passage_id for s in cited.sources}
@@ -245,7 +260,7 @@ def research(
         async def check(item: tuple[int, tuple[str, str]]) -> dict[str, Any]:
             i, (claim, pid) = item
             prompt = lib.render("research/verify", passage=texts[pid], claim=_CITE.sub("", claim).strip())  # fmt: skip
-            reply = await ask(ctx, judge, user(prompt), f"verify{i}", max_tokens=1)
+            reply = await ask(ctx, judge, [*past, *user(prompt)], f"verify{i}", max_tokens=1)
             entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="verify"))  # fmt: skip
             p = yes_probability(reply)
             return {"claim": claim, "passage": pid, "p_yes": p, "supported": p >= threshold}
@@ -280,11 +295,13 @@ async def reconcile(
     checkers: Sequence[Agent],
     lib: PromptLibrary,
     entries: list[Turn],
+    past: Sequence[dict[str, Any]] = (),
 ) -> list[Conflict]:
     """Settle each finding's disagreeing claims by the rule of ``_sources`` (the newer
     document wins, then more votes), ask ``checkers`` concurrently which side the
-    report should use (their majority decides only what the rule cannot), and mark
-    the losing claim ``superseded`` (the writer no longer sees it)."""
+    report should use (their majority decides only what the rule cannot; each call
+    gets ``past``, the conversation before the question, first), and mark the losing
+    claim ``superseded`` (the writer no longer sees it)."""
     passages = store.passages()
     by_id = {p.id: p for p in passages}
 
@@ -311,7 +328,7 @@ async def reconcile(
         a, b = (conflict.kept, conflict.dropped) if swap else (conflict.dropped, conflict.kept)
         prompt = lib.render("research/conflict", fact_a=a.fact, document_a=a.document, date_a=a.date or "undated",
                             fact_b=b.fact, document_b=b.document, date_b=b.date or "undated")  # fmt: skip
-        reply = await ask(ctx, agent, user(prompt), f"conflict{n}", max_tokens=2)
+        reply = await ask(ctx, agent, [*past, *user(prompt)], f"conflict{n}", max_tokens=2)
         entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="conflict"))  # fmt: skip
         pick = re.match(r"\W*([AB])\b", reply.text.strip().upper())
         if pick is None:

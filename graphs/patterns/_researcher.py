@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,15 +116,22 @@ class Researcher:
         self.search, self.read = self.store.tools()
 
     async def investigate(
-        self, ctx: RunContext, index: int, question: str, entries: list[Turn]
+        self,
+        ctx: RunContext,
+        index: int,
+        question: str,
+        entries: list[Turn],
+        past: Sequence[dict[str, Any]] = (),
     ) -> Finding:
+        """Research ``question``; every model call gets ``past``, the conversation
+        before the run's question (``kit.history``), then its own prompt."""
         who = f"{self.agent.name} {index + 1}"
         finding = Finding(question, query=question)
         progress(ctx, who, "plan", f"researching: {question}")
         if self.decompose and finding.steps < self.max_steps:
             finding.steps += 1
             prompt = self.lib.render("search_decomposition/decompose", question=question, max_queries=self.decompose)  # fmt: skip
-            reply = await ask(ctx, self.agent, user(prompt), f"q{index}/decompose")
+            reply = await ask(ctx, self.agent, [*past, *user(prompt)], f"q{index}/decompose")
             entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="decompose", index=index))  # fmt: skip
             bounded = [q[:MAX_QUERY_CHARS] for q in parse_queries(reply.text, self.decompose)]
             finding.queries = list(dict.fromkeys(bounded)) or [question]
@@ -131,7 +139,7 @@ class Researcher:
         elif finding.steps < self.max_steps:
             finding.steps += 1
             prompt = self.lib.render("research/query", question=question)
-            reply = await ask(ctx, self.agent, user(prompt), f"q{index}/query")
+            reply = await ask(ctx, self.agent, [*past, *user(prompt)], f"q{index}/query")
             entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="query", index=index))  # fmt: skip
             lines = reply.text.strip().splitlines()
             # a rambling model's first line, bounded; nothing usable: the question itself
@@ -147,7 +155,7 @@ class Researcher:
             progress(ctx, who, "done", f"{NO_EVIDENCE} for: {question}")
             return finding
         windows = await self._read(ctx, index, who, best, finding)
-        facts = await ctx.map(lambda w: self._extract(ctx, index, question, w, entries), list(enumerate(windows)))  # fmt: skip
+        facts = await ctx.map(lambda w: self._extract(ctx, index, question, w, entries, past), list(enumerate(windows)))  # fmt: skip
         finding.steps += len(windows)
         merged: dict[str, Claim] = {}
         for fact, window in zip(facts, windows, strict=True):
@@ -236,12 +244,13 @@ class Researcher:
         question: str,
         item: tuple[int, list[Passage]],
         entries: list[Turn],
+        past: Sequence[dict[str, Any]],
     ) -> str:
         """One short call: the fact the window states for the sub-question, or ''."""
         i, window = item
         text = " ".join(p.text for p in window)
         prompt = self.lib.render("research/extract", question=question, text=text)
-        reply = await ask(ctx, self.agent, user(prompt), f"q{index}/p{i}")
+        reply = await ask(ctx, self.agent, [*past, *user(prompt)], f"q{index}/p{i}")
         entries.append(turn(ctx, reply, text=reply.text, answer=None, prompt=prompt, step="extract", index=index))  # fmt: skip
         fact = reply.text.strip().splitlines()[0].strip() if reply.text.strip() else ""
         return "" if fact.upper().startswith("NONE") else fact

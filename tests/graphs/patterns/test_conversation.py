@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from concilium import ConciliumError, UserError
-from concilium.agents import aclose
-from concilium.agents.sim import Latency, SimConfig
-from concilium.graphs import run, run_sync
-from concilium.graphs.patterns import self_consistency
+from concilium.agents import Sampling, aclose
+from concilium.agents.sim import Latency, Rule, SimConfig
+from concilium.graphs import RunResult, run, run_sync
+from concilium.graphs.patterns import research, self_consistency
 from concilium.graphs.workflows import load_workflow
 from concilium.serving import SimServer
+from concilium.tools.evidence import EvidenceStore
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 SYSTEM = "You are a careful assistant. Keep answers short."
@@ -42,14 +43,14 @@ AS_ASKED = {  # steps asked the question as the user asked it, with no instructi
 NOT_QUOTED = {  # the step's prompt holds the question transformed, not verbatim
     "graph_of_thoughts": "the list of numbers taken from the question",
     "chain_of_agents": "the input is the source text; the manager gets its summary",
+    "research_assistant": "the plan quotes it; later steps work on the planned sub-questions",
 }
 # The simulated server's replies follow no plan, tool or selection format: these runs
 # fail after their first calls, which are still checked.
 UNFOLLOWED = {"plan_and_execute", "react", "universal_self_consistency"}
-# Built from other engineers' modules (graphs/patterns/_research.py) or base models,
-# whose text prompt is their template's (docs/methods.md): not covered here.
+# Base models take one text prompt, their template's (docs/methods.md): no chat to check.
 NOT_CHAT = {"base_debate", "base_research", "base_sample", "base_self_consistency",
-            "base_single", "research_assistant"}  # fmt: skip
+            "base_single"}  # fmt: skip
 
 
 def served() -> list[str]:
@@ -89,6 +90,77 @@ async def test_every_agent_gets_the_system_message_the_shots_in_order_and_the_qu
             assert any(QUESTION in m["content"] for m in own if m["role"] == "user"), shown
         if sent == REQUEST:  # the pattern added nothing: only where the method asks so
             assert workflow in AS_ASKED, f"{workflow}: {agent} got nothing of its own: {shown}"
+
+
+# The research assistant's steps, by the start of their prompt (prompts/templates/research/
+# and search_decomposition/decompose.j2). Under the workflow's own scripted replies a run
+# reaches every one of them: the test above, on the generic simulated server, finds no
+# evidence after the first researcher steps.
+RESEARCH_STEPS = {
+    "plan": "Break the research question",
+    "query": "Rewrite this question",
+    "decompose": "Split the question below",
+    "extract": "Sub-question:",
+    "conflict": "Two documents disagree",
+    "section": "Write one short paragraph",
+    "verify": "Passage:",
+}
+
+
+def _step(prompt: str) -> str:
+    return next(step for step, start in RESEARCH_STEPS.items() if prompt.startswith(start))
+
+
+@pytest.mark.parametrize("decompose", [0, 2])
+async def test_every_research_step_gets_the_conversation_and_a_seeded_rerun_is_identical(
+    decompose: int, tmp_path: Path
+) -> None:
+    file = EXAMPLES / "research_assistant.yaml"
+    scripted = load_workflow(file).sim
+    assert scripted is not None
+    # both years' revenue passages are read, so their sources disagree
+    split = Rule(
+        agent="researcher", match="Split the question", replies=["revenue 2025\nrevenue 2024"]
+    )
+    config = scripted.model_copy(update={"latency": Latency(fixed=0), "rules": [split, *scripted.rules]})  # fmt: skip
+    store = EvidenceStore(EXAMPLES / "research_corpus", path=tmp_path / "index.sqlite")
+    store.refresh()
+    runs: list[RunResult] = []
+    sent: list[list[dict[str, Any]]] = []
+    async with SimServer(config) as sim:
+        try:
+            team = load_workflow(file, api_base=sim.url).agents
+            lead, researcher, writer, verifier = (team[n] for n in ("lead", "researcher", "writer", "verifier"))  # fmt: skip
+            graph = research(lead, researcher, writer, verifier, store, decompose=decompose)
+            for _ in range(2):
+                await sim.reset()
+                runs.append(await run(graph, REQUEST, sampling=Sampling(seed=11)))
+                sent.append([r["body"] for r in await sim.requests()])
+        finally:
+            await aclose()
+    steps: list[str] = []
+    for body in sent[0]:
+        messages: list[dict[str, Any]] = body["messages"]
+        shown = json.dumps(messages)[:600]
+        # the system message (the lead's JSON schema appended to it), the shots in order
+        assert messages[0]["role"] == "system" and messages[0]["content"].startswith(SYSTEM), shown
+        assert messages[1:5] == SHOTS, shown
+        assert len(messages) == 6 and messages[-1]["role"] == "user", shown  # then its own prompt
+        steps.append(_step(messages[-1]["content"]))
+        assert isinstance(body["seed"], int), shown
+        if steps[-1] == "plan":
+            assert QUESTION in messages[-1]["content"], shown
+    expected = set(RESEARCH_STEPS) - {"decompose" if not decompose else "query"}
+    assert set(steps) == expected, steps
+    first, second = runs
+    assert first.details["conflicts"] and first.details["verdicts"] and first.details["citations"]
+    # the same seed, the same run (the replies are scripted: what this checks is that the
+    # run repeats request for request, each call's seed included, and gives the same report)
+    assert first.answer == second.answer
+    assert [t["text"] for t in first.transcript] == [t["text"] for t in second.transcript]
+    assert first.details["verdicts"] == second.details["verdicts"]
+    same = [sorted(json.dumps(b, sort_keys=True) for b in bodies) for bodies in sent]
+    assert same[0] == same[1]  # every request again (in arrival order, which concurrency may vary)
 
 
 def test_self_consistency_keeps_its_answer_format_after_the_shots() -> None:
