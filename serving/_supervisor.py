@@ -1,4 +1,4 @@
-"""Keeping servers up: a replica that dies is restarted on its own port, its log kept.
+"""Keeping servers up: a replica that dies or hangs is restarted on its own port, its log kept.
 
 A ``Supervisor`` watches each running replica (a ``ManagedProcess``). When one exits
 it ends what the process left behind (vLLM's engine core), moves its log aside so the
@@ -9,9 +9,20 @@ registered with the call ledger (``concilium.agents.ledger.supervise``), which a
 after a failed request. A replica that dies ``max_restarts`` times within ``window``
 seconds is not restarted again (a line says so, and calls to it fail).
 
+A replica can also hang: its process is up and its port accepts connections, but it
+answers nothing (a deadlocked server, a stopped process). A liveness probe asks each
+replica's health URL every ``interval`` seconds; when ``failures`` probes in a row get
+no answer within ``timeout`` seconds, the process group is killed and restarted the
+same way as a crash, and the line says why. Any HTTP answer, even an error, counts as
+alive: only silence is a hang. A call that fails at a replica that does not answer
+waits for the probe's verdict (answering again, or restarted) instead of using up its
+retries. ``CONCILIUM_LIVENESS`` tunes it for every front-end (``Liveness.from_env``).
+
 Example:
     >>> describe_exit(-9), describe_exit(1)
     ('killed by SIGKILL', 'exit code 1')
+    >>> Liveness.parse("10,5,4"), Liveness.parse("off").enabled
+    (Liveness(interval=10.0, timeout=5.0, failures=4), False)
 """
 
 from __future__ import annotations
@@ -20,12 +31,17 @@ import asyncio
 import collections
 import contextlib
 import functools
+import math
+import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
-from concilium._errors import ServerError
+import aiohttp
+
+from concilium._errors import ServerError, UserError
 from concilium.agents.ledger import supervise
 
 from ._process import ManagedProcess
@@ -34,6 +50,52 @@ Log = Callable[[str], None]
 
 MAX_RESTARTS = 3  # per replica, within WINDOW seconds
 WINDOW = 600.0
+LIVENESS_VAR = "CONCILIUM_LIVENESS"
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """How a hung replica is found: every ``interval`` seconds its health URL is asked,
+    and ``failures`` probes in a row with no answer within ``timeout`` seconds mean it
+    hangs (about ``failures * (interval + timeout)`` seconds from the hang to the kill).
+    ``failures=0`` turns the probe off."""
+
+    interval: float = 5.0
+    timeout: float = 5.0
+    failures: int = 3
+
+    @property
+    def enabled(self) -> bool:
+        return self.failures > 0
+
+    @classmethod
+    def parse(cls, text: str, source: str = LIVENESS_VAR) -> Liveness:
+        """``"INTERVAL,TIMEOUT,FAILURES"`` in seconds, seconds and probes, or ``"off"``."""
+        fix = (
+            f"set {source} to INTERVAL,TIMEOUT,FAILURES (seconds, seconds, probes in a row; "
+            f"default {cls().interval:g},{cls().timeout:g},{cls().failures}) or to off"
+        )
+        if text.strip().lower() == "off":
+            return cls(failures=0)
+        parts = [part.strip() for part in text.split(",")]
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            interval, timeout, failures = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise UserError(f"{source}={text!r} is not three numbers: {fix}") from None
+        for name, value in (("INTERVAL", interval), ("TIMEOUT", timeout)):
+            if not (math.isfinite(value) and value > 0):
+                raise UserError(f"{source}={text!r}: {name} must be above 0 seconds; {fix}")
+        if failures < 1:
+            raise UserError(f"{source}={text!r}: FAILURES must be 1 or more; {fix}")
+        return cls(interval, timeout, failures)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Liveness:
+        """The probe ``CONCILIUM_LIVENESS`` asks for, or the default when it is unset."""
+        text = (os.environ if environ is None else environ).get(LIVENESS_VAR, "").strip()
+        return cls.parse(text) if text else cls()
 
 
 def describe_exit(code: int) -> str:
@@ -57,6 +119,8 @@ class Supervisor:
         urls: replica ``i``'s ``.../v1`` URL, registered with the call ledger.
         max_restarts: restarts of one replica allowed within ``window`` seconds.
         notice: receives the one line per death (default: stderr).
+        liveness: the hang probe (default: ``Liveness.from_env()``); it asks each
+            process's ``health_url``, so a process without one is not probed.
 
     Use it as an async context manager around the time the replicas serve; leave it
     before stopping them (a stop is not a death).
@@ -71,6 +135,7 @@ class Supervisor:
         max_restarts: int = MAX_RESTARTS,
         window: float = WINDOW,
         notice: Log | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self.processes = processes
         self.replica = replica
@@ -78,12 +143,22 @@ class Supervisor:
         self.max_restarts = max_restarts
         self.window = window
         self.notice = notice or _stderr
+        self.liveness = liveness if liveness is not None else Liveness.from_env()
         self.restarts = [0] * len(processes)  # in all (a test can count them)
         self._recent = [collections.deque[float]() for _ in processes]
         self._up = [asyncio.Event() for _ in processes]
         self._given_up = [False] * len(processes)
         self._watchers: list[asyncio.Task[None]] = []
         self._registered = contextlib.ExitStack()
+        # what the probes know, for calls waiting on a verdict: each change sets and
+        # replaces _news[i] (a broadcast); a restart bumps _generation[i]
+        self._news = [asyncio.Event() for _ in processes]
+        self._generation = [0] * len(processes)
+        self._probed = [0] * len(processes)  # probes answered or not, so far
+        self._answering = [True] * len(processes)  # the last probe's outcome
+        self._poke = [asyncio.Event() for _ in processes]  # probe now, not at the interval
+        self._hung: list[str | None] = [None] * len(processes)  # why the prober killed it
+        self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Supervisor:
         for up in self._up:
@@ -91,6 +166,13 @@ class Supervisor:
         waits = {url: functools.partial(self._back, i) for i, url in enumerate(self.urls)}
         self._registered.enter_context(supervise(waits))
         self._watchers = [asyncio.create_task(self._watch(i)) for i in range(len(self.processes))]
+        if self.liveness.enabled:
+            # a fresh connection per probe: a pooled one could outlive the server it met
+            connector = aiohttp.TCPConnector(force_close=True)
+            self._session = aiohttp.ClientSession(connector=connector)
+            self._watchers += [
+                asyncio.create_task(self._probe_loop(i)) for i in range(len(self.processes))
+            ]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -100,25 +182,95 @@ class Supervisor:
         for i, up in enumerate(self._up):  # calls still waiting stop waiting: no restart
             self._given_up[i] = True
             up.set()
+            self._announce(i)
         self._registered.close()
+        if self._session is not None:
+            await self._session.close()
+
+    def _announce(self, i: int) -> None:
+        """Wake every call waiting on replica ``i``'s news (they look again)."""
+        news, self._news[i] = self._news[i], asyncio.Event()
+        news.set()
+
+    def _health_url(self, i: int) -> str | None:
+        proc = self.processes[i]
+        if not self.liveness.enabled or proc.health_url is None:
+            return None
+        return proc.health_url.format(url=(proc.url or "").removesuffix("/v1"))
+
+    async def _answers(self, url: str) -> bool:
+        """Whether ``url`` gives any HTTP answer within the probe's timeout."""
+        assert self._session is not None
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.liveness.timeout)
+            async with self._session.get(url, timeout=timeout) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+        return True
 
     async def _back(self, i: int) -> bool:
-        """For the ledger: wait while replica ``i`` is being restarted; whether it was."""
+        """For the ledger: wait while replica ``i`` is being restarted; whether it was.
+        A replica that is up but does not answer its health URL is waited on until the
+        probe decides: it answers again (``False``) or it was restarted (``True``)."""
         if self._given_up[i]:
             return False
         if self.processes[i].returncode is not None:
             self._up[i].clear()  # it died, and its watcher has not seen it yet
         if self._up[i].is_set():
-            return False  # it is up: the failure was something else
+            url = self._health_url(i)
+            if url is None or await self._answers(url):
+                return False  # it is up and answers: the failure was something else
+            generation, probed = self._generation[i], self._probed[i]
+            self._poke[i].set()
+            while not (
+                self._given_up[i]
+                or self._generation[i] != generation
+                or (self._probed[i] > probed and self._answering[i])
+            ):
+                await self._news[i].wait()
+            return not self._given_up[i] and self._generation[i] != generation
         await self._up[i].wait()
         return not self._given_up[i]
 
+    async def _probe_loop(self, i: int) -> None:
+        """Ask replica ``i``'s health URL every interval; after ``failures`` probes in a
+        row with no answer, kill its process group (its watcher restarts it)."""
+        live = self.liveness
+        missed = 0
+        while True:
+            await self._up[i].wait()
+            proc = self.processes[i]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke[i].wait(), live.interval)
+            self._poke[i].clear()
+            url = self._health_url(i)
+            if url is None or self.processes[i] is not proc or proc.returncode is not None:
+                missed = 0  # restarted meanwhile, or it has no health URL: nothing to judge
+                continue
+            answered = await self._answers(url)
+            if self.processes[i] is not proc or proc.returncode is not None:
+                missed = 0
+                continue
+            missed = 0 if answered else missed + 1
+            self._probed[i] += 1
+            self._answering[i] = answered
+            self._announce(i)
+            if missed >= live.failures:
+                self._hung[i] = (
+                    f"{proc.name} hung: {url} gave no answer to {missed} probes in a row "
+                    f"({live.timeout:g} s each, every {live.interval:g} s), so it was killed "
+                    "(SIGKILL to its process group)"
+                )
+                proc.kill()
+                missed = 0
+
     async def _watch(self, i: int) -> None:
         dead = self.processes[i]
-        what = f"{dead.name} died ({describe_exit(await dead.exited())})"
+        what, how = self._what(i, dead, await dead.exited())
         while True:
             self._up[i].clear()
-            kept = dead.keep_log(f"died-{time.strftime('%Y%m%d-%H%M%S')}-pid{dead.pid}")
+            kept = dead.keep_log(f"{how}-{time.strftime('%Y%m%d-%H%M%S')}-pid{dead.pid}")
             where = f"its log: {kept}" if kept else "it kept no log"
             now = time.monotonic()
             recent = self._recent[i]
@@ -138,13 +290,24 @@ class Supervisor:
             try:
                 await replacement.start()
             except ServerError:  # a failed start counts as a restart, and is tried again
-                dead, what = replacement, f"{replacement.name} did not start ({replacement.failed})"
+                dead, how = replacement, "died"
+                what = f"{replacement.name} did not start ({replacement.failed})"
                 continue
             self.processes[i] = dead = replacement
+            self._generation[i] += 1
+            self._answering[i] = True
             self._up[i].set()
-            what = f"{dead.name} died ({describe_exit(await dead.exited())})"
+            self._announce(i)
+            what, how = self._what(i, dead, await dead.exited())
+
+    def _what(self, i: int, dead: ManagedProcess, code: int) -> tuple[str, str]:
+        """What happened to ``dead``, in words (the prober's reason if it killed it), and
+        the word its kept log is named with ("hung" or "died")."""
+        hung, self._hung[i] = self._hung[i], None
+        return (hung, "hung") if hung else (f"{dead.name} died ({describe_exit(code)})", "died")
 
     def _give_up(self, i: int, line: str) -> None:
         self._given_up[i] = True
         self._up[i].set()
+        self._announce(i)
         self.notice(line)

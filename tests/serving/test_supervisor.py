@@ -1,5 +1,6 @@
-"""The embedded engine's supervisor: a replica that dies is restarted on its port, its
-log kept, one line said, and the calls in flight wait for it.
+"""The embedded engine's supervisor: a replica that dies, or hangs (up, port open, no
+answer), is restarted on its port, its log kept, one line said, and the calls in
+flight wait for it.
 
 These run without the engine. A fake installation's "python" is a shell script that
 runs the simulated server (a test double, not a model) on the port vLLM was given, so
@@ -9,6 +10,7 @@ Session, ``local_engine`` and the supervisor under test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -22,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from concilium._errors import ModelCallError
+from concilium._errors import ModelCallError, UserError
 from concilium.agents import Agent, aclose
+from concilium.serving._supervisor import LIVENESS_VAR, Liveness
 from concilium.serving.engine import EngineHome, local_engine
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,3 +187,78 @@ def _health(url: str) -> bool:
             return resp.status == 200
     except OSError:
         return False
+
+
+async def test_a_hung_engine_is_killed_and_restarted_and_the_call_it_hung_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # probe every 0.2 s, 0.5 s to answer, 3 misses in a row: tuned through the variable
+    monkeypatch.setenv(LIVENESS_VAR, "0.2,0.5,3")
+    home = fake_engine(tmp_path / "engine", latency=0.0)
+    said: list[str] = []
+    async with local_engine(home=home, deadline=60, notice=said.append) as engine:
+        agent = Agent("a", engine.spec(timeout=30), max_tokens=8)
+        assert (await agent.run("What is 6 * 7?")).text
+        hung = engine.processes[0].pid
+        assert hung is not None
+        os.kill(hung, signal.SIGSTOP)  # up, its port open, answering nothing
+        try:
+            reply = await agent.run("What is 7 * 8?")  # sent to the hung server first
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(hung, signal.SIGCONT)
+        assert reply.text and engine.processes[0].pid != hung
+        await aclose()
+    port = engine.urls[0].split(":")[-1].removesuffix("/v1")
+    assert len(said) == 1, said
+    assert said[0].startswith(
+        f"embedded engine replica 0 (port {port}, cores 0-1) hung: http://127.0.0.1:{port}/health "
+        "gave no answer to 3 probes in a row (0.5 s each, every 0.2 s), so it was killed "
+        "(SIGKILL to its process group); restarting it on the same port, calls wait for it; "
+    ), said
+    kept = Path(said[0].rsplit("its log: ", 1)[1])
+    assert kept.name.startswith(f"port-{port}-hung-") and kept.name.endswith(f"-pid{hung}.log")
+    assert any("answers are simulated" in line for line in _lines(kept))  # the hung one's log
+    engine_dir = tmp_path / "engine"
+    assert [int(pid) for pid in _lines(engine_dir / "pids")] == [hung, engine.processes[0].pid]
+    assert not _still_running(_lines(engine_dir / "pids") + _lines(engine_dir / "children"))
+
+
+async def test_a_slow_engine_that_answers_its_probe_is_not_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # each reply takes 1.5 s, three times the probe's timeout: busy is not hung
+    monkeypatch.setenv(LIVENESS_VAR, "0.2,0.5,3")
+    home = fake_engine(tmp_path / "engine", latency=1.5)
+    said: list[str] = []
+    async with local_engine(home=home, deadline=60, notice=said.append) as engine:
+        agent = Agent("a", engine.spec(timeout=30), max_tokens=8)
+        replies = [await agent.run(f"What is {i} * 7?") for i in range(2)]
+        await aclose()
+    assert all(reply.text for reply in replies)
+    assert said == [] and len(_lines(tmp_path / "engine" / "pids")) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("5,5", "is not three numbers"),
+        ("five,5,3", "is not three numbers"),
+        ("5,5,2.5", "is not three numbers"),
+        ("0,5,3", "INTERVAL must be above 0 seconds"),
+        ("5,nan,3", "TIMEOUT must be above 0 seconds"),
+        ("5,5,0", "FAILURES must be 1 or more"),
+    ],
+)
+def test_a_liveness_setting_it_cannot_honour_is_refused_with_the_fix(text: str, why: str) -> None:
+    with pytest.raises(UserError) as info:
+        Liveness.from_env({LIVENESS_VAR: text})
+    message = str(info.value)
+    assert message.startswith(f"{LIVENESS_VAR}={text!r}") and why in message
+    assert "INTERVAL,TIMEOUT,FAILURES" in message and "default 5,5,3" in message
+
+
+def test_the_liveness_setting_is_read_from_the_variable_or_defaults() -> None:
+    assert Liveness.from_env({}) == Liveness(5.0, 5.0, 3)
+    assert Liveness.from_env({LIVENESS_VAR: " 10, 2.5 ,4 "}) == Liveness(10.0, 2.5, 4)
+    assert not Liveness.from_env({LIVENESS_VAR: "OFF"}).enabled
