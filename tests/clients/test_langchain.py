@@ -21,6 +21,9 @@ from pydantic import BaseModel, SecretStr
 from concilium.serving import ManagedProcess
 
 CITY = Path(__file__).with_name("city.yaml")
+# one server for the module: its replies are scripted by question, not by call order,
+# so the tests share it without seeing each other's calls (one start, not four)
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 class City(BaseModel):
@@ -28,7 +31,7 @@ class City(BaseModel):
     population_millions: float
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def api() -> AsyncIterator[ManagedProcess]:
     argv = [sys.executable, "-P", "-m", "concilium", "serve", "api", str(CITY),
             "--backend", "sim", "--port", "0"]  # fmt: skip
