@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,40 @@ async def url() -> AsyncIterator[str]:
         yield sim.url
 
 
+@dataclass(frozen=True)
+class Evals:
+    """One eval made once for the module and only read by the tests: its data, a whole
+    run (no ``--shard``) and its shards 1/3, 2/3 and 3/3, each in its own folder."""
+
+    data: Path
+    whole: Path
+    shards: list[Path]
+
+
+@pytest.fixture(scope="module")
+def evals(tmp_path_factory: pytest.TempPathFactory) -> Evals:
+    """Both merge tests read the same four folders: four evals run once, not twice."""
+    root = tmp_path_factory.mktemp("shards")
+    data = _write_data(root)
+    made = Evals(data, root / "whole", [root / f"shard{i}" for i in (1, 2, 3)])
+
+    async def run_them() -> None:
+        async with SimServer(CONFIG) as sim:
+            await _eval(sim.url, data, made.whole)
+            for i, folder in enumerate(made.shards, 1):
+                await _eval(sim.url, data, folder, "--shard", f"{i}/3")
+
+    asyncio.run(run_them())
+    return made
+
+
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    path = tmp_path / "sums.jsonl"
+    return _write_data(tmp_path)
+
+
+def _write_data(folder: Path) -> Path:
+    path = folder / "sums.jsonl"
     items = [{"id": f"q{i}", "question": f"What is {i} + {i} * 3?", "answer": 4 * i} for i in range(1, 11)]  # fmt: skip
     path.write_text("".join(json.dumps(item) + "\n" for item in items))
     return path
@@ -69,26 +101,23 @@ def _first_lines(path: Path, n: int, to: Path) -> Path:
     return to
 
 
-async def test_three_shards_merge_to_one_run(url: str, data: Path, tmp_path: Path) -> None:
-    await _eval(url, data, tmp_path / "whole")
-    shards = [tmp_path / f"shard{i}" for i in (1, 2, 3)]
-    for i, folder in enumerate(shards, 1):
-        await _eval(url, data, folder, "--shard", f"{i}/3")
+async def test_three_shards_merge_to_one_run(evals: Evals, tmp_path: Path) -> None:
+    whole_run, shards = evals.whole, evals.shards
     # item k (from 0, in file order) is in shard k % 3 + 1
     ids = [json.loads((f / "shard.json").read_text())["ids"] for f in shards]
     assert ids == [["q1", "q4", "q7", "q10"], ["q2", "q5", "q8"], ["q3", "q6", "q9"]]
     merged = await asyncio.to_thread(_cli, "merge", tmp_path / "merged", *shards)
     assert merged.exit_code == 0, merged.output
     assert "self_consistency" in merged.output and "summary.json" in merged.output
-    assert _summary(tmp_path / "merged") == _summary(tmp_path / "whole")
-    whole = _summary(tmp_path / "whole")
+    assert _summary(tmp_path / "merged") == _summary(whole_run)
+    whole = _summary(whole_run)
     assert {m["correct"] for m in whole} == {5} and whole[1]["majority_at_k"]  # it can tell
     # results.jsonl: every (method, item) once, in a single run's order
     rows = _rows(tmp_path / "merged")
     order = [(m, f"q{i}") for m in ("single", "self_consistency") for i in range(1, 11)]
     assert [(r["method"], r["id"]) for r in rows] == order
     keys = ("answer", "gold", "correct", "samples", "calls")
-    single = {(r["method"], r["id"]): [r[k] for k in keys] for r in _rows(tmp_path / "whole")}
+    single = {(r["method"], r["id"]): [r[k] for k in keys] for r in _rows(whole_run)}
     assert {(r["method"], r["id"]): [r[k] for k in keys] for r in rows} == single
     # a folder given twice counts once; merging again into the same OUT is refused
     again = await asyncio.to_thread(_cli, "merge", tmp_path / "twice", *shards, shards[0])
@@ -99,11 +128,10 @@ async def test_three_shards_merge_to_one_run(url: str, data: Path, tmp_path: Pat
 
 
 async def test_merge_refuses_what_is_not_one_evals_shards(
-    url: str, data: Path, tmp_path: Path
+    url: str, evals: Evals, tmp_path: Path
 ) -> None:
-    one, two, three = (tmp_path / f"s{i}" for i in (1, 2, 3))
-    for i, folder in enumerate((one, two, three), 1):
-        await _eval(url, data, folder, "--shard", f"{i}/3")
+    data = evals.data
+    one, two, three = evals.shards
 
     def refused(*folders: Path) -> str:
         result = _cli("merge", tmp_path / "out", *folders)
@@ -121,8 +149,7 @@ async def test_merge_refuses_what_is_not_one_evals_shards(
     await _eval(url, fewer, tmp_path / "other", "--shard", "2/3")
     assert "their data differ" in refused(one, tmp_path / "other", three)
     # a folder without shard.json, a row that disagrees, a shard cut short
-    await _eval(url, data, tmp_path / "plain")
-    assert "not a shard folder" in refused(tmp_path / "plain")
+    assert "not a shard folder" in refused(evals.whole)  # a run without --shard
     shutil.copytree(two, tmp_path / "edited")
     rows = _rows(two)
     rows[0] = {**rows[0], "answer": "999", "correct": False}
@@ -131,8 +158,9 @@ async def test_merge_refuses_what_is_not_one_evals_shards(
     _write_rows(tmp_path / "edited", rows[1:])
     assert "is unfinished: 1 of 6 runs missing" in refused(one, tmp_path / "edited", three)
     # a rerun of a shard into a folder of another shard is refused before it runs
+    again = shutil.copytree(one, tmp_path / "one")  # (the shared shard is only read)
     other = await asyncio.to_thread(
-        _cli, "eval", data, *FILES, "--backend", url, "--out", one, "--shard", "2/3"
+        _cli, "eval", data, *FILES, "--backend", url, "--out", again, "--shard", "2/3"
     )
     assert other.exit_code == 2 and "holds shard 1/3 of another eval" in other.output
 
