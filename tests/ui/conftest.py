@@ -45,17 +45,21 @@ async def ui_url(sim: Any, tmp_path: Path) -> AsyncIterator[str]:
     await task
 
 
-@pytest.fixture
-async def eval_dir(sim: Any, tmp_path: Path) -> Path:
+@pytest.fixture(scope="session")
+def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The output folder of a real ``concilium eval`` of three methods on the simulated server
-    (its ``--report`` at ``tmp_path / "eval.html"``)."""
+    (its ``--report`` at ``eval_dir.parents[1] / "eval.html"``). Made once for the session:
+    the tests that use it only read it."""
     import json
 
     from click.testing import CliRunner
 
+    from concilium.agents.sim import Latency, SimConfig
     from concilium.cli import main
+    from concilium.serving import SimServer
 
-    data = tmp_path / "arith.jsonl"
+    root = tmp_path_factory.mktemp("eval")
+    data = root / "arith.jsonl"
     data.write_text(
         "".join(
             json.dumps({"id": f"q{i}", "question": f"What is {i} + {3 * i}?", "answer": 4 * i})
@@ -63,13 +67,16 @@ async def eval_dir(sim: Any, tmp_path: Path) -> Path:
             for i in range(4)
         )
     )
-    out = tmp_path / "evals" / "arith"
+    out = root / "evals" / "arith"
     argv = ["eval", str(data), *(str(FLOWS / f) for f in ("single.yaml", "sc.yaml", "debate.yaml"))]
-    got = await asyncio.to_thread(
-        CliRunner().invoke,
-        main,
-        [*argv, "--backend", sim.url, "--out", str(out), "--report", str(tmp_path / "eval.html")],
-    )
+    argv += ["--out", str(out), "--report", str(root / "eval.html")]
+
+    async def run() -> Any:
+        # the simulated server of tests/conftest.py's ``sim`` (a test double)
+        async with SimServer(SimConfig(seed=1, latency=Latency(fixed=0.02))) as sim:
+            return await asyncio.to_thread(CliRunner().invoke, main, [*argv, "--backend", sim.url])
+
+    got = asyncio.run(run())
     assert got.exit_code == 0, got.output
     return out
 

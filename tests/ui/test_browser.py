@@ -239,7 +239,7 @@ async def test_an_eval_report_file_opens_offline_and_shows_an_item(
     _need_browser()
     summary = json.loads((eval_dir / "summary.json").read_text())["methods"]
     rows = [json.loads(line) for line in (eval_dir / "results.jsonl").read_text().splitlines()]
-    out = tmp_path / "eval.html"  # written by concilium eval --report
+    out = eval_dir.parents[1] / "eval.html"  # written by concilium eval --report
     pw, browser = await _browser()
     try:
         page = await (await browser.new_context(offline=True)).new_page()
