@@ -6,14 +6,45 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import pytest_asyncio
 from click.testing import CliRunner
 
+from concilium.agents import aclose
+from concilium.agents.sim import Latency, SimConfig
 from concilium.cli import main
+from concilium.serving import SimServer
 
 WORKFLOWS = Path(__file__).parent / "workflows"
+# one eval for the module, on one simulated server that stays up while every test
+# rescores (so "no request" is counted where the eval sent its calls); each test
+# rescores its own copy of the eval's folder
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sim() -> AsyncIterator[SimServer]:
+    """tests/conftest.py's simulated server (a test double), for the whole module."""
+    async with SimServer(SimConfig(seed=1, latency=Latency(fixed=0.02))) as server:
+        yield server
+        await aclose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def eval_folder(sim: SimServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one real eval (3 methods, 8 items), made once; tests copy it."""
+    return await _evaluated(sim, tmp_path_factory.mktemp("rescore"))
+
+
+@pytest.fixture
+def evaluated(eval_folder: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the eval's folder, free to rewrite."""
+    return shutil.copytree(eval_folder, tmp_path / "out")
 
 
 def _data(tmp_path: Path, n: int = 8) -> Path:
@@ -39,7 +70,7 @@ def _rows(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
 
 
-async def _evaluated(sim: Any, tmp_path: Path) -> Path:
+async def _evaluated(sim: SimServer, tmp_path: Path) -> Path:
     out = tmp_path / "out"
     files = [str(WORKFLOWS / f) for f in ("sc.yaml", "deepconf.yaml", "debate.yaml")]
     args = ["eval", str(_data(tmp_path)), *files, "--backend", sim.url, "--out", str(out)]
@@ -49,9 +80,9 @@ async def _evaluated(sim: Any, tmp_path: Path) -> Path:
 
 
 async def test_rescore_sends_no_request_and_reproduces_the_summary(
-    sim: Any, tmp_path: Path
+    sim: SimServer, evaluated: Path
 ) -> None:
-    out = await _evaluated(sim, tmp_path)
+    out = evaluated
     written = json.loads((out / "summary.json").read_text())
     before = len(await sim.requests())
     assert before > 0
@@ -86,9 +117,9 @@ async def test_rescore_sends_no_request_and_reproduces_the_summary(
 
 
 async def test_rows_written_before_per_sample_fields_still_rescore(
-    sim: Any, tmp_path: Path
+    evaluated: Path,
 ) -> None:
-    out = await _evaluated(sim, tmp_path)
+    out = evaluated
     old = []
     for row in _rows(out):  # as an eval wrote them before: no choices, bare sample turns
         row.pop("choices", None)
@@ -107,9 +138,9 @@ async def test_rows_written_before_per_sample_fields_still_rescore(
 
 
 async def test_a_verdict_the_default_scorer_disagrees_with_asks_for_the_scorer(
-    sim: Any, tmp_path: Path
+    evaluated: Path, tmp_path: Path
 ) -> None:
-    out = await _evaluated(sim, tmp_path)
+    out = evaluated
     rows = _rows(out)
     rows[0]["correct"] = not rows[0]["correct"]  # as if another scorer had judged it
     (out / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
