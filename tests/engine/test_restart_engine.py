@@ -1,13 +1,19 @@
-"""The embedded engine killed under ``concilium run`` comes back and the run finishes.
+"""The embedded engine killed, then hung, under ``concilium run`` comes back each time
+and the run finishes.
 
 This test starts an engine of its own (it cannot share the session's ``engine``
-fixture: it kills the server), so it costs one start and one restart: two to five
-minutes on the 2-core machines it was written on, depending on their load. The engine's API server is killed with SIGKILL while a call is being
-served; its engine-core child is left for the supervisor to end.
+fixture: it kills the server), so it costs one start and two restarts, and the
+liveness probe's verdict on the hang (at its defaults, 5 s probes, 3 missed in a
+row: 20-30 s): three to six minutes on the 2-core machines it was written on,
+depending on their load. The engine's API server is killed with SIGKILL while a call
+is being served (its engine-core child is left for the supervisor to end); the
+restarted server's whole process group is then stopped with SIGSTOP as soon as it
+answers, before the run can finish: up, its port open, answering nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -36,20 +42,40 @@ def _serving(port: int) -> bool:
     return any(float(c) > 0 for c in counts)
 
 
-def _server_pid(parent: int) -> int:
-    """The vLLM API server among ``parent``'s children."""
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _server_pid(parent: int, other_than: int = 0) -> int:
+    """The vLLM API server among ``parent``'s children (not ``other_than``)."""
     for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
-        if b"vllm.entrypoints" in Path(f"/proc/{child}/cmdline").read_bytes():
-            return int(child)
+        with contextlib.suppress(OSError):
+            if int(child) != other_than and b"vllm.entrypoints" in Path(f"/proc/{child}/cmdline").read_bytes():  # fmt: skip
+                return int(child)
     raise AssertionError(f"no vLLM server among the children of {parent}")
 
 
-def test_an_engine_killed_mid_run_is_restarted_and_the_run_finishes() -> None:
+def _until(what: str, check: object, proc: subprocess.Popen[str], said: list[str]) -> None:
+    stop_at = time.monotonic() + 600  # a restart on a loaded 2-core machine: minutes
+    while not check():  # type: ignore[operator]
+        assert proc.poll() is None, f"the run ended before {what}: {''.join(said)}"
+        assert time.monotonic() < stop_at, f"no {what} within 600 s: {''.join(said)}"
+        time.sleep(0.05)
+
+
+def test_an_engine_killed_then_hung_mid_run_is_restarted_each_time_and_the_run_finishes() -> None:
     args = [sys.executable, "-P", "-m", "concilium", "run", "examples/base_debate.yaml",
             "--backend", "local", "--input", "What is the capital of France?", "--json"]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != "CONCILIUM_LIVENESS"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stderr is not None
     said: list[str] = []
+    hung = 0
     try:
         for line in proc.stderr:  # start-up lines, until the engine is ready
             said.append(line)
@@ -59,15 +85,20 @@ def test_an_engine_killed_mid_run_is_restarted_and_the_run_finishes() -> None:
         else:
             raise AssertionError(f"the engine did not start: {''.join(said)}")
         port = int(ready.group(1))
-        stop_at = time.monotonic() + 120
-        while not _serving(port):  # kill it while it serves a call of the run
-            assert proc.poll() is None and time.monotonic() < stop_at, "".join(said)
-            time.sleep(0.05)
+        _until("a call being served", lambda: _serving(port), proc, said)
         dead = _server_pid(proc.pid)
-        os.kill(dead, signal.SIGKILL)
+        os.kill(dead, signal.SIGKILL)  # it dies while it serves a call of the run
+        # the restarted server: stopped whole the moment it answers, before it can
+        # serve the rest of the run (the calls of round 2 at least)
+        _until("a restarted engine", lambda: _healthy(port), proc, said)
+        hung = _server_pid(proc.pid, other_than=dead)
+        os.killpg(hung, signal.SIGSTOP)
         stdout, rest = proc.communicate(timeout=900)
     finally:
         if proc.poll() is None:  # Ctrl-C: the run stops its engine on the way out
+            if hung:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(hung, signal.SIGKILL)
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(60)
@@ -77,13 +108,22 @@ def test_an_engine_killed_mid_run_is_restarted_and_the_run_finishes() -> None:
     what = "\n".join(
         line
         for line in stderr.splitlines()
-        if re.search(r"died|did not start|not restarted|failed", line)
+        if re.search(r"died|hung|did not start|not restarted|failed", line)
     )
     assert proc.returncode == 0, f"{what}\n...\n{stderr[-1500:]}"
     assert json.loads(stdout)["answer"], stdout
-    died = [line for line in stderr.splitlines() if "died" in line]
-    assert len(died) == 1 and "killed by SIGKILL" in died[0], stderr[-3000:]
-    kept = Path(died[0].rsplit("its log: ", 1)[1])
-    assert f"port-{port}-died-" in kept.name and kept.stat().st_size > 0
-    with pytest.raises(ProcessLookupError):  # what the dead server left was ended
-        os.killpg(dead, 0)
+    supervisor = [line for line in stderr.splitlines() if "restarting it on the same port" in line]
+    assert len(supervisor) == 2, what
+    assert " died (killed by SIGKILL); " in supervisor[0], what
+    assert f" hung: http://127.0.0.1:{port}/health gave no answer to 3 probes in a row " in supervisor[1], what  # fmt: skip
+    kept = [Path(line.rsplit("its log: ", 1)[1]) for line in supervisor]
+    assert kept[0].name.startswith(f"port-{port}-died-") and kept[0].name.endswith(
+        f"-pid{dead}.log"
+    )
+    assert kept[1].name.startswith(f"port-{port}-hung-") and kept[1].name.endswith(
+        f"-pid{hung}.log"
+    )
+    assert all(log.stat().st_size > 0 for log in kept)
+    for group in (dead, hung):  # what each left was ended, the stopped one included
+        with pytest.raises(ProcessLookupError):
+            os.killpg(group, 0)
