@@ -85,6 +85,7 @@ class SampleRecord(TypedDict):
     tokens: int | None
     mean_logprob: float | None
     trace_confidences: dict[str, float] | None
+    token_confidences: NotRequired[list[float] | None]
     confidence: float | None
 
 
@@ -133,6 +134,7 @@ def sample_records(row: Mapping[str, Any]) -> list[SampleRecord]:
             "tokens": t.get("sample_tokens"),
             "mean_logprob": t.get("mean_logprob"),
             "trace_confidences": t.get("trace_confidences"),
+            "token_confidences": t.get("token_confidences"),
             "confidence": t.get("confidence"),
         }
         for t in turns

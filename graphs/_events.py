@@ -48,6 +48,9 @@ class TurnExtra(TypedDict, total=False):
         trace_confidences: DeepConf's scores of a sample's trace, ``mean``,
             ``lowest_group``, ``bottom_10`` and ``tail`` (only when the server returned
             top-k logprobs; ``concilium.graphs.kit.trace_confidences``).
+        token_confidences: a sample's DeepConf token confidences, one per token,
+            rounded to 3 decimals (only with top-k logprobs), so DeepConf's online
+            rule can be replayed on stored samples at any window.
         step: which step of the method spoke (``"plan"``, ``"synthesize"``, ...; ReAct: the turn number).
         saw: whose answers the speaker was shown (names), or how many references.
         role: the speaker's role in the step (tree of thoughts: ``"propose"``, ``"value"``).
@@ -70,6 +73,7 @@ class TurnExtra(TypedDict, total=False):
     sample_tokens: int | None
     mean_logprob: float
     trace_confidences: dict[str, float]
+    token_confidences: list[float]
     step: str | int
     saw: list[str] | int
     role: str

@@ -46,7 +46,7 @@ from concilium.prompts import PromptLibrary
 from concilium.tools import Tool, ToolText
 
 from ._aggregators import AnswerFormat, Vote, answer_format, majority_vote
-from ._confidence import has_top_logprobs, trace_confidences
+from ._confidence import has_top_logprobs, token_confidences, trace_confidences
 from ._context import RunContext
 from ._events import Turn, TurnEvent, TurnExtra
 
@@ -232,7 +232,8 @@ def sample_turns(
     else ``None``), when the server returned logprobs their mean (``mean_logprob``),
     and when it returned the top-k logprobs too, DeepConf's scores of the trace
     (``trace_confidences``: ``mean``, ``lowest_group``, ``bottom_10``, ``tail`` over
-    windows of 2048 tokens; see ``trace_confidences``).
+    windows of 2048 tokens; see ``trace_confidences``) and its token confidences
+    (``token_confidences``, 3 decimals), from which any window can be replayed.
 
     Example:
         >>> from concilium.agents import AgentReply, TokenLogprob, Usage
@@ -273,6 +274,7 @@ def _sample_fields(reply: AgentReply, j: int, *, sample: int, request: int) -> T
         fields["mean_logprob"] = sum(t.logprob for t in logprobs) / len(logprobs)
         if has_top_logprobs(logprobs):
             fields["trace_confidences"] = trace_confidences(logprobs)
+            fields["token_confidences"] = [round(c, 3) for c in token_confidences(logprobs)]
     elif len(reply.texts) == 1 and reply.usage.completion_tokens > 0:
         fields["sample_tokens"] = reply.usage.completion_tokens
     return fields
