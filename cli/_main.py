@@ -10,6 +10,7 @@ from ._demo import demo
 from ._engine import engine
 from ._eval import eval_command
 from ._merge import merge_command
+from ._replay import replay_command
 from ._rescore import rescore_command
 from ._research import research_command
 from ._run import graph, run, schema, validate
@@ -27,7 +28,7 @@ def main() -> None:
 
 
 for command in (run, validate, schema, graph, eval_command, tasks, serve, ui, research_command,
-                rescore_command,
+                rescore_command, replay_command,
                 merge_command,
                 demo,
                 engine, bench):  # fmt: skip

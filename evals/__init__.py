@@ -5,6 +5,7 @@ The public names are listed in ``__all__``; the modules behind them are private.
 
 from . import tasks
 from ._data import EvalRecord, load_records
+from ._deepconf_replay import render_replay, replay_deepconf
 from ._ray import evaluate_on_ray
 from ._runner import ItemResult, evaluate
 from ._scorers import default_scorer, scorer_from_name
@@ -30,6 +31,9 @@ __all__ = [
     "MethodSummary",
     "render_table",
     "write_summary",
+    # DeepConf online's rule replayed on stored samples (pick keep and consensus before spending)
+    "replay_deepconf",
+    "render_replay",
     # shipped tasks with known answers
     "tasks",
 ]

@@ -76,7 +76,7 @@ EXPECTED_ALL = {
     "concilium.evals": """
         EvalRecord load_records scorer_from_name default_scorer build_methods parse_setting
         evaluate evaluate_on_ray ItemResult summarise MethodSummary render_table
-        write_summary tasks
+        write_summary replay_deepconf render_replay tasks
     """,
     "concilium.examples": """
         FOLDER
