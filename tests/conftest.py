@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+# the tracing tests' OTLP receiver: the `receiver` fixture (tests/otlp_receiver.py)
+pytest_plugins = ["otlp_receiver"]
+
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 _real_connect = socket.socket.connect
