@@ -77,7 +77,7 @@ def eval_command(
     """
     with tracing(otlp_endpoint):
         _eval(data, workflows, settings, backend, out_dir, scorer, limit, concurrency, as_json,
-              ray_address, shard)  # fmt: skip
+              ray_address, shard, otlp_endpoint)  # fmt: skip
     if report:  # the same view as concilium ui --evals, self-contained
         from concilium.ui import render_eval_report
 
@@ -96,7 +96,9 @@ def _eval(
     as_json: bool,
     ray_address: str | None = None,
     shard: Shard | None = None,
+    otlp_endpoint: str | None = None,
 ) -> None:
+    from concilium.agents import eval_span
     from concilium.evals import (
         build_methods,
         default_scorer,
@@ -120,16 +122,15 @@ def _eval(
     if shard is not None:  # after the scorer: a shard scores as the whole data would
         names = [m.name for m in methods]
         records = start_shard(out, shard, records, names, scorer_name)
-    if ray_address:  # runs on Ray workers trace only where the workers set up tracing
-        from concilium.evals import evaluate_on_ray
+    names = [m.name for m in methods]
+    with eval_span(Path(data).name, names, len(records)):
+        if ray_address:  # the workers export to the same collector, linked to this span
+            from concilium.evals import evaluate_on_ray
 
-        results = evaluate_on_ray(records, workflows, sweeps, backend, out, address=ray_address,
-                                  scorer=scorer, concurrency=concurrency)  # fmt: skip
-    else:
-        from concilium.agents import eval_span
-
-        names = [m.name for m in methods]
-        with eval_span(Path(data).name, names, len(records)):
+            results = evaluate_on_ray(records, workflows, sweeps, backend, out, address=ray_address,
+                                      scorer=scorer, concurrency=concurrency,
+                                      otlp_endpoint=otlp_endpoint)  # fmt: skip
+        else:
             results = asyncio.run(
                 evaluate(records, methods, backend, out, scorer=scorer, concurrency=concurrency)
             )

@@ -22,6 +22,12 @@ eval outgrows one machine, a pool of workers shares it. The rules:
   no worker is left, and a rerun with the same folder resumes it (finished rows are
   kept, recorded calls replayed). The record keys are the local runner's, so a Ray
   eval and a local one resume each other's folders.
+* **Workers trace like a local eval.** When the driver sends spans to an OTLP
+  collector (``otlp_endpoint``, or its ``OTEL_EXPORTER_OTLP_*`` variables), every
+  worker gets the driver's ``OTEL_*`` variables and the endpoint and exports its own
+  spans there: each run is an ``eval_item`` trace linked to the span current in the
+  driver (the CLI's ``eval DATA``), as in a local eval. A worker flushes its spans
+  when it closes; one that dies loses the spans it had not yet sent.
 
 Ray is imported only here, when the option is used; install it with
 ``pip install 'concilium[ray]'``.
@@ -30,7 +36,9 @@ Ray is imported only here, when the option is used; install it with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -38,8 +46,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
+
+from opentelemetry import trace
 
 from concilium._errors import ConciliumError, RunError, UserError
 from concilium.agents import Message
@@ -113,12 +124,56 @@ class _RelaySession(Session):
         return await super().run(workflow, input, **options)
 
 
+@dataclass(frozen=True)
+class _Tracing:
+    """What a worker needs to trace as the driver does: the driver's ``OTEL_*``
+    variables (endpoint, headers, timeouts), its ``--otlp-endpoint`` if given, and the
+    span its runs link to (trace id, span id, flags of the driver's current span)."""
+
+    env: dict[str, str]
+    endpoint: str | None
+    link: tuple[int, int, int] | None
+
+    @classmethod
+    def of_driver(cls, endpoint: str | None) -> _Tracing | None:
+        """The driver's tracing, or ``None`` when it sends no spans to a collector."""
+        env = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+        named = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+        if not (endpoint or any(env.get(name) for name in named)):
+            return None
+        current = trace.get_current_span().get_span_context()
+        link = (current.trace_id, current.span_id, int(current.trace_flags))
+        return cls(env, endpoint, link if current.is_valid else None)
+
+    def start(self) -> Any:
+        """Install this process's tracer provider (a worker's process is its own)."""
+        from concilium.agents import configure_tracing
+
+        os.environ.update(self.env)  # the exporter reads headers and timeouts from here
+        return configure_tracing(otlp_endpoint=self.endpoint)
+
+    def linked(self) -> Any:
+        """A context in which ``item_span`` links each run to the driver's span."""
+        if self.link is None:
+            return contextlib.nullcontext()
+        trace_id, span_id, flags = self.link
+        driver = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))  # fmt: skip
+        return trace.use_span(trace.NonRecordingSpan(driver))
+
+
 class _Worker:
     """A Ray actor: runs the (item, method) runs it is given, one session for all."""
 
     def __init__(
-        self, workflows: list[str], settings: list[Setting], backend: Backend, scorer: Scorer
+        self,
+        workflows: list[str],
+        settings: list[Setting],
+        backend: Backend,
+        scorer: Scorer,
+        tracing: _Tracing | None = None,
     ) -> None:
+        self.tracing = tracing
+        self.provider = tracing.start() if tracing else None
         self.methods = build_methods(workflows, settings)
         self.backend = backend
         self.scorer = scorer
@@ -150,7 +205,8 @@ class _Worker:
             _RUN_CALLS.set(_Relay(recorded, sent))
             # resumed: the driver's calls for this run are replayed, new ones made
             started = {_key(method.name, record.id)}
-            return await _one(method, session, store, record, self.scorer, self.scratch, started)
+            with self.tracing.linked() if self.tracing else contextlib.nullcontext():
+                return await _one(method, session, store, record, self.scorer, self.scratch, started)  # fmt: skip
 
         task = asyncio.create_task(one())
         task.add_done_callback(lambda _: sent.put_nowait(None))
@@ -165,6 +221,8 @@ class _Worker:
         await self.held.aclose()
         self.opened = None
         shutil.rmtree(self.scratch, ignore_errors=True)  # it holds prompts and replies
+        if self.provider is not None:
+            await asyncio.to_thread(self.provider.shutdown)  # send the spans still batched
 
 
 # ------------------------------------------------------------------ the driver
@@ -337,6 +395,7 @@ def evaluate_on_ray(
     concurrency: int = DEFAULT_CONCURRENCY,
     shards: int | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
+    otlp_endpoint: str | None = None,
 ) -> list[ItemResult]:
     """Run the eval on a pool of Ray workers; return the rows a local run would.
 
@@ -355,6 +414,10 @@ def evaluate_on_ray(
         shards: Ray workers (actors, one CPU each); default one per CPU of the
             cluster, at most ``concurrency`` and one per run to do.
         on_result: called in this process with each new row, as it is appended.
+        otlp_endpoint: an OTLP/HTTP collector every worker sends its spans to (the
+            CLI's ``--otlp-endpoint``); without it, the collector this process's
+            ``OTEL_EXPORTER_OTLP_*`` variables name, if any. Each run is then an
+            ``eval_item`` trace linked to the span current here when the eval starts.
 
     Example:
         >>> # evaluate_on_ray(records, ["sc.yaml"], [], Backend.parse(url), "out", address="auto")
@@ -385,11 +448,12 @@ def evaluate_on_ray(
             # a file as a path every worker reads; app.py:graph targets as given
             files = [str(Path(w).resolve()) if Path(w).exists() else str(w) for w in workflows]
             actor = ray.remote(_Worker)
+            tracing = _Tracing.of_driver(otlp_endpoint)
             tag = uuid.uuid4().hex[:8]  # named, so an operator (or a test) finds them
             workers = [
                 actor.options(
                     name=f"concilium-eval-{tag}-{i}", num_cpus=1, max_concurrency=concurrency + 1
-                ).remote(files, list(settings), backend, scorer)
+                ).remote(files, list(settings), backend, scorer, tracing)
                 for i in range(count)
             ]
             driver = _Driver(ray, out, names, todo, finished, on_result)

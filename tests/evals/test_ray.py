@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from otlp_receiver import Receiver, attrs, named
 
 from concilium.agents.sim import Latency, Rule, SimConfig, Statistical
 from concilium.app import Backend
@@ -172,3 +174,44 @@ def test_ray_refuses_a_server_per_process(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="its own server"):
         evaluate_on_ray(RECORDS, FILES, [], Backend.parse("sim"), tmp_path)
+
+
+def test_eval_on_ray_workers_send_their_runs_to_the_collector_linked_to_the_eval_span(
+    local_ray: None, receiver: Receiver, tmp_path: Path
+) -> None:
+    """``concilium eval --ray`` (a process of its own, on this module's Ray instance)
+    with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set: the driver sends its ``eval`` span, each
+    worker its runs, every run an ``eval_item`` trace linked to that span."""
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps({"id": r.id, "question": r.question, "answer": r.answer}) + "\n" for r in RECORDS[:2]))  # fmt: skip
+    address = ray.get_runtime_context().gcs_address
+
+    async def eval_on_ray() -> tuple[int | None, bytes]:
+        async with SimServer(CONFIG, process=True) as sim:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-P", "-m", "concilium", "eval", str(data), *map(str, FILES),
+                "--backend", sim.url, "--ray", address, "--out", str(tmp_path / "out"),
+                "--concurrency", "1",  # one worker: each one is a process to start
+                cwd=tmp_path, env=receiver.env(), stderr=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            _, err = await proc.communicate()
+            return proc.returncode, err
+
+    code, err = asyncio.run(eval_on_ray())
+    assert code == 0, err.decode()[-3000:]
+    spans = receiver.snapshot()  # the driver and every worker flushed before the CLI exited
+    (root,) = named(spans, "eval ")  # the driver's
+    assert root.name == "eval sums.jsonl" and not root.parent_span_id
+    assert attrs(root)["concilium.eval.methods"] == ["single", "self_consistency"]
+    items = named(spans, "eval_item ")  # the workers'
+    runs = sorted((attrs(s)["concilium.eval.method"], attrs(s)["concilium.eval.item.id"]) for s in items)  # fmt: skip
+    assert runs == sorted((m, r.id) for m in ("single", "self_consistency") for r in RECORDS[:2])
+    assert len({s.trace_id for s in items} | {root.trace_id}) == 5  # a trace per run
+    for item in items:
+        assert not item.parent_span_id
+        (link,) = item.links
+        assert (link.trace_id, link.span_id) == (root.trace_id, root.span_id)
+        (workflow,) = [s for s in spans if s.parent_span_id == item.span_id]
+        assert workflow.name == f"invoke_workflow {attrs(item)['concilium.eval.method']}"
+        assert [s for s in named(spans, "chat ") if s.trace_id == item.trace_id]  # its calls
