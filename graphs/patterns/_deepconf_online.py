@@ -94,22 +94,7 @@ def deepconf_online(
         ...     print(exc)
         deepconf_online keep 'top50' is not 'top10' (DeepConf-low: threshold at the 90th percentile) or 'top90' (DeepConf-high: the 10th percentile)
     """
-    if not isinstance(agent, Agent):
-        raise GraphError(
-            "deepconf_online needs an Agent (it streams its token logprobs), not a nested pattern"
-        )
-    if keep not in KEEP_PERCENT:
-        raise GraphError(
-            f"deepconf_online keep {keep!r} is not 'top10' (DeepConf-low: threshold at the "
-            "90th percentile) or 'top90' (DeepConf-high: the 10th percentile)"
-        )
-    if warmup < 1 or budget < warmup or parallel < 1:
-        raise GraphError(
-            f"deepconf_online needs warmup >= 1, budget >= warmup and parallel >= 1, "
-            f"got warmup={warmup}, budget={budget}, parallel={parallel}"
-        )
-    if not 0 < consensus <= 1:
-        raise GraphError(f"deepconf_online consensus must be in (0, 1], got {consensus}")
+    _check(agent, keep=keep, warmup=warmup, budget=budget, parallel=parallel, consensus=consensus)
     sampler = agent.with_options(logprobs=True, top_logprobs=top_logprobs)
     opts = PatternOptions(answer, prompts, name)
 
@@ -148,6 +133,8 @@ def deepconf_online(
                 return why[0] != "complete"
 
             reply = await ask(ctx, sampler, messages, f"s{i}", on_token=on_token, **seeded(i))
+            if not tracker.tokens and reply.text:  # text came, its tokens never did
+                raise GraphError(_NO_TOP.format(i=i))
             if why[0] == "complete" and tracker.lowest < vote.threshold:
                 why[0] = "below_threshold"  # shorter than a window: checked at its end
             return _trace(ctx, reply, question, opts.fmt, i, "online", tracker, why[0])
@@ -167,9 +154,39 @@ def deepconf_online(
     return graph
 
 
+def _check(
+    agent: Agent, *, keep: str, warmup: int, budget: int, parallel: int, consensus: float
+) -> None:
+    """Refuse what deepconf_online cannot honour, saying why."""
+    if not isinstance(agent, Agent):
+        raise GraphError(
+            "deepconf_online needs an Agent (it streams its token logprobs), not a nested pattern"
+        )
+    if keep not in KEEP_PERCENT:
+        raise GraphError(
+            f"deepconf_online keep {keep!r} is not 'top10' (DeepConf-low: threshold at the "
+            "90th percentile) or 'top90' (DeepConf-high: the 10th percentile)"
+        )
+    if warmup < 1 or budget < warmup or parallel < 1:
+        raise GraphError(
+            f"deepconf_online needs warmup >= 1, budget >= warmup and parallel >= 1, "
+            f"got warmup={warmup}, budget={budget}, parallel={parallel}"
+        )
+    if not 0 < consensus <= 1:
+        raise GraphError(f"deepconf_online consensus must be in (0, 1], got {consensus}")
+    if agent.model.capabilities.mode == "completion":
+        raise GraphError(_NO_COMPLETION.format(agent=agent.name))
+
+
 _NO_TOP = (
     "trace {i} came back without top logprobs; deepconf_online needs a server that "
     "returns them while it streams (capabilities: {{logprobs: true}})"
+)
+# concilium's stream reader keeps a /v1/completions stream's text but not its logprobs
+_NO_COMPLETION = (
+    "deepconf_online cannot watch agent {agent!r}: its model is in completion mode "
+    "(/v1/completions), whose streamed token logprobs concilium does not read yet; use a "
+    "chat model (a base model can be given few-shot turns in its system prompt)"
 )
 
 
@@ -262,6 +279,10 @@ class DeepConfOnlineSpec(PatternSpec):
     window: int = Field(default=2048, ge=1)
     top_logprobs: int = Field(default=20, ge=1, le=20)
     answer: AnswerSpec = "boxed"
+    prompt: str = Field(
+        default="self_consistency/solve",
+        description="template wrapping a bare question (completion/question: the question alone)",
+    )
 
 
 @register_pattern(DeepConfOnlineSpec)
@@ -273,8 +294,11 @@ def _build(spec: DeepConfOnlineSpec, b: Builder) -> Graph:
             "budget",
         )
     agent = b.plain_agent(spec.agent, "agent", why="its streamed token logprobs are read")
+    if agent.model.capabilities.mode == "completion":
+        raise b.fail(_NO_COMPLETION.format(agent=agent.name), "agent")
     return deepconf_online(
         agent, warmup=spec.warmup, budget=spec.budget, keep=spec.keep, consensus=spec.consensus,
         parallel=spec.parallel, window=spec.window, top_logprobs=spec.top_logprobs,
-        answer=b.answer(spec.answer), prompts=b.prompts, name=b.name,
+        answer=b.answer(spec.answer), prompts=b.prompts, prompt=b.template(spec.prompt, "prompt"),
+        name=b.name,
     )  # fmt: skip

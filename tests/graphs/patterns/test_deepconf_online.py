@@ -7,15 +7,17 @@ and sampling stops at consensus."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
-from concilium._errors import GraphError
-from concilium.agents import Agent, FakeModel
+from concilium._errors import GraphError, WorkflowError
+from concilium.agents import Agent, Capabilities, FakeModel, ModelSpec
 from concilium.agents.sim import Latency, Rule, SimConfig, Statistical, TokenConfidence
 from concilium.graphs import RunResult, run
 from concilium.graphs.kit import deepconf_threshold
 from concilium.graphs.patterns import deepconf_online
+from concilium.graphs.workflows import load_workflow
 from concilium.serving import SimServer
 
 TEMPLATE = "[simulated reply] " + "step " * 60 + "so the answer is \\boxed{{{answer}}}."
@@ -135,3 +137,36 @@ def test_bad_settings_name_the_value_and_the_fix() -> None:
         deepconf_online(agent, keep="top50")
     with pytest.raises(GraphError, match="budget >= warmup"):
         deepconf_online(agent, warmup=16, budget=8)
+
+
+COMPLETION_WORKFLOW = """\
+name: online
+models:
+  base: {model: hosted_vllm/m, api_base: http://127.0.0.1:1/v1, mode: completion}
+agents:
+  s: {model: base}
+workflow: {kind: deepconf_online, agent: s, warmup: 2, budget: 4}
+"""
+
+
+def test_a_completion_mode_model_is_refused_saying_why(tmp_path: Path) -> None:
+    # a /v1/completions stream's logprobs are not read (its text is): nothing could be cut
+    spec = ModelSpec("hosted_vllm/m", api_base="http://127.0.0.1:1/v1",
+                     capabilities=Capabilities(mode="completion"))  # fmt: skip
+    with pytest.raises(GraphError, match="completion mode"):
+        deepconf_online(Agent("s", spec))
+    file = tmp_path / "online.yaml"
+    file.write_text(COMPLETION_WORKFLOW)
+    with pytest.raises(WorkflowError, match=r"online\.yaml.*completion mode"):
+        load_workflow(file)
+
+
+async def test_a_prompt_template_wraps_the_question_as_given() -> None:
+    config = SimConfig(seed=1, rules=[Rule(agent="s", replies=["\\boxed{7} " + "x " * 8])],
+                       latency=Latency(ttft=0, per_token=0))  # fmt: skip
+    async with SimServer(config) as sim:
+        graph = deepconf_online(Agent("s", sim.spec()), warmup=2, budget=2, window=4,
+                                top_logprobs=2, prompt="completion/question")  # fmt: skip
+        await run(graph, "What is 3 + 4?")
+        bodies = [r["body"] for r in await sim.requests()]
+    assert [b["messages"][-1]["content"] for b in bodies] == ["What is 3 + 4?"] * 2
