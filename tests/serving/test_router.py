@@ -230,3 +230,61 @@ async def test_backend_pointed_at_a_running_vllm_router_runs_a_workflow_with_its
     assert out.strip() and "Traceback" not in err.decode()
     received = logs[0] + logs[1]
     assert received and all(r["session"] for r in received)  # the key reached the replicas
+
+
+# what two vLLM replicas' /metrics served (trimmed), read before and after a mode
+REPLICA_BEFORE = """# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="gemma-3-270m"} 1000.0
+vllm:prefix_cache_queries_created{engine="0",model_name="gemma-3-270m"} 1.7966103840174e+09
+vllm:prefix_cache_hits_total{engine="0",model_name="gemma-3-270m"} 256.0
+vllm:request_success_total{engine="0",finished_reason="stop",model_name="gemma-3-270m"} 3.0
+vllm:request_success_total{engine="0",finished_reason="length",model_name="gemma-3-270m"} 1.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="gemma-3-270m"} 4.0
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="gemma-3-270m"} 2.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="gemma-3-270m"} 4.0
+vllm:cache_config_info{block_size="128",note="a } and a \\" in a label"} 1.0
+vllm:kv_cache_usage_perc{engine="0",model_name="gemma-3-270m"} NaN
+"""
+REPLICA_AFTER = """vllm:prefix_cache_queries_total{engine="0",model_name="gemma-3-270m"} 3456.0
+vllm:prefix_cache_hits_total{engine="0",model_name="gemma-3-270m"} 1792.0
+vllm:request_success_total{engine="0",finished_reason="stop",model_name="gemma-3-270m"} 6.0
+vllm:request_success_total{engine="0",finished_reason="length",model_name="gemma-3-270m"} 2.0
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="gemma-3-270m"} 5.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="gemma-3-270m"} 8.0
+"""
+
+
+def test_read_metrics_sums_labels_and_the_difference_gives_a_hand_computed_hit_rate() -> None:
+    from concilium.serving._router import counter, metrics_delta, read_metrics
+
+    before = read_metrics(REPLICA_BEFORE)
+    assert before["vllm:request_success_total"] == 4.0  # stop 3 + length 1
+    assert before["vllm:cache_config_info"] == 1.0  # a quoted '}' does not end the labels
+    grown = metrics_delta(before, read_metrics(REPLICA_AFTER))
+    # by hand: hits 1792 - 256 = 1536 of 3456 - 1000 = 2456 queried tokens
+    hits, queries = counter(grown, "vllm:prefix_cache_hits"), counter(grown, "vllm:prefix_cache_queries")  # fmt: skip
+    assert (hits, queries) == (1536.0, 2456.0) and round(hits / queries, 3) == 0.625
+    assert counter(grown, "vllm:request_success") == 4.0  # 8 - 4
+    # mean time to first token of these 4 requests: (5.0 - 2.0) / (8 - 4)
+    ttft = grown["vllm:time_to_first_token_seconds_sum"] / grown["vllm:time_to_first_token_seconds_count"]  # fmt: skip
+    assert ttft == 0.75
+
+
+def test_read_metrics_by_a_label_gives_the_routers_requests_per_worker() -> None:
+    from concilium.serving._router import read_metrics
+
+    text = """# TYPE vllm_router_processed_requests_total counter
+vllm_router_processed_requests_total{worker="http://127.0.0.1:8001"} 20
+vllm_router_processed_requests_total{worker="http://127.0.0.1:8002"} 12
+vllm_router_prefix_routing_decisions_total{policy="cache_aware",stage="regular",outcome="missing_tokens"} 32
+vllm_router_requests_total{route="/v1/chat/completions"} 32
+"""
+    by_worker = read_metrics(text, by="worker")
+    assert by_worker == {
+        "vllm_router_processed_requests_total[http://127.0.0.1:8001]": 20.0,
+        "vllm_router_processed_requests_total[http://127.0.0.1:8002]": 12.0,
+    }
+    assert read_metrics(text, by="outcome") == {
+        "vllm_router_prefix_routing_decisions_total[missing_tokens]": 32.0
+    }
