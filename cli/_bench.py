@@ -107,12 +107,39 @@ def bench_dag(json_file: str | None, repeats: int) -> None:
     type=click.IntRange(min=1),
     help="Requests per run.",
 )
+@click.option("--questions", default=16, show_default=True, type=click.IntRange(min=1), help="Fan-outs on the simulated replicas.")  # fmt: skip
+@click.option("--samples", default=8, show_default=True, type=click.IntRange(min=1), help="Branches of each fan-out.")  # fmt: skip
+@click.option("--router-replicas", default="4,8", show_default=True, help="Simulated replica counts behind vllm-router (comma-separated; empty skips).")  # fmt: skip
+@click.option("--engine-questions", default=16, show_default=True, type=click.IntRange(min=0), help="Few-shot fan-outs on 2 embedded-engine replicas (0 skips the engine rows).")  # fmt: skip
+@click.option("--engine-samples", default=4, show_default=True, type=click.IntRange(min=1), help="Branches of each engine fan-out.")  # fmt: skip
 @guard()
-def bench_cluster(json_file: str | None, requests: int) -> None:
-    """Throughput of 1, 2, 4 replicas; prefix-cache hits with affinity vs round robin."""
+def bench_cluster(
+    json_file: str | None,
+    requests: int,
+    questions: int,
+    samples: int,
+    router_replicas: str,
+    engine_questions: int,
+    engine_samples: int,
+) -> None:
+    """Throughput of 1, 2, 4 replicas; prefix-cache hits with client-side affinity vs
+    vllm-router's policies, on simulated replicas and on 2 embedded-engine replicas
+    (hit rate from vLLM's own /metrics, throughput, time to first token)."""
     from concilium.bench import cluster
 
-    cluster.main(requests=requests, json_file=json_file)
+    try:
+        counts = [int(s) for s in router_replicas.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"{router_replicas!r} is not a comma-separated list of integers",
+            param_hint="--router-replicas",
+        ) from None
+    if any(k < 1 for k in counts):
+        raise click.BadParameter(f"{router_replicas!r}: replica counts start at 1", param_hint="--router-replicas")  # fmt: skip
+    cluster.main(
+        requests=requests, questions=questions, samples=samples, router_replicas=counts,
+        engine_questions=engine_questions, engine_samples=engine_samples, json_file=json_file,
+    )  # fmt: skip
 
 
 @bench.command("faults")

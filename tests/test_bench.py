@@ -77,12 +77,34 @@ def test_bench_dag_reports_every_shape(tmp_path: Path) -> None:
 
 
 def test_bench_cluster_reports_throughput_ratios_and_hit_rates(tmp_path: Path) -> None:
-    out = bench("cluster", "--requests", "64", "--json", str(tmp_path / "c.json"))
+    """Small sizes (the defaults are the measurement): one fan-out of 4 on 4 simulated
+    replicas, whose 34-word prompt is 2 full 16-word cache blocks. Kept on one replica
+    (client affinity, consistent_hash on its key) the first request misses both blocks
+    and the other 3 hit both: 6 of 8 blocks, 0.75; spread one request per replica
+    (round robin) nothing hits: 0.0. The engine rows are skipped (tests/engine covers them)."""
+    out = bench("cluster", "--requests", "32", "--questions", "1", "--samples", "4",
+                "--router-replicas", "4", "--engine-questions", "0", "--json", str(tmp_path / "c.json"))  # fmt: skip
     assert out.returncode == 0, out.stderr
     figures = json.loads((tmp_path / "c.json").read_text())
     assert [r["replicas"] for r in figures["throughput"]] == [1, 2, 4]
     assert sorted(figures["prefix_cache"]) == ["affinity", "round_robin"]
-    assert sum(figures["prefix_cache"]["affinity"]["requests_per_replica"]) == 128
+    assert figures["prefix_cache"]["affinity"]["hit_rate"] == 0.75
+    assert sorted(figures["prefix_cache"]["affinity"]["requests_per_replica"]) == [0, 0, 0, 4]
+    assert figures["prefix_cache"]["round_robin"] == {**figures["prefix_cache"]["round_robin"],
+                                                      "hit_rate": 0.0, "requests_per_replica": [1, 1, 1, 1]}  # fmt: skip
+    routers = figures["routers"]
+    if isinstance(routers, str):  # vllm-router not installed: said, not hidden
+        assert routers.startswith("router modes skipped") and routers in out.stdout
+    else:
+        modes = {r["mode"]: r for r in routers}
+        assert [r["replicas"] for r in routers] == [4] * 4
+        assert list(modes) == ["client affinity", "router cache_aware", "router consistent_hash", "router round_robin"]  # fmt: skip
+        assert all(sum(r["requests_per_replica"]) == 4 for r in routers)
+        assert modes["client affinity"]["hit_rate"] == modes["router consistent_hash"]["hit_rate"] == 0.75  # fmt: skip
+        assert modes["router round_robin"]["hit_rate"] == 0.0
+        assert sorted(modes["router consistent_hash"]["requests_per_replica"]) == [0, 0, 0, 4]
+    assert figures["engine"] == "engine rows skipped: --engine-questions 0"
+    assert "engine rows skipped: --engine-questions 0" in out.stdout
 
 
 def test_bench_eval_runs_all_three_modes(tmp_path: Path) -> None:
