@@ -154,13 +154,15 @@ def bench_cluster(
     type=click.FloatRange(min=0.001, max=60),
     help="Server latency (s).",
 )
+@click.option("--router-runs", default=20, show_default=True, type=click.IntRange(min=0), help="Debates through vllm-router with a replica killed, then one answering 503 (0 skips).")  # fmt: skip
 @guard()
-def bench_faults(json_file: str | None, runs: int, latency: float) -> None:
+def bench_faults(json_file: str | None, runs: int, latency: float, router_runs: int) -> None:
     """Runs completed, requests over the minimum and the slowest run under 503s, 429s and hangs,
-    at the default timeouts beside a timeout tuned to the latency."""
+    at the default timeouts beside a timeout tuned to the latency; then through vllm-router
+    with a replica killed mid-eval and one answering 503."""
     from concilium.bench import faults
 
-    faults.main(runs=runs, latency=latency, json_file=json_file)
+    faults.main(runs=runs, latency=latency, router_runs=router_runs, json_file=json_file)
 
 
 @bench.command("eval")

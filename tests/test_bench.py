@@ -150,3 +150,32 @@ def test_demo_compares_one_sample_with_nine_and_times_each_way_of_drawing_them(
     ]  # fmt: skip
     assert shown["times"][0]["vs_one_request"] == 1.0
     assert "how the samples are drawn" in result.output and "majority@k" in result.output
+
+
+def test_bench_faults_through_vllm_router_completes_with_a_replica_killed_or_answering_503() -> (
+    None
+):
+    """Two simulated replicas (test doubles) behind vllm-router, 4 debates of 9 calls:
+    every run completes; with one replica answering 503, each 503 is one retry of
+    concilium's and every request the replicas counted is one attempt (calls + retries):
+    the router adds none."""
+    import pytest
+
+    from concilium.bench import faults
+    from concilium.serving.cluster import router_binary
+
+    try:
+        router_binary()
+    except Exception:
+        pytest.skip("vllm-router is not installed (the router extra)")
+    routed = faults.router_drills(4, latency=0.02)  # faults.main's other drills: test_resilience
+    assert not isinstance(routed, str)
+    killed, sick = routed
+    assert [r["fault"] for r in routed] == ["replica killed mid-eval", "replica answering 503"]
+    for r in routed:
+        assert r["completed"] == 4 and not r["failures"] and r["calls"] == 36, r
+    assert sick["errors_per_replica"] == [sick["retries"], 0]
+    assert sum(sick["requests_per_replica"]) == sick["calls"] + sick["retries"]
+    assert sick["answers"] == sick["calls"]  # no call answered twice
+    # the live replica answered at most every attempt once
+    assert killed["requests_per_replica"][1] <= killed["calls"] + killed["retries"]
