@@ -8,8 +8,10 @@ tokens so far, counted as its usage; a cancelled call closes its request too."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
+import pytest_asyncio
 
 from concilium.agents import Agent, FakeModel, TokenLogprob
 from concilium.agents._ledger import CallLedger, reset_ledger, use_ledger
@@ -17,6 +19,26 @@ from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.serving import SimServer
 
 TEXT = " ".join(f"w{i}" for i in range(40))
+# the two tests that cut a stream share one server process (started once, not twice)
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def streaming_server() -> AsyncIterator[SimServer]:
+    """The simulated server in its own process, so it notices a closed request by itself:
+    the 40 words of TEXT, one token every 20 ms."""
+    config = SimConfig(
+        latency=Latency(ttft=0, per_token=0.02), rules=[Rule(agent="a", replies=[TEXT])]
+    )
+    async with SimServer(config, process=True) as sim:
+        yield sim
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def streaming(streaming_server: SimServer) -> SimServer:
+    """``streaming_server`` with its counters and request log reset for this test."""
+    await streaming_server.reset()
+    return streaming_server
 
 
 async def _settled(sim: SimServer) -> dict[str, int]:
@@ -46,23 +68,22 @@ async def test_on_token_gets_each_token_with_its_top_k_as_the_whole_reply_has_th
     assert "".join(deltas) == streamed.text == TEXT and streamed.finish_reasons == ("stop",)
 
 
-async def test_returning_true_aborts_the_request_and_its_tokens_count_as_usage() -> None:
-    config = SimConfig(
-        latency=Latency(ttft=0, per_token=0.02), rules=[Rule(agent="a", replies=[TEXT])]
-    )
+async def test_returning_true_aborts_the_request_and_its_tokens_count_as_usage(
+    streaming: SimServer,
+) -> None:
     ledger = CallLedger()
     token = use_ledger(ledger)
+    sim = streaming
     try:
-        async with SimServer(config, process=True) as sim:
-            agent = Agent("a", sim.spec()).with_options(logprobs=True, top_logprobs=2)
-            seen: list[str] = []
+        agent = Agent("a", sim.spec()).with_options(logprobs=True, top_logprobs=2)
+        seen: list[str] = []
 
-            def five(t: TokenLogprob) -> bool:
-                seen.append(t.token)
-                return len(seen) == 5
+        def five(t: TokenLogprob) -> bool:
+            seen.append(t.token)
+            return len(seen) == 5
 
-            reply = await agent.run("q", key="abort", on_token=five)
-            stats = await _settled(sim)
+        reply = await agent.run("q", key="abort", on_token=five)
+        stats = await _settled(sim)
     finally:
         reset_ledger(token)
     assert seen == TEXT.split()[:5]
@@ -73,19 +94,16 @@ async def test_returning_true_aborts_the_request_and_its_tokens_count_as_usage()
     assert stats["requests"] == 1 and stats["cancelled"] == 1 and stats["completed"] == 0
 
 
-async def test_cancelling_a_streamed_call_closes_its_request() -> None:
-    config = SimConfig(
-        latency=Latency(ttft=0, per_token=0.05), rules=[Rule(agent="a", replies=[TEXT])]
-    )
-    async with SimServer(config, process=True) as sim:
-        agent = Agent("a", sim.spec()).with_options(logprobs=True, top_logprobs=2)
-        first = asyncio.Event()
-        call = asyncio.create_task(agent.run("q", key="c", on_token=lambda t: first.set()))
-        await first.wait()
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-        stats = await _settled(sim)
+async def test_cancelling_a_streamed_call_closes_its_request(streaming: SimServer) -> None:
+    sim = streaming
+    agent = Agent("a", sim.spec()).with_options(logprobs=True, top_logprobs=2)
+    first = asyncio.Event()
+    call = asyncio.create_task(agent.run("q", key="c", on_token=lambda t: first.set()))
+    await first.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    stats = await _settled(sim)
     assert stats["cancelled"] == 1 and stats["completed"] == 0
 
 
