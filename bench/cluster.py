@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
@@ -40,8 +40,7 @@ from concilium.bench._report import emit
 from concilium.graphs import run
 from concilium.graphs.patterns import self_consistency
 from concilium.serving import SimServer
-from concilium.serving._router import counter, metrics_delta, read_metrics
-from concilium.serving.cluster import router_binary, run_router
+from concilium.serving.cluster import ROUTED_REPLICA_ARGS, read_metrics, router_binary, run_router
 
 ROUTER_MODES = (
     "client affinity",
@@ -158,9 +157,6 @@ ENGINE_MODES = (
 )
 
 
-SCALE_OUT = ["--enable-scale-out"]
-
-
 def engine_prompt(item: int, run_tag: str, shots: int = 32) -> str:
     """A few-shot item: a few-shot block every item shares (16 sums), one of its own
     (``shots`` sums drawn for this item) and the question. About 560 tokens on Gemma 3,
@@ -175,6 +171,16 @@ def engine_prompt(item: int, run_tag: str, shots: int = 32) -> str:
         lines.append(f"{a} + {b} = {a + b}")
     a, b = own.randint(10, 99), own.randint(10, 99)
     return "\n".join([*lines, f"{a} + {b} ="])
+
+
+def metrics_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    """Counters' growth between two ``read_metrics`` readings (new in ``after``: from 0)."""
+    return {name: value - before.get(name, 0.0) for name, value in after.items()}
+
+
+def counter(metrics: Mapping[str, float], name: str) -> float:
+    """A counter by its name with or without the ``_total`` suffix Prometheus adds."""
+    return metrics.get(f"{name}_total", metrics.get(name, 0.0))
 
 
 async def _scrape(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
@@ -288,9 +294,8 @@ def _engine_rows(questions: int, samples: int) -> list[dict[str, Any]] | str:
         return f"engine rows skipped: {exc}"
 
     async def go() -> list[dict[str, Any]]:
-        # --enable-scale-out serves /v1/chat/completions/render, where vllm-router's
-        # cache_aware gets a prompt's token IDs (without it: 403, and it routes blind)
-        async with local_engine(2, max_restarts=0, extra_args=SCALE_OUT) as engine:
+        # as serve local starts them: cache_aware gets token IDs from their render endpoint
+        async with local_engine(2, max_restarts=0, extra_args=ROUTED_REPLICA_ARGS) as engine:
             return await engine_modes(engine.urls, questions, samples)
 
     return asyncio.run(go())

@@ -133,7 +133,7 @@ def serve_local(
 
     With several replicas, vllm-router runs in front of them and its one URL is the
     api_base (--no-router prints every replica's URL for client-side routing)."""
-    from concilium.serving.cluster import router_binary, run_router
+    from concilium.serving.cluster import ROUTED_REPLICA_ARGS, router_binary, run_router
     from concilium.serving.engine import ENGINE_MODEL, local_engine
 
     routed = not no_router and replicas > 1
@@ -143,7 +143,13 @@ def serve_local(
     async def go() -> None:
         async with contextlib.AsyncExitStack() as stack:
             engine = await stack.enter_async_context(
-                local_engine(replicas, port=port, deadline=deadline, log=click.echo)
+                local_engine(
+                    replicas,
+                    port=port,
+                    deadline=deadline,
+                    log=click.echo,
+                    extra_args=ROUTED_REPLICA_ARGS if routed else (),
+                )
             )
             urls = engine.urls
             if routed:

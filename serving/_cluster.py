@@ -50,7 +50,7 @@ from concilium._errors import ServerError, UserError
 from ._engine import core_groups, engine_command, engine_env, free_port
 from ._engine_install import EngineHome
 from ._process import ManagedProcess
-from ._router import DEFAULT_POLICY, Router, router_binary, run_router
+from ._router import DEFAULT_POLICY, ROUTED_REPLICA_ARGS, Router, router_binary, run_router
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,8 @@ def plan_replicas(
                 )
             elif d.server == "engine":
                 engine = home or EngineHome()
-                plan.argv = engine_command(engine, port, [d.name], _server_options(d))
+                routed = ROUTED_REPLICA_ARGS if spec.router and count > 1 else ()
+                plan.argv = engine_command(engine, port, [d.name], [*_server_options(d), *routed])
                 engine.require()
                 plan.env = engine_env(engine, cores[i], 2 if count == 1 else 1)
             else:  # the simulated server: a test double

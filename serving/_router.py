@@ -33,7 +33,7 @@ import contextlib
 import re
 import shutil
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,12 @@ from ._process import ManagedProcess
 from ._supervisor import MAX_RESTARTS, Log, Supervisor
 
 POLICIES = ("cache_aware", "consistent_hash", "power_of_two", "round_robin")
+# What a vLLM replica behind the router is started with: cache_aware asks a replica's
+# /v1/chat/completions/render for a prompt's token IDs, which vLLM (0.32) serves only
+# with --enable-scale-out; without it the replica answers 403, the router counts
+# "missing_tokens" and routes without the prefix (measured: a fan-out spread like
+# round_robin). The embedded engine's pinned vLLM has the flag.
+ROUTED_REPLICA_ARGS = ("--enable-scale-out",)
 DEFAULT_POLICY = "cache_aware"
 SESSION_HEADER = "X-Session-ID"  # what vllm-router's consistent_hash hashes on
 
@@ -167,13 +173,3 @@ def read_metrics(text: str, by: str | None = None) -> dict[str, float]:
             name = f"{name}[{label}]"
         totals[name] = totals.get(name, 0.0) + number
     return totals
-
-
-def metrics_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
-    """Counters' growth between two readings (a name new in ``after`` grew from 0)."""
-    return {name: value - before.get(name, 0.0) for name, value in after.items()}
-
-
-def counter(metrics: Mapping[str, float], name: str) -> float:
-    """A counter by its name with or without the ``_total`` suffix Prometheus adds."""
-    return metrics.get(f"{name}_total", metrics.get(name, 0.0))

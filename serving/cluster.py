@@ -14,7 +14,7 @@ Example:
 """
 
 from ._cluster import ClusterSpec, launch_cluster, load_cluster_spec
-from ._router import Router, router_binary, run_router
+from ._router import ROUTED_REPLICA_ARGS, Router, read_metrics, router_binary, run_router
 
 __all__ = [
     "ClusterSpec",
@@ -23,4 +23,6 @@ __all__ = [
     "Router",
     "router_binary",
     "run_router",
+    "ROUTED_REPLICA_ARGS",
+    "read_metrics",
 ]

@@ -117,6 +117,7 @@ EXPECTED_NAMESPACES = {
     """,
     "concilium.serving.cluster": """
         ClusterSpec load_cluster_spec launch_cluster Router router_binary run_router
+        ROUTED_REPLICA_ARGS read_metrics
     """,
     "concilium.serving.engine": """
         install_engine EngineHome engine_pins local_engine LocalEngine ENGINE_MODEL

@@ -256,7 +256,8 @@ vllm:time_to_first_token_seconds_count{engine="0",model_name="gemma-3-270m"} 8.0
 
 
 def test_read_metrics_sums_labels_and_the_difference_gives_a_hand_computed_hit_rate() -> None:
-    from concilium.serving._router import counter, metrics_delta, read_metrics
+    from concilium.bench.cluster import counter, metrics_delta
+    from concilium.serving.cluster import read_metrics
 
     before = read_metrics(REPLICA_BEFORE)
     assert before["vllm:request_success_total"] == 4.0  # stop 3 + length 1
@@ -272,7 +273,7 @@ def test_read_metrics_sums_labels_and_the_difference_gives_a_hand_computed_hit_r
 
 
 def test_read_metrics_by_a_label_gives_the_routers_requests_per_worker() -> None:
-    from concilium.serving._router import read_metrics
+    from concilium.serving.cluster import read_metrics
 
     text = """# TYPE vllm_router_processed_requests_total counter
 vllm_router_processed_requests_total{worker="http://127.0.0.1:8001"} 20
@@ -288,3 +289,21 @@ vllm_router_requests_total{route="/v1/chat/completions"} 32
     assert read_metrics(text, by="outcome") == {
         "vllm_router_prefix_routing_decisions_total[missing_tokens]": 32.0
     }
+
+
+def test_routed_engine_replicas_serve_the_render_endpoint_cache_aware_reads(tmp_path: Path) -> None:
+    """vllm-router's cache_aware gets a prompt's token IDs from a replica's
+    /v1/chat/completions/render, which vLLM serves only with --enable-scale-out."""
+    from test_supervisor import fake_engine
+
+    from concilium.serving._cluster import plan_replicas
+
+    home = fake_engine(tmp_path / "engine")  # an installed engine home (a test double)
+
+    def argvs(router: str | None, replicas: int) -> list[list[str]]:
+        spec = ClusterSpec.model_validate({"models": [{"name": "g", "model": "gemma-3-270m", "server": "engine",
+                                                       "replicas": replicas}], "router": router})  # fmt: skip
+        return [p.argv for p in plan_replicas(spec, ports=iter([8001, 8002]), home=home)]
+
+    assert all(a[-1] == "--enable-scale-out" for a in argvs("cache_aware", 2))
+    assert not any("--enable-scale-out" in a for a in argvs(None, 2) + argvs("cache_aware", 1))
