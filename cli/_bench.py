@@ -98,7 +98,10 @@ def bench_dag(json_file: str | None, repeats: int) -> None:
     dag.main(repeats=repeats, json_file=json_file)
 
 
-@bench.command("cluster")
+@bench.command(
+    "cluster",
+    short_help="Replicas and routers: throughput, cache hits, TTFT.",
+)
 @json_file_option
 @click.option(
     "--requests",
@@ -142,7 +145,10 @@ def bench_cluster(
     )  # fmt: skip
 
 
-@bench.command("faults")
+@bench.command(
+    "faults",
+    short_help="Runs under 503s, 429s, hangs; through vllm-router.",
+)
 @json_file_option
 @click.option(
     "--runs", default=100, show_default=True, type=click.IntRange(min=1), help="Debates to run."
