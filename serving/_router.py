@@ -82,6 +82,11 @@ def router_command(
         "--prometheus-port", str(metrics_port),
         # concilium retries a call; the router only routes it (no multiplied retries)
         "--disable-retries",
+        # a replica answering 5xx to everything (its /health up) is out of rotation after
+        # 3 failures, fewer than RetryPolicy's 4 attempts: with the default (10) a call's
+        # every attempt could land on it (its queue is always the shortest), and 1 run
+        # in 4 failed so in bench faults' drill
+        "--cb-failure-threshold", "3",
         # a dead replica is out of rotation within seconds, not the default minute
         "--health-check-interval-secs", "1",
         "--health-failure-threshold", "1",

@@ -125,10 +125,12 @@ async def test_under_injected_503s_the_replicas_count_concilium_attempts_only() 
         result = await run(graph, "2+2?", on_event=events.append)
         stats = [await s.stats() for s in sims]
     retries = sum(e["type"] == "call_retry" for e in events)
-    assert result.calls == 8 and stats[0]["errors"] == 6
+    # the router's circuit breaker takes replica 0 out after 3 failures (a 4th may be
+    # on its way by then), so 3 to 6 of its 503s are seen
+    assert result.calls == 8 and 3 <= stats[0]["errors"] <= 6
     # each of concilium's attempts reached a replica once: no retry of the router's
-    # on top (with them, concilium would see no 503 and the replicas 14 requests)
-    assert retries == 6
+    # on top (with them, concilium would see no 503 and the replicas more requests)
+    assert retries == stats[0]["errors"]
     assert sum(s["requests"] for s in stats) == 8 + retries
 
 
