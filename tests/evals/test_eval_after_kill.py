@@ -15,15 +15,13 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import concilium.graphs
-from concilium.agents import aclose
-from concilium.agents.sim import Latency, SimConfig
 from concilium.app import Backend
 from concilium.evals import EvalRecord, ItemResult, build_methods, evaluate, summarise
 from concilium.graphs import StateStore
@@ -41,17 +39,6 @@ agents:
   b: {model: m, max_tokens: 32, seed: 6}
 workflow: {kind: debate, agents: [a, b], rounds: 2, answer: boxed}
 """
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimServer]:
-    """The simulated server (a test double) with no latency: the kill test reruns the
-    eval from some 60 copies, each sending the calls its kill left owed, and the shared
-    fixture's 20 ms a call would only add waiting (two items still run at once, so
-    their writes interleave)."""
-    async with SimServer(SimConfig(seed=1, latency=Latency(fixed=0.0))) as server:
-        yield server
-        await aclose()
 
 
 class KilledAfterEachWrite(StateStore):
