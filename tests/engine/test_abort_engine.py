@@ -222,3 +222,36 @@ async def test_a_client_leaving_serve_api_mid_stream_frees_the_engine(engine, tm
         await proc.stop()
     print(f"\nclient gone -> engine idle: {idle_after:.3f} s")
     assert idle_after < ISSUE_BOUND_S, f"the run's request left the engine after {idle_after:.2f} s"
+
+
+async def test_the_deepconf_online_example_runs_on_the_engine(engine, tmp_path) -> None:
+    """examples/deepconf_online.yaml on the engine, at a smaller budget (16 warm-up, 20
+    in all; 13 s here, 3 of its 4 streamed traces cut): every trace is in the
+    transcript, streamed ones with their confidence curve, cut ones with no answer and
+    only the tokens they streamed, and the run's usage is the traces' tokens."""
+    from concilium.graphs import run
+    from concilium.graphs.workflows import load_workflow
+
+    text = (ROOT / "examples" / "deepconf_online.yaml").read_text()
+    # smaller, and harder to settle (tau 1: the warm-up's two voters must agree), so
+    # traces are streamed and watched on the engine
+    small = text
+    for old, new in [("budget: 32", "budget: 20"), ("consensus: 0.95", "consensus: 1.0")]:
+        assert f"  {old}\n" in small
+        small = small.replace(f"  {old}\n", f"  {new}\n")
+    (tmp_path / "online.yaml").write_text(small)
+    workflow = load_workflow(tmp_path / "online.yaml", api_base=engine.urls[0])
+    result = await run(workflow.graph, "What is the capital of Kenya?")  # it often errs
+    traces: list[dict[str, Any]] = [dict(t) for t in result.transcript]
+    details = result.details
+    assert len(traces) == details["traces"] and 16 <= len(traces) <= 20
+    assert details["stopped_by"] == "budget" or details["agreement"] == 1.0
+    assert [t["step"] for t in traces[:16]] == ["warmup"] * 16
+    cut = [t for t in traces if t["stopped"] == "below_threshold" and t["step"] == "online"]
+    assert details["aborted"]["below_threshold"] >= len(cut)
+    assert all(t["sample_tokens"] == len(t["curve"]) for t in traces)
+    for t in cut:  # a cut trace never finished; it cost the tokens it streamed
+        assert t["answer"] is None and t["completion_tokens"] == t["sample_tokens"]
+    assert result.usage.completion_tokens == sum(t["completion_tokens"] for t in traces)
+    assert details["generated_tokens"] == result.usage.completion_tokens
+    print(f"\nexample on the engine: {len(traces)} traces, {len(cut)} cut, answer {result.answer}")
