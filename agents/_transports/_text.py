@@ -62,7 +62,17 @@ def as_chat_reply(data: Any) -> Any:
 
 
 def as_chat_chunk(data: Any) -> Any:
-    """A streamed ``text_completion`` event as a chat chunk (``text`` -> ``delta``)."""
+    """A streamed ``text_completion`` event as a chat chunk (``text`` -> ``delta``,
+    its parallel-list logprobs -> the chat layout, so ``on_token`` gets its tokens).
+
+    Example:
+        >>> top = [{" Paris": -0.1, " Lyon": -2.5}]
+        >>> lp = {"tokens": [" Paris"], "token_logprobs": [-0.1], "top_logprobs": top}
+        >>> event = {"choices": [{"index": 0, "text": " Paris", "logprobs": lp}]}
+        >>> chunk = as_chat_chunk(event)["choices"][0]
+        >>> chunk["delta"], chunk["logprobs"]["content"][0]["top_logprobs"][1]
+        ({'content': ' Paris'}, {'token': ' Lyon', 'logprob': -2.5})
+    """
     if not isinstance(data, Mapping):
         return data
     choices = data.get("choices")
@@ -70,11 +80,11 @@ def as_chat_chunk(data: Any) -> Any:
         isinstance(c, Mapping) and "text" in c and "delta" not in c for c in choices
     ):
         return data
-    return {
-        **data,
-        "choices": [
-            {**{k: v for k, v in c.items() if k not in ("text", "logprobs")},
-             "delta": {"content": c["text"]}}
-            for c in choices
-        ],
-    }  # fmt: skip
+    converted: list[dict[str, Any]] = []
+    for c in choices:
+        choice = {k: v for k, v in c.items() if k not in ("text", "logprobs")}
+        choice["delta"] = {"content": c["text"]}
+        if c.get("logprobs") is not None:
+            choice["logprobs"] = _logprobs(c["logprobs"])
+        converted.append(choice)
+    return {**data, "choices": converted}

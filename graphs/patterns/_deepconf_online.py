@@ -174,19 +174,11 @@ def _check(
         )
     if not 0 < consensus <= 1:
         raise GraphError(f"deepconf_online consensus must be in (0, 1], got {consensus}")
-    if agent.model.capabilities.mode == "completion":
-        raise GraphError(_NO_COMPLETION.format(agent=agent.name))
 
 
 _NO_TOP = (
     "trace {i} came back without top logprobs; deepconf_online needs a server that "
     "returns them while it streams (capabilities: {{logprobs: true}})"
-)
-# concilium's stream reader keeps a /v1/completions stream's text but not its logprobs
-_NO_COMPLETION = (
-    "deepconf_online cannot watch agent {agent!r}: its model is in completion mode "
-    "(/v1/completions), whose streamed token logprobs concilium does not read yet; use a "
-    "chat model (a base model can be given few-shot turns in its system prompt)"
 )
 
 
@@ -294,8 +286,6 @@ def _build(spec: DeepConfOnlineSpec, b: Builder) -> Graph:
             "budget",
         )
     agent = b.plain_agent(spec.agent, "agent", why="its streamed token logprobs are read")
-    if agent.model.capabilities.mode == "completion":
-        raise b.fail(_NO_COMPLETION.format(agent=agent.name), "agent")
     return deepconf_online(
         agent, warmup=spec.warmup, budget=spec.budget, keep=spec.keep, consensus=spec.consensus,
         parallel=spec.parallel, window=spec.window, top_logprobs=spec.top_logprobs,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 import pytest_asyncio
 
-from concilium.agents import Agent, FakeModel, TokenLogprob
+from concilium.agents import Agent, Capabilities, FakeModel, TokenLogprob
 from concilium.agents._ledger import CallLedger, reset_ledger, use_ledger
 from concilium.agents.sim import Latency, Rule, SimConfig
 from concilium.serving import SimServer
@@ -66,6 +67,26 @@ async def test_on_token_gets_each_token_with_its_top_k_as_the_whole_reply_has_th
     assert [t.token for t in seen] == TEXT.split() and all(len(t.top) == 4 for t in seen)
     assert tuple(seen) == streamed.logprobs == whole.logprobs  # same seed, same draws
     assert "".join(deltas) == streamed.text == TEXT and streamed.finish_reasons == ("stop",)
+
+
+async def test_a_completion_mode_stream_passes_its_tokens_on_as_a_chat_stream_does() -> None:
+    """A base model's ``/v1/completions`` stream carries its logprobs in the legacy
+    parallel lists; they reach ``on_token`` (they used to be dropped: no token, no cut)."""
+    config = SimConfig(
+        latency=Latency(ttft=0, per_token=0), rules=[Rule(agent="a", replies=[TEXT])]
+    )
+    async with SimServer(config) as sim:
+        spec = replace(sim.spec(), capabilities=Capabilities(mode="completion", n=False))
+        agent = Agent("a", spec, seed=3).with_options(logprobs=True, top_logprobs=3)
+        seen: list[TokenLogprob] = []
+        streamed = await agent.run("q", key="s", on_token=seen.append)
+        whole = await agent.run("q", key="w")
+        first = (await sim.requests())[0]
+    assert "completions" in first["endpoint"] and "chat" not in first["endpoint"]
+    assert "prompt" in first["body"]
+    assert first["body"]["stream"] is True and first["body"]["logprobs"] == 3
+    assert [t.token for t in seen] == TEXT.split() and all(len(t.top) == 3 for t in seen)
+    assert tuple(seen) == streamed.logprobs == whole.logprobs  # same seed, same draws
 
 
 async def test_returning_true_aborts_the_request_and_its_tokens_count_as_usage(

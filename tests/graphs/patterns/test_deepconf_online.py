@@ -7,17 +7,15 @@ and sampling stops at consensus."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
-from concilium._errors import GraphError, WorkflowError
+from concilium._errors import GraphError
 from concilium.agents import Agent, Capabilities, FakeModel, ModelSpec
 from concilium.agents.sim import Latency, Rule, SimConfig, Statistical, TokenConfidence
 from concilium.graphs import RunResult, run
 from concilium.graphs.kit import deepconf_threshold
 from concilium.graphs.patterns import deepconf_online
-from concilium.graphs.workflows import load_workflow
 from concilium.serving import SimServer
 
 TEMPLATE = "[simulated reply] " + "step " * 60 + "so the answer is \\boxed{{{answer}}}."
@@ -139,26 +137,20 @@ def test_bad_settings_name_the_value_and_the_fix() -> None:
         deepconf_online(agent, warmup=16, budget=8)
 
 
-COMPLETION_WORKFLOW = """\
-name: online
-models:
-  base: {model: hosted_vllm/m, api_base: http://127.0.0.1:1/v1, mode: completion}
-agents:
-  s: {model: base}
-workflow: {kind: deepconf_online, agent: s, warmup: 2, budget: 4}
-"""
-
-
-def test_a_completion_mode_model_is_refused_saying_why(tmp_path: Path) -> None:
-    # a /v1/completions stream's logprobs are not read (its text is): nothing could be cut
-    spec = ModelSpec("hosted_vllm/m", api_base="http://127.0.0.1:1/v1",
-                     capabilities=Capabilities(mode="completion"))  # fmt: skip
-    with pytest.raises(GraphError, match="completion mode"):
-        deepconf_online(Agent("s", spec))
-    file = tmp_path / "online.yaml"
-    file.write_text(COMPLETION_WORKFLOW)
-    with pytest.raises(WorkflowError, match=r"online\.yaml.*completion mode"):
-        load_workflow(file)
+async def test_a_completion_mode_model_streams_its_tokens_and_is_cut_the_same_way() -> None:
+    # a base model over /v1/completions: its stream's legacy logprobs reach the watcher
+    async with SimServer(config(), process=True) as sim:
+        spec = ModelSpec("hosted_vllm/concilium-sim", api_base=sim.url,
+                         capabilities=Capabilities(mode="completion", n=False))  # fmt: skip
+        graph = deepconf_online(Agent("s", spec, seed=0, max_tokens=128), warmup=8, budget=24,
+                                keep="top90", window=8, top_logprobs=5, parallel=4)  # fmt: skip
+        result = await run(graph, "What is 12 * 7?")
+        endpoints = {r["endpoint"] for r in await sim.requests()}
+    assert all("chat" not in e for e in endpoints), endpoints
+    streamed = [e for e in result.transcript if e.get("step") == "online"]
+    assert streamed and all(len(e.get("curve", [])) == e["sample_tokens"] > 0 for e in streamed)
+    assert result.details["aborted"]["below_threshold"] >= 1
+    assert result.usage.completion_tokens == sum(e["completion_tokens"] for e in result.transcript)
 
 
 async def test_a_prompt_template_wraps_the_question_as_given() -> None:
