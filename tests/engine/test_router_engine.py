@@ -1,6 +1,8 @@
 """Two replicas of the embedded engine behind vllm-router (issue 23), read by vLLM's
 own Prometheus counters: one cluster start (two one-core replicas, about two minutes
-here) for the whole check, so it is one test.
+here) for the whole check, so it is one test. It is also the launcher's engine test:
+the pool file it writes holds a URL that answers, and every process it started is
+gone when it exits.
 
 The router starts with the cluster and stops with it; the fan-out's key reaches the
 router (under ``consistent_hash`` every branch of a fan-out lands on one replica, as
@@ -17,6 +19,7 @@ import os
 from pathlib import Path
 
 import aiohttp
+import yaml
 
 from concilium.agents import Agent, Capabilities, ModelSpec, aclose
 from concilium.bench.cluster import counter, engine_modes
@@ -52,6 +55,15 @@ async def test_two_engine_replicas_behind_vllm_router(tmp_path: Path) -> None:
         router = cluster.routers[NAME]
         replicas = [p.url for p in cluster.plans]
         pids = [cluster.processes[i].pid for i in range(2)]
+        # the pool file the launcher wrote holds the router's one URL, and it answers
+        entry = yaml.safe_load((tmp_path / "pool.yaml").read_text())["models"][NAME]
+        assert entry["api_base"] == [router.url], entry
+        pooled = ModelSpec(entry["model"], api_base=entry["api_base"],
+                           capabilities=Capabilities(**entry["capabilities"]))  # fmt: skip
+        probe = await Agent("probe", pooled, max_tokens=8, temperature=0.0).run(
+            "The capital of France is"
+        )
+        assert probe.usage.completion_tokens > 0 and probe.text
         model = ModelSpec(f"hosted_vllm/{NAME}", api_base=router.url, timeout=300,
                           capabilities=Capabilities(n=False))  # fmt: skip
         agent = Agent("s", model, max_tokens=4, temperature=0.8)
