@@ -14,7 +14,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -186,17 +186,22 @@ def echo_summary(
     as_json: bool,
     files: Sequence[tuple[str, Path]],
     notice: str | None = None,
+    servers: Mapping[str, Any] | None = None,
 ) -> None:
     """An eval summary as ``eval``, ``merge`` and ``rescore`` print it: one JSON object
-    with ``--json``; else the backend's notice, the table, then the files written."""
+    with ``--json``; else the backend's notice, the table, then the files written.
+    ``servers`` (an eval's: where its calls went, the servers' view) follows the table."""
     if as_json:
-        click.echo(json.dumps({"methods": list(methods)}, ensure_ascii=False))
+        shown: dict[str, Any] = {"methods": list(methods)}
+        if servers is not None:
+            shown["servers"] = dict(servers)
+        click.echo(json.dumps(shown, ensure_ascii=False))
         return
     from concilium.evals import render_table
 
     if notice:
         click.echo(notice)
-    click.echo(render_table(methods))
+    click.echo(render_table(methods, servers))
     click.echo("")
     for label, path in files:
         click.echo(f"{label}: {path}")

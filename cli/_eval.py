@@ -123,6 +123,7 @@ def _eval(
         names = [m.name for m in methods]
         records = start_shard(out, shard, records, names, scorer_name)
     names = [m.name for m in methods]
+    servers: dict[str, object] = {}  # where the calls went: the servers' /metrics, before/after
     with eval_span(Path(data).name, names, len(records)):
         if ray_address:  # the workers export to the same collector, linked to this span
             from concilium.evals import evaluate_on_ray
@@ -130,10 +131,11 @@ def _eval(
             results = evaluate_on_ray(records, workflows, sweeps, backend, out, address=ray_address,
                                       scorer=scorer, concurrency=concurrency,
                                       otlp_endpoint=otlp_endpoint)  # fmt: skip
+            servers["not_read"] = "eval --ray does not read the servers' /metrics yet"
         else:
-            results = asyncio.run(
-                evaluate(records, methods, backend, out, scorer=scorer, concurrency=concurrency)
-            )
+            run = evaluate(records, methods, backend, out, scorer=scorer, concurrency=concurrency,
+                           servers=servers)  # fmt: skip
+            results = asyncio.run(run)
     by_id = {r.id: r for r in records}
 
     def predicate(row: dict[str, object]) -> object:
@@ -141,6 +143,6 @@ def _eval(
         return lambda answer: scorer(answer, record.answer, record.choices)
 
     summary = summarise(results, [m.name for m in methods], predicate, scorer=scorer)
-    path, plots = write_summary(summary, out)
+    path, plots = write_summary(summary, out, servers)
     files = [("results", out / "results.jsonl"), ("summary", path), *(("plot", p) for p in plots)]
-    echo_summary(summary, as_json, files, backend.notice)
+    echo_summary(summary, as_json, files, backend.notice, servers)

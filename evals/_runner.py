@@ -26,6 +26,7 @@ from concilium._errors import UserError
 
 from ._data import EvalRecord
 from ._scorers import Scorer, default_scorer
+from ._server_metrics import ServerWatch
 from ._sweep import Method
 
 if TYPE_CHECKING:
@@ -255,6 +256,7 @@ async def evaluate(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
+    servers: dict[str, Any] | None = None,
 ) -> list[ItemResult]:
     """Run every method on every record; return one result per (record, method).
 
@@ -271,6 +273,10 @@ async def evaluate(
         concurrency: (item, method) runs in flight at most.
         progress: show a progress bar; default: when stderr is a terminal.
         on_result: called with each new result.
+        servers: a dict filled with where the calls went: each bound server's
+            ``/metrics`` read before the first item and after the last, the growth of
+            its counters (requests, prefix-cache hits and queries); the servers' view,
+            other clients' traffic included. Nothing is read when no item runs.
 
     Example:
         >>> # asyncio.run(evaluate(load_records("d.jsonl"), methods, Backend.parse("sim"), "out"))
@@ -299,8 +305,11 @@ async def evaluate(
     if not todo:
         # a rerun with nothing left binds no backend: --backend local would start the
         # embedded engine (most of a minute) to send no call
+        if servers is not None:
+            servers.update(ServerWatch().section)
         return [finished[_key(m.name, r.id)] for m in methods for r in records]
     bar = _Progress(len(todo), sys.stderr.isatty() if progress is None else progress)
+    watch = ServerWatch()
     limit = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
     try:
@@ -316,6 +325,8 @@ async def evaluate(
             store = await held.enter_async_context(StateStore(out / STATE_FILE))
             bound = [await session.bind(m.workflow) for m in methods]
             runs = [Method(m.name, wf) for m, wf in zip(methods, bound, strict=True)]
+            if servers is not None:
+                await watch.start(bound)
 
             async def work(index: int, record: EvalRecord) -> None:
                 async with limit:
@@ -331,6 +342,9 @@ async def evaluate(
             async with asyncio.TaskGroup() as group:
                 for index, record in todo:
                     group.create_task(work(index, record))
+            if servers is not None:  # before the session stops the servers it started
+                await watch.stop()
+                servers.update(watch.section)
     except* UserError as group:
         raise group.exceptions[0] from None
     finally:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -29,6 +29,7 @@ from ._scorers import (
     RegexScorer,
     Scorer,
 )
+from ._server_metrics import render_servers
 from ._stats import CurvePoint
 
 __all__ = ["MethodSummary", "summarise", "render_table", "write_summary", "SUMMARY_FILE"]
@@ -392,8 +393,9 @@ def summarise(
 # ---------------------------------------------------------------------- table
 
 
-def render_table(summary: Sequence[MethodSummary]) -> str:
-    """The summary as a fixed-width text table, then each sampling method's blocks."""
+def render_table(summary: Sequence[MethodSummary], servers: Mapping[str, Any] | None = None) -> str:
+    """The summary as a fixed-width text table, then each sampling method's blocks, then
+    ``servers`` (``evaluate``'s: where the calls went, the servers' view) when given."""
     head = (
         f"{'method':<32} {'acc':>6} {'95% CI':>15} {'calls':>7} {'tokens':>9} "
         f"{'wall s':>8} {'p vs first':>10}"
@@ -411,6 +413,8 @@ def render_table(summary: Sequence[MethodSummary]) -> str:
             lines[-1] += f"  ({s['failed']} failed)"
     for s in summary:
         lines.extend(_sampling_blocks(s))
+    if servers is not None:
+        lines += ["", render_servers(servers)]
     return "\n".join(lines)
 
 
@@ -457,12 +461,20 @@ def _stop_line(e: StopEntry) -> str:
     return line + f" {e['tokens_per_item']:>9.1f} {e['tokens_basis'] or '':<8} {e['calls_per_item']:>6.2f}"  # fmt: skip
 
 
-def write_summary(summary: Sequence[MethodSummary], out_dir: Path) -> tuple[Path, list[Path]]:
-    """Write ``summary.json`` and the accuracy-vs-tokens plot; return their paths."""
+def write_summary(
+    summary: Sequence[MethodSummary], out_dir: Path, servers: Mapping[str, Any] | None = None
+) -> tuple[Path, list[Path]]:
+    """Write ``summary.json`` and the accuracy-vs-tokens plot; return their paths.
+
+    ``servers`` (``ServerWatch.view``: where this invocation's calls went, in the
+    servers' own counters) goes under its own key."""
     import json
 
     path = out_dir / SUMMARY_FILE
-    path.write_text(json.dumps({"methods": list(summary)}, indent=2) + "\n", encoding="utf-8")
+    written: dict[str, Any] = {"methods": list(summary)}
+    if servers is not None:
+        written["servers"] = dict(servers)
+    path.write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     plots: list[Path] = []
     try:
         from ._plot import MethodPoint, plot_accuracy_vs_tokens
