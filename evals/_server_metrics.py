@@ -166,6 +166,11 @@ def server_view(
         grown = [
             (_counter(new, n) or 0.0) - (_counter(old, n) or 0.0) for n in (REQUESTS, HITS, QUERIES)
         ]
+        if min(grown) < 0:  # a restarted server counts from 0 again: no honest growth
+            rows.append(
+                {**row, "no_metrics": "counters went down: the server restarted in between"}
+            )
+            continue
         total = [t + g for t, g in zip(total, grown, strict=True)]
         rows.append({**row, **_figures(*grown)})
     read = sum("no_metrics" not in r for r in rows)

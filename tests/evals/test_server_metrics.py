@@ -193,3 +193,23 @@ async def test_a_router_url_is_read_through_its_replicas(tmp_path: Path) -> None
         json.loads(line)["calls"] for line in (out / "results.jsonl").read_text().splitlines()
     )
     assert shown["total"]["requests"] == calls > 0
+
+
+def test_a_server_restarted_between_the_readings_has_no_growth_to_show() -> None:
+    from concilium.evals._server_metrics import server_view
+
+    old = {"vllm:request_success_total": 9.0, "vllm:prefix_cache_hits_total": 32.0,
+           "vllm:prefix_cache_queries_total": 64.0}  # fmt: skip
+    new = {"vllm:request_success_total": 2.0, "vllm:prefix_cache_hits_total": 0.0,
+           "vllm:prefix_cache_queries_total": 16.0}  # fmt: skip
+    grown = {"vllm:request_success_total": 12.0, "vllm:prefix_cache_hits_total": 48.0,
+             "vllm:prefix_cache_queries_total": 80.0}  # fmt: skip
+    view = server_view(["http://r1/v1", "http://r2/v1"], [old, old], [new, grown])
+    restarted, fine = view["servers"]
+    assert restarted["no_metrics"].startswith("counters went down")
+    assert (fine["requests"], fine["prefix_cache_hits"], fine["prefix_cache_queries"]) == (
+        3,
+        16,
+        16,
+    )
+    assert fine["hit_rate"] == 1.0 and view["total"]["requests"] == 3
