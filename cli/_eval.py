@@ -130,8 +130,7 @@ def _eval(
 
             results = evaluate_on_ray(records, workflows, sweeps, backend, out, address=ray_address,
                                       scorer=scorer, concurrency=concurrency,
-                                      otlp_endpoint=otlp_endpoint)  # fmt: skip
-            servers["not_read"] = "eval --ray does not read the servers' /metrics yet"
+                                      otlp_endpoint=otlp_endpoint, servers=servers)  # fmt: skip
         else:
             run = evaluate(records, methods, backend, out, scorer=scorer, concurrency=concurrency,
                            servers=servers)  # fmt: skip

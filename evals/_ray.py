@@ -72,6 +72,7 @@ from ._runner import (
     _read_jsonl,
 )
 from ._scorers import Scorer, default_scorer
+from ._server_metrics import ServerWatch
 from ._sweep import Method, Setting, build_methods
 
 __all__ = ["evaluate_on_ray"]
@@ -396,6 +397,7 @@ def evaluate_on_ray(
     shards: int | None = None,
     on_result: Callable[[ItemResult], None] | None = None,
     otlp_endpoint: str | None = None,
+    servers: dict[str, Any] | None = None,
 ) -> list[ItemResult]:
     """Run the eval on a pool of Ray workers; return the rows a local run would.
 
@@ -418,6 +420,8 @@ def evaluate_on_ray(
             CLI's ``--otlp-endpoint``); without it, the collector this process's
             ``OTEL_EXPORTER_OTLP_*`` variables name, if any. Each run is then an
             ``eval_item`` trace linked to the span current here when the eval starts.
+        servers: filled as ``evaluate`` fills it (where the calls went): this process
+            reads the servers the workers send to, before the first run and after the last.
 
     Example:
         >>> # evaluate_on_ray(records, ["sc.yaml"], [], Backend.parse(url), "out", address="auto")
@@ -457,10 +461,23 @@ def evaluate_on_ray(
                 for i in range(count)
             ]
             driver = _Driver(ray, out, names, todo, finished, on_result)
-            asyncio.run(driver.run(workers, min(concurrency, len(todo))))
+            watch = ServerWatch()
+
+            async def drive() -> None:
+                if servers is not None:  # the workers' servers: the URL, or the files' own
+                    urls = [backend.url] if backend.url else []
+                    await watch.start([] if urls else [m.workflow for m in methods], urls)
+                await driver.run(workers, min(concurrency, len(todo)))
+                if servers is not None:
+                    await watch.stop()
+                    servers.update(watch.section)
+
+            asyncio.run(drive())
         finally:
             if started_here:
                 ray.shutdown()
+    elif servers is not None:
+        servers.update(ServerWatch().section)
     return [finished[_key(n, r.id)] for n in names for r in records]
 
 

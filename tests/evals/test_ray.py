@@ -215,3 +215,8 @@ def test_eval_on_ray_workers_send_their_runs_to_the_collector_linked_to_the_eval
         (workflow,) = [s for s in spans if s.parent_span_id == item.span_id]
         assert workflow.name == f"invoke_workflow {attrs(item)['concilium.eval.method']}"
         assert [s for s in named(spans, "chat ") if s.trace_id == item.trace_id]  # its calls
+    # where the calls went: the driver read the server before and after (nobody else used it)
+    servers = json.loads((tmp_path / "out" / "summary.json").read_text())["servers"]
+    calls = sum(r["calls"] for r in _lines(tmp_path / "out"))
+    (server,) = servers["servers"]  # the --backend URL
+    assert servers["total"]["requests"] == server["requests"] == calls > 0
