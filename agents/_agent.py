@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -150,6 +151,13 @@ class Agent:
         """Whether this agent's model takes a prompt over ``/v1/completions``."""
         return self.model.capabilities.mode == "completion"
 
+    @cached_property
+    def _sampling_fields(self) -> dict[str, Any]:
+        """The sampling fields this agent sets (the same on every call it makes)."""
+        fields = (("temperature", self.temperature), ("top_p", self.top_p),
+                  ("max_tokens", self.max_tokens), ("seed", self.seed))  # fmt: skip
+        return {name: value for name, value in fields if value is not None}
+
     def with_options(self, **changes: Any) -> Agent:
         """A copy with some fields changed (agents are immutable)."""
         return replace(self, **changes)
@@ -176,10 +184,7 @@ class Agent:
             body = {"prompt": make(messages), "stop": ["\n"]}
         else:
             body = {"messages": messages}
-        for name in ("temperature", "top_p", "max_tokens", "seed"):
-            value = getattr(self, name)
-            if value is not None:
-                body[name] = value
+        body.update(self._sampling_fields)
         if self.stop:
             body["stop"] = list(self.stop)
         if n != 1:
@@ -277,6 +282,14 @@ class Agent:
         )
 
     def _reply(self, completions: Sequence[tuple[Completion, bool]], latency: float) -> AgentReply:
+        if len(completions) == 1 and len(completions[0][0].choices) == 1:  # the usual call
+            completion, replayed = completions[0]
+            c = completion.choices[0]
+            return AgentReply(
+                self.name, (c.text,), completion.usage, latency, self.model.model,
+                logprobs_all=(c.logprobs,), finish_reasons=(c.finish_reason,),
+                replayed=replayed, tool_calls=c.tool_calls,
+            )  # fmt: skip
         if len(completions) == 1:  # one request (n samples or one): its values as they are
             choices: Sequence[Choice] = completions[0][0].choices
             usage = completions[0][0].usage

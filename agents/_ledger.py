@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import json
 import random
@@ -304,8 +305,7 @@ class CallLedger:
         # one URL may be a router (vllm-router, llm-d): it gets the fan-out's key too
         affinity = _affinity(body) if spec.routing == "affinity" or pool.size == 1 else None
         if affinity is not None:
-            key = hashlib.blake2b(affinity.encode(), digest_size=8)
-            headers[ROUTING_KEY_HEADER] = key.hexdigest()
+            headers[ROUTING_KEY_HEADER] = _routing_key(affinity)
         tried: list[Replica] = []
         relay = None if on_text is None else _Relay(on_text, on_token)
         # hedging (ModelSpec.hedge_after) races a second copy; a streamed call's text
@@ -621,9 +621,24 @@ ROUTING_KEY_HEADER = "X-Session-ID"
 
 def _affinity(body: Mapping[str, Any]) -> str | None:
     """Calls that share their first message (a fan-out's prompt, a debate's question)
-    share a replica, and so its prefix cache."""
+    share a replica, and so its prefix cache: the message's JSON, or, for the usual
+    ``{"role": ..., "content": "text"}``, its role and text (no JSON to build)."""
     messages = body.get("messages") or ()
-    return json.dumps(messages[0], sort_keys=True, default=str) if messages else None
+    if not messages:
+        return None
+    first = messages[0]
+    if type(first) is dict and len(first) == 2:
+        role, content = first.get("role"), first.get("content")
+        if type(role) is str and type(content) is str:
+            return f"{role}\n{content}"
+    return json.dumps(first, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=4096)
+def _routing_key(affinity: str) -> str:
+    """The ``X-Session-ID`` of calls with this affinity: a short stable hash (a
+    fan-out's calls share the string, whose hash Python keeps, so the lookup is cheap)."""
+    return hashlib.blake2b(affinity.encode(), digest_size=8).hexdigest()
 
 
 _hold: contextvars.ContextVar[Hold | None] = contextvars.ContextVar("concilium_hold", default=None)

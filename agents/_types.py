@@ -74,6 +74,13 @@ class Completion:
 
     def to_json(self) -> dict[str, Any]:
         """A ``chat.completion`` body (``_wire``); ``completion_from_openai`` reads it back."""
+        if len(self.choices) == 1:  # the usual reply: one plain choice, one body
+            c = self.choices[0]
+            if c.logprobs is None and not c.tool_calls:
+                return _wire.chat_completion(
+                    self.id, self.model, [_wire.chat_choice(0, c.text, c.finish_reason)],
+                    _wire.usage(self.usage.prompt_tokens, self.usage.completion_tokens), created=0,
+                )  # fmt: skip
         choices = [
             _wire.chat_choice(
                 i,
@@ -179,16 +186,20 @@ def _plain_completion(data: Mapping[str, Any], replica: str | None) -> Completio
         message, index, finish = c.get("message"), c.get("index", 0), c.get("finish_reason")
         if (
             type(message) is not dict
-            or not _count(index)
-            or not _text_or_none(finish)
+            or not (type(index) is int and 0 <= index <= _MAX_COUNT)
+            or not (
+                finish is None
+                or (type(finish) is str and finish.isascii())
+                or _text_or_none(finish)
+            )
             or c.get("logprobs") is not None
             or message.get("tool_calls") is not None
         ):
             return None
         content = message.get("content")
-        if not _text_or_none(content):
+        if not (type(content) is str and content.isascii()) and not _text_or_none(content):
             return None
-        read.append((index, Choice(text=content or "", finish_reason=finish)))
+        read.append((index, Choice(content or "", finish)))
     usage = data.get("usage")
     if usage is None:
         prompt = completion = 0

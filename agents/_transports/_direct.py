@@ -50,9 +50,13 @@ class DirectTransport:
     def __init__(self) -> None:
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession]
         self._sessions = weakref.WeakKeyDictionary()
+        self._last: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
 
     def session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
+        last = self._last  # the session of the loop asked last: one check, not a lookup
+        if last is not None and last[0] is loop and not last[1].closed:
+            return last[1]
         session = self._sessions.get(loop)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
@@ -62,6 +66,7 @@ class DirectTransport:
                 skip_auto_headers=("User-Agent",),
             )
             self._sessions[loop] = session
+        self._last = (loop, session)
         return session
 
     async def aclose(self) -> None:
@@ -71,6 +76,8 @@ class DirectTransport:
         except RuntimeError:
             return
         session = self._sessions.pop(loop, None)
+        if self._last is not None and self._last[0] is loop:
+            self._last = None
         if session is not None and not session.closed:
             await session.close()
 
@@ -111,7 +118,8 @@ class DirectTransport:
         request_headers = {"Content-Type": "application/json", **headers}
         if spec.api_key:
             request_headers["Authorization"] = f"Bearer {spec.api_key}"
-        url = f"{api_base}/completions" if is_text_request(body) else f"{api_base}/chat/completions"
+        text = is_text_request(body)
+        url = f"{api_base}/completions" if text else f"{api_base}/chat/completions"
         # a whole reply's first byte is its last: a deadline learned from the replica's
         # replies, scaled to this one, is what gives up a hung request (``_deadline``)
         watch = None if on_text is not None else DEADLINES.watch(
@@ -165,7 +173,7 @@ class DirectTransport:
         finally:
             if watch is not None:
                 DEADLINES.done(watch, replied, missed=missed)
-        return _completion(spec, api_base, resp.status, raw)
+        return _completion(spec, api_base, resp.status, raw, text=text)
 
 
 def _missed(watch: Watch, exc: TimeoutError, timeout: float) -> bool:
@@ -261,10 +269,12 @@ async def _read_body(spec: ModelSpec, resp: aiohttp.ClientResponse, api_base: st
     """The whole body, refused past ``spec.max_response_bytes`` of decompressed bytes
     (aiohttp decompresses as it reads, so a gzip bomb is stopped at the cap)."""
     limit = spec.max_response_bytes
-    length = resp.content_length
+    headers = resp.headers
+    declared = headers.get("Content-Length")
+    length = int(declared) if declared is not None and declared.isdigit() else None
     if length is not None and length > limit:
         raise _too_large(spec, api_base, resp.status, f"the reply ({length:,} bytes)")
-    if length is not None and "Content-Encoding" not in resp.headers:
+    if length is not None and "Content-Encoding" not in headers:
         # not compressed: the body is Content-Length bytes, which fit, and aiohttp reads
         # no more than that; read at once (the chunk loop cost ~3 us a call)
         return await resp.read()
@@ -278,8 +288,11 @@ async def _read_body(spec: ModelSpec, resp: aiohttp.ClientResponse, api_base: st
     return b"".join(parts)
 
 
-def _completion(spec: ModelSpec, api_base: str, status: int, raw: bytes) -> Completion:
-    """A checked ``Completion`` from a body, or ``MalformedReplyError`` saying what is wrong."""
+def _completion(
+    spec: ModelSpec, api_base: str, status: int, raw: bytes, *, text: bool = True
+) -> Completion:
+    """A checked ``Completion`` from a body, or ``MalformedReplyError`` saying what is
+    wrong; ``text``: the request went to ``/completions`` (its reply is converted)."""
     try:
         data = json.loads(raw)
         if _SURROGATE_ESCAPE.search(raw):
@@ -295,7 +308,8 @@ def _completion(spec: ModelSpec, api_base: str, status: int, raw: bytes) -> Comp
             f"the reply is {problem}: {scrub(repr(raw[:200]))}",
             api_base, model=spec.model, status=status,
         ) from None  # fmt: skip
-    data = as_chat_reply(data)
+    if text:
+        data = as_chat_reply(data)
     return completion_from_openai(data, replica=api_base, model=spec.model, status=status)
 
 
