@@ -142,15 +142,11 @@ def serve_local(
 
     async def go() -> None:
         async with contextlib.AsyncExitStack() as stack:
-            engine = await stack.enter_async_context(
-                local_engine(
-                    replicas,
-                    port=port,
-                    deadline=deadline,
-                    log=click.echo,
-                    extra_args=ROUTED_REPLICA_ARGS if routed else (),
-                )
+            extra = ROUTED_REPLICA_ARGS if routed else ()  # cache_aware needs them
+            start = local_engine(
+                replicas, port=port, deadline=deadline, log=click.echo, extra_args=extra
             )
+            engine = await stack.enter_async_context(start)
             urls = engine.urls
             if routed:
                 router = await stack.enter_async_context(
