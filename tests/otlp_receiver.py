@@ -20,10 +20,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 
 class Receiver:
-    """Every span POSTed to /v1/traces (OTLP/HTTP protobuf), decoded."""
+    """Every span POSTed to /v1/traces (OTLP/HTTP protobuf), decoded, with each
+    request's path and headers (names lower-cased)."""
 
     def __init__(self) -> None:
         self.spans: list[Any] = []
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
         self.lock = threading.Lock()
         self.url = ""
 
@@ -55,8 +58,9 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             request = ExportTraceServiceRequest()
             request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
-            assert self.path == "/v1/traces"
             with got.lock:
+                got.paths.append(self.path)
+                got.headers.append({k.lower(): v for k, v in self.headers.items()})
                 for resource_spans in request.resource_spans:
                     for scope_spans in resource_spans.scope_spans:
                         got.spans.extend(scope_spans.spans)

@@ -15,11 +15,11 @@ around.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import aiohttp
 import yaml
+from processes import gone
 
 from concilium.agents import Agent, Capabilities, ModelSpec, aclose
 from concilium.bench.cluster import counter, engine_modes
@@ -29,15 +29,6 @@ from concilium.serving.cluster import ClusterSpec, launch_cluster, read_metrics
 
 NAME = "gemma-3-270m"
 BLOCK = 128  # vLLM's CPU build: the cache block of this model (vllm:cache_config_info)
-
-
-def _gone(pid: int | None) -> bool:
-    assert pid is not None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 async def _served(urls: list[str]) -> list[float]:
@@ -102,5 +93,5 @@ async def test_two_engine_replicas_behind_vllm_router(tmp_path: Path) -> None:
         assert all(r.calls == 2 for r in results)
         router_pid = router.process.pid
     assert any("policy consistent_hash" in line for line in log)
-    assert _gone(router_pid) and all(_gone(pid) for pid in pids)  # stopped with the cluster
+    assert gone(router_pid) and all(gone(pid) for pid in pids)  # stopped with the cluster
     await aclose()

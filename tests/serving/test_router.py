@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from processes import gone
 
 from concilium.agents import Agent, Capabilities, ModelSpec
 from concilium.agents.sim import Faults, Latency, SimConfig
@@ -56,15 +57,6 @@ async def routed(
         yield sims, router
 
 
-def _gone(pid: int | None) -> bool:
-    assert pid is not None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 async def test_the_cluster_starts_the_router_the_pool_file_holds_its_url_and_it_stops(
     tmp_path: Path,
 ) -> None:
@@ -83,7 +75,7 @@ async def test_the_cluster_starts_the_router_the_pool_file_holds_its_url_and_it_
     assert result.calls == 4 and result.answer
     assert "vllm_router" in metrics or "vllm:router" in metrics or "router" in metrics
     assert any("policy cache_aware" in line for line in log)
-    assert _gone(router_pid)
+    assert gone(router_pid)
 
 
 async def test_no_router_keeps_every_replica_url_in_the_pool_file(tmp_path: Path) -> None:
@@ -161,7 +153,7 @@ async def test_a_killed_router_is_restarted_on_its_port() -> None:
         result = await run(self_consistency(Agent("s", spec_for(router.url)), samples=2), "1+1?")
         restarted = router.process.pid
     assert restarted != first and result.calls == 2
-    assert _gone(restarted)
+    assert gone(restarted)
 
 
 def test_an_unknown_policy_names_the_choices() -> None:
