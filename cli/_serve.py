@@ -82,13 +82,13 @@ def serve_sim(
 
     from concilium._errors import UserError
     from concilium.agents.sim import SimConfig
-    from concilium.graphs.workflows import load_yaml, read_workflow_text
     from concilium.serving import serve_forever
 
     raw: dict[str, Any] = {}
     try:
-        # bounded like a workflow file: a FIFO or an alias bomb is an error, not a hang
-        if config_file:
+        if config_file:  # bounded like a workflow file: a FIFO or an alias bomb is an error
+            from concilium.graphs.workflows import load_yaml, read_workflow_text  # ~1 s import
+
             raw = load_yaml(read_workflow_text(config_file, config_file), config_file)[0] or {}
         elif config_json:
             raw = json.loads(config_json)
