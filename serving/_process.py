@@ -3,6 +3,12 @@
 Readiness is a line on its output (the URL it bound) and then ``/health`` answering
 200, polled until a deadline. If the process exits or the deadline passes, the error
 carries the last lines it printed, so a failed start says why instead of hanging.
+
+A managed process does not outlive the process that started it: on Linux the kernel
+sends it SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), however the parent died
+(SIGKILL, an OOM kill, a crash). It runs in a session of its own, so the parent's
+process group does not reach it; without this, an engine (~6 GB) whose front-end was
+killed stays up for ever.
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import functools
 import os
 import re
 import signal
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +34,27 @@ from concilium._errors import ServerError
 
 class _NotReady(Exception):
     """The health URL did not answer 200 yet (polled again until the deadline)."""
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _leash() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel SIGTERM the child when the thread that
+    started it ends: its process dying, or a worker thread that ran the event loop
+    ending (asyncio's transport would kill the child then anyway). Linux only;
+    elsewhere ``None``, no leash."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork, not in the child
+    parent = os.getpid()
+
+    def tie() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the leash was on
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return tie
 
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -138,6 +167,7 @@ class ManagedProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 env=self.env,
                 start_new_session=True,  # signals to the group reach its children
+                preexec_fn=_leash(),  # and it ends when this process does
             )
             self.proc = asyncio.subprocess.Process(transport, protocol, loop)
         except OSError as exc:
