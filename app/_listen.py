@@ -19,8 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from concilium._errors import UserError
@@ -77,7 +80,8 @@ class Listener:
         say: Callable[[str], None],
         lifespan: Literal["on", "off", "auto"] = "off",
     ) -> None:
-        """Serve ``app`` until stopped (Ctrl-C); ``say(ready)`` once the socket listens."""
+        """Serve ``app`` until stopped (Ctrl-C or SIGTERM, after which it returns, so
+        the caller closes what it owns); ``say(ready)`` once the socket listens."""
         import uvicorn
 
         class Server(uvicorn.Server):
@@ -85,6 +89,23 @@ class Listener:
                 await super().startup(sockets=sockets)
                 if not self.should_exit:  # the socket listens now: clients may connect
                     say(ready)
+
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                # uvicorn re-raises the SIGTERM or Ctrl-C that stopped it once serving
+                # ends; SIGTERM's default action would then end this process before the
+                # caller's session closes its engine, servers and state store. A server
+                # stopped by a signal returns instead.
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+                stops = (signal.SIGINT, signal.SIGTERM)
+                before = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+                try:
+                    yield
+                finally:
+                    for sig, handler in before.items():
+                        signal.signal(sig, handler)
 
         config = uvicorn.Config(app, log_level="warning", lifespan=lifespan)
         await Server(config).serve(sockets=[self.sock])

@@ -1,7 +1,8 @@
 """What every command shares, written once: the shared options, the one mapping from
 errors to messages and exit codes, tracing set-up, waiting for Ctrl-C.
 
-Exit codes: 0 success, 1 the run failed, 2 invalid workflow or usage, 130 interrupted.
+Exit codes: 0 success, 1 the run failed, 2 invalid workflow or usage, 130 interrupted
+(Ctrl-C or SIGTERM; a server stopped either way exits 0 once it has closed).
 A user mistake prints one clear message, never a traceback; messages can quote a
 model's reply or a file's text, so their control characters are escaped.
 """
@@ -52,15 +53,35 @@ def echo_err(message: str) -> None:
     click.echo(escape_controls(message), err=True)
 
 
+def _terminate_as_interrupt() -> None:
+    """Make SIGTERM (``kill``, systemd, docker stop) stop a command the way Ctrl-C
+    does, so a session still closes what it owns (the engine, servers, the state
+    store) before the process ends; SIGTERM's default action ends it on the spot."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        handler = signal.getsignal(signal.SIGINT)  # asyncio.run's, or Python's default
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def guard(failed: str = "run failed", interrupted: str = "interrupted") -> Callable[[F], F]:
     """Map concilium errors to a message and an exit code: 2 for a user's mistake,
-    1 for a run that failed (``failed: ...``), 130 for Ctrl-C."""
+    1 for a run that failed (``failed: ...``), 130 for Ctrl-C or SIGTERM."""
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from concilium._errors import ConciliumError, UserError
 
+            _terminate_as_interrupt()
             try:
                 return fn(*args, **kwargs)
             except UserError as exc:

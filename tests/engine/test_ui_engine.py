@@ -1,16 +1,19 @@
 """``concilium ui --backend local`` as a user runs it (issue 14): the UI starts the
 embedded engine on its first run, a base-model debate started from the page in
 Debian's chromium runs on real tokens, and the page shows the lanes, rounds and vote
-that the run recorded. A second run reuses the same engine (one start per UI)."""
+that the run recorded. A second run reuses the same engine (one start per UI), and
+the UI stopped by SIGTERM stops its engine: none outlives it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import descendants, wait_gone
 
 from concilium.serving import ManagedProcess
 
@@ -82,6 +85,11 @@ async def test_a_base_model_debate_runs_from_the_page_on_the_engine(tmp_path: Pa
     finally:
         await browser.close()
         await pw.stop()
+        assert ui.pid is not None
+        engine = descendants(ui.pid)  # the engine's server and its engine core
         await ui.stop()
     starts = [line for line in ui.lines if "starting the embedded engine" in line]
     assert len(starts) == 1, starts  # one engine for both runs
+    # stopped by SIGTERM, the UI closed its session, engine included, and exited 0
+    assert engine and ui.returncode == 0, (engine, ui.returncode, list(ui.lines)[-20:])
+    assert await asyncio.to_thread(wait_gone, engine) == [], "an engine outlived the UI"
