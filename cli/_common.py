@@ -53,14 +53,17 @@ def echo_err(message: str) -> None:
     click.echo(escape_controls(message), err=True)
 
 
-def _terminate_as_interrupt() -> None:
-    """Make SIGTERM (``kill``, systemd, docker stop) stop a command the way Ctrl-C
-    does, so a session still closes what it owns (the engine, servers, the state
-    store) before the process ends; SIGTERM's default action ends it on the spot."""
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM (``kill``, systemd, docker stop) stops it the way
+    Ctrl-C does, so a session still closes what it owns (the engine, servers, the
+    state store) before the process ends; SIGTERM's default action ends it on the
+    spot. The handler before is put back after (a command invoked in-process)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
+        yield
         return
 
     def interrupt(signum: int, frame: Any) -> None:
@@ -69,7 +72,11 @@ def _terminate_as_interrupt() -> None:
             raise KeyboardInterrupt
         handler(signal.SIGINT, frame)
 
-    signal.signal(signal.SIGTERM, interrupt)
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def guard(failed: str = "run failed", interrupted: str = "interrupted") -> Callable[[F], F]:
@@ -81,9 +88,9 @@ def guard(failed: str = "run failed", interrupted: str = "interrupted") -> Calla
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from concilium._errors import ConciliumError, UserError
 
-            _terminate_as_interrupt()
             try:
-                return fn(*args, **kwargs)
+                with _terminate_as_interrupt():
+                    return fn(*args, **kwargs)
             except UserError as exc:
                 echo_err(f"error: {exc}")
                 sys.exit(2)

@@ -111,3 +111,14 @@ async def test_run_stopped_by_sigterm_mid_run_says_interrupted_and_exits_130(
     assert rest.strip().splitlines()[-1] == "interrupted", rest
     assert "Traceback" not in rest, rest
     assert len(named(receiver.snapshot(), "invoke_workflow debate")) == 1  # flushed on the way out
+
+
+def test_a_command_invoked_in_process_puts_the_sigterm_handler_back() -> None:
+    from click.testing import CliRunner
+
+    from concilium.cli import main
+
+    before = signal.getsignal(signal.SIGTERM)
+    got = CliRunner().invoke(main, ["validate", str(ROOT / "examples" / "debate.yaml")])
+    assert got.exit_code == 0, got.output
+    assert signal.getsignal(signal.SIGTERM) is before
