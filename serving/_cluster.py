@@ -4,8 +4,9 @@ A cluster spec names models; each model gets one ``vllm serve`` process per grou
 GPUs (``tensor_parallel_size`` GPUs per group, ``CUDA_VISIBLE_DEVICES`` set), on
 loopback ports. The launcher waits on each ``/health`` with a deadline (a replica
 that fails reports the last lines it printed), writes the model-pool YAML a workflow
-can paste under ``models:``, restarts a replica that dies (at most ``max_restarts``
-times), and stops everything on exit or signal. The capability registry fills in
+can paste under ``models:``, restarts a replica that dies or hangs (the embedded
+engine's supervisor: at most ``max_restarts`` times within 10 minutes, each replica's
+whole output in ``logs``, kept when it dies), and stops everything on exit or signal. The capability registry fills in
 what each model family needs (tool-call parser, system-message handling, ``n``,
 logprobs). A model with several replicas gets ``vllm-router`` in front of them
 (``router:``, its policy; ``null`` routes on the client), and the pool file holds the
@@ -45,12 +46,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from concilium._errors import ServerError, UserError
+from concilium._errors import UserError
 
-from ._engine import core_groups, engine_command, engine_env, free_port
+from ._engine import core_groups, engine_command, engine_env, free_port, log_path
 from ._engine_install import EngineHome
 from ._process import ManagedProcess
 from ._router import DEFAULT_POLICY, ROUTED_REPLICA_ARGS, Router, router_binary, run_router
+from ._supervisor import Supervisor
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,13 @@ class ClusterSpec(BaseModel):
     deadline: float = Field(
         default=900.0, gt=0, description="seconds for every replica to answer /health"
     )
-    max_restarts: int = Field(default=3, ge=0)
+    max_restarts: int = Field(
+        default=3, ge=0, description="restarts of one replica within 10 minutes; 0 never restarts"
+    )
+    logs: str | None = Field(
+        default=None,
+        description="folder of the replicas' logs (default ~/.cache/concilium/cluster/logs)",
+    )
     router: Literal["cache_aware", "consistent_hash", "power_of_two", "round_robin"] | None = Field(
         default="cache_aware",
         description="vllm-router's policy in front of a model's replicas; null routes on the client",
@@ -244,62 +252,55 @@ def pool_config(
     return {"models": out}
 
 
-class Cluster:
-    """Running replicas, restarted when they die (bounded)."""
+def default_logs() -> Path:
+    """``$XDG_CACHE_HOME/concilium/cluster/logs``: the replicas' logs of a cluster."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "concilium" / "cluster" / "logs"
 
-    def __init__(self, spec: ClusterSpec, plans: list[ReplicaPlan], log: Callable[[str], None]):
+
+class Cluster:
+    """Running replicas, kept up by the embedded engine's ``Supervisor``: a replica
+    that dies, or hangs (``CONCILIUM_LIVENESS``), is restarted on its port with its
+    log kept, at most ``max_restarts`` times within 10 minutes, and a line says so."""
+
+    def __init__(
+        self, spec: ClusterSpec, plans: list[ReplicaPlan], log: Callable[[str], None]
+    ) -> None:
         self.spec = spec
         self.plans = plans
         self.log = log
-        self.processes: dict[int, ManagedProcess] = {}
-        self.restarts: dict[int, int] = {i: 0 for i in range(len(plans))}
-        self._watchers: list[asyncio.Task[None]] = []
-        self._stopping = False
+        self.logs = Path(spec.logs).expanduser() if spec.logs else default_logs()
+        self.processes: list[ManagedProcess] = []  # replaced in place on a restart
         self.routers: dict[str, Router] = {}  # model name -> its vllm-router
+        self._supervisor: Supervisor | None = None
 
-    def _process(self, plan: ReplicaPlan) -> ManagedProcess:
+    @property
+    def restarts(self) -> list[int]:
+        """Restarts of each replica so far."""
+        return self._supervisor.restarts if self._supervisor else [0] * len(self.plans)
+
+    def _process(self, i: int) -> ManagedProcess:
+        plan = self.plans[i]
         return ManagedProcess(plan.label, plan.argv, env=plan.env, health_url=f"http://127.0.0.1:{plan.port}/health",
-                              deadline=self.spec.deadline)  # fmt: skip
+                              deadline=self.spec.deadline, log_path=log_path(self.logs, plan.port))  # fmt: skip
 
     async def start(self) -> None:
-        procs = [self._process(p) for p in self.plans]
+        procs = [self._process(i) for i in range(len(self.plans))]
         results = await asyncio.gather(*(p.start() for p in procs), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             await asyncio.gather(*(p.stop() for p in procs))
             raise failed[0]
-        self.processes = dict(enumerate(procs))
-        self._watchers = [asyncio.ensure_future(self._watch(i)) for i in self.processes]
-
-    async def _watch(self, i: int) -> None:
-        while not self._stopping:
-            proc = self.processes[i]
-            code = await proc.exited()  # not proc.wait(): a child it left holds its pipe
-            if self._stopping:
-                return
-            if self.restarts[i] >= self.spec.max_restarts:
-                self.log(
-                    f"{self.plans[i].label} exited with code {code}; not restarted (max_restarts={self.spec.max_restarts})"
-                )
-                return
-            self.restarts[i] += 1
-            self.log(
-                f"{self.plans[i].label} exited with code {code}; restart {self.restarts[i]} of {self.spec.max_restarts}"
-            )
-            replacement = self._process(self.plans[i])
-            try:
-                await replacement.start()
-            except ServerError as exc:
-                self.log(f"restart failed: {exc}")
-                return
-            self.processes[i] = replacement
+        self.processes = procs
+        urls = [plan.url for plan in self.plans]
+        self._supervisor = Supervisor(self.processes, self._process, urls,
+                                      max_restarts=self.spec.max_restarts, notice=self.log)  # fmt: skip
+        await self._supervisor.__aenter__()
 
     async def stop(self) -> None:
-        self._stopping = True
-        for w in self._watchers:
-            w.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
-        await asyncio.gather(*(p.stop() for p in self.processes.values()))
+        if self._supervisor is not None:  # first, so a stop is not taken for a death
+            await self._supervisor.__aexit__(None, None, None)
+        await asyncio.gather(*(p.stop() for p in self.processes))
 
 
 @contextlib.asynccontextmanager

@@ -136,10 +136,9 @@ class LocalEngine:
 LOGS_KEPT = 20
 
 
-def _log_path(home: EngineHome, port: int) -> Path:
-    """Where a replica's whole output goes (``<engine home>/logs/port-P.log``); only the
-    newest LOGS_KEPT logs are kept, so the folder stays small."""
-    folder = home.root / "logs"
+def log_path(folder: Path, port: int) -> Path:
+    """Where a replica's whole output goes (``<folder>/port-P.log``); only the newest
+    LOGS_KEPT logs in ``folder`` are kept, so it stays small."""
     with contextlib.suppress(OSError):
         logs = sorted(folder.glob("port-*.log"), key=lambda f: f.stat().st_mtime, reverse=True)
         for old in logs[LOGS_KEPT - 1 :]:
@@ -196,7 +195,7 @@ async def local_engine(
             env=engine_env(home, cores, kv),
             health_url=f"http://127.0.0.1:{p}/health",
             deadline=deadline,
-            log_path=_log_path(home, p),
+            log_path=log_path(home.root / "logs", p),
         )
 
     processes = [replica(i) for i in range(replicas)]

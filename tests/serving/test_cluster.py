@@ -83,21 +83,35 @@ async def _healthy(url: str) -> bool:
 async def test_replicas_start_a_killed_one_is_restarted_and_stop_ends_them_all(
     tmp_path: Path,
 ) -> None:
+    logs = tmp_path / "logs"
     cluster = ClusterSpec.model_validate({"models": [{"name": "sim", "model": "sim", "server": "sim", "replicas": 2}],
-                                          "deadline": 60, "max_restarts": 1, "router": None})  # fmt: skip
+                                          "deadline": 60, "max_restarts": 1, "router": None, "logs": str(logs)})  # fmt: skip
     log: list[str] = []
     async with launch_cluster(cluster, pool_file=tmp_path / "pool.yaml", log=log.append) as running:
         urls = yaml.safe_load((tmp_path / "pool.yaml").read_text())["models"]["sim"]["api_base"]
         assert len(urls) == 2 and all([await _healthy(u) for u in urls])
+        port = int(urls[0].rsplit(":", 1)[1].removesuffix("/v1"))
+        assert "listening on" in (logs / f"port-{port}.log").read_text()  # its whole output
         first_pid = running.processes[0].pid
         running.processes[0].kill()
         for _ in range(200):  # restarted on the same port
             await asyncio.sleep(0.1)
             if running.processes[0].pid != first_pid and await _healthy(urls[0]):
                 break
-        assert running.processes[0].pid != first_pid and running.restarts[0] == 1
-        pids = [p.pid for p in running.processes.values()]
-    assert any("restart 1 of 1" in line for line in log)
+        assert running.processes[0].pid != first_pid and running.restarts == [1, 0]
+        (died,) = [line for line in log if "died (killed by SIGKILL)" in line]
+        assert "restarting it on the same port" in died
+        kept = Path(died.rsplit("its log: ", 1)[1])  # the dead replica's log, kept aside
+        assert kept.parent == logs and kept.name.startswith(f"port-{port}-died-")
+        assert "listening on" in kept.read_text()
+        second_pid = running.processes[0].pid
+        running.processes[0].kill()  # a second death within 10 minutes: over the limit
+        for _ in range(200):
+            await asyncio.sleep(0.1)
+            if any("not restarted" in line for line in log):
+                break
+        assert running.processes[0].pid == second_pid and running.restarts == [1, 0]
+        pids = [p.pid for p in running.processes]
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
