@@ -9,10 +9,12 @@ tests/engine/test_ui_engine.py checks that no engine outlives the UI.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -28,17 +30,27 @@ CLI = [sys.executable, "-P", "-m", "concilium"]
 NEVER_ON_SCHEDULE = {"OTEL_BSP_SCHEDULE_DELAY": "3600000"}  # only shutdown's flush sends
 
 
-async def _start(argv: list[str], env: dict[str, str], ready: str) -> tuple[asyncio.subprocess.Process, str]:  # fmt: skip
+@contextlib.asynccontextmanager
+async def _running(
+    argv: list[str], env: dict[str, str], ready: str | None = None
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """The command, started; with ``ready``, once a line matched it (group 1 is
+    yielded). Killed on the way out if still running."""
     proc = await asyncio.create_subprocess_exec(
         *argv, cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
     )
-    assert proc.stderr is not None
-    seen: list[str] = []
-    while not (found := re.search(ready, "".join(seen))):
-        line = (await asyncio.wait_for(proc.stderr.readline(), 120)).decode()
-        assert line, f"{argv[4]} exited early: {''.join(seen)}"
-        seen.append(line)
-    return proc, found.group(1)
+    try:
+        assert proc.stderr is not None
+        seen: list[str] = []
+        while ready and not (found := re.search(ready, "".join(seen))):
+            line = (await asyncio.wait_for(proc.stderr.readline(), 120)).decode()
+            assert line, f"{argv[4]} exited early: {''.join(seen)}"
+            seen.append(line)
+        yield proc, found.group(1) if ready else ""
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def _terminate(proc: asyncio.subprocess.Process) -> tuple[int, str]:
@@ -55,12 +67,12 @@ async def test_a_server_stopped_by_sigterm_closes_its_session_and_exits_0(
     env = {**receiver.env(), **NEVER_ON_SCHEDULE}
     if command == "serve api":
         argv = [*CLI, "serve", "api", "examples/debate.yaml", "-b", "sim", "--port", "0"]
-        proc, url = await _start(argv, env, r"at (http://127\.0\.0\.1:\d+)/v1")
+        ready = r"at (http://127\.0\.0\.1:\d+)/v1"
     else:
         argv = [*CLI, "ui", "-b", "sim", "--port", "0", "--workflows", "examples/debate.yaml",
                 "--state", str(tmp_path / "ui.db")]  # fmt: skip
-        proc, url = await _start(argv, env, r"concilium ui at (http://127\.0\.0\.1:\d+)")
-    try:
+        ready = r"concilium ui at (http://127\.0\.0\.1:\d+)"
+    async with _running(argv, env, ready) as (proc, url):
         async with httpx.AsyncClient(base_url=url, timeout=120) as client:
             if command == "serve api":
                 body = {"model": "debate", "messages": [{"role": "user", "content": "What is 2+2?"}]}  # fmt: skip
@@ -77,10 +89,6 @@ async def test_a_server_stopped_by_sigterm_closes_its_session_and_exits_0(
                     await asyncio.sleep(0.1)
         assert not named(receiver.snapshot(), "invoke_workflow")  # held until shutdown
         code, rest = await _terminate(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     assert code == 0, (code, rest)
     assert "Traceback" not in rest, rest
     assert named(receiver.snapshot(), "invoke_workflow debate")  # flushed as it closed
@@ -92,21 +100,13 @@ async def test_run_stopped_by_sigterm_mid_run_says_interrupted_and_exits_130(
     # the simulated server (a test double) holds every reply for a minute
     async with SimServer(SimConfig(seed=1, latency=Latency(fixed=60))) as sim:
         argv = [*CLI, "run", "examples/debate.yaml", "-i", "What is 2+2?", "-b", sim.url]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=ROOT, env={**receiver.env(), **NEVER_ON_SCHEDULE},
-            stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        try:
+        async with _running(argv, {**receiver.env(), **NEVER_ON_SCHEDULE}) as (proc, _):
             async with httpx.AsyncClient() as client:
                 stats = f"{sim.base}/sim/stats"
                 while json.loads((await client.get(stats)).text)["requests"] == 0:
                     assert proc.returncode is None
                     await asyncio.sleep(0.1)
             code, rest = await _terminate(proc)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
     assert code == 130, (code, rest)
     assert rest.strip().splitlines()[-1] == "interrupted", rest
     assert "Traceback" not in rest, rest
