@@ -103,7 +103,7 @@ async def test_replicas_start_a_killed_one_is_restarted_and_stop_ends_them_all(
         assert "restarting it on the same port" in died
         kept = Path(died.rsplit("its log: ", 1)[1])  # the dead replica's log, kept aside
         assert kept.parent == logs and kept.name.startswith(f"port-{port}-died-")
-        assert "listening on" in kept.read_text()
+        assert "listening on" in await asyncio.to_thread(kept.read_text)
         second_pid = running.processes[0].pid
         running.processes[0].kill()  # a second death within 10 minutes: over the limit
         for _ in range(200):
