@@ -293,7 +293,7 @@ class Cluster:
             raise failed[0]
         self.processes = procs
         urls = [plan.url for plan in self.plans]
-        self._supervisor = Supervisor(self.processes, self._process, urls,
+        self._supervisor = Supervisor(self.processes, self._process, urls, progress=True,
                                       max_restarts=self.spec.max_restarts, notice=self.log)  # fmt: skip
         await self._supervisor.__aenter__()
 

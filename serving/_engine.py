@@ -215,7 +215,10 @@ async def local_engine(
         )
     urls = [f"http://127.0.0.1:{p}/v1" for p in ports]
     try:
-        async with Supervisor(processes, replica, urls, max_restarts=max_restarts, notice=notice):
+        supervisor = Supervisor(
+            processes, replica, urls, max_restarts=max_restarts, notice=notice, progress=True
+        )
+        async with supervisor:
             yield LocalEngine(processes, urls, tuple(names))
     finally:
         await asyncio.gather(*(p.stop() for p in processes))

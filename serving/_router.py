@@ -15,9 +15,6 @@ through the router, whose health checks and circuit breaker steer it away from a
 failing replica), so one call never sends more than ``RetryPolicy.attempts``
 requests to the replicas (docs/serving.md, "Routers").
 
-``read_metrics`` reads the Prometheus text a replica (vLLM's ``/metrics``) or the
-router serves, for the prefix-cache hit rate and requests per replica.
-
 concilium tells the router which calls belong together in the ``X-Session-ID``
 header (``SESSION_HEADER``), the header ``consistent_hash`` reads: every call of a
 fan-out that shares its first message carries the same key.
@@ -30,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -144,37 +140,3 @@ async def run_router(
             yield Router(url, f"http://127.0.0.1:{metrics_port}/metrics", policy, supervisor)
     finally:
         await supervisor.processes[0].stop()
-
-
-# one sample line: name, optional {labels} (quoted values may hold '}' or spaces), value
-_SAMPLE = re.compile(r'^([A-Za-z_:][\w:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)')
-_LABEL = re.compile(r'([A-Za-z_]\w*)="((?:[^"\\]|\\.)*)"')
-
-
-def read_metrics(text: str, by: str | None = None) -> dict[str, float]:
-    """Each sample of Prometheus text, summed over its labels (``vllm:prefix_cache_hits_total``
-    over engines and models); with ``by``, one entry per value of that label as
-    ``name[value]`` (the router's requests per ``worker``). Comments, blank lines and
-    unparseable values are skipped; a counter's ``_total`` suffix is kept as served.
-
-    Example:
-        >>> read_metrics('vllm:prefix_cache_hits_total{engine="0",model_name="m"} 96.0')
-        {'vllm:prefix_cache_hits_total': 96.0}
-    """
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line.strip())
-        if not match:
-            continue
-        name, labels, value = match.groups()
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        if by is not None:
-            label = dict(_LABEL.findall(labels or "")).get(by)
-            if label is None:
-                continue
-            name = f"{name}[{label}]"
-        totals[name] = totals.get(name, 0.0) + number
-    return totals

@@ -14,7 +14,9 @@ answers nothing (a deadlocked server, a stopped process). A liveness probe asks 
 replica's health URL every ``interval`` seconds; when ``failures`` probes in a row get
 no answer within ``timeout`` seconds, the process group is killed and restarted the
 same way as a crash, and the line says why. Any HTTP answer, even an error, counts as
-alive: only silence is a hang. A call that fails at a replica that does not answer
+alive: only silence is a hang. An engine's core can also stop while its API server
+still answers: for engines (``progress=True``) the probe also reads ``/metrics``, and
+requests running with no token counted for ``stall`` seconds is a hang. A call that fails at a replica that does not answer
 waits for the probe's verdict (answering again, or restarted) instead of using up its
 retries. ``CONCILIUM_LIVENESS`` tunes it for every front-end (``Liveness.from_env``).
 
@@ -22,7 +24,7 @@ Example:
     >>> describe_exit(-9), describe_exit(1)
     ('killed by SIGKILL', 'exit code 1')
     >>> Liveness.parse("10,5,4"), Liveness.parse("off").enabled
-    (Liveness(interval=10.0, timeout=5.0, failures=4), False)
+    (Liveness(interval=10.0, timeout=5.0, failures=4, stall=120.0), False)
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import aiohttp
 from concilium._errors import ServerError, UserError
 from concilium.agents.ledger import supervise
 
+from ._metrics import read_metrics
 from ._process import ManagedProcess
 
 Log = Callable[[str], None]
@@ -58,11 +61,15 @@ class Liveness:
     """How a hung replica is found: every ``interval`` seconds its health URL is asked,
     and ``failures`` probes in a row with no answer within ``timeout`` seconds mean it
     hangs (about ``failures * (interval + timeout)`` seconds from the hang to the kill).
-    ``failures=0`` turns the probe off."""
+    An engine (``Supervisor(progress=True)``) whose ``/metrics`` show requests running
+    and no token counted for ``stall`` seconds hangs too: its engine core stopped while
+    its API server still answers ``/health``. ``failures=0`` turns the probe off,
+    ``stall=0`` only the stall check."""
 
     interval: float = 5.0
     timeout: float = 5.0
     failures: int = 3
+    stall: float = 120.0
 
     @property
     def enabled(self) -> bool:
@@ -70,26 +77,31 @@ class Liveness:
 
     @classmethod
     def parse(cls, text: str, source: str = LIVENESS_VAR) -> Liveness:
-        """``"INTERVAL,TIMEOUT,FAILURES"`` in seconds, seconds and probes, or ``"off"``."""
+        """``"INTERVAL,TIMEOUT,FAILURES[,STALL]"`` in seconds, seconds, probes and
+        seconds (``STALL`` 0: no stall check), or ``"off"``."""
+        d = cls()
         fix = (
-            f"set {source} to INTERVAL,TIMEOUT,FAILURES (seconds, seconds, probes in a row; "
-            f"default {cls().interval:g},{cls().timeout:g},{cls().failures}) or to off"
+            f"set {source} to INTERVAL,TIMEOUT,FAILURES[,STALL] (seconds, seconds, probes in "
+            f"a row, seconds; default {d.interval:g},{d.timeout:g},{d.failures},{d.stall:g}) or to off"
         )
         if text.strip().lower() == "off":
             return cls(failures=0)
         parts = [part.strip() for part in text.split(",")]
         try:
-            if len(parts) != 3:
+            if len(parts) not in (3, 4):
                 raise ValueError
             interval, timeout, failures = float(parts[0]), float(parts[1]), int(parts[2])
+            stall = float(parts[3]) if len(parts) == 4 else d.stall
         except ValueError:
-            raise UserError(f"{source}={text!r} is not three numbers: {fix}") from None
+            raise UserError(f"{source}={text!r} is not three or four numbers: {fix}") from None
         for name, value in (("INTERVAL", interval), ("TIMEOUT", timeout)):
             if not (math.isfinite(value) and value > 0):
                 raise UserError(f"{source}={text!r}: {name} must be above 0 seconds; {fix}")
         if failures < 1:
             raise UserError(f"{source}={text!r}: FAILURES must be 1 or more; {fix}")
-        return cls(interval, timeout, failures)
+        if not (math.isfinite(stall) and stall >= 0):
+            raise UserError(f"{source}={text!r}: STALL must be 0 (off) or more seconds; {fix}")
+        return cls(interval, timeout, failures, stall)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Liveness:
@@ -121,6 +133,9 @@ class Supervisor:
         notice: receives the one line per death (default: stderr).
         liveness: the hang probe (default: ``Liveness.from_env()``); it asks each
             process's ``health_url``, so a process without one is not probed.
+        progress: the processes are engines (vLLM, or the simulated server) whose
+            ``/metrics``, beside the health URL, count tokens: one with requests
+            running and no token counted for ``liveness.stall`` seconds is hung.
 
     Use it as an async context manager around the time the replicas serve; leave it
     before stopping them (a stop is not a death).
@@ -136,6 +151,7 @@ class Supervisor:
         window: float = WINDOW,
         notice: Log | None = None,
         liveness: Liveness | None = None,
+        progress: bool = False,
     ) -> None:
         self.processes = processes
         self.replica = replica
@@ -158,6 +174,9 @@ class Supervisor:
         self._answering = [True] * len(processes)  # the last probe's outcome
         self._poke = [asyncio.Event() for _ in processes]  # probe now, not at the interval
         self._hung: list[str | None] = [None] * len(processes)  # why the prober killed it
+        self.progress = progress and self.liveness.stall > 0
+        # the last token count seen: (process, count, since when it has not moved)
+        self._counted: list[tuple[ManagedProcess, float, float] | None] = [None] * len(processes)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Supervisor:
@@ -264,6 +283,40 @@ class Supervisor:
                 )
                 proc.kill()
                 missed = 0
+            elif answered and self.progress:
+                stalled = await self._stalled(i, proc, url)
+                if stalled and self.processes[i] is proc and proc.returncode is None:
+                    self._hung[i] = stalled  # the watcher restarts it, saying why
+                    proc.kill()
+
+    async def _stalled(self, i: int, proc: ManagedProcess, health: str) -> str | None:
+        """Why replica ``i`` is stalled, or ``None``: its ``/metrics`` show requests
+        running and the same token count (prompt and generated) for ``stall`` seconds.
+        No metrics (no answer, not 200) is no verdict: silence is the probe's."""
+        assert self._session is not None
+        url = health.rsplit("/", 1)[0] + "/metrics"
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.liveness.timeout)
+            async with self._session.get(url, timeout=timeout) as resp:
+                if resp.status != 200:
+                    return None
+                metrics = read_metrics(await resp.text())
+        except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+            return None
+        running = metrics.get("vllm:num_requests_running", 0.0)
+        count = sum(metrics.get(f"vllm:{n}_tokens_total", 0.0) for n in ("prompt", "generation"))
+        now = time.monotonic()
+        last = self._counted[i]
+        if last is None or last[0] is not proc or last[1] != count or running <= 0:
+            self._counted[i] = (proc, count, now)
+            return None
+        if now - last[2] < self.liveness.stall:
+            return None
+        return (
+            f"{proc.name} stalled: {running:g} request(s) running and no token counted for "
+            f"{now - last[2]:.0f} s ({url}; its /health still answered), so it was killed "
+            "(SIGKILL to its process group)"
+        )
 
     async def _watch(self, i: int) -> None:
         dead = self.processes[i]

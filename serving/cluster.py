@@ -14,7 +14,8 @@ Example:
 """
 
 from ._cluster import ClusterSpec, launch_cluster, load_cluster_spec
-from ._router import ROUTED_REPLICA_ARGS, Router, read_metrics, router_binary, run_router
+from ._metrics import read_metrics
+from ._router import ROUTED_REPLICA_ARGS, Router, router_binary, run_router
 
 __all__ = [
     "ClusterSpec",

@@ -37,7 +37,9 @@ def fake_engine(root: Path, latency: float = 0.4) -> EngineHome:
     """A complete install (its stamps) whose ``python`` starts the simulated server (a
     test double) on the ``--port`` of the vLLM command, with a child process that
     outlives it, and appends their pids to ``root/pids`` and ``root/children``; while
-    ``root/fail-once`` exists, a start fails (and removes it)."""
+    ``root/fail-once`` exists, a start fails (and removes it); while ``root/stall-once``
+    exists, a start holds every reply for an hour (and removes it): requests run, its
+    token count stops, its ``/health`` answers, as when vLLM's engine core stops."""
     home = EngineHome(root)
     home.python.parent.mkdir(parents=True)
     home.python.write_text(
@@ -48,7 +50,8 @@ def fake_engine(root: Path, latency: float = 0.4) -> EngineHome:
         f"if [ -e {root / 'fail-once'} ]; then rm {root / 'fail-once'}; echo 'out of memory'; exit 3; fi\n"
         "# like vLLM's engine core: a child that holds the output open when the server dies\n"
         f"sleep 600 & echo $! >> {root / 'children'}\n"
-        f'exec {sys.executable} -P -m concilium serve sim --port "$port" --latency {latency}\n'
+        f"lat={latency}; if [ -e {root / 'stall-once'} ]; then rm {root / 'stall-once'}; lat=3600; fi\n"
+        f'exec {sys.executable} -P -m concilium serve sim --port "$port" --latency "$lat"\n'
     )
     home.python.chmod(home.python.stat().st_mode | stat.S_IEXEC)
     home.stamp_environment()
@@ -224,6 +227,35 @@ async def test_a_hung_engine_is_killed_and_restarted_and_the_call_it_hung_finish
     assert not _still_running(_lines(engine_dir / "pids") + _lines(engine_dir / "children"))
 
 
+async def test_an_engine_whose_requests_stop_counting_tokens_is_restarted_and_the_call_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # its /health answers all along; requests running and no token counted for 1 s
+    monkeypatch.setenv(LIVENESS_VAR, "0.2,0.5,3,1")
+    engine_dir = tmp_path / "engine"
+    home = fake_engine(engine_dir, latency=0.0)
+    (engine_dir / "stall-once").touch()
+    said: list[str] = []
+    async with local_engine(home=home, deadline=60, notice=said.append) as engine:
+        stalled = engine.processes[0].pid
+        agent = Agent("a", engine.spec(timeout=60), max_tokens=8)
+        reply = await agent.run("What is 7 * 8?")  # held by the stalled server, then retried
+        assert reply.text and engine.processes[0].pid != stalled
+        await aclose()
+    port = engine.urls[0].split(":")[-1].removesuffix("/v1")
+    assert len(said) == 1, said
+    assert re.match(
+        rf"embedded engine replica 0 \(port {port}, cores 0-1\) stalled: 1 request\(s\) running "
+        rf"and no token counted for \d+ s \(http://127\.0\.0\.1:{port}/metrics; its /health still "
+        r"answered\), so it was killed \(SIGKILL to its process group\); restarting it on the same "
+        r"port, calls wait for it; its log: ",
+        said[0],
+    ), said
+    kept = Path(said[0].rsplit("its log: ", 1)[1])
+    assert kept.name.startswith(f"port-{port}-hung-") and kept.name.endswith(f"-pid{stalled}.log")
+    assert [int(pid) for pid in _lines(engine_dir / "pids")] == [stalled, engine.processes[0].pid]
+
+
 async def test_a_slow_engine_that_answers_its_probe_is_not_restarted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,9 +274,12 @@ async def test_a_slow_engine_that_answers_its_probe_is_not_restarted(
 @pytest.mark.parametrize(
     ("text", "why"),
     [
-        ("5,5", "is not three numbers"),
-        ("five,5,3", "is not three numbers"),
-        ("5,5,2.5", "is not three numbers"),
+        ("5,5", "is not three or four numbers"),
+        ("five,5,3", "is not three or four numbers"),
+        ("5,5,2.5", "is not three or four numbers"),
+        ("5,5,3,60,1", "is not three or four numbers"),
+        ("5,5,3,-1", "STALL must be 0 (off) or more seconds"),
+        ("5,5,3,inf", "STALL must be 0 (off) or more seconds"),
         ("0,5,3", "INTERVAL must be above 0 seconds"),
         ("5,nan,3", "TIMEOUT must be above 0 seconds"),
         ("5,5,0", "FAILURES must be 1 or more"),
@@ -255,10 +290,11 @@ def test_a_liveness_setting_it_cannot_honour_is_refused_with_the_fix(text: str, 
         Liveness.from_env({LIVENESS_VAR: text})
     message = str(info.value)
     assert message.startswith(f"{LIVENESS_VAR}={text!r}") and why in message
-    assert "INTERVAL,TIMEOUT,FAILURES" in message and "default 5,5,3" in message
+    assert "INTERVAL,TIMEOUT,FAILURES[,STALL]" in message and "default 5,5,3,120" in message
 
 
 def test_the_liveness_setting_is_read_from_the_variable_or_defaults() -> None:
-    assert Liveness.from_env({}) == Liveness(5.0, 5.0, 3)
-    assert Liveness.from_env({LIVENESS_VAR: " 10, 2.5 ,4 "}) == Liveness(10.0, 2.5, 4)
+    assert Liveness.from_env({}) == Liveness(5.0, 5.0, 3, 120.0)
+    assert Liveness.from_env({LIVENESS_VAR: " 10, 2.5 ,4 "}) == Liveness(10.0, 2.5, 4, 120.0)
+    assert Liveness.from_env({LIVENESS_VAR: "10,2.5,4, 0"}) == Liveness(10.0, 2.5, 4, 0.0)
     assert not Liveness.from_env({LIVENESS_VAR: "OFF"}).enabled
