@@ -252,6 +252,19 @@ class ManagedProcess:
         assert self.proc.returncode is not None
         return self.proc.returncode
 
+    def ended(self) -> bool:
+        """Whether the process has exited, even before asyncio has noticed (on Linux a
+        dead process not yet reaped is a zombie, state Z, in ``/proc``)."""
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc is not None
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except FileNotFoundError:
+            return Path("/proc/self").exists()  # reaped just now (no /proc: cannot tell)
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"  # its name, in (), may hold spaces
+
     def keep_log(self, tag: str) -> Path | None:
         """Move the log aside to ``<name>-<tag>.log`` (a next start writes ``log_path``
         anew) and return where it went: ``log_path`` itself if it could not move."""

@@ -16,9 +16,9 @@ no answer within ``timeout`` seconds, the process group is killed and restarted 
 same way as a crash, and the line says why. Any HTTP answer, even an error, counts as
 alive: only silence is a hang. An engine's core can also stop while its API server
 still answers: for engines (``progress=True``) the probe also reads ``/metrics``, and
-requests running with no token counted for ``stall`` seconds is a hang. A call that fails at a replica that does not answer
-waits for the probe's verdict (answering again, or restarted) instead of using up its
-retries. ``CONCILIUM_LIVENESS`` tunes it for every front-end (``Liveness.from_env``).
+requests running or waiting with no token counted for ``stall`` seconds is a hang. A
+call that fails at a replica that does not answer waits for the probe's verdict
+(answering again, or restarted) instead of using up its retries. ``CONCILIUM_LIVENESS`` tunes it for every front-end (``Liveness.from_env``).
 
 Example:
     >>> describe_exit(-9), describe_exit(1)
@@ -62,7 +62,7 @@ class Liveness:
     and ``failures`` probes in a row with no answer within ``timeout`` seconds mean it
     hangs (about ``failures * (interval + timeout)`` seconds from the hang to the kill).
     An engine (``Supervisor(progress=True)``) whose ``/metrics`` show requests running
-    and no token counted for ``stall`` seconds hangs too: its engine core stopped while
+    or waiting and no token counted for ``stall`` seconds hangs too: its engine core stopped while
     its API server still answers ``/health``. ``failures=0`` turns the probe off,
     ``stall=0`` only the stall check."""
 
@@ -135,7 +135,8 @@ class Supervisor:
             process's ``health_url``, so a process without one is not probed.
         progress: the processes are engines (vLLM, or the simulated server) whose
             ``/metrics``, beside the health URL, count tokens: one with requests
-            running and no token counted for ``liveness.stall`` seconds is hung.
+            running or waiting and no token counted for ``liveness.stall`` seconds is
+            hung.
 
     Use it as an async context manager around the time the replicas serve; leave it
     before stopping them (a stop is not a death).
@@ -275,7 +276,9 @@ class Supervisor:
             self._probed[i] += 1
             self._answering[i] = answered
             self._announce(i)
-            if missed >= live.failures:
+            if missed >= live.failures and proc.ended():
+                missed = 0  # it died, so it refused the probes: its watcher says so
+            elif missed >= live.failures:
                 self._hung[i] = (
                     f"{proc.name} hung: {url} gave no answer to {missed} probes in a row "
                     f"({live.timeout:g} s each, every {live.interval:g} s), so it was killed "
@@ -291,8 +294,9 @@ class Supervisor:
 
     async def _stalled(self, i: int, proc: ManagedProcess, health: str) -> str | None:
         """Why replica ``i`` is stalled, or ``None``: its ``/metrics`` show requests
-        running and the same token count (prompt and generated) for ``stall`` seconds.
-        No metrics (no answer, not 200) is no verdict: silence is the probe's."""
+        running or waiting and the same token count (prompt and generated) for
+        ``stall`` seconds. No metrics (no answer, not 200) is no verdict: silence is
+        the probe's."""
         assert self._session is not None
         url = health.rsplit("/", 1)[0] + "/metrics"
         try:
@@ -303,7 +307,7 @@ class Supervisor:
                 metrics = read_metrics(await resp.text())
         except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
             return None
-        running = metrics.get("vllm:num_requests_running", 0.0)
+        running = sum(metrics.get(f"vllm:num_requests_{n}", 0.0) for n in ("running", "waiting"))
         count = sum(metrics.get(f"vllm:{n}_tokens_total", 0.0) for n in ("prompt", "generation"))
         now = time.monotonic()
         last = self._counted[i]
@@ -313,7 +317,7 @@ class Supervisor:
         if now - last[2] < self.liveness.stall:
             return None
         return (
-            f"{proc.name} stalled: {running:g} request(s) running and no token counted for "
+            f"{proc.name} stalled: {running:g} request(s) running or waiting and no token counted for "
             f"{now - last[2]:.0f} s ({url}; its /health still answered), so it was killed "
             "(SIGKILL to its process group)"
         )

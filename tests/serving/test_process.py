@@ -1,5 +1,6 @@
 """ManagedProcess keeps a server's whole output in its log file, a failed start names
-that file beside the last lines, and a managed process ends with its parent."""
+that file beside the last lines, a managed process ends with its parent, and its death
+is seen before asyncio reaps it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,21 @@ def test_a_managed_process_ends_when_the_process_that_started_it_is_killed() -> 
     finally:
         if not gone(child):
             os.kill(child, signal.SIGKILL)
+
+
+async def test_ended_sees_a_death_before_asyncio_does_and_a_stopped_process_is_not_ended() -> None:
+    """The supervisor asks before it calls a replica that refused its probes hung: a
+    process just killed refuses them too, and asyncio may not have noticed its exit yet
+    (calls failing at once poke the probe several times within milliseconds)."""
+    proc = await ManagedProcess("sleeper", ["sleep", "600"], deadline=30).start()
+    assert proc.pid is not None and not proc.ended()
+    os.kill(proc.pid, signal.SIGSTOP)
+    assert not proc.ended()  # stopped is alive: a hang, not a death
+    os.kill(proc.pid, signal.SIGKILL)
+    stop_at = time.monotonic() + 30
+    while not proc.ended():  # no await: the event loop cannot hear of the exit meanwhile
+        assert time.monotonic() < stop_at
+        time.sleep(0.01)  # noqa: ASYNC251 -- on purpose: the loop must not run
+    assert proc.returncode is None  # asyncio has not noticed; ended() has
+    await proc.stop()
+    assert proc.returncode == -signal.SIGKILL and proc.ended()

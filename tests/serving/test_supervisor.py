@@ -245,8 +245,8 @@ async def test_an_engine_whose_requests_stop_counting_tokens_is_restarted_and_th
     port = engine.urls[0].split(":")[-1].removesuffix("/v1")
     assert len(said) == 1, said
     assert re.match(
-        rf"embedded engine replica 0 \(port {port}, cores 0-1\) stalled: 1 request\(s\) running "
-        rf"and no token counted for \d+ s \(http://127\.0\.0\.1:{port}/metrics; its /health still "
+        rf"embedded engine replica 0 \(port {port}, cores 0-1\) stalled: 1 request\(s\) running or "
+        rf"waiting and no token counted for \d+ s \(http://127\.0\.0\.1:{port}/metrics; its /health still "
         r"answered\), so it was killed \(SIGKILL to its process group\); restarting it on the same "
         r"port, calls wait for it; its log: ",
         said[0],
