@@ -255,9 +255,12 @@ class Supervisor:
 
     async def _probe_loop(self, i: int) -> None:
         """Ask replica ``i``'s health URL every interval; after ``failures`` probes in a
-        row with no answer, kill its process group (its watcher restarts it)."""
+        row with no answer, kill its process group (its watcher restarts it). Calls that
+        fail poke the probe to ask at once; a miss counts once per interval, so poked
+        probes cannot make a verdict sooner, and a process that has ended (it refused
+        the probes by dying) is left to its watcher."""
         live = self.liveness
-        missed = 0
+        missed, last_miss = 0, 0.0
         while True:
             await self._up[i].wait()
             proc = self.processes[i]
@@ -272,7 +275,11 @@ class Supervisor:
             if self.processes[i] is not proc or proc.returncode is not None:
                 missed = 0
                 continue
-            missed = 0 if answered else missed + 1
+            now = time.monotonic()
+            if answered:
+                missed = 0
+            elif missed == 0 or now - last_miss >= live.interval:
+                missed, last_miss = missed + 1, now
             self._probed[i] += 1
             self._answering[i] = answered
             self._announce(i)

@@ -79,7 +79,8 @@ async def test_two_engine_replicas_behind_vllm_router(tmp_path: Path) -> None:
         assert sum(together["prefix_cache_hits"]) == 4 * BLOCK
         assert sum(together["prefix_cache_queries"]) == together["prompt_tokens"]
         assert together["hit_rate"] == round(4 * BLOCK / (2 * prompt), 3)
-        assert spread["hit_rate"] == 0.0 and spread["hit_rate_per_replica"] == [0.0, 0.0]
+        assert spread["hit_rate"] == 0.0 and spread["hit_rate_per_replica"] == [0.0, 0.0], (
+            together, spread)  # fmt: skip
         assert spread["router_requests_per_worker"] == [1, 1]
         assert together["ttft_mean_s"] > 0 and spread["ttft_mean_s"] > 0
         # the replicas (started for a router) give cache_aware the token IDs it routes on

@@ -10,6 +10,7 @@ Session, ``local_engine`` and the supervisor under test.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -298,3 +299,39 @@ def test_the_liveness_setting_is_read_from_the_variable_or_defaults() -> None:
     assert Liveness.from_env({LIVENESS_VAR: " 10, 2.5 ,4 "}) == Liveness(10.0, 2.5, 4, 120.0)
     assert Liveness.from_env({LIVENESS_VAR: "10,2.5,4, 0"}) == Liveness(10.0, 2.5, 4, 0.0)
     assert not Liveness.from_env({LIVENESS_VAR: "OFF"}).enabled
+
+
+async def test_calls_that_poke_the_probe_at_once_cannot_make_a_hang_verdict_sooner() -> None:
+    """Every failing call asks the supervisor at once (a poke, an immediate probe). A
+    replica whose port refuses, as a dying one's does, used to collect its three misses
+    from such pokes within milliseconds, and was called hung before its exit was seen.
+    A miss now counts once per interval: the verdict takes the probes' time."""
+    from concilium.agents._supervised import restarted
+    from concilium.serving import ManagedProcess
+    from concilium.serving._engine import free_port
+    from concilium.serving._supervisor import Supervisor
+
+    closed = free_port()  # nothing listens there: every probe is refused at once
+    url = f"http://127.0.0.1:{closed}/v1"
+
+    def replica(_: int) -> ManagedProcess:
+        return ManagedProcess("silent replica", ["sleep", "600"], deadline=30)
+
+    proc = await replica(0).start()
+    proc.health_url = f"http://127.0.0.1:{closed}/health"  # probed from now on
+    said: list[str] = []
+    live = Liveness(interval=1.0, timeout=0.5, failures=3)
+    supervisor = Supervisor([proc], replica, [url], max_restarts=0, notice=said.append, liveness=live)  # fmt: skip
+    async with supervisor:
+        started = time.monotonic()
+        for _ in range(10):  # ten calls failing at once, each asking for a verdict
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(restarted(url), 0.05)
+        assert said == [] and proc.returncode is None  # ten refused probes, one miss
+        while not said:
+            assert time.monotonic() - started < 60, "no verdict on a replica that never answers"
+            await asyncio.sleep(0.05)
+        waited = time.monotonic() - started
+    await proc.stop()
+    assert said[0].startswith("silent replica hung: ") and "3 probes in a row" in said[0]
+    assert waited >= 2 * live.interval  # three misses, an interval apart at the least
