@@ -306,7 +306,7 @@ async def test_calls_that_poke_the_probe_at_once_cannot_make_a_hang_verdict_soon
     replica whose port refuses, as a dying one's does, used to collect its three misses
     from such pokes within milliseconds, and was called hung before its exit was seen.
     A miss now counts once per interval: the verdict takes the probes' time."""
-    from concilium.agents._supervised import restarted
+    from concilium.agents import ModelSpec
     from concilium.serving import ManagedProcess
     from concilium.serving._engine import free_port
     from concilium.serving._supervisor import Supervisor
@@ -324,14 +324,16 @@ async def test_calls_that_poke_the_probe_at_once_cannot_make_a_hang_verdict_soon
     supervisor = Supervisor([proc], replica, [url], max_restarts=0, notice=said.append, liveness=live)  # fmt: skip
     async with supervisor:
         started = time.monotonic()
-        for _ in range(10):  # ten calls failing at once, each asking for a verdict
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(restarted(url), 0.05)
+        agent = Agent("a", ModelSpec("hosted_vllm/m", api_base=url), max_tokens=4)
+        for _ in range(10):  # ten calls refused at once, each asking for a verdict
+            with contextlib.suppress(TimeoutError, ModelCallError):
+                await asyncio.wait_for(agent.run("What is 2 + 2?"), 0.05)
         assert said == [] and proc.returncode is None  # ten refused probes, one miss
         while not said:
             assert time.monotonic() - started < 60, "no verdict on a replica that never answers"
             await asyncio.sleep(0.05)
         waited = time.monotonic() - started
     await proc.stop()
+    await aclose()
     assert said[0].startswith("silent replica hung: ") and "3 probes in a row" in said[0]
     assert waited >= 2 * live.interval  # three misses, an interval apart at the least
