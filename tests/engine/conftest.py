@@ -7,13 +7,13 @@ is not installed they are skipped, unless CONCILIUM_REQUIRE_ENGINE=1 (set by
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from pytest_asyncio import is_async_test
 
 from concilium._errors import UserError
 from concilium.serving.engine import EngineHome, local_engine
@@ -32,8 +32,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ours = [item for item in items if str(item.fspath).startswith(here)]
     for item in ours:
         item.add_marker(pytest.mark.engine)
-        if inspect.iscoroutinefunction(getattr(item, "function", None)):
-            item.add_marker(pytest.mark.asyncio(loop_scope="session"))  # the engine fixture's loop
+        if is_async_test(item):  # on the engine fixture's loop: first, or the marker that
+            # asyncio_mode=auto put there already wins and each test gets a loop of its own
+            # (the shared engine's supervisor was then driven from a foreign loop, and a call
+            # that failed at the engine raised "Timeout context manager should be used
+            # inside a task" instead of being retried)
+            item.add_marker(pytest.mark.asyncio(loop_scope="session"), append=False)
     if ours:  # the tests that start engines of their own go before the shared one starts:
         # beside it, the router test's two replicas took a 24 GiB machine out of memory once
         # (an engine worker killed, the shared engine's tests refused), under a CPU hog
