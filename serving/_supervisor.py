@@ -179,8 +179,10 @@ class Supervisor:
         # the last token count seen: (process, count, since when it has not moved)
         self._counted: list[tuple[ManagedProcess, float, float] | None] = [None] * len(processes)
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it runs on
 
     async def __aenter__(self) -> Supervisor:
+        self._loop = asyncio.get_running_loop()
         for up in self._up:
             up.set()
         waits = {url: functools.partial(self._back, i) for i, url in enumerate(self.urls)}
@@ -232,8 +234,11 @@ class Supervisor:
     async def _back(self, i: int) -> bool:
         """For the ledger: wait while replica ``i`` is being restarted; whether it was.
         A replica that is up but does not answer its health URL is waited on until the
-        probe decides: it answers again (``False``) or it was restarted (``True``)."""
-        if self._given_up[i]:
+        probe decides: it answers again (``False``) or it was restarted (``True``).
+        A call made on another event loop (a thread of its own) is not waited for: the
+        supervisor's events and probe session belong to its own loop, so that call's
+        retries are all it gets."""
+        if self._given_up[i] or asyncio.get_running_loop() is not self._loop:
             return False
         if self.processes[i].returncode is not None:
             self._up[i].clear()  # it died, and its watcher has not seen it yet

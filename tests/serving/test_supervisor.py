@@ -337,3 +337,46 @@ async def test_calls_that_poke_the_probe_at_once_cannot_make_a_hang_verdict_soon
     await aclose()
     assert said[0].startswith("silent replica hung: ") and "3 probes in a row" in said[0]
     assert waited >= 2 * live.interval  # three misses, an interval apart at the least
+
+
+async def test_a_call_on_another_event_loop_gets_its_retries_not_the_supervisors_wait() -> None:
+    """The supervisor's events and probe session belong to the loop it runs on. A call
+    made on another loop (a thread with a loop of its own) that fails at a supervised
+    URL gets its retries and the connection error, not a RuntimeError from the
+    supervisor's session used off its loop."""
+    from concilium.agents import ModelSpec
+    from concilium.serving import ManagedProcess
+    from concilium.serving._engine import free_port
+    from concilium.serving._supervisor import Supervisor
+
+    closed = free_port()
+    url = f"http://127.0.0.1:{closed}/v1"
+
+    def replica(_: int) -> ManagedProcess:
+        return ManagedProcess("silent replica", ["sleep", "600"], deadline=30)
+
+    proc = await replica(0).start()
+    proc.health_url = f"http://127.0.0.1:{closed}/health"
+    said: list[str] = []
+    live = Liveness(interval=60.0, timeout=0.5, failures=3)  # no verdict while it runs
+    supervisor = Supervisor([proc], replica, [url], max_restarts=0, notice=said.append, liveness=live)  # fmt: skip
+
+    def elsewhere() -> BaseException | None:
+        async def call() -> None:
+            try:
+                await Agent("a", ModelSpec("hosted_vllm/m", api_base=url), max_tokens=4).run("2+2?")
+            finally:
+                await aclose()
+
+        try:
+            asyncio.run(call())
+        except BaseException as exc:  # the test looks at what it was
+            return exc
+        return None
+
+    async with supervisor:
+        raised = await asyncio.to_thread(elsewhere)
+    await proc.stop()
+    assert isinstance(raised, ModelCallError), repr(raised)
+    assert "is the server running?" in str(raised) and "4 attempts" in str(raised)
+    assert said == []
